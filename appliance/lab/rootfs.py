@@ -98,9 +98,17 @@ def ensure_root(root: Path | None = None, *, progress=print) -> Path:
         policy.chmod(0o755)
         env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                "LC_ALL": "C"}
-        _run(["chroot", str(tmp), "apt-get", "-o", "Acquire::Check-Valid-Until=false", "update"], env=env)
-        _run(["chroot", str(tmp), "apt-get", "install", "-y", "--no-install-recommends", *PACKAGES], env=env)
-        _run(["chroot", str(tmp), "apt-get", "clean"], env=env)
+        # Maintainer scripts (systemd-tmpfiles via cryptsetup-bin) need /proc.
+        mount_pseudo(tmp)
+        try:
+            # sid's Release files are often past Valid-Until on a cached mirror.
+            _run(["chroot", str(tmp), "apt-get", "-o", "Acquire::Check-Valid-Until=false",
+                  "update"], env=env)
+            _run(["chroot", str(tmp), "apt-get", "install", "-y", "--no-install-recommends",
+                  *PACKAGES], env=env)
+            _run(["chroot", str(tmp), "apt-get", "clean"], env=env)
+        finally:
+            unmount_all(tmp)
         (tmp / STAMP).write_text(ROOT_VERSION + "\n")
         tmp.rename(root)
         if not is_ready(root):

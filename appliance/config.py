@@ -1,0 +1,366 @@
+"""The appliance's one configuration: typed, frozen, validated at start.
+
+Layers, later wins: built-in defaults -> TOML file -> environment
+(``CALLVAULT_<SECTION>_<KEY>``, e.g. ``CALLVAULT_AMI_SECRET``) -> command-line overrides.
+Secrets may also come from ``<key>_file`` (the file's content, stripped). Every
+problem is collected and reported as one line naming the key, the value and the fix;
+secrets are never echoed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, get_args, get_origin, get_type_hints
+
+
+class ConfigError(Exception):
+    """The configuration has problems; ``problems`` holds one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Secret:
+    """A string that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT, e.g. \"127.0.0.1:4573\"")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class AgiConfig:
+    listen: str = "127.0.0.1:4573"
+    read_timeout: float = 30.0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return _listen(self.listen)
+
+
+@dataclass(frozen=True)
+class AmiConfig:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "callvault"
+    secret: Secret | None = None
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:////var/lib/callvault/callvault.db"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.url.startswith("sqlite:///"):
+            return Path(self.url[len("sqlite:///"):])
+        return None
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    dir: Path = Path("/var/spool/asterisk/callvault")
+    # Seconds between scans for recordings no event told us about.
+    scan_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    recipients: tuple[str, ...] = ()
+    workers: int = 2
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    backend: str = "local"
+    path: Path = Path("/var/lib/callvault/archive")
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+    bucket: str = ""
+    key_bucket: str = ""
+    access_key_id: str = ""
+    secret_access_key: Secret | None = None
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    listen: str = "127.0.0.1:8080"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return _listen(self.listen)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    # Key for the keyed HMAC of phone numbers; generated on first start if missing.
+    hmac_key_file: Path = Path("/var/lib/callvault/hmac.key")
+
+
+@dataclass(frozen=True)
+class Config:
+    agi: AgiConfig = field(default_factory=AgiConfig)
+    ami: AmiConfig = field(default_factory=AmiConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+
+
+SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config)}
+SECTIONS = {name: get_type_hints(Config)[name] for name in SECTIONS}
+SECRET_KEYS = {("ami", "secret"), ("storage", "secret_access_key")}
+CHOICES = {("storage", "backend"): ("local", "s3")}
+# Paths the process must be able to write to (created if missing).
+WRITABLE = (("spool", "dir"), ("storage", "path"), ("privacy", "hmac_key_file"))
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _fmt(section: str, key: str) -> str:
+    return f"[{section}] {key}"
+
+
+def _coerce(section: str, key: str, typ: Any, value: Any, from_text: bool) -> Any:
+    """Convert ``value`` to ``typ`` or raise ValueError with a message for people."""
+    origin = get_origin(typ)
+    if origin is not None and type(None) in get_args(typ):  # Optional[T]
+        typ = next(a for a in get_args(typ) if a is not type(None))
+        origin = get_origin(typ)
+    if typ is Secret:
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return Secret(value)
+    if typ is bool:
+        if from_text and isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+            return value.lower() in ("1", "true", "yes")
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return value
+    if typ is int:
+        if from_text and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected a whole number")
+        return value
+    if typ is float:
+        if from_text and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("expected a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("expected a number")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ValueError("expected a string in quotes")
+        return value
+    if typ is Path:
+        if not isinstance(value, str) or not value:
+            raise ValueError("expected a path in quotes")
+        return Path(value)
+    if origin is tuple:
+        if from_text and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("expected a list of strings, e.g. [\"a\", \"b\"]")
+        return tuple(value)
+    raise TypeError(f"unsupported config type {typ!r} for {section}.{key}")
+
+
+def _show(section: str, key: str, value: Any) -> str:
+    if (section, key) in SECRET_KEYS:
+        return "(hidden)"
+    return repr(value)
+
+
+def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None,
+         overrides: Mapping[str, Any] | None = None, check_paths: bool = True) -> Config:
+    """Build the config from defaults, the file, the environment and overrides.
+
+    ``overrides`` maps ``"section.key"`` to a value (from the command line).
+    Raises ConfigError listing every problem at once.
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError([f"{path}: file not found; pass an existing file with -c"]) from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+    where = str(path) if path else "config"
+
+    values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for section, body in raw.items():
+        if section not in SECTIONS:
+            hint = difflib.get_close_matches(section, SECTIONS, n=1)
+            fix = f"did you mean [{hint[0]}]?" if hint else f"known sections: {', '.join(SECTIONS)}"
+            problems.append(f"{where}: [{section}]: unknown section; {fix}")
+            continue
+        if not isinstance(body, dict):
+            problems.append(f"{where}: {section} = {body!r}: expected a [{section}] table")
+            continue
+        known = _fields(SECTIONS[section])
+        for key, value in body.items():
+            base = key[:-5] if key.endswith("_file") else None
+            if base and (section, base) in SECRET_KEYS:
+                try:
+                    secret = Path(value).read_text().strip()
+                except (OSError, TypeError) as e:
+                    problems.append(f"{where}: {_fmt(section, key)} = {value!r}: cannot read the secret "
+                                    f"file ({e.__class__.__name__}); point it at a readable file")
+                    continue
+                values[section][base] = (secret, True)
+                continue
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                fix = f"did you mean {hint[0]!r}?" if hint else f"known keys: {', '.join(known)}"
+                problems.append(f"{where}: {_fmt(section, key)}: unknown key; {fix}")
+                continue
+            values[section].setdefault(key, (value, False))
+
+    for section, cls in SECTIONS.items():
+        for key in _fields(cls):
+            name = f"CALLVAULT_{section}_{key}".upper()
+            if name in env:
+                values[section][key] = (env[name], True)
+            file_name = name + "_FILE"
+            if (section, key) in SECRET_KEYS and file_name in env:
+                try:
+                    values[section][key] = (Path(env[file_name]).read_text().strip(), True)
+                except OSError as e:
+                    problems.append(f"{file_name}={env[file_name]!r}: cannot read the secret file "
+                                    f"({e.__class__.__name__}); point it at a readable file")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or key not in _fields(SECTIONS[section]):
+            problems.append(f"override {dotted}: unknown key")
+            continue
+        values[section][key] = (value, isinstance(value, str))
+
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        hints = _fields(cls)
+        kwargs = {}
+        for key, (value, from_text) in values[section].items():
+            try:
+                kwargs[key] = _coerce(section, key, hints[key], value, from_text)
+            except ValueError as e:
+                problems.append(f"{where}: {_fmt(section, key)} = {_show(section, key, value)}: {e}")
+        built[section] = cls(**kwargs)
+    config = Config(**built)
+    problems += _validate(config, where, check_paths)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
+    out = []
+
+    def bad(section: str, key: str, value: Any, fix: str) -> None:
+        out.append(f"{where}: {_fmt(section, key)} = {_show(section, key, value)}: {fix}")
+
+    for section, key in (("agi", "listen"), ("web", "listen")):
+        value = getattr(getattr(c, section), key)
+        try:
+            _listen(value)
+        except ValueError as e:
+            bad(section, key, value, str(e))
+    if not 1 <= c.ami.port <= 65535:
+        bad("ami", "port", c.ami.port, "expected a port between 1 and 65535")
+    if c.ami.secret is None or not c.ami.secret:
+        out.append(f"{where}: [ami] secret: missing; set secret or secret_file in [ami], "
+                   "or CALLVAULT_AMI_SECRET in the environment")
+    if c.database.sqlite_path is None:
+        bad("database", "url", c.database.url, "expected sqlite:////absolute/path.db")
+    for (section, key), choices in CHOICES.items():
+        value = getattr(getattr(c, section), key)
+        if value not in choices:
+            bad(section, key, value, f"expected one of {', '.join(choices)}")
+    for r in c.archive.recipients:
+        if not r.startswith("age1"):
+            bad("archive", "recipients", r, "expected an age public key (age1...); "
+                "never put a private AGE-SECRET-KEY here: run `callvault keys generate`")
+    if c.archive.workers < 1:
+        bad("archive", "workers", c.archive.workers, "expected at least 1")
+    if c.storage.backend == "s3":
+        for key in ("endpoint_url", "bucket", "key_bucket", "access_key_id"):
+            if not getattr(c.storage, key):
+                bad("storage", key, "", "required when backend = \"s3\"")
+        if not c.storage.secret_access_key:
+            out.append(f"{where}: [storage] secret_access_key: missing; set it, secret_access_key_file, "
+                       "or CALLVAULT_STORAGE_SECRET_ACCESS_KEY")
+        if c.storage.bucket and c.storage.bucket == c.storage.key_bucket:
+            bad("storage", "key_bucket", c.storage.key_bucket, "must differ from bucket: headers must "
+                "stay deletable while payloads are locked")
+    if check_paths:
+        paths = [(s, k, getattr(getattr(c, s), k)) for s, k in WRITABLE]
+        db = c.database.sqlite_path
+        if db is not None:
+            paths.append(("database", "url", db))
+        for section, key, p in paths:
+            if (section, key) == ("storage", "path") and c.storage.backend != "local":
+                continue
+            target = p if key in ("dir", "path") else p.parent
+            problem = _unwritable(Path(target))
+            if problem:
+                bad(section, key, str(p), problem)
+    return out
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` (a directory, maybe not yet created) cannot be written, or None."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{probe} is a file, not a directory; choose a directory path"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"not writable by this user ({probe}); fix permissions or choose another path"
+    return None

@@ -1,0 +1,457 @@
+"""age v1 encryption for recordings: the project's cryptographic trust boundary.
+
+This is the only module that imports ``cryptography`` primitives. It implements
+the subset of the age v1 format (C2SP age spec) that callvault needs: X25519
+recipients, the scrypt recipient for passphrase-protected identity files, the
+header MAC and the 64 KiB ChaCha20-Poly1305 STREAM payload. The byte layout,
+what is authenticated and the random-access arithmetic are written down in
+``docs/recording-format.md``; the real ``age`` and ``rage`` tools are the
+reference (tests check interop both ways).
+
+Header and payload are produced separately because callvault stores them as
+two objects (crypto-shredding under WORM); ``header || payload`` is a valid age
+file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import BinaryIO, NamedTuple, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from storage.errors import IntegrityError, PermanentError
+
+CHUNK_SIZE = 64 * 1024  # plaintext bytes per STREAM chunk (fixed by age v1)
+TAG_SIZE = 16
+NONCE_SIZE = 16  # payload nonce prefix
+ENC_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE
+FILE_KEY_SIZE = 16
+VERSION_LINE = b"age-encryption.org/v1\n"
+MAX_HEADER_SIZE = 1 << 20  # refuse absurd headers from untrusted input
+FORMAT = "age-encryption.org/v1"
+_MAC_LINE_SIZE = len(b"--- ") + 43 + 1
+_ZERO_NONCE = bytes(12)
+_X25519_LABEL = b"age-encryption.org/v1/X25519"
+_SCRYPT_LABEL = b"age-encryption.org/v1/scrypt"
+
+
+# --- errors -------------------------------------------------------------------
+
+class KeyFormatError(PermanentError, ValueError):
+    """A key, recipient or identity string/file is malformed (local misuse)."""
+
+
+class HeaderError(IntegrityError):
+    """The age header is malformed, unsupported or violates the spec."""
+
+
+class HeaderMacError(HeaderError):
+    """The header MAC does not verify: the header was modified."""
+
+
+class NoMatchingIdentity(IntegrityError):
+    """None of the given identities (or the passphrase) unwraps the file key."""
+
+
+class PayloadError(IntegrityError):
+    """The payload does not verify under the header's file key."""
+
+
+class TruncatedPayload(PayloadError):
+    """The payload ends before its final chunk."""
+
+
+class TrailingData(PayloadError):
+    """Bytes follow the chunk that is authenticated as final."""
+
+
+class ChunkAuthError(PayloadError):
+    """A chunk fails authentication: corrupted, reordered, or another file's."""
+
+
+# --- bech32 (BIP173, no length limit, as age uses it) ---------------------------
+
+_B32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_B32_GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+
+
+def _polymod(values: Iterable[int]) -> int:
+    chk = 1
+    for v in values:
+        top = chk >> 25
+        chk = ((chk & 0x1FFFFFF) << 5) ^ v
+        for i in range(5):
+            if (top >> i) & 1:
+                chk ^= _B32_GEN[i]
+    return chk
+
+
+def _hrp_expand(hrp: str) -> list[int]:
+    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+
+
+def _convert_bits(data: Iterable[int], frm: int, to: int, pad: bool) -> bytes:
+    acc = bits = 0
+    out = bytearray()
+    for v in data:
+        acc = (acc << frm) | v
+        bits += frm
+        while bits >= to:
+            bits -= to
+            out.append((acc >> bits) & ((1 << to) - 1))
+    if pad:
+        if bits:
+            out.append((acc << (to - bits)) & ((1 << to) - 1))
+    elif bits >= frm or (acc << (to - bits)) & ((1 << to) - 1):
+        raise KeyFormatError("bech32: invalid padding")
+    return bytes(out)
+
+
+def bech32_encode(hrp: str, data: bytes) -> str:
+    """Encode; an all-uppercase ``hrp`` gives an all-uppercase string (as age does)."""
+    lower = hrp.lower()
+    words = list(_convert_bits(data, 8, 5, pad=True))
+    chk = _polymod(_hrp_expand(lower) + words + [0] * 6) ^ 1
+    words += [(chk >> 5 * (5 - i)) & 31 for i in range(6)]
+    s = lower + "1" + "".join(_B32[w] for w in words)
+    return s.upper() if hrp.isupper() else s
+
+
+def bech32_decode(s: str) -> tuple[str, bytes]:
+    """Decode to (lowercase hrp, data); checks case, charset and checksum."""
+    if s.lower() != s and s.upper() != s:
+        raise KeyFormatError("bech32: mixed case")
+    if any(not 33 <= ord(c) <= 126 for c in s):
+        raise KeyFormatError("bech32: invalid character")
+    s = s.lower()
+    pos = s.rfind("1")
+    if pos < 1 or pos + 7 > len(s):
+        raise KeyFormatError("bech32: missing separator or checksum")
+    hrp, part = s[:pos], s[pos + 1:]
+    try:
+        words = [_B32.index(c) for c in part]
+    except ValueError:
+        raise KeyFormatError("bech32: invalid data character") from None
+    if _polymod(_hrp_expand(hrp) + words) != 1:
+        raise KeyFormatError("bech32: bad checksum")
+    return hrp, _convert_bits(words[:-6], 5, 8, pad=False)
+
+
+# --- small helpers --------------------------------------------------------------
+
+_B64_RE = re.compile(rb"[A-Za-z0-9+/]*")
+
+
+def _b64encode(data: bytes) -> bytes:
+    return base64.b64encode(data).rstrip(b"=")
+
+
+def _b64decode(text: bytes, what: str) -> bytes:
+    """Unpadded, canonical base64 only (the spec requires rejecting the rest)."""
+    if not _B64_RE.fullmatch(text) or len(text) % 4 == 1:
+        raise HeaderError(f"{what}: invalid base64")
+    try:
+        raw = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        raise HeaderError(f"{what}: invalid base64") from None
+    if _b64encode(raw) != text:
+        raise HeaderError(f"{what}: non-canonical base64")
+    return raw
+
+
+def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+
+def _chunk_nonce(index: int, last: bool) -> bytes:
+    return index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+
+
+def _payload_aead(file_key: bytes, nonce: bytes) -> ChaCha20Poly1305:
+    return ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
+
+
+# --- keys -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recipient:
+    """An X25519 age recipient (public key), ``age1...``."""
+
+    public_key: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.public_key) != 32:
+            raise KeyFormatError("X25519 recipient must be 32 bytes")
+
+    @classmethod
+    def parse(cls, text: str) -> Recipient:
+        text = text.strip()
+        if text.startswith("ssh-"):
+            raise KeyFormatError("SSH recipients are not supported; use an age1... recipient")
+        hrp, data = bech32_decode(text)
+        if hrp != "age":  # also rejects age1pq1.../age1tag1...: hrp is up to the last "1"
+            raise KeyFormatError(f"not a native X25519 age recipient (bech32 type {hrp!r})")
+        return cls(data)
+
+    def __str__(self) -> str:
+        return bech32_encode("age", self.public_key)
+
+    def __repr__(self) -> str:
+        return f"Recipient({str(self)!r})"
+
+    @property
+    def fingerprint(self) -> str:
+        """First 16 hex digits of SHA-256 of the ``age1...`` string: a stable,
+        public, short id for manifests and the catalog (not a secret, not
+        collision-resistant enough to authenticate anything)."""
+        return hashlib.sha256(str(self).encode("ascii")).hexdigest()[:16]
+
+    def _wrap(self, file_key: bytes, ephemeral: bytes | None = None) -> Stanza:
+        eph = (X25519PrivateKey.from_private_bytes(ephemeral) if ephemeral is not None
+               else X25519PrivateKey.generate())
+        share = eph.public_key().public_bytes_raw()
+        try:
+            shared = eph.exchange(X25519PublicKey.from_public_bytes(self.public_key))
+        except ValueError:
+            raise KeyFormatError("recipient is a low-order point") from None
+        wrap_key = _hkdf(shared, share + self.public_key, _X25519_LABEL)
+        body = ChaCha20Poly1305(wrap_key).encrypt(_ZERO_NONCE, file_key, None)
+        return Stanza("X25519", (_b64encode(share).decode(),), body)
+
+
+class _Unwrapper(Protocol):
+    def _unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None: ...
+
+
+class Identity:
+    """An X25519 age identity (private key). ``repr``/``str`` never show the
+    secret; ``secret_string()`` is the one explicit way to get it."""
+
+    __slots__ = ("_key", "recipient")
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) != 32:
+            raise KeyFormatError("X25519 identity must be 32 bytes")
+        self._key = X25519PrivateKey.from_private_bytes(secret)
+        self.recipient = Recipient(self._key.public_key().public_bytes_raw())
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(os.urandom(32))
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        try:
+            hrp, data = bech32_decode(text.strip())
+        except KeyFormatError:
+            # The message must not echo the (possibly secret) input.
+            raise KeyFormatError("malformed age identity (AGE-SECRET-KEY-1...)") from None
+        if hrp != "age-secret-key-":
+            raise KeyFormatError("not an age X25519 identity (AGE-SECRET-KEY-1...)")
+        return cls(data)
+
+    def secret_string(self) -> str:
+        return bech32_encode("AGE-SECRET-KEY-", self._key.private_bytes_raw())
+
+    @property
+    def fingerprint(self) -> str:
+        return self.recipient.fingerprint
+
+    def __repr__(self) -> str:
+        return f"Identity(recipient={str(self.recipient)!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Identity) and self.recipient == other.recipient
+
+    def __hash__(self) -> int:
+        return hash(self.recipient)
+
+    def __reduce__(self):  # pickling would copy the secret somewhere unplanned
+        raise TypeError("Identity is not picklable")
+
+    def _unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None:
+        for s in stanzas:
+            if s.type != "X25519":
+                continue
+            if len(s.args) != 1:
+                raise HeaderError("X25519 stanza must have exactly two arguments")
+            share = _b64decode(s.args[0].encode("ascii"), "X25519 share")
+            if len(share) != 32 or len(s.body) != 32:
+                raise HeaderError("X25519 stanza: bad share or body length")
+            try:
+                shared = self._key.exchange(X25519PublicKey.from_public_bytes(share))
+            except ValueError:
+                raise HeaderError("X25519 stanza: low-order ephemeral share") from None
+            wrap_key = _hkdf(shared, share + self.recipient.public_key, _X25519_LABEL)
+            try:
+                return ChaCha20Poly1305(wrap_key).decrypt(_ZERO_NONCE, s.body, None)
+            except InvalidTag:
+                continue
+        return None
+
+
+@dataclass(frozen=True, repr=False)
+class _ScryptIdentity:
+    passphrase: bytes
+    max_work_factor: int
+
+    def _unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None:
+        for s in stanzas:
+            if s.type != "scrypt":
+                continue
+            if len(s.args) != 2 or not re.fullmatch(r"[1-9][0-9]*", s.args[1]):
+                raise HeaderError("scrypt stanza: bad arguments")
+            salt = _b64decode(s.args[0].encode("ascii"), "scrypt salt")
+            log_n = int(s.args[1])
+            if len(salt) != 16 or len(s.body) != 32:
+                raise HeaderError("scrypt stanza: bad salt or body length")
+            if log_n > self.max_work_factor:
+                raise HeaderError(f"scrypt work factor {log_n} exceeds limit {self.max_work_factor}")
+            key = Scrypt(salt=_SCRYPT_LABEL + salt, length=32, n=1 << log_n, r=8, p=1)
+            try:
+                return ChaCha20Poly1305(key.derive(self.passphrase)).decrypt(_ZERO_NONCE, s.body, None)
+            except InvalidTag:
+                raise NoMatchingIdentity("wrong passphrase") from None
+        return None
+
+
+# --- header -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stanza:
+    """One recipient stanza: ``-> type args...`` and its binary body."""
+
+    type: str
+    args: tuple[str, ...]
+    body: bytes
+
+    def encode(self) -> bytes:
+        b64 = _b64encode(self.body)
+        lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+        if len(b64) % 64 == 0:
+            lines.append(b"")  # the body always ends with a short line
+        arg_line = " ".join((self.type, *self.args)).encode("ascii")
+        return b"-> " + arg_line + b"\n" + b"".join(line + b"\n" for line in lines)
+
+
+def _header_with_mac(file_key: bytes, stanzas: Sequence[Stanza]) -> bytes:
+    body = VERSION_LINE + b"".join(s.encode() for s in stanzas) + b"---"
+    mac = hmac.new(_hkdf(file_key, b"", b"header"), body, hashlib.sha256).digest()
+    return body + b" " + _b64encode(mac) + b"\n"
+
+
+def build_header(file_key: bytes, recipients: Sequence[Recipient], *,
+                 _ephemeral_secrets: Sequence[bytes] | None = None) -> bytes:
+    """The age header wrapping ``file_key`` to every recipient, MAC line included.
+    ``_ephemeral_secrets`` is a test hook for deterministic vectors."""
+    if len(file_key) != FILE_KEY_SIZE:
+        raise ValueError("file key must be 16 bytes")
+    if not recipients:
+        raise KeyFormatError("at least one recipient is required")
+    ephs = list(_ephemeral_secrets) if _ephemeral_secrets else [None] * len(recipients)
+    return _header_with_mac(file_key, [r._wrap(file_key, e) for r, e in zip(recipients, ephs)])
+
+
+def _next_line(data: bytes, pos: int) -> tuple[bytes, int]:
+    end = data.find(b"\n", pos, MAX_HEADER_SIZE)
+    if end < 0:
+        raise HeaderError("header truncated or larger than the limit")
+    return data[pos:end], end + 1
+
+
+def parse_header(data: bytes) -> tuple[int, list[Stanza], bytes]:
+    """Parse the header at the start of ``data`` (which may continue with the
+    payload). Returns (header length in bytes, stanzas, 32-byte MAC). Does not
+    verify the MAC: that needs the file key (see ``unwrap_file_key``)."""
+    if not data.startswith(VERSION_LINE):
+        if data.startswith(b"age-encryption.org/"):
+            raise HeaderError("unsupported age version")
+        if data.lstrip().startswith(b"-----BEGIN AGE ENCRYPTED FILE-----"):
+            raise HeaderError("ASCII-armored age files are not supported")
+        raise HeaderError("not an age v1 file")
+    pos = len(VERSION_LINE)
+    stanzas: list[Stanza] = []
+    while True:
+        start = pos
+        line, pos = _next_line(data, pos)
+        if line.startswith(b"---"):
+            if not stanzas:
+                raise HeaderError("header has no recipient stanza")
+            if len(line) != 47 or line[3:4] != b" ":
+                raise HeaderError("malformed header MAC line")
+            mac = _b64decode(line[4:], "header MAC")
+            assert pos - start == _MAC_LINE_SIZE
+            return pos, stanzas, mac
+        if not line.startswith(b"-> "):
+            raise HeaderError("malformed header line")
+        args = line[3:].split(b" ")
+        if any(not a or any(not 0x21 <= c <= 0x7E for c in a) for a in args):
+            raise HeaderError("malformed stanza arguments")
+        body_lines = []
+        while True:
+            body_line, pos = _next_line(data, pos)
+            if len(body_line) > 64:
+                raise HeaderError("stanza body line longer than 64 columns")
+            body_lines.append(body_line)
+            if len(body_line) < 64:
+                break
+        body = _b64decode(b"".join(body_lines), "stanza body")
+        decoded = tuple(a.decode("ascii") for a in args)
+        stanzas.append(Stanza(decoded[0], decoded[1:], body))
+
+
+def read_header(stream: BinaryIO) -> bytes:
+    """Read exactly the header from a binary stream (line by line), leaving the
+    stream positioned at the start of the payload: splits an age file into the
+    two objects without reading the payload."""
+    out = bytearray()
+    while True:
+        line = stream.readline(MAX_HEADER_SIZE - len(out) + 1)
+        out += line
+        if not line.endswith(b"\n") or len(out) > MAX_HEADER_SIZE:
+            raise HeaderError("header truncated or larger than the limit")
+        if line.startswith(b"---"):
+            n, _, _ = parse_header(bytes(out))
+            return bytes(out[:n])
+
+
+def unwrap_file_key(header_bytes: bytes, identities: Sequence[_Unwrapper]) -> bytes:
+    """Unwrap the file key with the first identity that matches, then verify the
+    header MAC with it. ``header_bytes`` must be exactly the header."""
+    n, stanzas, mac = parse_header(header_bytes)
+    if n != len(header_bytes):
+        raise HeaderError(f"{len(header_bytes) - n} bytes follow the header MAC "
+                          "(pass only the header; split with parse_header)")
+    if any(s.type == "scrypt" for s in stanzas) and len(stanzas) != 1:
+        raise HeaderError("an scrypt stanza must be the only stanza")
+    for identity in identities:
+        file_key = identity._unwrap(stanzas)
+        if file_key is not None:
+            break
+    else:
+        kinds = ", ".join(sorted({s.type for s in stanzas}))
+        raise NoMatchingIdentity(f"none of the {len(identities)} identities matches any of "
+                                 f"the header's {len(stanzas)} stanza(s) ({kinds})")
+    if len(file_key) != FILE_KEY_SIZE:
+        raise HeaderError("unwrapped file key has the wrong length")
+    expected = hmac.new(_hkdf(file_key, b"", b"header"), header_bytes[:n - _MAC_LINE_SIZE + 3],
+                        hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, mac):
+        raise HeaderMacError("header MAC mismatch: the header was modified")
+    return file_key

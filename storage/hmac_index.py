@@ -1,0 +1,45 @@
+"""Keyed index of caller numbers: find a data subject's calls without storing numbers.
+
+``caller_hmac(key, "+27 (82) 123-4567")`` is the hex HMAC-SHA256, under a secret
+key, of the normalised number ``"27821234567"``. The catalog stores only this value;
+a data-subject search computes it again from the number the person gives.
+
+Normalisation ("E.164-ish"): keep the decimal digits and drop everything else
+(spaces, dashes, dots, parentheses, the leading ``+``). It does not know the
+caller's country, so the national form ``0821234567`` and the international form
+``+27821234567`` give different values: store what the PBX presents (normally
+E.164 from the trunk) and, for a search, try the forms the person might have called
+from. SIP URIs must be reduced to their user part by the caller.
+
+A number with no digits at all (empty, ``anonymous``, ``unknown``, ``restricted``,
+Asterisk's ``<unknown>``) is not hashed: it maps to :data:`ANONYMOUS`, so that
+withheld numbers are not all indexed under the HMAC of ``""``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+__all__ = ["ANONYMOUS", "MIN_KEY_BYTES", "caller_hmac", "normalise_number"]
+
+ANONYMOUS = "anonymous"
+MIN_KEY_BYTES = 16
+
+
+def normalise_number(number: str | None) -> str | None:
+    """Digits of ``number`` (ASCII 0-9 only), or ``None`` if it has none."""
+    if not number:
+        return None
+    digits = "".join(ch for ch in number if "0" <= ch <= "9")
+    return digits or None
+
+
+def caller_hmac(key: bytes, number: str | None) -> str:
+    """Hex HMAC-SHA256 of the normalised number, or :data:`ANONYMOUS`."""
+    if not isinstance(key, (bytes, bytearray)) or len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"caller HMAC key must be at least {MIN_KEY_BYTES} bytes")
+    digits = normalise_number(number)
+    if digits is None:
+        return ANONYMOUS
+    return hmac.new(bytes(key), digits.encode("ascii"), hashlib.sha256).hexdigest()
