@@ -455,3 +455,444 @@ def unwrap_file_key(header_bytes: bytes, identities: Sequence[_Unwrapper]) -> by
     if not hmac.compare_digest(expected, mac):
         raise HeaderMacError("header MAC mismatch: the header was modified")
     return file_key
+
+
+# --- payload size arithmetic ---------------------------------------------------------
+
+def chunk_count(plaintext_size: int) -> int:
+    """STREAM chunks for a plaintext size (an empty plaintext is one empty chunk)."""
+    return max(1, -(-plaintext_size // CHUNK_SIZE))
+
+
+def payload_size_for(plaintext_size: int) -> int:
+    if plaintext_size < 0:
+        raise ValueError("negative plaintext size")
+    return NONCE_SIZE + plaintext_size + TAG_SIZE * chunk_count(plaintext_size)
+
+
+def plaintext_size(payload_size: int) -> int:
+    """Plaintext size implied by a payload object's size (nonce included).
+    Trust it only once the final chunk has been verified (see the format doc)."""
+    body = payload_size - NONCE_SIZE
+    if body < TAG_SIZE:
+        raise TruncatedPayload(f"{payload_size}-byte payload cannot hold a nonce and a final chunk")
+    n = -(-body // ENC_CHUNK_SIZE)
+    last = body - (n - 1) * ENC_CHUNK_SIZE
+    if last < TAG_SIZE or (last == TAG_SIZE and n > 1):
+        raise PayloadError(f"{payload_size} bytes is not a possible age payload size")
+    return body - n * TAG_SIZE
+
+
+class ChunkSpan(NamedTuple):
+    """Chunks covering a plaintext range and the payload bytes holding them."""
+
+    first_chunk: int
+    last_chunk: int
+    payload_start: int  # offset in the payload object (the 16-byte nonce included)
+    payload_end: int  # exclusive
+    includes_last: bool  # last_chunk is the object's final chunk
+
+
+def plaintext_range_to_chunks(start: int, end: int, payload_size: int) -> ChunkSpan:
+    """Map plaintext [start, end) (end clamped to the plaintext size) to chunks.
+    Chunk i covers plaintext [i*65536, (i+1)*65536) and sits at payload offset
+    16 + i*65552. An empty range still names the chunk holding ``start``."""
+    size = plaintext_size(payload_size)
+    if start < 0 or end < start:
+        raise ValueError(f"bad range [{start}, {end})")
+    if start > size:
+        raise ValueError(f"range start {start} is beyond the plaintext size {size}")
+    end = min(end, size)
+    n = chunk_count(size)
+    first = min(start // CHUNK_SIZE, n - 1)
+    last = first if end <= start else min((end - 1) // CHUNK_SIZE, n - 1)
+    p_end = min(NONCE_SIZE + (last + 1) * ENC_CHUNK_SIZE, payload_size)
+    return ChunkSpan(first, last, NONCE_SIZE + first * ENC_CHUNK_SIZE, p_end, last == n - 1)
+
+
+# --- manifest ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the archiver records about one encrypted recording."""
+
+    plaintext_sha256: str
+    payload_sha256: str
+    header_sha256: str
+    plaintext_size: int
+    payload_size: int
+    recipient_fingerprints: tuple[str, ...]
+    chunk_size: int = CHUNK_SIZE
+    format: str = FORMAT
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["recipient_fingerprints"] = list(self.recipient_fingerprints)
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        try:
+            d = json.loads(text)
+        except ValueError as exc:
+            raise IntegrityError(f"manifest is not JSON: {exc}") from None
+        names = set(cls.__dataclass_fields__)
+        if not isinstance(d, dict) or set(d) != names:
+            raise IntegrityError(f"manifest must have exactly the fields {sorted(names)}")
+        hexes = ("plaintext_sha256", "payload_sha256", "header_sha256")
+        fps = d["recipient_fingerprints"]
+        ok = (all(isinstance(d[k], str) and re.fullmatch("[0-9a-f]{64}", d[k]) for k in hexes)
+              and all(type(d[k]) is int and d[k] >= 0 for k in ("plaintext_size", "payload_size"))
+              and isinstance(fps, list) and fps
+              and all(isinstance(f, str) and re.fullmatch("[0-9a-f]{16}", f) for f in fps)
+              and d["chunk_size"] == CHUNK_SIZE and d["format"] == FORMAT)
+        if not ok or payload_size_for(d["plaintext_size"]) != d["payload_size"]:
+            raise IntegrityError("manifest fields are malformed or inconsistent")
+        d["recipient_fingerprints"] = tuple(fps)
+        return cls(**d)
+
+
+# --- streaming encryption -----------------------------------------------------------------
+
+def _iter_source(source, read_size: int = 4 * CHUNK_SIZE) -> Iterator[bytes]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        yield source
+    elif hasattr(source, "read"):
+        while piece := source.read(read_size):
+            yield piece
+    else:
+        yield from source
+
+
+class _Sealer:
+    """Sans-I/O STREAM encryption: nonce prefix, then sealed chunks. Holds at
+    most one chunk of plaintext because a chunk is sealed as non-final only
+    once a byte beyond it has arrived."""
+
+    def __init__(self, file_key: bytes, nonce: bytes) -> None:
+        if len(nonce) != NONCE_SIZE:
+            raise ValueError("payload nonce must be 16 bytes")
+        self._aead = _payload_aead(file_key, nonce)
+        self._prefix = bytes(nonce)
+        self._buf = bytearray()
+        self._index = 0
+        self.done = False
+        self.pt_hash, self.ct_hash = hashlib.sha256(), hashlib.sha256()
+        self.plaintext_size = self.payload_size = 0
+
+    def _emit(self, out: list[bytes], data: bytes) -> None:
+        self.ct_hash.update(data)
+        self.payload_size += len(data)
+        out.append(data)
+
+    def update(self, data) -> bytes:
+        if self.done:
+            raise RuntimeError("update() after finalize()")
+        out: list[bytes] = []
+        if self._prefix:
+            self._emit(out, self._prefix)
+            self._prefix = b""
+        self.pt_hash.update(data)
+        self.plaintext_size += len(data)
+        buf = self._buf
+        buf += data
+        if len(buf) > CHUNK_SIZE:
+            off = 0
+            with memoryview(buf) as mv:
+                while len(buf) - off > CHUNK_SIZE:
+                    nonce = _chunk_nonce(self._index, False)
+                    self._emit(out, self._aead.encrypt(nonce, mv[off:off + CHUNK_SIZE], None))
+                    self._index += 1
+                    off += CHUNK_SIZE
+            del buf[:off]
+        return b"".join(out)
+
+    def finalize(self) -> bytes:
+        out: list[bytes] = [self.update(b"")]
+        self._emit(out, self._aead.encrypt(_chunk_nonce(self._index, True), bytes(self._buf), None))
+        self._buf.clear()
+        self.done = True
+        return b"".join(out)
+
+
+class Encryptor:
+    """Encrypt one recording to ``recipients`` as an age v1 file, streaming.
+
+    ``header`` is available at once; the payload comes from ``update()`` and
+    ``finalize()`` (or ``payload_chunks(source)``). After finalizing,
+    ``manifest`` has the sizes and SHA-256 digests. The ``_file_key``,
+    ``_nonce`` and ``_ephemeral_secrets`` hooks exist only for test vectors."""
+
+    def __init__(self, recipients: Sequence[Recipient], *, _file_key: bytes | None = None,
+                 _nonce: bytes | None = None,
+                 _ephemeral_secrets: Sequence[bytes] | None = None) -> None:
+        recipients = list(recipients)
+        file_key = os.urandom(FILE_KEY_SIZE) if _file_key is None else _file_key
+        self.header: bytes = build_header(file_key, recipients, _ephemeral_secrets=_ephemeral_secrets)
+        self.recipient_fingerprints = tuple(r.fingerprint for r in recipients)
+        self._sealer = _Sealer(file_key, os.urandom(NONCE_SIZE) if _nonce is None else _nonce)
+
+    def update(self, data) -> bytes:
+        return self._sealer.update(data)
+
+    def finalize(self) -> bytes:
+        return self._sealer.finalize()
+
+    def payload_chunks(self, source) -> Iterator[bytes]:
+        """Payload pieces for ``source``: a binary file, an iterable of bytes, or bytes."""
+        for piece in _iter_source(source):
+            if out := self.update(piece):
+                yield out
+        yield self.finalize()
+
+    @property
+    def manifest(self) -> Manifest:
+        s = self._sealer
+        if not s.done:
+            raise RuntimeError("manifest is known only after finalize()")
+        return Manifest(plaintext_sha256=s.pt_hash.hexdigest(), payload_sha256=s.ct_hash.hexdigest(),
+                        header_sha256=hashlib.sha256(self.header).hexdigest(),
+                        plaintext_size=s.plaintext_size, payload_size=s.payload_size,
+                        recipient_fingerprints=self.recipient_fingerprints)
+
+
+class _Sink:
+    """A path (written and fsynced; removed if encryption fails) or an open stream."""
+
+    def __init__(self, target) -> None:
+        self._path = None if hasattr(target, "write") else os.fspath(target)
+        self._f = target if self._path is None else open(self._path, "wb")
+
+    def __enter__(self) -> BinaryIO:
+        return self._f
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._path is None:
+            return
+        try:
+            if exc_type is None:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+        finally:
+            self._f.close()
+            if exc_type is not None:
+                os.unlink(self._path)
+
+
+def encrypt_file(src_path, header_out, payload_out, recipients: Sequence[Recipient]) -> Manifest:
+    """Encrypt the file at ``src_path``; header and payload go to two separate
+    paths or binary streams. Memory use is bounded by a few chunks."""
+    enc = Encryptor(recipients)
+    with open(src_path, "rb") as src, _Sink(header_out) as h, _Sink(payload_out) as p:
+        h.write(enc.header)
+        for piece in enc.payload_chunks(src):
+            p.write(piece)
+    return enc.manifest
+
+
+# --- decryption ---------------------------------------------------------------------------
+
+def _open_chunk(aead: ChaCha20Poly1305, chunk, index: int, last: bool) -> bytes:
+    try:
+        pt = aead.decrypt(_chunk_nonce(index, last), chunk, None)
+    except InvalidTag:
+        pass
+    else:
+        if last and not pt and index > 0:
+            raise PayloadError(f"final chunk {index} is empty (age v1 forbids it after a full chunk)")
+        return pt
+    # Failed: the opposite last-chunk flag tells truncation/trailing data apart
+    # from corruption. Both flags are authenticated, so this reveals nothing.
+    try:
+        aead.decrypt(_chunk_nonce(index, not last), chunk, None)
+    except InvalidTag:
+        raise ChunkAuthError(f"chunk {index} failed authentication: corrupted, reordered, cut "
+                             "mid-chunk, or not encrypted under this header") from None
+    if last:
+        raise TruncatedPayload(f"payload truncated: chunk {index} is not final and nothing follows it")
+    raise TrailingData(f"trailing data: chunk {index} is the final chunk but more bytes follow it")
+
+
+class PayloadDecryptor:
+    """Sans-I/O streaming decryption of a whole payload (get it from
+    ``Decryptor.payload_decryptor()``). ``finalize()`` raises unless a valid
+    final chunk ended the stream. Digests/sizes are set as data streams."""
+
+    def __init__(self, file_key: bytes) -> None:
+        self._file_key = file_key
+        self._aead: ChaCha20Poly1305 | None = None
+        self._buf = bytearray()
+        self._index = 0
+        self._done = False
+        self.pt_hash, self.ct_hash = hashlib.sha256(), hashlib.sha256()
+        self.plaintext_size = self.payload_size = 0
+
+    @property
+    def plaintext_sha256(self) -> str:
+        return self.pt_hash.hexdigest()
+
+    @property
+    def payload_sha256(self) -> str:
+        return self.ct_hash.hexdigest()
+
+    def update(self, data) -> bytes:
+        if self._done:
+            raise RuntimeError("update() after finalize() or after an error")
+        try:
+            return self._update(data)
+        except BaseException:
+            self._done = True
+            raise
+
+    def _update(self, data) -> bytes:
+        self.ct_hash.update(data)
+        self.payload_size += len(data)
+        buf = self._buf
+        buf += data
+        if self._aead is None:
+            if len(buf) < NONCE_SIZE:
+                return b""
+            self._aead = _payload_aead(self._file_key, bytes(buf[:NONCE_SIZE]))
+            del buf[:NONCE_SIZE]
+        out: list[bytes] = []
+        if len(buf) > ENC_CHUNK_SIZE:
+            off = 0
+            with memoryview(buf) as mv:
+                while len(buf) - off > ENC_CHUNK_SIZE:
+                    out.append(_open_chunk(self._aead, mv[off:off + ENC_CHUNK_SIZE], self._index, False))
+                    self._index += 1
+                    off += ENC_CHUNK_SIZE
+            del buf[:off]
+        pt = b"".join(out)
+        self.pt_hash.update(pt)
+        self.plaintext_size += len(pt)
+        return pt
+
+    def finalize(self) -> bytes:
+        if self._done:
+            raise RuntimeError("finalize() called twice or after an error")
+        self._done = True
+        if self._aead is None:
+            raise TruncatedPayload(f"payload is {len(self._buf)} bytes, shorter than the 16-byte nonce")
+        rest = bytes(self._buf)
+        self._buf.clear()
+        if len(rest) < TAG_SIZE:
+            where = "has a nonce but no chunk" if not rest else f"is cut inside chunk {self._index}"
+            raise TruncatedPayload(f"payload {where}")
+        pt = _open_chunk(self._aead, rest, self._index, True)
+        self.pt_hash.update(pt)
+        self.plaintext_size += len(pt)
+        return pt
+
+
+def _read_exact(read_range: Callable[[int, int], bytes], start: int, end: int) -> bytes:
+    data = read_range(start, end)
+    if len(data) != end - start:
+        raise TruncatedPayload(f"payload range [{start}, {end}) returned {len(data)} bytes")
+    return data
+
+
+class Decryptor:
+    """Decrypt one recording: unwraps the file key from ``header_bytes`` with
+    the first matching identity and verifies the header MAC at construction."""
+
+    def __init__(self, header_bytes: bytes, identities: Iterable[Identity]) -> None:
+        self._file_key = unwrap_file_key(bytes(header_bytes), list(identities))
+        self.header_sha256 = hashlib.sha256(header_bytes).hexdigest()
+        self._aeads: dict[bytes, ChaCha20Poly1305] = {}
+
+    def payload_decryptor(self) -> PayloadDecryptor:
+        return PayloadDecryptor(self._file_key)
+
+    def decrypt_stream(self, source) -> Iterator[bytes]:
+        """Plaintext pieces of a whole payload (file, iterable of bytes, or bytes).
+        The last piece is yielded only after the final chunk verified; a
+        consumer must treat earlier pieces as unconfirmed until the end."""
+        pd = self.payload_decryptor()
+        for piece in _iter_source(source):
+            if out := pd.update(piece):
+                yield out
+        if out := pd.finalize():
+            yield out
+
+    def decrypt(self, payload: bytes) -> bytes:
+        pd = self.payload_decryptor()
+        return pd.update(payload) + pd.finalize()
+
+    def _aead_for(self, nonce: bytes) -> ChaCha20Poly1305:
+        if len(nonce) != NONCE_SIZE:
+            raise ValueError("payload nonce must be 16 bytes")
+        nonce = bytes(nonce)
+        if nonce not in self._aeads:
+            self._aeads = {nonce: _payload_aead(self._file_key, nonce)}
+        return self._aeads[nonce]
+
+    def decrypt_chunks(self, chunk_bytes, first_index: int, is_last_known: bool, *,
+                       nonce: bytes) -> bytes:
+        """Decrypt consecutive encrypted chunks starting at ``first_index``.
+        ``is_last_known``: the bytes end at the end of the payload object, so
+        their final chunk must authenticate as the file's final chunk; if
+        False, every chunk must be a full non-final chunk. ``nonce`` is the
+        payload's first 16 bytes."""
+        aead = self._aead_for(nonce)
+        mv = memoryview(chunk_bytes)
+        if not mv:
+            raise TruncatedPayload("no chunk bytes given")
+        count = -(-len(mv) // ENC_CHUNK_SIZE)
+        out = []
+        for j in range(count):
+            piece, index = mv[j * ENC_CHUNK_SIZE:(j + 1) * ENC_CHUNK_SIZE], first_index + j
+            last = is_last_known and j == count - 1
+            if (len(piece) < ENC_CHUNK_SIZE and not last) or len(piece) < TAG_SIZE:
+                raise TruncatedPayload(f"chunk {index} is cut short ({len(piece)} bytes)")
+            out.append(_open_chunk(aead, piece, index, last))
+        return b"".join(out)
+
+    def decrypt_range(self, read_range: Callable[[int, int], bytes], start: int, end: int,
+                      payload_size: int) -> bytes:
+        """Plaintext [start, end) via ``read_range(a, b) -> payload[a:b]`` (e.g. an
+        S3 ranged GET): at most two reads, only the chunks that are needed."""
+        span = plaintext_range_to_chunks(start, end, payload_size)
+        if span.first_chunk == 0:
+            data = _read_exact(read_range, 0, span.payload_end)
+            nonce, chunks = data[:NONCE_SIZE], memoryview(data)[NONCE_SIZE:]
+        else:
+            nonce = _read_exact(read_range, 0, NONCE_SIZE)
+            chunks = _read_exact(read_range, span.payload_start, span.payload_end)
+        pt = self.decrypt_chunks(chunks, span.first_chunk, span.includes_last, nonce=nonce)
+        base = span.first_chunk * CHUNK_SIZE
+        end = min(end, plaintext_size(payload_size))
+        return pt[start - base:max(start, end) - base]
+
+
+# --- passphrase files (scrypt recipient) -------------------------------------------------
+
+def _passphrase_bytes(passphrase: str | bytes) -> bytes:
+    pw = passphrase.encode("utf-8") if isinstance(passphrase, str) else bytes(passphrase)
+    if not pw:
+        raise KeyFormatError("empty passphrase")
+    return pw
+
+
+def encrypt_with_passphrase(data: bytes, passphrase: str | bytes, *, work_factor: int = 18) -> bytes:
+    """A complete age file (like ``age -p``) for small data such as an identity
+    file. ``work_factor`` is log2 of scrypt's N (age's default is 18)."""
+    if not 1 <= work_factor <= 30:
+        raise ValueError("scrypt work factor must be in 1..30")
+    file_key, salt = os.urandom(FILE_KEY_SIZE), os.urandom(16)
+    kdf = Scrypt(salt=_SCRYPT_LABEL + salt, length=32, n=1 << work_factor, r=8, p=1)
+    body = ChaCha20Poly1305(kdf.derive(_passphrase_bytes(passphrase))).encrypt(_ZERO_NONCE, file_key, None)
+    header = _header_with_mac(file_key, [Stanza("scrypt", (_b64encode(salt).decode(), str(work_factor)), body)])
+    sealer = _Sealer(file_key, os.urandom(NONCE_SIZE))
+    return header + sealer.update(data) + sealer.finalize()
+
+
+def decrypt_with_passphrase(data: bytes, passphrase: str | bytes, *, max_work_factor: int = 22) -> bytes:
+    """Decrypt a passphrase-encrypted age file (binary, not armored). Wrong
+    passphrase: ``NoMatchingIdentity``; a work factor over the limit: ``HeaderError``."""
+    n, stanzas, _ = parse_header(data)
+    if not any(s.type == "scrypt" for s in stanzas):
+        raise HeaderError("not a passphrase-encrypted age file (no scrypt stanza)")
+    file_key = unwrap_file_key(data[:n], [_ScryptIdentity(_passphrase_bytes(passphrase), max_work_factor)])
+    pd = PayloadDecryptor(file_key)
+    return pd.update(memoryview(data)[n:]) + pd.finalize()

@@ -52,7 +52,11 @@ def is_ready(root: Path) -> bool:
     stamp = root / STAMP
     if not stamp.is_file() or stamp.read_text().strip() != ROOT_VERSION:
         return False
-    return all((root / p).exists() for p in REQUIRED)
+    # Resolve inside the root: Debian ships absolute symlinks (sounds/en -> /usr/...).
+    probe = subprocess.run(["chroot", str(root), "/bin/sh", "-c",
+                            " && ".join(f"test -e /{p}" for p in REQUIRED)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return probe.returncode == 0
 
 
 def _run(cmd: list[str], **kw) -> None:

@@ -1,0 +1,159 @@
+"""The lab: a real Asterisk 22 and a real Ceph RGW, up and down together.
+
+Used by the pytest fixtures and by `callvault lab up|down|call`. A lab's state
+(ports, credentials) is written to ``<root>/callvault-lab/<name>/lab.json`` so a
+later command can find and stop it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import rootfs
+from .asterisk import LabAsterisk, free_port
+from .ceph import LabRgw, S3Endpoint
+
+LAB_CONTEXT = "callvault-lab"
+PRODUCT_AMI_USER = "callvault"
+
+
+def lab_dialplan(agi_port: int, route: str = "consent") -> str:
+    """The lab's inbound context: what a trunk's context does on a PBX.
+
+    The extension is the DID. It runs the product's consent route and then keeps
+    the call up (the Local channel's other half is the caller) until hung up.
+    """
+    return f"""[{LAB_CONTEXT}]
+exten => _X.,1,Answer()
+ same => n,Set(CALLVAULT_DID=${{EXTEN}})
+ same => n,AGI(agi://127.0.0.1:{agi_port}/{route},${{EXTEN}})
+ same => n,UserEvent(CallvaultLabAfterAgi,Consent: ${{CALLVAULT_CONSENT}},Record: ${{CALLVAULT_RECORD}})
+ ; The caller's half (Application Wait on Local ;1) decides when the call ends.
+ same => n,Wait(3600)
+ same => n,Hangup()
+"""
+
+
+@dataclass
+class LabState:
+    name: str
+    root: str
+    ami_port: int
+    ami_user: str
+    ami_secret: str
+    product_ami_user: str
+    product_ami_secret: str
+    agi_port: int
+    spool_host: str
+    spool_inside: str
+    sounds_host: str
+    s3: dict | None
+
+    @property
+    def s3_endpoint(self) -> S3Endpoint | None:
+        return S3Endpoint(**self.s3) if self.s3 else None
+
+
+class Lab:
+    def __init__(self, name: str | None = None, *, root: Path | None = None,
+                 agi_port: int | None = None, with_s3: bool = True):
+        self.root = root or rootfs.default_root()
+        self.name = name or f"t{secrets.token_hex(4)}"
+        self.agi_port = agi_port or free_port()
+        self.with_s3 = with_s3
+        self.asterisk: LabAsterisk | None = None
+        self.rgw: LabRgw | None = None
+        self.product_ami_secret = secrets.token_hex(12)
+        self.timings: dict[str, float] = {}
+
+    @property
+    def dir(self) -> Path:
+        return self.root / "callvault-lab" / self.name
+
+    def up(self, dialplan: str | None = None, *, progress=print) -> LabState:
+        t0 = time.monotonic()
+        rootfs.ensure_root(self.root, progress=progress)
+        self.timings["root"] = time.monotonic() - t0
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            t1 = time.monotonic()
+            self.asterisk = LabAsterisk(self.root, self.name)
+            self.asterisk.write_configs(dialplan or lab_dialplan(self.agi_port),
+                                        manager_extra=self.product_manager_stanza())
+            self.asterisk.start()
+            self.timings["asterisk"] = time.monotonic() - t1
+            if self.with_s3:
+                t2 = time.monotonic()
+                self.rgw = LabRgw(self.root, self.name)
+                self.rgw.start()
+                self.timings["rgw"] = time.monotonic() - t2
+        except BaseException:
+            self.down()
+            raise
+        state = self.state()
+        (self.dir / "lab.json").write_text(json.dumps(asdict(state), indent=2))
+        return state
+
+    def product_manager_stanza(self) -> str:
+        # The product's AMI user in the lab gets the same least privileges that
+        # `callvault dialplan` prints for a real PBX.
+        from agi.dialplan import manager_stanza  # appliance may import agi
+
+        return manager_stanza(PRODUCT_AMI_USER, self.product_ami_secret, permit="127.0.0.1")
+
+    def state(self) -> LabState:
+        assert self.asterisk is not None
+        p = self.asterisk.paths
+        return LabState(
+            name=self.name, root=str(self.root), ami_port=self.asterisk.ami_port,
+            ami_user=self.asterisk.ami_user, ami_secret=self.asterisk.ami_secret,
+            product_ami_user=PRODUCT_AMI_USER, product_ami_secret=self.product_ami_secret,
+            agi_port=self.agi_port, spool_host=str(p.spool_host), spool_inside=p.spool_inside,
+            sounds_host=str(p.sounds_host),
+            s3=asdict(self.rgw.endpoint) if self.rgw else None)
+
+    def down(self) -> None:
+        if self.rgw is not None:
+            self.rgw.stop()
+            self.rgw = None
+        if self.asterisk is not None:
+            self.asterisk.stop()
+            self.asterisk = None
+        release_root(self.root)
+
+    @classmethod
+    def stop_by_name(cls, name: str, root: Path | None = None) -> bool:
+        """Stop a lab started by another process (``callvault lab down``)."""
+        root = root or rootfs.default_root()
+        lab = cls(name, root=root)
+        if not lab.dir.exists():
+            return False
+        LabAsterisk(root, name).stop()
+        LabRgw(root, name).stop()
+        release_root(root)
+        return True
+
+    @staticmethod
+    def load_state(name: str, root: Path | None = None) -> LabState:
+        root = root or rootfs.default_root()
+        path = root / "callvault-lab" / name / "lab.json"
+        return LabState(**json.loads(path.read_text()))
+
+
+def release_root(root: Path) -> None:
+    """Unmount /proc and /dev in the root once no process runs inside it."""
+    real = str(root.resolve())
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            if str((pid_dir / "root").resolve()) == real:
+                return
+        except OSError:
+            continue
+    rootfs.unmount_all(root)

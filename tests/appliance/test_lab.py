@@ -1,0 +1,60 @@
+"""The lab harness brings up real peers that behave like production ones."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+
+import botocore.exceptions
+import pytest
+
+from agi.ami import AmiClient
+from agi.errors import AmiActionError
+
+pytestmark = [pytest.mark.asterisk]
+
+
+async def test_product_ami_user_logs_in_with_least_privileges(lab_state):
+    client = AmiClient("127.0.0.1", lab_state.ami_port, lab_state.product_ami_user,
+                       lab_state.product_ami_secret)
+    client.start()
+    try:
+        await client.wait_connected(10)
+        settings = await client.action("CoreSettings")
+        assert settings["AsteriskVersion"].startswith("22.")
+        assert isinstance(await client.action_list("CoreShowChannels"), list)
+        # Arbitrary CLI commands are not among the product's privileges.
+        with pytest.raises(AmiActionError):
+            await client.command("core show uptime")
+    finally:
+        await client.close()
+
+
+async def test_wrong_secret_is_reported_as_auth_failed(lab_state):
+    client = AmiClient("127.0.0.1", lab_state.ami_port, lab_state.product_ami_user, "wrong",
+                       reconnect_min=5, reconnect_max=5)
+    failed = asyncio.Event()
+    client.start()
+    try:
+        while client.status.state.value != "auth-failed":
+            await asyncio.sleep(0.05)
+        assert "refused" in client.status.last_error
+    finally:
+        await client.close()
+
+
+@pytest.mark.s3
+def test_rgw_object_lock_round_trip_and_refused_delete(s3_client):
+    bucket = f"lab-{secrets.token_hex(4)}"
+    s3_client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    put = s3_client.put_object(Bucket=bucket, Key="rec", Body=b"payload", ChecksumAlgorithm="SHA256",
+                               ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until)
+    got = s3_client.get_object(Bucket=bucket, Key="rec")
+    assert got["Body"].read() == b"payload"
+    assert got["ObjectLockMode"] == "COMPLIANCE"
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        s3_client.delete_object(Bucket=bucket, Key="rec", VersionId=put["VersionId"])
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert s3_client.get_object(Bucket=bucket, Key="rec", VersionId=put["VersionId"])["Body"].read() == b"payload"

@@ -1,0 +1,55 @@
+"""Fixtures shared by the whole suite.
+
+The real peers: one lab (Asterisk 22 + Ceph RGW from the cached sid root) is
+brought up once per test session and torn down at the end, also after failures.
+"""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from agi.ami import AmiClient
+from appliance.lab.calls import CallDriver
+from appliance.lab.harness import Lab, LabState
+
+
+@pytest.fixture(scope="session")
+def lab() -> Lab:
+    lab = Lab()
+    lab.up(progress=lambda msg: print(msg, flush=True))
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="session")
+def lab_state(lab: Lab) -> LabState:
+    return lab.state()
+
+
+@pytest.fixture
+async def ami(lab_state: LabState):
+    """An AMI session as the lab's all-privileges test user (the 'caller side')."""
+    client = AmiClient("127.0.0.1", lab_state.ami_port, lab_state.ami_user, lab_state.ami_secret)
+    client.start()
+    await client.wait_connected(10)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def calls(ami: AmiClient) -> CallDriver:
+    return CallDriver(ami)
+
+
+@pytest.fixture(scope="session")
+def s3_client(lab_state: LabState):
+    e = lab_state.s3_endpoint
+    client = boto3.client("s3", endpoint_url=e.endpoint_url, aws_access_key_id=e.access_key_id,
+                          aws_secret_access_key=e.secret_access_key, region_name=e.region)
+    yield client
+    client.close()
