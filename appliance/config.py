@@ -93,8 +93,15 @@ class DatabaseConfig:
 @dataclass(frozen=True)
 class SpoolConfig:
     dir: Path = Path("/var/spool/asterisk/callvault")
+    # The same directory as Asterisk names it in MixMonitor(); differs from
+    # ``dir`` only when Asterisk runs in a chroot or container. Empty = ``dir``.
+    asterisk_dir: str = ""
     # Seconds between scans for recordings no event told us about.
     scan_interval: float = 60.0
+
+    @property
+    def asterisk_path(self) -> str:
+        return self.asterisk_dir or str(self.dir)
 
 
 @dataclass(frozen=True)

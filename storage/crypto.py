@@ -23,7 +23,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import BinaryIO, NamedTuple, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -564,6 +564,25 @@ def _iter_source(source, read_size: int = 4 * CHUNK_SIZE) -> Iterator[bytes]:
         yield from source
 
 
+def _full_pieces(buf: bytearray, data, size: int) -> Iterator:
+    """Yield each ``size``-byte piece of ``buf + data`` that more bytes follow
+    (so it is not the stream's final chunk); keep the rest (<= size) in ``buf``.
+    Pieces come straight from ``data`` when nothing is buffered: no copy."""
+    mv = memoryview(data)
+    off = 0
+    if buf:
+        off = min(size - len(buf), len(mv))
+        buf += mv[:off]
+        if off == len(mv):
+            return
+        yield buf  # full, and more follows
+        buf.clear()
+    while len(mv) - off > size:
+        yield mv[off:off + size]
+        off += size
+    buf += mv[off:]
+
+
 class _Sealer:
     """Sans-I/O STREAM encryption: nonce prefix, then sealed chunks. Holds at
     most one chunk of plaintext because a chunk is sealed as non-final only
@@ -594,17 +613,9 @@ class _Sealer:
             self._prefix = b""
         self.pt_hash.update(data)
         self.plaintext_size += len(data)
-        buf = self._buf
-        buf += data
-        if len(buf) > CHUNK_SIZE:
-            off = 0
-            with memoryview(buf) as mv:
-                while len(buf) - off > CHUNK_SIZE:
-                    nonce = _chunk_nonce(self._index, False)
-                    self._emit(out, self._aead.encrypt(nonce, mv[off:off + CHUNK_SIZE], None))
-                    self._index += 1
-                    off += CHUNK_SIZE
-            del buf[:off]
+        for piece in _full_pieces(self._buf, data, CHUNK_SIZE):
+            self._emit(out, self._aead.encrypt(_chunk_nonce(self._index, False), piece, None))
+            self._index += 1
         return b"".join(out)
 
     def finalize(self) -> bytes:
@@ -740,29 +751,25 @@ class PayloadDecryptor:
             raise RuntimeError("update() after finalize() or after an error")
         try:
             return self._update(data)
-        except BaseException:
-            self._done = True
+        except Exception:
+            self._done = True  # no further output once anything failed to verify
             raise
 
     def _update(self, data) -> bytes:
         self.ct_hash.update(data)
         self.payload_size += len(data)
-        buf = self._buf
-        buf += data
         if self._aead is None:
-            if len(buf) < NONCE_SIZE:
+            need = NONCE_SIZE - len(self._buf)
+            self._buf += memoryview(data)[:need]
+            if len(self._buf) < NONCE_SIZE:
                 return b""
-            self._aead = _payload_aead(self._file_key, bytes(buf[:NONCE_SIZE]))
-            del buf[:NONCE_SIZE]
+            self._aead = _payload_aead(self._file_key, bytes(self._buf))
+            self._buf.clear()
+            data = memoryview(data)[need:]
         out: list[bytes] = []
-        if len(buf) > ENC_CHUNK_SIZE:
-            off = 0
-            with memoryview(buf) as mv:
-                while len(buf) - off > ENC_CHUNK_SIZE:
-                    out.append(_open_chunk(self._aead, mv[off:off + ENC_CHUNK_SIZE], self._index, False))
-                    self._index += 1
-                    off += ENC_CHUNK_SIZE
-            del buf[:off]
+        for piece in _full_pieces(self._buf, data, ENC_CHUNK_SIZE):
+            out.append(_open_chunk(self._aead, piece, self._index, False))
+            self._index += 1
         pt = b"".join(out)
         self.pt_hash.update(pt)
         self.plaintext_size += len(pt)

@@ -1,0 +1,26 @@
+"""Typed keys for the state the aiohttp application holds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from agi.ami import AmiClient
+    from agi.server import FastAgiServer
+    from storage.db import Database
+    from storage.ledger import Ledger
+
+    from .config import Config
+
+
+class AppKeys:
+    config: "web.AppKey[Config]" = web.AppKey("config")
+    started: web.AppKey[float] = web.AppKey("started", float)
+    db: "web.AppKey[Database]" = web.AppKey("db")
+    ledger: "web.AppKey[Ledger]" = web.AppKey("ledger")
+    hmac_key: web.AppKey[bytes] = web.AppKey("hmac_key", bytes)
+    ami: "web.AppKey[AmiClient]" = web.AppKey("ami")
+    agi: "web.AppKey[FastAgiServer]" = web.AppKey("agi")
+    archiver: web.AppKey[object] = web.AppKey("archiver", object)

@@ -1,0 +1,163 @@
+"""`callvault lab up|down|call`: the sandbox Asterisk and S3 for people.
+
+`lab up` also writes a development config for `callvault serve` that points at
+the lab Asterisk, uses SQLite and the local encrypted store, and a freshly
+generated development key pair (the private half stays in the data directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from pathlib import Path
+
+DEFAULT_NAME = "lab"
+DEFAULT_DATA = Path("var/dev")
+
+
+def _port_or_free(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+
+def dev_config(state, data: Path, web_port: int, recipient: str) -> str:
+    data = data.resolve()
+    return f"""# Development config written by `callvault lab up`; do not use in production.
+[agi]
+listen = "127.0.0.1:{state.agi_port}"
+
+[ami]
+host = "127.0.0.1"
+port = {state.ami_port}
+username = "{state.product_ami_user}"
+secret_file = "{data / 'ami.secret'}"
+
+[database]
+url = "sqlite:///{data / 'callvault.db'}"
+
+[spool]
+dir = "{state.spool_host}"
+asterisk_dir = "{state.spool_inside}"
+scan_interval = 10.0
+
+[archive]
+recipients = ["{recipient}"]
+
+[storage]
+backend = "local"
+path = "{data / 'archive'}"
+
+[web]
+listen = "127.0.0.1:{web_port}"
+
+[privacy]
+hmac_key_file = "{data / 'hmac.key'}"
+"""
+
+
+def cmd_lab_up(args: argparse.Namespace) -> int:
+    from storage import keys
+    from storage.crypto import Identity
+
+    from .lab.harness import Lab
+
+    Lab.stop_by_name(args.name)
+    lab = Lab(args.name, agi_port=_port_or_free(4573), with_s3=not args.no_s3)
+    state = lab.up()
+    data: Path = args.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    identity_path = data / "identity.txt"
+    if not identity_path.exists():
+        keys.write_identity(identity_path, Identity.generate())
+    recipient = keys.load_identities(identity_path)[0].recipient
+    (data / "ami.secret").write_text(state.product_ami_secret + "\n")
+    (data / "ami.secret").chmod(0o600)
+    config_path = data / "callvault.toml"
+    config_path.write_text(dev_config(state, data, _port_or_free(args.web_port), str(recipient)))
+    print(f"lab '{args.name}' is up: Asterisk AMI 127.0.0.1:{state.ami_port}"
+          + (f", S3 {state.s3['endpoint_url']}" if state.s3 else ""))
+    print(f"timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in lab.timings.items()))
+    print(f"config for `callvault serve`: {config_path}")
+    print(f"development identity (private key): {identity_path}")
+    return 0
+
+
+def cmd_lab_down(args: argparse.Namespace) -> int:
+    from .lab.harness import Lab
+
+    if Lab.stop_by_name(args.name):
+        print(f"lab '{args.name}' stopped")
+    else:
+        print(f"no lab named '{args.name}'")
+    return 0
+
+
+async def _call(args: argparse.Namespace) -> int:
+    from agi.ami import AmiClient
+
+    from .lab.calls import CallDriver
+    from .lab.harness import Lab
+
+    state = Lab.load_state(args.name)
+    ami = AmiClient("127.0.0.1", state.ami_port, state.ami_user, state.ami_secret)
+    ami.start()
+    try:
+        await ami.wait_connected(10)
+        driver = CallDriver(ami)
+        call = driver.new_call(args.did, args.caller)
+        async with driver.agi_command(call, "GET DATA") as asked, \
+                ami.expect(lambda e: e.name == "UserEvent" and call.is_callee(e)
+                           and e.get("UserEvent") == "CallvaultLabAfterAgi") as done:
+            await driver.place(call, hold=args.hold)
+            print(f"call placed: {call.callee_channel} (DID {args.did}, caller {args.caller})")
+            if args.digits:
+                try:
+                    await asyncio.wait_for(asked, 30)
+                except asyncio.TimeoutError:
+                    print("the consent flow did not ask for digits (is `callvault serve` running?)")
+                    return 1
+                await driver.send_dtmf(call, args.digits)
+                print(f"pressed {args.digits}")
+            try:
+                event = await asyncio.wait_for(done, 60)
+            except asyncio.TimeoutError:
+                print("no consent outcome within 60 s")
+                return 1
+        print(f"consent: {event.get('Consent') or '(none)'}  record: {event.get('Record') or '(none)'}")
+        return 0
+    finally:
+        await ami.close()
+
+
+def cmd_lab_call(args: argparse.Namespace) -> int:
+    return asyncio.run(_call(args))
+
+
+def add_lab_commands(sub: argparse._SubParsersAction) -> None:
+    lab = sub.add_parser("lab", help="sandbox Asterisk 22 + S3 for trying things out")
+    lsub = lab.add_subparsers(dest="lab_cmd", required=True)
+    up = lsub.add_parser("up", help="build (once) and start the lab; write a dev config")
+    up.add_argument("--name", default=DEFAULT_NAME)
+    up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    up.add_argument("--web-port", type=int, default=8080)
+    up.add_argument("--no-s3", action="store_true", help="Asterisk only")
+    up.set_defaults(fn=cmd_lab_up)
+    down = lsub.add_parser("down", help="stop the lab")
+    down.add_argument("--name", default=DEFAULT_NAME)
+    down.set_defaults(fn=cmd_lab_down)
+    call = lsub.add_parser("call", help="place a test call through the lab Asterisk")
+    call.add_argument("--name", default=DEFAULT_NAME)
+    call.add_argument("--did", default="27215550100")
+    call.add_argument("--caller", default="27215550123")
+    call.add_argument("--digits", default="", help="DTMF the caller presses when asked")
+    call.add_argument("--hold", type=int, default=10, help="seconds the caller stays on")
+    call.set_defaults(fn=cmd_lab_call)
+
+

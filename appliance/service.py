@@ -1,0 +1,94 @@
+"""`callvault serve`: one asyncio process, owned by aiohttp.
+
+Each long-lived part is a ``cleanup_ctx`` generator: started in order, stopped in
+reverse. On SIGTERM aiohttp stops the web site, then the archiver finishes the
+step it is on, the FastAGI listener stops accepting and waits for calls in
+progress (each ends with a defined dialplan outcome), the AMI session closes and
+the database closes last. The process then exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from agi.ami import AmiClient
+from agi.server import FastAgiServer
+from storage.db import open_database
+from storage.ledger import Ledger
+
+from .config import Config
+from .keys import AppKeys as K
+from .wiring import build_routes, build_archiver, load_hmac_key
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 20.0
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    config = app[K.config]
+    db = await asyncio.to_thread(open_database, config.database.url)
+    app[K.db] = db
+    app[K.ledger] = await asyncio.to_thread(Ledger, db)
+    app[K.hmac_key] = await asyncio.to_thread(load_hmac_key, config.privacy.hmac_key_file)
+    yield
+    await asyncio.to_thread(db.close)
+
+
+async def _ami(app: web.Application) -> AsyncIterator[None]:
+    c = app[K.config].ami
+    client = AmiClient(c.host, c.port, c.username, c.secret.reveal() if c.secret else "",
+                       reconnect_min=c.reconnect_min, reconnect_max=c.reconnect_max)
+    client.start()
+    app[K.ami] = client
+    yield
+    await client.close()
+
+
+async def _archiver(app: web.Application) -> AsyncIterator[None]:
+    archiver = build_archiver(app)
+    app[K.archiver] = archiver
+    await archiver.start()
+    yield
+    await archiver.stop(DRAIN_SECONDS)
+
+
+async def _fastagi(app: web.Application) -> AsyncIterator[None]:
+    host, port = app[K.config].agi.address
+    server = FastAgiServer(build_routes(app), host, port,
+                           read_timeout=app[K.config].agi.read_timeout)
+    await server.start()
+    app[K.agi] = server
+    log.info("FastAGI listening on %s:%s", host, server.port)
+    yield
+    server.close()
+    await server.drain(DRAIN_SECONDS)
+
+
+def build_app(config: Config) -> web.Application:
+    from .web.routes import setup_routes
+
+    app = web.Application()
+    app[K.config] = config
+    app[K.started] = time.time()
+    app.cleanup_ctx.extend([_database, _ami, _archiver, _fastagi])
+    setup_routes(app)
+    return app
+
+
+def serve(config: Config) -> int:
+    host, port = config.web.address
+    app = build_app(config)
+
+    def announce(_: str) -> None:
+        print(f"callvault: web on http://{host}:{port}/  (FastAGI {config.agi.listen}, "
+              f"AMI {config.ami.host}:{config.ami.port})", flush=True)
+
+    web.run_app(app, host=host, port=port, print=announce, shutdown_timeout=DRAIN_SECONDS,
+                handle_signals=True)
+    return 0

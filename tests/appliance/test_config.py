@@ -1,0 +1,105 @@
+"""Config: typed, layered, and every problem named with its key, value and fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance import config as cfg
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "callvault.toml"
+    p.write_text(text)
+    return p
+
+
+def good(tmp_path: Path, extra: str = "") -> str:
+    return f"""
+[ami]
+secret = "s3cret-value"
+[database]
+url = "sqlite:///{tmp_path}/db/callvault.db"
+[spool]
+dir = "{tmp_path}/spool"
+[storage]
+path = "{tmp_path}/archive"
+[privacy]
+hmac_key_file = "{tmp_path}/hmac.key"
+{extra}"""
+
+
+def check(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "appliance", "config", "check", "-c", str(path)],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+
+
+def test_good_config_loads_typed_and_frozen(tmp_path):
+    c = cfg.load(write(tmp_path, good(tmp_path, "[agi]\nlisten = \"0.0.0.0:4600\"\n")), env={})
+    assert c.agi.address == ("0.0.0.0", 4600)
+    assert c.ami.port == 5038 and c.ami.secret.reveal() == "s3cret-value"
+    with pytest.raises(AttributeError):
+        c.ami.port = 1  # frozen
+    assert check(write(tmp_path, good(tmp_path))).returncode == 0
+
+
+def test_secret_never_in_repr(tmp_path):
+    c = cfg.load(write(tmp_path, good(tmp_path)), env={})
+    assert "s3cret-value" not in repr(c) and "s3cret-value" not in str(c.ami)
+
+
+def test_layers_env_over_file_and_secret_file(tmp_path):
+    secret = tmp_path / "ami.secret"
+    secret.write_text("from-file\n")
+    text = good(tmp_path).replace('secret = "s3cret-value"', f'secret_file = "{secret}"')
+    c = cfg.load(write(tmp_path, text), env={"CALLVAULT_AMI_PORT": "5039"})
+    assert c.ami.secret.reveal() == "from-file" and c.ami.port == 5039
+    c = cfg.load(write(tmp_path, text), env={"CALLVAULT_AMI_SECRET": "from-env"},
+                 overrides={"ami.port": 6000})
+    assert c.ami.secret.reveal() == "from-env" and c.ami.port == 6000
+
+
+def test_each_problem_is_one_clear_line_and_exit_2(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    text = good(tmp_path).replace('secret = "s3cret-value"', "").replace(
+        "[spool]", "[spool]\nscan_intervall = 5\n").replace(
+        f'path = "{tmp_path}/archive"', f'path = "{blocker}/archive"') + '\n[web]\nlisten = 8080\n'
+    result = check(write(tmp_path, text))
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4, lines
+    joined = "\n".join(lines)
+    assert "[spool] scan_intervall: unknown key; did you mean 'scan_interval'?" in joined
+    assert "[web] listen = 8080: expected a string in quotes" in joined
+    assert "[ami] secret: missing; set secret or secret_file" in joined
+    assert f"[storage] path = '{blocker}/archive': {blocker} is a file, not a directory" in joined
+
+
+def test_unknown_section_and_bad_toml(tmp_path):
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(write(tmp_path, good(tmp_path, "[storag]\nbackend='s3'\n")), env={})
+    assert e.value.problems == [f"{tmp_path}/callvault.toml: [storag]: unknown section; did you mean [storage]?"]
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(write(tmp_path, "[ami\n"), env={})
+    assert "not valid TOML" in e.value.problems[0]
+
+
+def test_s3_backend_requires_its_keys_and_hides_secret(tmp_path):
+    text = good(tmp_path).replace(
+        "[storage]\npath", "[storage]\nbackend = \"s3\"\nbucket = \"rec\"\nkey_bucket = \"rec\"\npath")
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(write(tmp_path, text), env={"CALLVAULT_STORAGE_SECRET_ACCESS_KEY": "topsecret"})
+    text_all = "\n".join(e.value.problems)
+    assert "[storage] endpoint_url = '': required when backend = \"s3\"" in text_all
+    assert "[storage] key_bucket = 'rec': must differ from bucket" in text_all
+    assert "topsecret" not in text_all
+
+
+def test_private_key_in_recipients_is_refused(tmp_path):
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(write(tmp_path, good(tmp_path, '[archive]\nrecipients = ["AGE-SECRET-KEY-1XYZ"]\n')), env={})
+    assert "never put a private AGE-SECRET-KEY here" in e.value.problems[0]
