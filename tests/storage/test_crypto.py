@@ -619,3 +619,41 @@ def test_streaming_memory_is_bounded(ident):
     assert total == count * len(piece)
     assert enc.manifest.plaintext_sha256 == digest.hexdigest()
     assert peak < 1 << 20, f"peak {peak} bytes for a {total >> 20} MiB stream"
+
+
+# --- local misuse ---------------------------------------------------------------------------
+
+def test_misuse_is_reported(tmp_path, ident):
+    with pytest.raises(KeyFormatError, match="at least one recipient"):
+        Encryptor([])
+    enc = Encryptor([ident.recipient])
+    with pytest.raises(RuntimeError, match="after finalize"):
+        enc.manifest
+    payload = enc.update(b"abc") + enc.finalize()
+    with pytest.raises(RuntimeError):
+        enc.update(b"more")
+    pd = Decryptor(enc.header, [ident]).payload_decryptor()
+    with pytest.raises(ChunkAuthError):
+        pd.update(payload[:16] + bytes(ENC_CHUNK_SIZE + 1))
+    with pytest.raises(RuntimeError):  # no further output after a failure
+        pd.update(payload[16:])
+    with pytest.raises(ValueError):
+        plaintext_range_to_chunks(10, 5, len(payload))
+    with pytest.raises(ValueError):
+        plaintext_range_to_chunks(4, 4, len(payload))  # beyond the 3-byte plaintext
+
+
+def test_encrypt_file_leaves_no_partial_object(tmp_path, ident):
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 1000)
+    with pytest.raises(FileNotFoundError):
+        crypto.encrypt_file(src, tmp_path / "h", tmp_path / "missing-dir" / "p", [ident.recipient])
+    assert not (tmp_path / "h").exists()
+
+
+def test_decrypt_stream_from_file_object(tmp_path, ident):
+    pt = data(5 * CHUNK_SIZE + 1, 8)
+    header, payload, _ = encrypt(pt, ident.recipient)
+    (tmp_path / "p").write_bytes(payload)
+    with open(tmp_path / "p", "rb") as f:
+        assert b"".join(Decryptor(header, [ident]).decrypt_stream(f)) == pt
