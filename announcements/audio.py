@@ -26,8 +26,8 @@ Pipeline (``prepare``), in this order, each step refusing bad input with
    with a very high peak-to-RMS ratio simply ends up a little quieter.
 
 The result (the "master") is 16 kHz mono 16-bit. ``encode_all`` derives each
-Asterisk format from it with ffmpeg (resampling with ffmpeg's filter, not
-audioop's): ``wav`` 8 kHz 16-bit mono RIFF, ``sln16`` raw 16 kHz s16le, ``ulaw``
+Asterisk format from it in one ffmpeg run (resampling with ffmpeg's filter,
+not audioop's): ``wav`` 8 kHz 16-bit mono RIFF, ``sln16`` raw 16 kHz s16le, ``ulaw``
 and ``alaw`` raw G.711 at 8 kHz (one byte per sample), ``g722`` raw G.722 from
 16 kHz (8000 bytes/s), ``gsm`` raw GSM 06.10 (libgsm), 33-byte frames of 20 ms.
 
@@ -48,7 +48,6 @@ import weakref
 from array import array
 
 from pydub import AudioSegment
-from pydub.exceptions import CouldntEncodeError
 from pydub.silence import detect_leading_silence
 
 from .errors import AnnouncementError, BadAudio
@@ -68,7 +67,7 @@ CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
 _DECODE_SLACK_S = 10.0
 _DECODE_TIMEOUT_S = 120.0
 _FULL_SCALE = 32767
-# (ffmpeg muxer, ffmpeg encoder, which master: 8 kHz or 16 kHz)
+# extension: (ffmpeg muxer, ffmpeg encoder, sample rate)
 _FFMPEG_FORMATS = {
     "ulaw": ("mulaw", "pcm_mulaw", NARROW_RATE),
     "alaw": ("alaw", "pcm_alaw", NARROW_RATE),
@@ -127,31 +126,45 @@ def normalise(seg: AudioSegment) -> AudioSegment:
 
 
 def encode_all(master: AudioSegment, formats: tuple[str, ...] = FORMATS) -> dict[str, bytes]:
-    """Every requested Asterisk format of ``master``, as bytes, keyed by extension."""
+    """Every requested Asterisk format of ``master``, as bytes, keyed by extension.
+
+    One ffmpeg run writes all the coded formats (and the 8 kHz PCM for ``wav``),
+    each output resampled by ffmpeg itself, so they all have the same length.
+    """
     _check_master(master)
     for fmt in formats:
         if fmt not in FORMATS:
             raise AnnouncementError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    narrow = None
-    if any(f != "sln16" and f != "g722" for f in formats):
-        narrow = AudioSegment(
-            data=_ffmpeg_export(master, "s16le", None, ["-ar", str(NARROW_RATE)]),
-            sample_width=2, frame_rate=NARROW_RATE, channels=1,
-        )
+    outputs = {fmt: spec for fmt, spec in _FFMPEG_FORMATS.items() if fmt in formats}
+    if "wav" in formats:
+        outputs["narrow"] = ("s16le", "pcm_s16le", NARROW_RATE)
+    coded: dict[str, bytes] = {}
+    if outputs:
+        with tempfile.TemporaryDirectory(prefix="callvault-encode-") as tmp:
+            source = os.path.join(tmp, "master.wav")
+            write_master(master, source)
+            cmd = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-f", "wav", "-i", source]
+            for key, (muxer, codec, rate) in outputs.items():
+                cmd += ["-map", "0:a:0", "-ar", str(rate), "-ac", "1", "-c:a", codec, "-f", muxer,
+                        os.path.join(tmp, f"out.{key}")]
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=_DECODE_TIMEOUT_S)
+            if proc.returncode != 0:
+                detail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+                raise AnnouncementError(f"ffmpeg could not encode {', '.join(outputs)}: {detail[0]}")
+            for key in outputs:
+                with open(os.path.join(tmp, f"out.{key}"), "rb") as f:
+                    coded[key] = f.read()
     out: dict[str, bytes] = {}
     for fmt in formats:
         if fmt == "sln16":
             out[fmt] = master.raw_data
         elif fmt == "wav":
-            assert narrow is not None
+            narrow = AudioSegment(data=coded["narrow"], sample_width=2, frame_rate=NARROW_RATE, channels=1)
             buf = io.BytesIO()
-            narrow.export(buf, format="wav")  # pydub's own writer: plain 44-byte header
+            narrow.export(buf, format="wav")  # pydub's own writer: plain 44-byte RIFF header
             out[fmt] = buf.getvalue()
         else:
-            muxer, codec, rate = _FFMPEG_FORMATS[fmt]
-            source = master if rate == MASTER_RATE else narrow
-            assert source is not None
-            out[fmt] = _ffmpeg_export(source, muxer, codec, None)
+            out[fmt] = coded[fmt]
     return out
 
 
@@ -296,14 +309,3 @@ def _trim(name: str, mono: AudioSegment) -> AudioSegment:
     start = max(0, lead - EDGE_PADDING_MS)
     end = min(len(mono), len(mono) - trail + EDGE_PADDING_MS)
     return mono[start:end]
-
-
-def _ffmpeg_export(seg: AudioSegment, muxer: str, codec: str | None, parameters: list[str] | None) -> bytes:
-    ffmpeg_binary()
-    buf = io.BytesIO()
-    try:
-        seg.export(buf, format=muxer, codec=codec, parameters=parameters)
-    except CouldntEncodeError as e:
-        last = str(e).strip().splitlines()[-1:] or [""]
-        raise AnnouncementError(f"ffmpeg could not encode {muxer} ({codec}): {last[0]}") from None
-    return buf.getvalue()

@@ -1,7 +1,8 @@
 """Errors raised by announcements. One root; callers branch on the kind.
 
 ``CatalogError`` is a mistake in a catalog file (built-in or the administrator's),
-``BadAudio`` is an input file we refuse to turn into a prompt, ``SynthesisError``
+``BadAudio`` is an input file we refuse to turn into a prompt, ``UsageError`` (and
+its ``UnknownPrompt``) a request that cannot be met as asked, ``SynthesisError``
 is espeak-ng failing, ``PromptNotFound`` means no language in a fallback chain has
 the prompt installed. Each message names the thing at fault and, where we know it,
 how to fix it: they are shown to administrators as they are.
@@ -46,8 +47,13 @@ class SynthesisError(AnnouncementError):
     """espeak-ng is missing, refused the voice, or failed."""
 
 
-class UnknownPrompt(AnnouncementError):
-    """A language or prompt name that the catalog does not define (local misuse)."""
+class UsageError(AnnouncementError):
+    """The caller asked for something impossible: a missing directory, a language
+    without a voice, nothing to install."""
+
+
+class UnknownPrompt(UsageError):
+    """A language or prompt name that the catalog does not define."""
 
 
 class PromptNotFound(AnnouncementError):

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
+from agi.policy import Policy, parse_policy
+
 
 class ConfigError(Exception):
     """The configuration has problems; ``problems`` holds one line each."""
@@ -148,10 +150,12 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     web: WebConfig = field(default_factory=WebConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    # [consent] holds a list of rules; parsed by agi.policy, not field by field.
+    consent: Policy = field(default_factory=Policy)
 
 
-SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config)}
-SECTIONS = {name: get_type_hints(Config)[name] for name in SECTIONS}
+SECTIONS: dict[str, type] = {f.name: get_type_hints(Config)[f.name]
+                             for f in dataclasses.fields(Config) if f.name != "consent"}
 SECRET_KEYS = {("ami", "secret"), ("storage", "secret_access_key")}
 CHOICES = {("storage", "backend"): ("local", "s3")}
 # Paths the process must be able to write to (created if missing).
@@ -240,11 +244,14 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
             raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
     where = str(path) if path else "config"
 
+    policy, policy_problems = parse_policy(raw.pop("consent", None), where)
+    problems += policy_problems
     values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for section, body in raw.items():
         if section not in SECTIONS:
-            hint = difflib.get_close_matches(section, SECTIONS, n=1)
-            fix = f"did you mean [{hint[0]}]?" if hint else f"known sections: {', '.join(SECTIONS)}"
+            known_sections = [*SECTIONS, "consent"]
+            hint = difflib.get_close_matches(section, known_sections, n=1)
+            fix = f"did you mean [{hint[0]}]?" if hint else f"known sections: {', '.join(known_sections)}"
             problems.append(f"{where}: [{section}]: unknown section; {fix}")
             continue
         if not isinstance(body, dict):
@@ -298,7 +305,7 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
             except ValueError as e:
                 problems.append(f"{where}: {_fmt(section, key)} = {_show(section, key, value)}: {e}")
         built[section] = cls(**kwargs)
-    config = Config(**built)
+    config = Config(**built, consent=policy)
     problems += _validate(config, where, check_paths)
     if problems:
         raise ConfigError(problems)

@@ -1,0 +1,160 @@
+"""The consent flow: notice, answer, ledger entry, channel variables, MixMonitor.
+
+Order matters for the guarantee "nothing is recorded without a basis": the outcome
+is decided, then appended to the ledger (durably), and only then is MixMonitor
+started and ``CALLVAULT_RECORD=yes`` set. If the ledger write fails the handler
+raises and the server fails the call closed (not recorded).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Protocol
+
+from .. import variables as v
+from ..errors import AgiHangup
+from ..policy import ALLOW_DIGIT, REFUSE_DIGIT, Policy, Rule
+from ..session import AgiSession
+
+log = logging.getLogger(__name__)
+
+# Asterisk core sounds that stand in until the announcements package has
+# installed callvault prompts for a language.
+CORE_FALLBACK = {
+    "notice-opt-in": "beep",
+    "notice-opt-out": "beep",
+    "notice-implied": "beep",
+    "will-record": "auth-thankyou",
+    "will-not-record": "auth-thankyou",
+    "invalid-choice": "invalid",
+    "recording-stopped": "beep",
+    "recording-paused": "beep",
+    "recording-resumed": "beep",
+}
+
+
+class PromptResolver(Protocol):
+    def __call__(self, language: str, name: str) -> str: ...
+
+
+class ConsentLog(Protocol):
+    """Where consent facts go (the ledger): durable before this returns."""
+
+    async def append(self, kind: str, body: dict, *, call_id: str | None,
+                     recording_id: str | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class RecordingStart:
+    recording_id: str
+    consent_id: str
+    uniqueid: str
+    linkedid: str
+    channel: str
+    path: str
+    rule: Rule
+    caller_hmac: str
+    did: str
+    started_at: float
+
+
+@dataclass(frozen=True)
+class ConsentDeps:
+    policy: Policy
+    log: ConsentLog
+    caller_hmac: Callable[[str], str]
+    prompt: PromptResolver
+    spool_dir: str  # as Asterisk names it
+    on_recording: Callable[[RecordingStart], Awaitable[None]]
+
+
+@dataclass
+class Outcome:
+    consent: str  # granted | declined | implied | abandoned
+    reason: str
+    digits: str = ""
+    attempts: int = 0
+
+    @property
+    def record(self) -> bool:
+        return self.consent in ("granted", "implied")
+
+
+def new_id(prefix: str) -> str:
+    # Random, fixed alphabet: safe in file names, dialplan and shell post-commands.
+    return f"{prefix}{secrets.token_hex(12)}"
+
+
+async def _ask(session: AgiSession, rule: Rule, notice: str, invalid_prompt: str) -> Outcome:
+    """Play the notice and collect the caller's key, as the rule says."""
+    if rule.mode == "implied":
+        await session.stream_file(notice)
+        return Outcome("implied", "notice-played", attempts=1)
+    pressed = ""
+    for attempt in range(1, rule.repeats + 2):
+        digits, _timed_out = await session.get_data(notice, int(rule.timeout * 1000), 1)
+        pressed += digits
+        if digits == ALLOW_DIGIT:
+            return Outcome("granted", "pressed-allow", pressed, attempt)
+        if digits == REFUSE_DIGIT:
+            return Outcome("declined", "pressed-refuse", pressed, attempt)
+        if digits:  # another key
+            if rule.invalid == "refuse":
+                return Outcome("declined", "invalid-key", pressed, attempt)
+            await session.stream_file(invalid_prompt)
+            continue
+        if rule.mode == "opt-out":
+            return Outcome("implied", "no-objection", pressed, attempt)
+    if rule.mode == "opt-out":
+        return Outcome("implied", "no-objection", pressed, rule.repeats + 1)
+    return Outcome("declined", "no-answer" if not pressed else "invalid-key", pressed, rule.repeats + 1)
+
+
+async def consent(session: AgiSession, deps: ConsentDeps) -> None:
+    env = session.env
+    started = time.time()
+    consent_id = new_id("c")
+    did = (env.args[0] if env.args else "") or env.query.get("did", "") or env.extension
+    caller = env.callerid if env.callerid not in ("", "unknown") else ""
+    rule = deps.policy.resolve(did=did, caller=caller, language=env.language)
+    linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
+    notice = deps.prompt(rule.prompt_language, f"notice-{rule.mode}")
+    body = {
+        "consent_id": consent_id, "uniqueid": env.uniqueid, "linkedid": linkedid,
+        "channel": env.channel, "caller_hmac": deps.caller_hmac(caller), "did": did,
+        "rule": rule.name, "jurisdiction": rule.jurisdiction, "mode": rule.mode,
+        "language": rule.prompt_language, "notice": notice, "started_at": started,
+    }
+    try:
+        outcome = await _ask(session, rule, notice, deps.prompt(rule.prompt_language, "invalid-choice"))
+    except AgiHangup:
+        body.update(outcome="abandoned", reason="hangup-during-notice", record=False,
+                    ended_at=time.time())
+        await deps.log.append("consent", body, call_id=linkedid, recording_id=None)
+        return
+    recording_id = new_id("r") if outcome.record else None
+    body.update(outcome=outcome.consent, reason=outcome.reason, digits=outcome.digits,
+                attempts=outcome.attempts, record=outcome.record, recording_id=recording_id,
+                ended_at=time.time())
+    await deps.log.append("consent", body, call_id=linkedid, recording_id=recording_id)
+
+    if recording_id is not None:
+        path = f"{deps.spool_dir.rstrip('/')}/{recording_id}.wav"
+        await deps.on_recording(RecordingStart(
+            recording_id, consent_id, env.uniqueid, linkedid, env.channel, path, rule,
+            body["caller_hmac"], did, time.time()))
+        # The post-command runs in a shell: only our generated id goes into it.
+        await session.exec("MixMonitor", f"{path},,/bin/touch {path}.done")
+        await session.set_variable(v.RECORDING_ID, recording_id)
+    await session.set_variable(v.CONSENT_ID, consent_id)
+    await session.set_variable(v.RULE, rule.name)
+    await session.set_variable(v.CONSENT, outcome.consent)
+    await session.set_variable(v.RECORD, "yes" if outcome.record else "no")
+    await session.exec("UserEvent", f"{v.USER_EVENT},ConsentId: {consent_id},Consent: {outcome.consent},"
+                       f"Record: {'yes' if outcome.record else 'no'},RecordingId: {recording_id or ''},"
+                       f"Rule: {rule.name}")
+    confirm = "will-record" if outcome.record else "will-not-record"
+    await session.stream_file(deps.prompt(rule.prompt_language, confirm))

@@ -1,0 +1,226 @@
+"""The recordings catalog and the archive job queue, in the catalog database.
+
+A recording row exists from the moment consent allows MixMonitor to start; its
+``state`` then follows the archive job:
+
+    recording -> pending -> encrypting -> uploading -> verifying -> archived
+                                   \\-> failed (dead letter after max attempts)
+
+Each transition is one committed write, so after a crash a job resumes from the
+last state it reached; every step is idempotent (see archiver/pipeline.py). Jobs
+are claimed with a lease (``lease_until``) so a worker that died releases its job
+when the lease runs out. On PostgreSQL the same claim is ``FOR UPDATE SKIP LOCKED``.
+
+No phone numbers are stored: callers are kept as a keyed HMAC.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Iterable
+
+from .db import Database
+from .errors import NotFound
+
+STATES = ("recording", "pending", "encrypting", "uploading", "verifying", "archived",
+          "failed", "erased")
+ACTIVE = ("pending", "encrypting", "uploading", "verifying")
+
+MIGRATIONS = [
+    """
+    CREATE TABLE recordings (
+        recording_id    TEXT PRIMARY KEY,
+        consent_id      TEXT NOT NULL,
+        uniqueid        TEXT NOT NULL,
+        linkedid        TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        spool_path      TEXT NOT NULL,
+        caller_hmac     TEXT NOT NULL,
+        did             TEXT NOT NULL,
+        agent           TEXT NOT NULL DEFAULT '',
+        rule            TEXT NOT NULL,
+        jurisdiction    TEXT NOT NULL,
+        retention_class TEXT NOT NULL,
+        consent_state   TEXT NOT NULL,
+        started_at      REAL NOT NULL,
+        ended_at        REAL,
+        state           TEXT NOT NULL DEFAULT 'recording',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_try_at     REAL NOT NULL DEFAULT 0,
+        lease_until     REAL NOT NULL DEFAULT 0,
+        last_error      TEXT NOT NULL DEFAULT '',
+        erase_requested INTEGER NOT NULL DEFAULT 0,
+        legal_hold      INTEGER NOT NULL DEFAULT 0,
+        object_key      TEXT NOT NULL DEFAULT '',
+        header_key      TEXT NOT NULL DEFAULT '',
+        version_id      TEXT NOT NULL DEFAULT '',
+        retain_until    REAL,
+        manifest        TEXT NOT NULL DEFAULT '',
+        archived_at     REAL,
+        paused          TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX recordings_state ON recordings(state, next_try_at);
+    CREATE INDEX recordings_linkedid ON recordings(linkedid);
+    CREATE INDEX recordings_caller ON recordings(caller_hmac);
+    CREATE INDEX recordings_started ON recordings(started_at);
+    """,
+]
+
+
+@dataclass(frozen=True)
+class Recording:
+    recording_id: str
+    consent_id: str
+    uniqueid: str
+    linkedid: str
+    channel: str
+    spool_path: str
+    caller_hmac: str
+    did: str
+    agent: str
+    rule: str
+    jurisdiction: str
+    retention_class: str
+    consent_state: str
+    started_at: float
+    ended_at: float | None = None
+    state: str = "recording"
+    attempts: int = 0
+    next_try_at: float = 0.0
+    lease_until: float = 0.0
+    last_error: str = ""
+    erase_requested: int = 0
+    legal_hold: int = 0
+    object_key: str = ""
+    header_key: str = ""
+    version_id: str = ""
+    retain_until: float | None = None
+    manifest: str = ""
+    archived_at: float | None = None
+    paused: str = "[]"
+
+    @property
+    def pause_intervals(self) -> list[list[float | None]]:
+        return json.loads(self.paused)
+
+
+_COLUMNS = [f.name for f in fields(Recording)]
+
+
+def _row(r: Any) -> Recording:
+    return Recording(**dict(zip(_COLUMNS, r)))
+
+
+class Catalog:
+    def __init__(self, db: Database):
+        self.db = db
+        db.migrate("catalog", MIGRATIONS)
+
+    # -- recordings ----------------------------------------------------------
+    def add(self, rec: Recording) -> None:
+        """Register a recording that MixMonitor is starting (idempotent)."""
+        cols = ", ".join(_COLUMNS)
+        marks = ", ".join("?" for _ in _COLUMNS)
+        with self.db.write() as c:
+            c.execute(f"INSERT OR IGNORE INTO recordings ({cols}) VALUES ({marks})",
+                      [getattr(rec, n) for n in _COLUMNS])
+
+    def get(self, recording_id: str) -> Recording:
+        with self.db.read() as c:
+            row = c.execute(f"SELECT {', '.join(_COLUMNS)} FROM recordings WHERE recording_id = ?",
+                            (recording_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"recording {recording_id}")
+        return _row(row)
+
+    def by_linkedid(self, linkedid: str) -> list[Recording]:
+        return self._select("WHERE linkedid = ? ORDER BY started_at", (linkedid,))
+
+    def by_uniqueid(self, uniqueid: str) -> list[Recording]:
+        return self._select("WHERE uniqueid = ? ORDER BY started_at", (uniqueid,))
+
+    def by_spool_path(self, path: str) -> Recording | None:
+        found = self._select("WHERE spool_path = ? OR spool_path LIKE ?", (path, "%/" + path.rsplit("/", 1)[-1]))
+        return found[0] if found else None
+
+    def search(self, *, since: float | None = None, until: float | None = None,
+               caller_hmac: str | None = None, did: str | None = None, agent: str | None = None,
+               consent_state: str | None = None, state: str | None = None,
+               limit: int = 200) -> list[Recording]:
+        where, args = [], []
+        for col, op, val in (("started_at", ">=", since), ("started_at", "<", until),
+                             ("caller_hmac", "=", caller_hmac), ("did", "=", did),
+                             ("agent", "=", agent), ("consent_state", "=", consent_state),
+                             ("state", "=", state)):
+            if val is not None:
+                where.append(f"{col} {op} ?")
+                args.append(val)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        return self._select(f"{clause} ORDER BY started_at DESC LIMIT ?", (*args, limit))
+
+    def _select(self, clause: str, args: Iterable[Any]) -> list[Recording]:
+        with self.db.read() as c:
+            rows = c.execute(f"SELECT {', '.join(_COLUMNS)} FROM recordings {clause}", tuple(args)).fetchall()
+        return [_row(r) for r in rows]
+
+    def update(self, recording_id: str, **changes: Any) -> None:
+        bad = set(changes) - set(_COLUMNS)
+        if bad:
+            raise ValueError(f"unknown recording columns: {sorted(bad)}")
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self.db.write() as c:
+            cur = c.execute(f"UPDATE recordings SET {sets} WHERE recording_id = ?",
+                            (*changes.values(), recording_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"recording {recording_id}")
+
+    def mark_ended(self, recording_id: str, ended_at: float) -> bool:
+        """The recording's file is complete: queue it (once). True if this call queued it."""
+        with self.db.write() as c:
+            cur = c.execute("UPDATE recordings SET state = 'pending', ended_at = ?, next_try_at = 0 "
+                            "WHERE recording_id = ? AND state = 'recording'", (ended_at, recording_id))
+            return cur.rowcount == 1
+
+    def add_pause(self, recording_id: str, at: float) -> None:
+        rec = self.get(recording_id)
+        spans = rec.pause_intervals
+        if spans and spans[-1][1] is None:
+            return  # already paused
+        spans.append([at, None])
+        self.update(recording_id, paused=json.dumps(spans))
+
+    def end_pause(self, recording_id: str, at: float) -> None:
+        rec = self.get(recording_id)
+        spans = rec.pause_intervals
+        if spans and spans[-1][1] is None:
+            spans[-1][1] = at
+            self.update(recording_id, paused=json.dumps(spans))
+
+    # -- job queue -------------------------------------------------------------
+    def claim(self, *, now: float | None = None, lease: float = 300.0) -> Recording | None:
+        """Take the next due job, leasing it so no other worker takes it meanwhile."""
+        now = time.time() if now is None else now
+        with self.db.write() as c:
+            row = c.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM recordings WHERE state IN "
+                f"({', '.join('?' for _ in ACTIVE)}) AND next_try_at <= ? AND lease_until <= ? "
+                "ORDER BY next_try_at, started_at LIMIT 1", (*ACTIVE, now, now)).fetchone()
+            if row is None:
+                return None
+            rec = _row(row)
+            c.execute("UPDATE recordings SET lease_until = ? WHERE recording_id = ?",
+                      (now + lease, rec.recording_id))
+        return rec
+
+    def queue_counts(self) -> dict[str, int]:
+        with self.db.read() as c:
+            rows = c.execute("SELECT state, COUNT(*) FROM recordings GROUP BY state").fetchall()
+        return {state: n for state, n in rows}
+
+    def next_due(self) -> float | None:
+        with self.db.read() as c:
+            row = c.execute(f"SELECT MIN(MAX(next_try_at, lease_until)) FROM recordings WHERE state IN "
+                            f"({', '.join('?' for _ in ACTIVE)})", ACTIVE).fetchone()
+        return row[0]
