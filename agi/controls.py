@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
-
 from storage.catalog import Catalog, Recording
 
 from .ami import AmiClient
+from .handlers.consent import AppendEvent
 from .errors import AgiError
 
 
 class ControlError(AgiError):
     """A mid-call control could not be applied (no such call, nothing recording)."""
-
-
-class Ledgerish(Protocol):
-    async def append(self, kind: str, body: dict, *, call_id: str | None,
-                     recording_id: str | None) -> None: ...
 
 
 def _active(catalog: Catalog, channel: str) -> Recording:
@@ -35,13 +29,13 @@ def _active(catalog: Catalog, channel: str) -> Recording:
     return found[-1]
 
 
-async def set_paused(ami: AmiClient, catalog: Catalog, log: Ledgerish, channel: str,
+async def set_paused(ami: AmiClient, catalog: Catalog, append: AppendEvent, channel: str,
                      paused: bool, *, actor: str) -> Recording:
     rec = await asyncio.to_thread(_active, catalog, channel)
     await ami.action("MixMonitorMute", Channel=channel, Direction="both", State="1" if paused else "0")
     now = time.time()
     await asyncio.to_thread(catalog.add_pause if paused else catalog.end_pause, rec.recording_id, now)
-    await log.append("pause" if paused else "resume",
+    await append("pause" if paused else "resume",
                      {"recording_id": rec.recording_id, "channel": channel, "at": now, "actor": actor},
                      call_id=rec.linkedid, recording_id=rec.recording_id)
     return await asyncio.to_thread(catalog.get, rec.recording_id)

@@ -8,11 +8,13 @@ Pipeline (``prepare``), in this order, each step refusing bad input with
    (everything after). Decoding stops at ``max_duration + 10 s``.
    Refused: a missing or empty file, anything ffmpeg cannot decode (a text file
    renamed ``.wav``), a file without an audio stream or without samples.
-2. Clipping: a sample is at full scale when ``|s| >= 32767`` after decoding to
-   16 bits. Single full-scale samples happen in clean, peak-normalised audio; a
-   clipped waveform sits flat at the rail. The file is refused when more than
-   ``CLIP_FRACTION`` (0.1 %) of all samples lie in runs of ``CLIP_RUN`` (3) or
-   more consecutive full-scale samples of one channel.
+2. Clipping: a clipped waveform sits flat at its rail for several samples; a
+   clean one, even peak-normalised to 0 dBFS, touches its peak for a sample or
+   two. The rails are the file's largest and smallest 16-bit sample values, when
+   within 0.9 dB of full scale (so G.711 and 8-bit sources, whose decoded maximum
+   is below 32767, are judged by their own ceiling). The file is refused when more
+   than ``CLIP_FRACTION`` (0.1 %) of all samples lie in runs of ``CLIP_RUN`` (3) or
+   more consecutive samples at a rail in one channel.
 3. Trim leading and trailing silence: 10 ms chunks quieter than
    ``SILENCE_THRESHOLD_DBFS`` (-50 dBFS RMS) are silence; ``EDGE_PADDING_MS``
    (100 ms) of it is kept at each end so the first syllable is not clipped.
@@ -67,6 +69,7 @@ CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
 _DECODE_SLACK_S = 10.0
 _DECODE_TIMEOUT_S = 120.0
 _FULL_SCALE = 32767
+_RAIL_MIN = 29491  # 0.9 of full scale, -0.9 dBFS
 # extension: (ffmpeg muxer, ffmpeg encoder, sample rate)
 _FFMPEG_FORMATS = {
     "ulaw": ("mulaw", "pcm_mulaw", NARROW_RATE),
@@ -106,14 +109,14 @@ def prepare(src: str | os.PathLike[str], *, max_duration: float = MAX_DURATION_S
         raise BadAudio(name, "contains no audio samples")
     if duration_s(native) >= cap - 0.05:
         total = _probe_duration(name)
-        length = f"{total:.1f} s long" if total else f"longer than {cap:g} s"
-        raise BadAudio(name, f"is too long: {length}; the maximum is {max_duration:g} s")
+        length = f"{total:.1f} s" if total else f"over {cap:g} s"
+        raise BadAudio(name, f"is too long ({length}); the maximum is {max_duration:g} s")
     _check_clipping(name, native)
     trimmed = _trim(name, mono)
     if duration_s(trimmed) > max_duration:
         raise BadAudio(
             name,
-            f"is too long: {duration_s(trimmed):.1f} s after trimming silence; "
+            f"is too long ({duration_s(trimmed):.1f} s after trimming silence); "
             f"the maximum is {max_duration:g} s",
         )
     return normalise(trimmed)
@@ -276,15 +279,22 @@ def _check_clipping(name: str, seg: AudioSegment) -> None:
     samples.frombytes(seg.raw_data)
     if sys.byteorder == "big":
         samples.byteswap()
+    if not samples:
+        return
+    # The rails are the file's own extremes, when they are near full scale: a
+    # G.711 recording clips at +-32124 (u-law) or +-32256 (A-law), 8-bit at 32512.
+    top, bottom = max(samples), min(samples)
+    top = top if top >= _RAIL_MIN else _FULL_SCALE + 1
+    bottom = bottom if bottom <= -_RAIL_MIN else -_FULL_SCALE - 2
     limit = len(samples) * CLIP_FRACTION
-    # Cheap test first: clipped samples are a subset of full-scale ones.
-    if samples.count(_FULL_SCALE) + samples.count(-_FULL_SCALE) + samples.count(-_FULL_SCALE - 1) <= limit:
+    # Cheap test first: clipped samples are a subset of those at a rail.
+    if samples.count(top) + samples.count(bottom) <= limit:
         return
     clipped = 0
     for ch in range(seg.channels):
         run = 0
         for s in samples[ch :: seg.channels]:
-            if s >= _FULL_SCALE or s <= -_FULL_SCALE:
+            if s >= top or s <= bottom:
                 run += 1
                 continue
             if run >= CLIP_RUN:

@@ -34,6 +34,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydub import AudioSegment
 
@@ -190,7 +191,9 @@ class PromptLibrary:
             self._store(code, name, master, info)
 
         done = _run_parallel(job, todo, workers, progress, "generated")
-        return BuildReport(generated=tuple(done), up_to_date=up_to_date, kept_recorded=tuple(kept))
+        return BuildReport(
+            generated=tuple((code, name) for code, name, *_ in done), up_to_date=up_to_date, kept_recorded=tuple(kept)
+        )
 
     def import_prompt(
         self, lang: str, name: str, file: str | os.PathLike[str], *, max_duration: float = audio.MAX_DURATION_S
@@ -235,7 +238,7 @@ class PromptLibrary:
         link = sounds / SOUNDS_SUBDIR
         with _locked(sounds):
             if os.path.lexists(link) and not link.is_symlink() and not link.is_dir():
-                raise AnnouncementError(f"{link} exists and is not a directory; move it away")
+                raise UsageError(f"{link} exists and is not a directory; move it away")
             _remove_stale_stages(sounds, link)
             stage = Path(tempfile.mkdtemp(prefix=_STAGE_PREFIX, dir=sounds))
             try:
@@ -291,9 +294,15 @@ def resolve(lang_chain: Iterable[str], name: str, sounds_dir: str | os.PathLike[
     raise PromptNotFound(chain, name, os.fspath(sounds_dir))
 
 
-def _run_parallel(job, items, workers, progress, action):  # type: ignore[no-untyped-def]
-    """Run ``job`` over ``items`` in threads; first failure cancels the rest and is raised."""
-    done = []
+_T = TypeVar("_T", bound=tuple)
+
+
+def _run_parallel(
+    job: Callable[[_T], None], items: list[_T], workers: int, progress: ProgressCallback | None, action: str
+) -> list[_T]:
+    """Run ``job`` over ``items`` in threads (each mostly waits on an espeak-ng or
+    ffmpeg subprocess); the first failure cancels the rest and is raised."""
+    done: list[_T] = []
     if not items:
         return done
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

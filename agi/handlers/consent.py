@@ -40,11 +40,11 @@ class PromptResolver(Protocol):
     def __call__(self, language: str, name: str) -> str: ...
 
 
-class ConsentLog(Protocol):
-    """Where consent facts go (the ledger): durable before this returns."""
+class AppendEvent(Protocol):
+    """Appends a fact to the ledger; durable before the await returns."""
 
-    async def append(self, kind: str, body: dict, *, call_id: str | None,
-                     recording_id: str | None) -> None: ...
+    async def __call__(self, kind: str, body: dict, *, call_id: str | None = None,
+                       recording_id: str | None = None) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class RecordingStart:
 @dataclass(frozen=True)
 class ConsentDeps:
     policy: Policy
-    log: ConsentLog
+    append: AppendEvent
     caller_hmac: Callable[[str], str]
     prompt: PromptResolver
     spool_dir: str  # as Asterisk names it
@@ -133,13 +133,13 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     except AgiHangup:
         body.update(outcome="abandoned", reason="hangup-during-notice", record=False,
                     ended_at=time.time())
-        await deps.log.append("consent", body, call_id=linkedid, recording_id=None)
+        await deps.append("consent", body, call_id=linkedid, recording_id=None)
         return
     recording_id = new_id("r") if outcome.record else None
     body.update(outcome=outcome.consent, reason=outcome.reason, digits=outcome.digits,
                 attempts=outcome.attempts, record=outcome.record, recording_id=recording_id,
                 ended_at=time.time())
-    await deps.log.append("consent", body, call_id=linkedid, recording_id=recording_id)
+    await deps.append("consent", body, call_id=linkedid, recording_id=recording_id)
 
     if recording_id is not None:
         path = f"{deps.spool_dir.rstrip('/')}/{recording_id}.wav"

@@ -54,6 +54,12 @@ def test_full_scale_peaks_of_clean_audio_are_not_clipping(make_audio):
     assert audio.prepare(f).max_dBFS <= audio.PEAK_CEILING_DBFS + 0.01
 
 
+def test_loud_clean_phone_recording_is_not_clipping(make_audio):
+    # u-law at its top code for a sample per peak, as a loud clean recording would be
+    f = make_audio("phone.wav", "aevalsrc=0.99*sin(300*2*PI*t):s=8000:d=2", "-c:a", "pcm_mulaw")
+    assert audio.duration_s(audio.prepare(f)) > 1.9
+
+
 def _empty(tmp_path, make_audio):
     f = tmp_path / "empty.wav"
     f.write_bytes(b"")
@@ -79,6 +85,11 @@ def _clipped(tmp_path, make_audio):
     return make_audio("clipped.wav", "aevalsrc=6*sin(440*2*PI*t):s=44100:d=2", "-c:a", "pcm_s16le")
 
 
+def _clipped_ulaw(tmp_path, make_audio):
+    # recorded on a phone: u-law decodes to at most +-32124, never 32767
+    return make_audio("phone.wav", "aevalsrc=4*sin(300*2*PI*t):s=8000:d=2", "-c:a", "pcm_mulaw")
+
+
 def _no_audio_stream(tmp_path, make_audio):
     return make_audio("picture.png", "color=c=red:s=16x16", "-frames:v", "1")
 
@@ -92,9 +103,10 @@ def _missing(tmp_path, make_audio):
     [
         (_empty, "is empty (0 bytes)"),
         (_text_as_wav, "is not audio that ffmpeg can decode"),
-        (_ten_minutes, "is too long: 600.0 s long; the maximum is 60 s"),
+        (_ten_minutes, "is too long (600.0 s); the maximum is 60 s"),
         (_silence, "is silent"),
         (_clipped, "is clipped"),
+        (_clipped_ulaw, "is clipped"),
         (_no_audio_stream, "contains no audio stream"),
         (_missing, "does not exist"),
     ],
@@ -112,7 +124,7 @@ def test_bad_input_names_the_file_and_the_problem(tmp_path, make_audio, make, re
 def test_max_duration_applies_after_trimming(make_audio):
     f = make_audio("tone.wav", TONE, "-af", "adelay=3000,apad=pad_dur=3")  # 8 s file, 2 s of sound
     assert audio.duration_s(audio.prepare(f, max_duration=3)) < 3
-    with pytest.raises(BadAudio, match=r"2\.\d s after trimming silence; the maximum is 1.5 s"):
+    with pytest.raises(BadAudio, match=r"too long \(2\.\d s after trimming silence\); the maximum is 1.5 s"):
         audio.prepare(f, max_duration=1.5)
 
 

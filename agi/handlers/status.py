@@ -1,0 +1,37 @@
+"""Status: set the consent variables on a channel from what the ledger holds.
+
+For dialplan on the agent's side (or after a transfer): ``AGI(agi://.../status)``
+sets ``CALLVAULT_CONSENT``, ``CALLVAULT_RECORD`` and ``CALLVAULT_CONSENT_ID`` for
+the call this channel belongs to (by linkedid), or ``none``/``no`` if there is none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from storage.ledger import Ledger
+
+from .. import variables as v
+from ..session import AgiSession
+
+
+@dataclass(frozen=True)
+class StatusDeps:
+    ledger: Ledger
+
+
+async def status(session: AgiSession, deps: StatusDeps) -> None:
+    linkedid = await session.get_variable("CHANNEL(linkedid)") or session.env.uniqueid
+    entries = await asyncio.to_thread(deps.ledger.find, call_id=linkedid)
+    consent, record, consent_id = "none", "no", ""
+    for entry in entries:  # oldest first: later facts (revoke) override
+        data = entry.data
+        if entry.kind == "consent":
+            consent, consent_id = data["outcome"], data["consent_id"]
+            record = "yes" if data.get("record") else "no"
+        elif entry.kind == "revoke":
+            consent, record = "revoked", "no"
+    await session.set_variable(v.CONSENT, consent)
+    await session.set_variable(v.RECORD, record)
+    await session.set_variable(v.CONSENT_ID, consent_id)
