@@ -141,6 +141,13 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class PromptsConfig:
+    # Asterisk's sounds directory (astdatadir/sounds) as this host sees it.
+    sounds_dir: Path = Path("/usr/share/asterisk/sounds")
+    library: Path = Path("/var/lib/callvault/prompts")
+
+
+@dataclass(frozen=True)
 class Config:
     agi: AgiConfig = field(default_factory=AgiConfig)
     ami: AmiConfig = field(default_factory=AmiConfig)
@@ -150,6 +157,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     web: WebConfig = field(default_factory=WebConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
     # [consent] holds a list of rules; parsed by agi.policy, not field by field.
     consent: Policy = field(default_factory=Policy)
 

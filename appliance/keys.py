@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from agi.ami import AmiClient
     from agi.server import FastAgiServer
+    from storage.catalog import Catalog
     from storage.db import Database
     from storage.ledger import Ledger
 
@@ -20,6 +21,7 @@ class AppKeys:
     started: web.AppKey[float] = web.AppKey("started", float)
     db: "web.AppKey[Database]" = web.AppKey("db")
     ledger: "web.AppKey[Ledger]" = web.AppKey("ledger")
+    catalog: "web.AppKey[Catalog]" = web.AppKey("catalog")
     hmac_key: web.AppKey[bytes] = web.AppKey("hmac_key", bytes)
     ami: "web.AppKey[AmiClient]" = web.AppKey("ami")
     agi: "web.AppKey[FastAgiServer]" = web.AppKey("agi")

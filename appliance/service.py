@@ -19,6 +19,7 @@ from aiohttp import web
 from agi.ami import AmiClient
 from agi.server import FastAgiServer
 from storage.db import open_database
+from storage.catalog import Catalog
 from storage.ledger import Ledger
 
 from .config import Config
@@ -35,6 +36,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     db = await asyncio.to_thread(open_database, config.database.url)
     app[K.db] = db
     app[K.ledger] = await asyncio.to_thread(Ledger, db)
+    app[K.catalog] = await asyncio.to_thread(Catalog, db)
     app[K.hmac_key] = await asyncio.to_thread(load_hmac_key, config.privacy.hmac_key_file)
     yield
     await asyncio.to_thread(db.close)

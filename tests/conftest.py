@@ -53,3 +53,47 @@ def s3_client(lab_state: LabState):
                           aws_secret_access_key=e.secret_access_key, region_name=e.region)
     yield client
     client.close()
+
+
+@pytest.fixture
+def appliance(lab_state: LabState, tmp_path):
+    """Start the appliance (all of `serve` but the web socket) against the lab.
+
+    Usage: ``async with appliance(rules=[...]) as app:``; ``app`` is the aiohttp
+    application with its state under ``appliance.keys.AppKeys``.
+    """
+    import contextlib
+    import dataclasses
+
+    from aiohttp.test_utils import TestServer
+
+    from agi.policy import parse_policy
+    from appliance import config as cfg
+    from appliance.labcli import dev_config
+    from appliance.service import build_app
+    from storage import keys
+    from storage.crypto import Identity
+
+    identity = Identity.generate()
+    keys.write_identity(tmp_path / "identity.txt", identity)
+    (tmp_path / "ami.secret").write_text(lab_state.product_ami_secret)
+    (tmp_path / "callvault.toml").write_text(dev_config(lab_state, tmp_path, 0, str(identity.recipient)))
+
+    @contextlib.asynccontextmanager
+    async def start(rules: list[dict] | None = None, **overrides):
+        config = cfg.load(tmp_path / "callvault.toml", env={}, overrides=overrides)
+        if rules is not None:
+            policy, problems = parse_policy({"rules": rules}, "test")
+            assert not problems, problems
+            config = dataclasses.replace(config, consent=policy)
+        server = TestServer(build_app(config), host="127.0.0.1")
+        await server.start_server()
+        try:
+            from appliance.keys import AppKeys as K
+
+            await server.app[K.ami].wait_connected(10)
+            yield server.app
+        finally:
+            await server.close()
+
+    return start

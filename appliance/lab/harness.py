@@ -22,21 +22,29 @@ LAB_CONTEXT = "callvault-lab"
 PRODUCT_AMI_USER = "callvault"
 
 
-def lab_dialplan(agi_port: int, route: str = "consent") -> str:
-    """The lab's inbound context: what a trunk's context does on a PBX.
+def lab_dialplan(agi_port: int) -> str:
+    """The generated consent context, exactly as `callvault dialplan` prints it,
+    plus the lab's inbound context (what a trunk's context does on a PBX).
 
-    The extension is the DID. It runs the product's consent route and then keeps
-    the call up (the Local channel's other half is the caller) until hung up.
+    The extension is the DID. After consent the call stays up (the Local
+    channel's other half is the caller, and decides when the call ends).
     """
-    return f"""[{LAB_CONTEXT}]
+    from agi.dialplan import CONSENT_CONTEXT, consent_context  # appliance may import agi
+
+    return consent_context(f"agi://127.0.0.1:{agi_port}") + f"""
+[{LAB_CONTEXT}]
 exten => _X.,1,Answer()
- same => n,Set(CALLVAULT_DID=${{EXTEN}})
- same => n,AGI(agi://127.0.0.1:{agi_port}/{route},${{EXTEN}})
+ same => n,Gosub({CONSENT_CONTEXT},s,1(${{EXTEN}}))
  same => n,UserEvent(CallvaultLabAfterAgi,Consent: ${{CALLVAULT_CONSENT}},Record: ${{CALLVAULT_RECORD}})
- ; The caller's half (Application Wait on Local ;1) decides when the call ends.
  same => n,Wait(3600)
  same => n,Hangup()
 """
+
+
+def lab_features(agi_port: int) -> str:
+    from agi.dialplan import features_snippet
+
+    return "[general]\n\n" + features_snippet(f"agi://127.0.0.1:{agi_port}")
 
 
 @dataclass
@@ -84,7 +92,8 @@ class Lab:
             t1 = time.monotonic()
             self.asterisk = LabAsterisk(self.root, self.name)
             self.asterisk.write_configs(dialplan or lab_dialplan(self.agi_port),
-                                        manager_extra=self.product_manager_stanza())
+                                        manager_extra=self.product_manager_stanza(),
+                                        features=lab_features(self.agi_port))
             self.asterisk.start()
             self.timings["asterisk"] = time.monotonic() - t1
             if self.with_s3:

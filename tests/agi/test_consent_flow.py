@@ -1,0 +1,156 @@
+"""The consent flow end to end: real Asterisk 22, the generated dialplan, our FastAGI.
+
+Each test places a Local-channel call into the lab's inbound context, which runs the
+generated ``callvault-consent`` context exactly as an administrator would include it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.keys import AppKeys as K
+
+pytestmark = pytest.mark.asterisk
+
+OPT_IN = {"name": "za-opt-in", "mode": "opt-in", "timeout": 1.5, "repeats": 1}
+OPT_OUT = {"name": "za-opt-out", "mode": "opt-out", "timeout": 1.0}
+IMPLIED = {"name": "us-implied", "mode": "implied", "jurisdiction": "US-NY"}
+
+
+async def wait_path(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+def after_agi(ami, call):
+    return ami.expect(lambda e: e.name == "UserEvent" and call.is_callee(e)
+                      and e.get("UserEvent") == "CallvaultLabAfterAgi")
+
+
+def mixmonitor_started(ami, call):
+    return ami.expect(lambda e: e.name == "MixMonitorStart" and call.is_callee(e))
+
+
+async def run_call(app, ami, calls, digits_per_prompt: list[str] | None = None, *,
+                   hangup_at_notice: bool = False):
+    """Place a call; press ``digits_per_prompt[i]`` at the i-th GET DATA; return outcome."""
+    call = calls.new_call()
+    agi = app[K.agi]
+    async with after_agi(ami, call) as done, mixmonitor_started(ami, call) as mixmon:
+        if hangup_at_notice or digits_per_prompt:
+            async with calls.agi_command(call, "GET DATA") as asked:
+                await calls.place(call)
+                await asyncio.wait_for(asked, 15)
+                if hangup_at_notice:
+                    await calls.hangup(call)
+                    await agi.wait_idle(15)
+                    return call, None, mixmon.done()
+                await calls.send_dtmf(call, digits_per_prompt[0])
+            for digits in digits_per_prompt[1:]:
+                async with calls.agi_command(call, "GET DATA") as asked:
+                    await asyncio.wait_for(asked, 15)
+                    await calls.send_dtmf(call, digits)
+        else:
+            await calls.place(call)
+        event = await asyncio.wait_for(done, 20)
+        await asyncio.sleep(0)  # let a MixMonitorStart raised just before arrive
+        started = mixmon.done()
+    return call, event, started
+
+
+def consent_entries(app, call):
+    ledger = app[K.ledger]
+    return [e for e in ledger.find(kind="consent") if e.data["uniqueid"] == call.callee_uniqueid]
+
+
+async def finish(app, ami, calls, call):
+    async with calls.hangup_of(call) as gone:
+        await calls.hangup(call)
+        await asyncio.wait_for(gone, 10)
+    await app[K.agi].wait_idle(15)
+
+
+async def test_press_1_grants_and_records(appliance, ami, calls, lab_state):
+    async with appliance(rules=[OPT_IN]) as app:
+        call, event, started = await run_call(app, ami, calls, ["1"])
+        assert (event.get("Consent"), event.get("Record")) == ("granted", "yes")
+        assert started, "MixMonitor did not start"
+        [entry] = consent_entries(app, call)
+        body = entry.data
+        assert body["outcome"] == "granted" and body["digits"] == "1" and body["rule"] == "za-opt-in"
+        assert body["mode"] == "opt-in" and body["did"] == call.did
+        assert "27215550123" not in entry.body  # caller kept only as a keyed HMAC
+        assert len(body["caller_hmac"]) == 64
+        await finish(app, ami, calls, call)
+        wav = Path(lab_state.spool_host) / f"{body['recording_id']}.wav"
+        await wait_path(Path(str(wav) + ".done"))
+        assert wav.stat().st_size > 44
+        rec = app[K.catalog].get(body["recording_id"])
+        assert rec.consent_id == body["consent_id"] and rec.linkedid == call.caller_uniqueid
+
+
+async def test_press_2_declines_and_records_nothing(appliance, ami, calls, lab_state):
+    async with appliance(rules=[OPT_IN]) as app:
+        call, event, started = await run_call(app, ami, calls, ["2"])
+        assert (event.get("Consent"), event.get("Record")) == ("declined", "no")
+        assert not started
+        [entry] = consent_entries(app, call)
+        assert entry.data["reason"] == "pressed-refuse" and entry.data["recording_id"] is None
+        await finish(app, ami, calls, call)
+        assert app[K.catalog].by_linkedid(call.caller_uniqueid) == []
+
+
+async def test_opt_in_without_answer_is_not_recorded(appliance, ami, calls):
+    async with appliance(rules=[OPT_IN]) as app:
+        call, event, started = await run_call(app, ami, calls)
+        assert (event.get("Consent"), event.get("Record")) == ("declined", "no")
+        assert not started
+        [entry] = consent_entries(app, call)
+        assert entry.data["reason"] == "no-answer" and entry.data["attempts"] == 2  # one repeat
+        await finish(app, ami, calls, call)
+
+
+async def test_opt_out_without_answer_is_recorded(appliance, ami, calls):
+    async with appliance(rules=[OPT_OUT]) as app:
+        call, event, started = await run_call(app, ami, calls)
+        assert (event.get("Consent"), event.get("Record")) == ("implied", "yes")
+        assert started
+        assert consent_entries(app, call)[0].data["reason"] == "no-objection"
+        await finish(app, ami, calls, call)
+
+
+async def test_implied_records_after_the_notice(appliance, ami, calls):
+    async with appliance(rules=[IMPLIED]) as app:
+        call, event, started = await run_call(app, ami, calls)
+        assert (event.get("Consent"), event.get("Record")) == ("implied", "yes")
+        assert started
+        [entry] = consent_entries(app, call)
+        assert entry.data["jurisdiction"] == "US-NY" and entry.data["reason"] == "notice-played"
+        await finish(app, ami, calls, call)
+
+
+async def test_invalid_digit_then_1_grants(appliance, ami, calls):
+    async with appliance(rules=[OPT_IN]) as app:
+        call, event, started = await run_call(app, ami, calls, ["7", "1"])
+        assert (event.get("Consent"), event.get("Record")) == ("granted", "yes")
+        assert started
+        [entry] = consent_entries(app, call)
+        assert entry.data["digits"] == "71" and entry.data["attempts"] == 2
+        await finish(app, ami, calls, call)
+
+
+async def test_hangup_during_notice_is_abandoned(appliance, ami, calls, lab_state):
+    async with appliance(rules=[OPT_IN]) as app:
+        before = set(Path(lab_state.spool_host).iterdir())
+        call, _, started = await run_call(app, ami, calls, hangup_at_notice=True)
+        assert not started
+        [entry] = consent_entries(app, call)
+        assert entry.data["outcome"] == "abandoned" and entry.data["record"] is False
+        assert set(Path(lab_state.spool_host).iterdir()) == before

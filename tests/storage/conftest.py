@@ -1,0 +1,48 @@
+"""Blob store fixtures: each test gets a fresh store (local dir or new RGW bucket)."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from storage.localstore import LocalStore
+from storage.s3store import S3Settings, S3Store
+
+
+def bucket_name() -> str:
+    return f"cvt-{secrets.token_hex(8)}"
+
+
+@pytest.fixture(scope="session")
+def s3_settings(lab_state) -> S3Settings:
+    e = lab_state.s3_endpoint
+    return S3Settings(endpoint_url=e.endpoint_url, region=e.region, access_key_id=e.access_key_id,
+                      secret_access_key=e.secret_access_key, addressing_style="path")
+
+
+@pytest.fixture
+def make_s3_store(s3_settings):
+    """``make_s3_store(lock=True, create=True, **kw)``: a store on a new bucket, closed after."""
+    stores = []
+
+    def make(*, lock: bool = True, create: bool = True, settings: S3Settings | None = None, **kw) -> S3Store:
+        store = S3Store(settings or s3_settings, bucket_name(), object_lock=lock, **kw)
+        stores.append(store)
+        if create:
+            store.create_bucket(lock=lock)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def store(request, tmp_path):
+    """The store under test. Locked S3 buckets are left behind: the lab's memstore dies with it."""
+    if request.param == "local":
+        with LocalStore.create(tmp_path / "blobs") as local:
+            yield local
+    else:
+        yield request.getfixturevalue("make_s3_store")()

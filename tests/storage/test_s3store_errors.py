@@ -1,0 +1,146 @@
+"""S3Store's failures: each lands in the storage.errors kind a caller can act on."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import socket
+import time
+
+import pytest
+from botocore.stub import Stubber
+
+from storage.errors import (
+    IntegrityError,
+    NotFound,
+    PermanentError,
+    RetentionError,
+    RetryableError,
+)
+from storage.s3store import S3Settings, S3Store
+
+MiB = 1 << 20
+DATA = b"x" * 1000
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_endpoint_is_retryable_and_fast():
+    settings = S3Settings(endpoint_url=f"http://127.0.0.1:{closed_port()}", region="us-east-1",
+                          access_key_id="AK", secret_access_key="SK", max_attempts=2,
+                          connect_timeout=1, read_timeout=2)
+    t0 = time.monotonic()
+    with S3Store(settings, "payload") as store:
+        for call in (lambda: store.put("k", DATA, sha256=SHA), lambda: store.get("k"),
+                     lambda: store.head("k"), lambda: store.delete("k"), lambda: list(store.list("")),
+                     store.check_setup):
+            with pytest.raises(RetryableError, match=settings.endpoint_url):
+                call()
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("field", ["secret_access_key", "access_key_id"])
+def test_bad_credentials_are_permanent_and_name_the_endpoint(s3_settings, make_s3_store, field):
+    bucket = make_s3_store().bucket
+    wrong = dataclasses.replace(s3_settings, **{field: "WRONG" + "0" * 16})
+    with S3Store(wrong, bucket) as store:
+        for call in (lambda: store.put("k", DATA, sha256=SHA), lambda: store.get("k"),
+                     lambda: list(store.list("")), store.check_setup):
+            with pytest.raises(PermanentError, match=s3_settings.endpoint_url) as e:
+                call()
+            assert not isinstance(e.value, RetentionError)
+
+
+def test_settings_keep_secrets_out_of_repr():
+    text = repr(S3Settings(endpoint_url="http://s3", access_key_id="AKIDSECRET", secret_access_key="TOPSECRET"))
+    assert "TOPSECRET" not in text and "AKIDSECRET" not in text and "http://s3" in text
+
+
+def _corrupt_body(request, **kwargs):
+    """A byte flipped on the wire, after our checksum header was computed."""
+    body = request.body
+    data = bytearray(body.read() if hasattr(body, "read") else body)
+    data[len(data) // 2] ^= 0x01
+    request.body = bytes(data)
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("op,size", [("PutObject", 1000), ("UploadPart", 17 * MiB)],
+                         ids=["single", "multipart"])
+def test_server_rejects_bytes_changed_in_transit(s3_settings, make_s3_store, op, size):
+    bucket = make_s3_store().bucket
+    client = s3_settings.client()
+    client.meta.events.register(f"before-send.s3.{op}", _corrupt_body)
+    data = bytes(range(256)) * (size // 256) + b"\x00" * (size % 256)
+    with S3Store(lambda: client, bucket) as store:
+        with pytest.raises(IntegrityError, match="BadDigest"):
+            store.put("k", data, sha256=hashlib.sha256(data).hexdigest())
+        with pytest.raises(NotFound):
+            store.head("k")
+        assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+# -- the mapping table, without a server ----------------------------------------------------
+
+@pytest.fixture
+def stubbed():
+    settings = S3Settings(endpoint_url="http://127.0.0.1:9", region="us-east-1",
+                          access_key_id="AK", secret_access_key="SK", max_attempts=1)
+    with S3Store(settings, "payload") as store, Stubber(store.client) as stub:
+        yield store, stub
+
+
+@pytest.mark.parametrize("code,status,kind", [
+    ("NoSuchKey", 404, NotFound),
+    ("NoSuchBucket", 404, PermanentError),
+    ("SlowDown", 503, RetryableError),
+    ("ServiceUnavailable", 503, RetryableError),
+    ("InternalError", 500, RetryableError),
+    ("RequestTimeout", 400, RetryableError),
+    ("TooManyRequests", 429, RetryableError),
+    ("AccessDenied", 403, PermanentError),
+    ("InvalidAccessKeyId", 403, PermanentError),
+    ("SignatureDoesNotMatch", 403, PermanentError),
+    ("InvalidRequest", 400, PermanentError),
+])
+def test_get_error_kinds(stubbed, code, status, kind):
+    store, stub = stubbed
+    stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
+    with pytest.raises(kind) as e:
+        store.get("k")
+    assert type(e.value) is kind  # AccessDenied on a read is not a retention refusal
+    assert "payload" in str(e.value) and "http://127.0.0.1:9" in str(e.value)
+
+
+def test_access_denied_on_delete_is_a_retention_refusal(stubbed):
+    store, stub = stubbed
+    stub.add_client_error("delete_object", service_error_code="AccessDenied", http_status_code=403,
+                          service_message="forbidden by object lock")
+    with pytest.raises(RetentionError, match="forbidden by object lock"):
+        store.delete("k", "v1")
+
+
+def test_put_bad_digest_is_an_integrity_error(stubbed):
+    store, stub = stubbed
+    stub.add_client_error("put_object", service_error_code="BadDigest", http_status_code=400)
+    with pytest.raises(IntegrityError):
+        store.put("k", DATA, sha256=SHA)
+
+
+def test_a_failed_part_aborts_the_upload(stubbed):
+    store, stub = stubbed
+    store.max_concurrency = 1  # parts in order, so the stub sees a fixed sequence
+    stub.add_response("create_multipart_upload", {"UploadId": "u1"})
+    stub.add_response("upload_part", {"ETag": '"e1"'})
+    stub.add_client_error("upload_part", service_error_code="SlowDown", http_status_code=503)
+    stub.add_response("abort_multipart_upload", {})
+    data = b"\x01" * (17 * MiB)
+    with pytest.raises(RetryableError):
+        store.put("k", data, sha256=hashlib.sha256(data).hexdigest())
+    stub.assert_no_pending_responses()
