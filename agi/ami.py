@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable
 import panoramisk
 import panoramisk.actions
 
-from .errors import AmiActionError, AmiNotConnected
+from .errors import AmiActionError, AmiError, AmiNotConnected
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class AmiClient:
         self._connected = asyncio.Event()
         self._retry: asyncio.TimerHandle | None = None
         self._closing = False
+        self._version_task: asyncio.Future | None = None
         self.status = AmiStatus()
 
     # -- lifecycle ---------------------------------------------------------
@@ -135,6 +136,8 @@ class AmiClient:
 
     async def close(self) -> None:
         self._closing = True
+        if self._version_task is not None and not self._version_task.done():
+            self._version_task.cancel()
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
@@ -165,11 +168,10 @@ class AmiClient:
         if ok:
             self._delay = self._min
             self.status.connects += 1
-            proto = self._manager.protocol if self._manager else None
-            self.status.asterisk_version = getattr(proto, "version", "") or ""
             self._set_state(AmiState.CONNECTED)
             self._connected.set()
             log.info("AMI connected to %s:%s", self._cfg["host"], self._cfg["port"])
+            self._version_task = asyncio.ensure_future(self._fetch_version())
         else:
             log.error("AMI login as %r refused: %s; check manager.conf and [ami] secret",
                       self._cfg["username"], message)
@@ -178,6 +180,14 @@ class AmiClient:
             if self._manager is not None:
                 self._manager.close()
             self._schedule()
+
+    async def _fetch_version(self) -> None:
+        try:
+            settings = await self.action("CoreSettings")
+        except (AmiError, asyncio.TimeoutError) as e:
+            log.warning("AMI CoreSettings failed: %s", e)
+            return
+        self.status.asterisk_version = settings.get("AsteriskVersion", "")
 
     def _lost(self, why: str) -> None:
         self._connected.clear()

@@ -102,6 +102,46 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         db.close()
 
 
+async def _call_control(config: cfg.Config, channel: str, paused: bool) -> int:
+    from agi.ami import AmiClient
+    from agi.controls import ControlError, set_paused
+    from storage.catalog import Catalog
+    from storage.db import open_database
+    from storage.ledger import Ledger
+
+    c = config.ami
+    ami = AmiClient(c.host, c.port, c.username, c.secret.reveal() if c.secret else "",
+                    reconnect_min=c.reconnect_min, reconnect_max=c.reconnect_max)
+    db = open_database(config.database.url)
+    ami.start()
+    try:
+        try:
+            await ami.wait_connected(10)
+        except TimeoutError:
+            print(f"cannot reach Asterisk AMI at {c.host}:{c.port}: {ami.status.last_error or 'no answer'}",
+                  file=sys.stderr)
+            return 1
+        try:
+            rec = await set_paused(ami, Catalog(db), Ledger(db).append_async, channel, paused,
+                                   actor=f"cli:{os.environ.get('USER', 'root')}")
+        except ControlError as e:
+            print(str(e), file=sys.stderr)
+            return 2
+        state = "paused" if paused else "recording"
+        print(f"{channel}: {state} (recording {rec.recording_id}, {len(rec.pause_intervals)} pause(s))")
+        return 0
+    finally:
+        await ami.close()
+        db.close()
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(_call_control(_load(args, check_paths=False), args.channel,
+                                     args.call_cmd == "pause"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callvault", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -128,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex = with_config(lg.add_parser("export", help="write the ledger as JSON lines"))
     ex.add_argument("-o", "--out", default="-")
     ex.set_defaults(fn=cmd_ledger)
+
+    call = sub.add_parser("call", help="mid-call controls").add_subparsers(dest="call_cmd", required=True)
+    for name, text in (("pause", "mute the recording (PCI: card details)"), ("resume", "unmute it")):
+        sp = with_config(call.add_parser(name, help=text))
+        sp.add_argument("channel", help="the channel being recorded, e.g. PJSIP/trunk-0000002a")
+        sp.set_defaults(fn=cmd_call)
 
     from .labcli import add_lab_commands
 

@@ -19,6 +19,7 @@ from .asterisk import LabAsterisk, free_port
 from .ceph import LabRgw, S3Endpoint
 
 LAB_CONTEXT = "callvault-lab"
+LAB_TALK_CONTEXT = "callvault-lab-talk"
 PRODUCT_AMI_USER = "callvault"
 
 
@@ -31,13 +32,23 @@ def lab_dialplan(agi_port: int) -> str:
     """
     from agi.dialplan import CONSENT_CONTEXT, consent_context  # appliance may import agi
 
-    return consent_context(f"agi://127.0.0.1:{agi_port}") + f"""
+    agi = f"agi://127.0.0.1:{agi_port}"
+    return consent_context(agi) + f"""
 [{LAB_CONTEXT}]
 exten => _X.,1,Answer()
  same => n,Gosub({CONSENT_CONTEXT},s,1(${{EXTEN}}))
  same => n,UserEvent(CallvaultLabAfterAgi,Consent: ${{CALLVAULT_CONSENT}},Record: ${{CALLVAULT_RECORD}})
- same => n,Wait(3600)
- same => n,Hangup()
+ same => n,Goto({LAB_TALK_CONTEXT},s,1)
+
+; The "conversation": a steady tone (so recordings have audio to check) while
+; waiting for keys. Key 0 stands in for the features.conf revoke code, which
+; Asterisk only offers on bridged calls.
+[{LAB_TALK_CONTEXT}]
+exten => s,1,Playtones(440)
+ same => n,WaitExten(3600)
+exten => 0,1,AGI({agi}/revoke)
+ same => n,UserEvent(CallvaultLabAfterRevoke,Consent: ${{CALLVAULT_CONSENT}},Record: ${{CALLVAULT_RECORD}})
+ same => n,Goto(s,1)
 """
 
 

@@ -1,0 +1,89 @@
+"""Mid-call controls against the real Asterisk: revoke, and PCI pause/resume."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import wave
+from pathlib import Path
+
+import pytest
+
+from agi.controls import ControlError, set_paused
+from appliance.keys import AppKeys as K
+
+from callhelpers import OPT_IN, finish, run_call, wait_path
+
+pytestmark = pytest.mark.asterisk
+
+
+def window_levels(path: Path, window_s: float = 0.1) -> list[float]:
+    """Mean absolute sample value per window of a 16-bit mono WAV."""
+    with wave.open(str(path)) as w:
+        assert w.getsampwidth() == 2 and w.getnchannels() == 1
+        rate = w.getframerate()
+        samples = array.array("h", w.readframes(w.getnframes()))
+    n = int(rate * window_s)
+    return [sum(abs(s) for s in samples[i:i + n]) / n for i in range(0, len(samples) - n + 1, n)]
+
+
+async def test_revoke_stops_recording_and_flags_it(appliance, ami, calls, lab_state):
+    async with appliance(rules=[OPT_IN]) as app:
+        call, event, started = await run_call(app, ami, calls, ["1"])
+        assert started and event.get("Record") == "yes"
+        [rec] = app[K.catalog].by_linkedid(call.caller_uniqueid)
+        async with ami.expect(lambda e: e.name == "MixMonitorStop" and call.is_callee(e)) as stopped, \
+                ami.expect(lambda e: e.name == "UserEvent" and call.is_callee(e)
+                           and e.get("UserEvent") == "CallvaultLabAfterRevoke") as revoked:
+            await calls.send_dtmf(call, "0")
+            await asyncio.wait_for(stopped, 15)
+            after = await asyncio.wait_for(revoked, 15)
+        assert (after.get("Consent"), after.get("Record")) == ("revoked", "no")
+        rec = app[K.catalog].get(rec.recording_id)
+        assert rec.erase_requested == 1 and rec.consent_state == "revoked"
+        [entry] = app[K.ledger].find(kind="revoke", call_id=call.caller_uniqueid)
+        assert entry.data["recording_ids"] == [rec.recording_id]
+        await finish(app, ami, calls, call)
+
+
+async def test_pause_then_resume_leaves_a_muted_span_and_ledger_intervals(appliance, ami, calls, lab_state):
+    async with appliance(rules=[OPT_IN]) as app:
+        call, event, started = await run_call(app, ami, calls, ["1"])
+        assert started
+        [rec] = app[K.catalog].by_linkedid(call.caller_uniqueid)
+        catalog, append, product_ami = app[K.catalog], app[K.ledger].append_async, app[K.ami]
+        # Audio has to accumulate on each side of the pause: these sleeps are the
+        # durations being recorded, not waits for an event.
+        await asyncio.sleep(1.0)
+        await set_paused(product_ami, catalog, append, rec.channel, True, actor="test")
+        await asyncio.sleep(1.5)
+        rec = await set_paused(product_ami, catalog, append, rec.channel, False, actor="test")
+        await asyncio.sleep(1.0)
+        await finish(app, ami, calls, call)
+
+        [[paused_at, resumed_at]] = rec.pause_intervals
+        assert 1.2 < resumed_at - paused_at < 3.0
+        kinds = [e.kind for e in app[K.ledger].find(recording_id=rec.recording_id)]
+        assert kinds == ["consent", "pause", "resume"]
+
+        wav = Path(lab_state.spool_host) / f"{rec.recording_id}.wav"
+        await wait_path(Path(str(wav) + ".done"))
+        levels = window_levels(wav)
+        loud = [lvl > 500 for lvl in levels]
+        # tone ... silence (>= 1 s) ... tone
+        first_quiet = loud.index(False, loud.index(True))
+        back = loud.index(True, first_quiet)
+        assert back - first_quiet >= 10, levels
+        assert any(loud[back:]), "tone did not come back after resume"
+
+
+async def test_pause_on_a_channel_without_recording_is_refused(appliance):
+    async with appliance(rules=[OPT_IN]) as app:
+        with pytest.raises(ControlError, match="no recording in progress"):
+            await set_paused(app[K.ami], app[K.catalog], app[K.ledger].append_async,
+                             "Local/none-00000000;2", True, actor="test")
+
+
+async def test_generated_revoke_feature_is_loaded_by_asterisk(ami):
+    out = await ami.command("features show")
+    assert "callvault-revoke" in out and "*0" in out

@@ -1,0 +1,71 @@
+"""Helpers for tests that place calls through the lab Asterisk."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from appliance.keys import AppKeys as K
+
+OPT_IN = {"name": "za-opt-in", "mode": "opt-in", "timeout": 1.5, "repeats": 1}
+OPT_OUT = {"name": "za-opt-out", "mode": "opt-out", "timeout": 1.0}
+IMPLIED = {"name": "us-implied", "mode": "implied", "jurisdiction": "US-NY"}
+
+
+async def wait_path(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+def after_agi(ami, call):
+    return ami.expect(lambda e: e.name == "UserEvent" and call.is_callee(e)
+                      and e.get("UserEvent") == "CallvaultLabAfterAgi")
+
+
+def mixmonitor_started(ami, call):
+    return ami.expect(lambda e: e.name == "MixMonitorStart" and call.is_callee(e))
+
+
+async def run_call(app, ami, calls, digits_per_prompt: list[str] | None = None, *,
+                   hangup_at_notice: bool = False):
+    """Place a call; press ``digits_per_prompt[i]`` at the i-th GET DATA; return outcome."""
+    call = calls.new_call()
+    agi = app[K.agi]
+    async with after_agi(ami, call) as done, mixmonitor_started(ami, call) as mixmon:
+        if hangup_at_notice or digits_per_prompt:
+            async with calls.agi_command(call, "GET DATA") as asked:
+                await calls.place(call)
+                await asyncio.wait_for(asked, 15)
+                if hangup_at_notice:
+                    await calls.hangup(call)
+                    await agi.wait_idle(15)
+                    return call, None, mixmon.done()
+                await calls.send_dtmf(call, digits_per_prompt[0])
+            for digits in digits_per_prompt[1:]:
+                async with calls.agi_command(call, "GET DATA") as asked:
+                    await asyncio.wait_for(asked, 15)
+                    await calls.send_dtmf(call, digits)
+        else:
+            await calls.place(call)
+        event = await asyncio.wait_for(done, 20)
+        await asyncio.sleep(0)  # let a MixMonitorStart raised just before arrive
+        started = mixmon.done()
+    return call, event, started
+
+
+def consent_entries(app, call):
+    ledger = app[K.ledger]
+    return [e for e in ledger.find(kind="consent") if e.data["uniqueid"] == call.callee_uniqueid]
+
+
+async def finish(app, ami, calls, call):
+    async with calls.hangup_of(call) as gone:
+        await calls.hangup(call)
+        await asyncio.wait_for(gone, 10)
+    await app[K.agi].wait_idle(15)
+
+
