@@ -1,38 +1,72 @@
 """Errors raised by the agi package (AGI and AMI).
 
-Hangup is its own class: a caller hanging up is normal control flow, not a fault.
-Remote misbehaviour (``ProtocolError``) is kept apart from our own misuse
-(``LocalProtocolError``), as in h11.
+Everything derives from :class:`AgiError`. As in h11, remote misbehaviour
+(:class:`ProtocolError`) and our own misuse (:class:`LocalProtocolError`) are kept
+apart, and a hangup is its own class because it is normal control flow.
+
+When is a reply a hangup? (``agi.session`` applies this rule.)
+
+* the ``HANGUP`` line Asterisk writes on a FastAGI socket when the channel goes
+  away; it can arrive before the reply to a command in flight, and that reply is
+  still read;
+* ``511 Command Not Permitted on a dead channel``;
+* the connection closing at a line boundary while a reply is awaited (Asterisk
+  closes only when the AGI ends, e.g. with ``AGIEXITONHANGUP``).
+
+``200 result=-1`` is *never* a hangup on its own: ``STREAM FILE`` answers
+``200 result=-1 endpos=0`` for a missing sound file, ``GET DATA`` answers
+``result=-1`` for a failed prompt, ``EXEC`` relays whatever the application
+returned. For those commands the session asks ``CHANNEL STATUS``: if the channel
+is gone Asterisk writes ``HANGUP`` before it reads the next command, so the probe
+separates "hung up" (:class:`AgiHangup`) from "failed" (:class:`CommandFailed`)
+without guessing.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .events import Response
 
 
 class AgiError(Exception):
     """Root of every error raised by the agi package."""
 
 
+# --- FastAGI ---------------------------------------------------------------
+
+
 class AgiHangup(AgiError):
-    """The channel hung up (HANGUP line, 511, or -1 on a dead channel)."""
+    """The channel hung up (or Asterisk ended the AGI): normal control flow."""
 
 
 class ProtocolError(AgiError):
-    """The peer sent something AGI does not allow (garbage, oversize, bad code)."""
+    """The peer broke the AGI protocol: garbage, oversized data, unknown codes.
+
+    Messages never quote the offending bytes: they may hold caller data.
+    """
 
 
 class LocalProtocolError(AgiError):
-    """We tried to do something the protocol does not allow."""
+    """We misused the protocol, e.g. a command before the environment block ended."""
 
 
 class AgiTimeout(AgiError):
-    """Asterisk did not answer within the deadline."""
+    """Asterisk did not send what we waited for before the deadline."""
 
 
 class CommandFailed(AgiError):
-    """Asterisk refused a command (510 unknown command, 520 bad usage)."""
+    """Asterisk rejected or failed a command (510, 520, 503, or a live ``-1``)."""
 
-    def __init__(self, command: str, code: int, text: str):
-        super().__init__(f"{command.split(' ')[0]} refused with {code}: {text.splitlines()[0] if text else ''}")
-        self.code = code
-        self.text = text
+    def __init__(self, verb: str, message: str, response: Response | None = None):
+        # Only the verb goes into the message: arguments may hold caller data.
+        super().__init__(f"{verb}: {message}")
+        self.verb = verb
+        self.response = response
+
+
+# --- AMI -------------------------------------------------------------------
 
 
 class AmiError(AgiError):

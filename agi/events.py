@@ -1,90 +1,142 @@
-"""What the AGI protocol code hands up: frozen values, no I/O."""
+"""What the AGI protocol machine hands out: frozen, typed events.
+
+``AgiConnection.next_event()`` returns one of :class:`Environment`,
+:class:`Response`, :class:`Hangup`, :class:`Closed`, or the :data:`NEED_DATA`
+sentinel.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Mapping
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
-
-class _NeedData:
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA = _NeedData()
+_ARG_KEY = re.compile(r"agi_arg_([1-9][0-9]*)")
 
 
 @dataclass(frozen=True)
 class Environment:
-    """The ``agi_*`` block Asterisk sends first, plus what we derive from it."""
+    """The ``agi_*`` block Asterisk sends first, plus parsed helpers.
+
+    ``vars`` keeps every key as sent (``agi_`` prefix included). For FastAGI the
+    script comes from ``agi_network_script`` (``consent?lang=en``), which keeps the
+    query string; ``route`` is that path without query string or leading slash.
+    """
 
     vars: Mapping[str, str]
 
     def get(self, key: str, default: str = "") -> str:
+        """A variable by its name with or without the ``agi_`` prefix."""
+        if not key.startswith("agi_"):
+            key = "agi_" + key
         return self.vars.get(key, default)
 
     @property
+    def _script_and_query(self) -> tuple[str, str]:
+        script = self.vars.get("agi_network_script")
+        if script is None:  # not FastAGI: take the path of agi_request
+            request = self.vars.get("agi_request", "")
+            parts = urlsplit(request) if "://" in request else None
+            script = (parts.path + ("?" + parts.query if parts.query else "")) if parts else request
+        path, _, query = script.partition("?")
+        return path, query
+
+    @property
     def script(self) -> str:
-        """``agi_network_script`` without its query string (``consent?lang=en`` -> ``consent``)."""
-        return self.get("agi_network_script").partition("?")[0].strip("/")
+        return self._script_and_query[0]
 
     @property
     def route(self) -> str:
-        return self.script
+        return self.script.lstrip("/")
 
     @property
-    def query(self) -> Mapping[str, str]:
-        return MappingProxyType(dict(parse_qsl(self.get("agi_network_script").partition("?")[2])))
+    def query(self) -> dict[str, str]:
+        """Query-string parameters, percent-decoded; the last of repeated keys wins."""
+        return dict(parse_qsl(self._script_and_query[1], keep_blank_values=True))
 
     @property
     def args(self) -> tuple[str, ...]:
-        """``agi_arg_1``, ``agi_arg_2``, ... in order (dialplan ``AGI(url,a,b)``)."""
-        out, i = [], 1
-        while f"agi_arg_{i}" in self.vars:
-            out.append(self.vars[f"agi_arg_{i}"])
-            i += 1
-        return tuple(out)
+        """``agi_arg_1`` .. ``agi_arg_N`` in numeric order (``agi_arg_10`` after 9)."""
+        numbered = []
+        for key, value in self.vars.items():
+            m = _ARG_KEY.fullmatch(key)
+            if m:
+                numbered.append((int(m.group(1)), value))
+        return tuple(value for _, value in sorted(numbered))
 
-    uniqueid = property(lambda self: self.get("agi_uniqueid"))
-    channel = property(lambda self: self.get("agi_channel"))
-    callerid = property(lambda self: self.get("agi_callerid"))
-    calleridname = property(lambda self: self.get("agi_calleridname"))
-    dnid = property(lambda self: self.get("agi_dnid"))
-    extension = property(lambda self: self.get("agi_extension"))
-    context = property(lambda self: self.get("agi_context"))
-    language = property(lambda self: self.get("agi_language") or "en")
-    version = property(lambda self: self.get("agi_version"))
+    request = property(lambda self: self.vars.get("agi_request", ""))
+    uniqueid = property(lambda self: self.vars.get("agi_uniqueid", ""))
+    channel = property(lambda self: self.vars.get("agi_channel", ""))
+    callerid = property(lambda self: self.vars.get("agi_callerid", ""))
+    calleridname = property(lambda self: self.vars.get("agi_calleridname", ""))
+    dnid = property(lambda self: self.vars.get("agi_dnid", ""))
+    rdnis = property(lambda self: self.vars.get("agi_rdnis", ""))
+    language = property(lambda self: self.vars.get("agi_language", ""))
+    context = property(lambda self: self.vars.get("agi_context", ""))
+    extension = property(lambda self: self.vars.get("agi_extension", ""))
+    priority = property(lambda self: self.vars.get("agi_priority", ""))
+    version = property(lambda self: self.vars.get("agi_version", ""))
+    accountcode = property(lambda self: self.vars.get("agi_accountcode", ""))
 
 
 @dataclass(frozen=True)
 class Response:
-    """A final reply to one command: ``200 result=1 (en)``, ``510 ...``, ``520 ...``."""
+    """A final reply to one command.
+
+    ``200 result=1 (en) endpos=3404 Gosub complete`` gives ``result=1``,
+    ``raw_result="1"``, ``data="en"``, ``fields={"endpos": "3404"}``,
+    ``text="Gosub complete"``. ``result`` is None when the text after ``result=``
+    is not an integer (``GET DATA`` digits such as ``""`` or ``"*1"``; digit
+    strings with a leading zero keep it in ``raw_result``). For codes other than
+    200 the message is in ``text`` and a ``520`` usage block in ``usage``.
+    """
 
     code: int
-    result: str = ""  # raw text after result= (GET DATA digits, or a number)
-    data: str | None = None  # the part in parentheses
-    extra: Mapping[str, str] = field(default_factory=dict)  # key=value pairs (endpos=...)
-    text: str = ""  # the whole reply, for 5xx diagnostics
+    result: int | None = None
+    raw_result: str = ""
+    data: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+    text: str = ""
+    usage: tuple[str, ...] = ()
 
     @property
-    def result_int(self) -> int:
+    def ok(self) -> bool:
+        return self.code == 200
+
+    @property
+    def endpos(self) -> int | None:
+        value = self.fields.get("endpos")
         try:
-            return int(self.result)
+            return int(value) if value is not None else None
         except ValueError:
-            return 0
-
-    @property
-    def endpos(self) -> int:
-        return int(self.extra.get("endpos", "0") or 0)
+            return None
 
 
 @dataclass(frozen=True)
 class Hangup:
-    """Asterisk's asynchronous ``HANGUP`` line: the channel has hung up."""
+    """Asterisk wrote ``HANGUP``: the channel is gone. Replies still follow."""
 
 
 @dataclass(frozen=True)
 class Closed:
-    """The connection ended cleanly (EOF between messages)."""
+    """The stream ended at a message boundary."""
+
+
+class NeedData:
+    """Sentinel type: feed more bytes with ``receive_data``."""
+
+    _instance: "NeedData | None" = None
+
+    def __new__(cls) -> "NeedData":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = NeedData()
+
+Event = Environment | Response | Hangup | Closed

@@ -3,17 +3,24 @@
     conn = AgiConnection()
     conn.receive_data(chunk)          # b"" means end of stream
     event = conn.next_event()         # Environment | Response | Hangup | Closed | NEED_DATA
-    wire = conn.send_command("GET DATA beep 4000 1")
+    wire = conn.send_command(build_command("GET DATA", "beep", 4000, 1))
 
 The quirks of Asterisk 22 live here and nowhere else:
-- ``100 Trying`` interim lines precede some final replies and are skipped;
-- ``520-`` opens a multi-line usage block ending with a ``520 `` line;
-- ``HANGUP`` arrives unsolicited (FastAGI) when the channel hangs up, possibly
-  while a command is outstanding; it becomes a :class:`Hangup` event and the
-  command's own reply still follows;
-- an environment value may be empty (``agi_accountcode: ``);
-- lines end in ``\\n`` (``\\r\\n`` tolerated). Lines and the environment block are
-  capped so a peer cannot make us buffer without bound.
+
+- the environment block (``agi_key: value`` lines, values may be empty) ends with
+  a blank line; anything that cannot be the start of ``agi_`` is refused at once;
+- ``100 result=0 Trying...`` interim lines (EXEC Gosub) are skipped;
+- ``520-Invalid command syntax.  Proper usage follows:`` opens a usage block that
+  ends with a line starting ``520 `` (``520 End of proper usage.``);
+- ``HANGUP`` arrives unsolicited when the channel hangs up, before a reply or while
+  idle; it becomes a :class:`Hangup` event and a command's own reply still follows;
+- lines end in ``\\n`` (``\\r\\n`` tolerated); lines, the environment block and the
+  usage block are capped so a peer cannot make us buffer without bound;
+- codes other than 100, 200, 503, 510, 511 and 520 are a :class:`ProtocolError`.
+
+End of stream at a message boundary is a :class:`Closed` event (before any byte,
+or between replies); inside a line, the environment block or a usage block it is
+a :class:`ProtocolError`. Error messages never quote received bytes (caller data).
 """
 
 from __future__ import annotations
@@ -22,143 +29,274 @@ import enum
 import re
 
 from .errors import LocalProtocolError, ProtocolError
-from .events import NEED_DATA, Closed, Environment, Hangup, Response
+from .events import NEED_DATA, Closed, Environment, Event, Hangup, NeedData, Response
 
-MAX_LINE = 8192
+MAX_LINE = 8 * 1024
 MAX_ENV_BYTES = 64 * 1024
-MAX_ENV_LINES = 256
+MAX_ENV_LINES = 200
 MAX_USAGE_LINES = 200
+# res_agi reads a command with fgets() into char[AGI_BUF_LEN = 2048]: a longer line
+# would be cut and its tail run as a second command.
+MAX_COMMAND_BYTES = 2046
 
-_RESULT = re.compile(r"^200 result=(\S*)(.*)$")
-_KV = re.compile(r"(\w+)=(\S*)")
+FINAL_CODES = frozenset({200, 503, 510, 511, 520})
+
+_ENV_KEY = re.compile(r"agi_[a-z0-9_]+")
+_STATUS = re.compile(r"([0-9]{3})([ -])(.*)")
+_KEY_VALUE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(\S*)")
+_VERB = re.compile(r"[A-Z]+(?: [A-Z]+)*")
 
 
 class State(enum.Enum):
-    ENV = "env"
+    ENV = "reading environment"
     IDLE = "idle"
-    WAITING = "waiting"
+    AWAITING = "awaiting response"
     CLOSED = "closed"
+    ERROR = "error"
+
+
+# --- commands ----------------------------------------------------------------
 
 
 def quote(arg: str) -> str:
-    """Quote one command argument the way res_agi's parser unquotes it."""
+    """Double-quote one argument so res_agi's parse_args() yields it unchanged.
+
+    parse_args() treats ``\\`` as an escape for the next character (inside quotes
+    too) and ``"`` as a quote toggle, so both are backslash-escaped.
+    """
+    if not isinstance(arg, str):
+        raise LocalProtocolError(f"AGI arguments are str, not {type(arg).__name__}")
     if "\n" in arg or "\r" in arg or "\0" in arg:
-        raise LocalProtocolError("AGI arguments cannot contain line breaks or NUL")
+        raise LocalProtocolError("AGI arguments cannot contain CR, LF or NUL")
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def parse_response(line: str, usage: list[str] | None = None) -> Response:
-    code_text = line[:3]
-    if not code_text.isdigit():
-        raise ProtocolError(f"unexpected reply {line[:80]!r}")
-    code = int(code_text)
-    if code == 200:
-        m = _RESULT.match(line)
-        if m is None:
-            raise ProtocolError(f"malformed 200 reply {line[:80]!r}")
-        result, rest = m.group(1), m.group(2).strip()
-        data = None
-        if rest.startswith("("):
-            close = rest.rfind(")")
+def build_command(verb: str, *args: str | int) -> str:
+    """``build_command("SET VARIABLE", "X", 'a "b"')`` -> ``SET VARIABLE "X" "a \\"b\\""``.
+
+    The verb is upper-case words; ``str`` arguments are quoted, ``int`` ones bare.
+    """
+    if not _VERB.fullmatch(verb):
+        raise LocalProtocolError("AGI verb must be upper-case words")
+    parts = [verb]
+    for arg in args:
+        if isinstance(arg, bool) or not isinstance(arg, (str, int)):
+            raise LocalProtocolError(f"AGI arguments are str or int, not {type(arg).__name__}")
+        parts.append(str(arg) if isinstance(arg, int) else quote(arg))
+    return " ".join(parts)
+
+
+def verb_of(command: str) -> str:
+    """The leading upper-case words of a command: safe to log, unlike its arguments."""
+    words = []
+    for word in command.split(" "):
+        if not word.isalpha() or not word.isupper():
+            break
+        words.append(word)
+    return " ".join(words) or "?"
+
+
+# --- replies -----------------------------------------------------------------
+
+
+def parse_final(code: int, rest: str, usage: tuple[str, ...] = ()) -> Response:
+    """One final reply line, without its status code and separator."""
+    if code != 200:
+        return Response(code=code, text=rest, usage=usage)
+    if not rest.startswith("result="):
+        raise ProtocolError("200 reply without result=")
+    raw_result, _, tail = rest[len("result="):].partition(" ")
+    result = int(raw_result) if re.fullmatch(r"-?[0-9]+", raw_result) else None
+    tail = tail.strip()
+    data = None
+    if tail.startswith("("):
+        # GET VARIABLE values may hold ")" themselves: when the line ends in ")"
+        # the data runs to the end, otherwise it ends before " key=value ...".
+        if tail.endswith(")"):
+            data, tail = tail[1:-1], ""
+        else:
+            close = tail.rfind(") ")
             if close < 0:
-                raise ProtocolError(f"unbalanced parenthesis in {line[:80]!r}")
-            data, rest = rest[1:close], rest[close + 1:]
-        return Response(200, result, data, dict(_KV.findall(rest)), line)
-    if code in (510, 511, 520):
-        text = "\n".join(usage) if usage else line
-        return Response(code, "", None, {}, text)
-    raise ProtocolError(f"unknown AGI reply code {code}: {line[:80]!r}")
+                raise ProtocolError("unbalanced parenthesis in 200 reply")
+            data, tail = tail[1:close], tail[close + 2:].strip()
+    fields: dict[str, str] = {}
+    words = tail.split()
+    while words and (m := _KEY_VALUE.fullmatch(words[0])):
+        fields[m.group(1)] = m.group(2)
+        words.pop(0)
+    return Response(code=200, result=result, raw_result=raw_result, data=data,
+                    fields=fields, text=" ".join(words))
+
+
+# --- the connection ------------------------------------------------------------
 
 
 class AgiConnection:
-    def __init__(self) -> None:
+    """The state of one AGI conversation, Asterisk's side parsed, ours checked."""
+
+    def __init__(self, *, max_line: int = MAX_LINE, max_env_bytes: int = MAX_ENV_BYTES,
+                 max_env_lines: int = MAX_ENV_LINES) -> None:
+        self.max_line = max_line
+        self.max_env_bytes = max_env_bytes
+        self.max_env_lines = max_env_lines
         self.state = State.ENV
+        self.hangup_seen = False
         self._buf = bytearray()
         self._eof = False
         self._env: dict[str, str] = {}
         self._env_bytes = 0
         self._usage: list[str] | None = None
+        self._usage_bytes = 0
 
-    # -- input -------------------------------------------------------------
+    # -- input ------------------------------------------------------------------
+
     def receive_data(self, data: bytes) -> None:
+        """Feed bytes from Asterisk; ``b""`` marks the end of the stream."""
         if self._eof:
-            raise LocalProtocolError("data received after end of stream")
-        if not data:
-            self._eof = True
+            if data:
+                raise LocalProtocolError("data received after end of stream")
             return
-        self._buf += data
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
 
-    def _line(self) -> str | None:
-        nl = self._buf.find(b"\n")
-        if nl < 0:
-            if len(self._buf) > MAX_LINE:
-                raise ProtocolError(f"line longer than {MAX_LINE} bytes")
-            return None
-        if nl > MAX_LINE:
-            raise ProtocolError(f"line longer than {MAX_LINE} bytes")
-        raw = bytes(self._buf[:nl])
-        del self._buf[:nl + 1]
-        if self.state is State.ENV:
-            self._env_bytes += nl + 1
-            if self._env_bytes > MAX_ENV_BYTES:
-                raise ProtocolError(f"environment block larger than {MAX_ENV_BYTES} bytes")
+    def next_event(self) -> Event | NeedData:
+        if self.state is State.ERROR:
+            raise ProtocolError("the AGI connection already failed")
         try:
-            return raw.rstrip(b"\r").decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolError("line is not UTF-8 text") from None
+            return self._next_event()
+        except ProtocolError:
+            self.state = State.ERROR
+            raise
 
-    def next_event(self) -> Environment | Response | Hangup | Closed | object:
+    def _next_event(self) -> Event | NeedData:
         while True:
             if self.state is State.CLOSED:
                 return Closed()
-            line = self._line()
+            line = self._read_line()
             if line is None:
-                if self._eof:
-                    if self._buf or self.state is State.ENV or self._usage is not None:
-                        raise ProtocolError(f"connection closed mid-message in state {self.state.value}")
-                    self.state = State.CLOSED
-                    return Closed()
-                return NEED_DATA
-            if self.state is State.ENV:
-                if line == "":
-                    if not self._env:
-                        raise ProtocolError("empty environment block")
-                    self.state = State.IDLE
-                    return Environment(dict(self._env))
-                key, sep, value = line.partition(":")
-                if not sep or not key.startswith("agi_"):
-                    raise ProtocolError(f"not an AGI environment line: {line[:80]!r}")
-                if len(self._env) >= MAX_ENV_LINES:
-                    raise ProtocolError(f"more than {MAX_ENV_LINES} environment lines")
-                self._env[key] = value[1:] if value.startswith(" ") else value
-                continue
-            if line == "HANGUP":
-                return Hangup()
-            if self._usage is not None:
-                if line.startswith("520 "):
-                    usage, self._usage = self._usage, None
-                    self.state = State.IDLE
-                    return parse_response("520", usage + [line])
-                if len(self._usage) >= MAX_USAGE_LINES:
-                    raise ProtocolError("520 usage block too long")
-                self._usage.append(line)
-                continue
-            if self.state is not State.WAITING:
-                raise ProtocolError(f"unsolicited line {line[:80]!r}")
-            if line.startswith("100"):
-                continue  # "100 result=0 Trying..."
-            if line.startswith("520-"):
-                self._usage = [line]
-                continue
-            response = parse_response(line)
-            self.state = State.IDLE
-            return response
+                if not self._eof:
+                    return NEED_DATA
+                return self._end_of_stream()
+            event = self._on_line(line)
+            if event is not None:
+                return event
 
-    # -- output --------------------------------------------------------------
+    def _read_line(self) -> str | None:
+        nl = self._buf.find(b"\n")
+        if nl < 0:
+            if len(self._buf) > self.max_line:
+                raise ProtocolError(f"line longer than {self.max_line} bytes")
+            if self.state is State.ENV:
+                self._check_env_prefix()
+            if self._eof and self._buf:
+                raise ProtocolError("end of stream in the middle of a line")
+            return None
+        if nl > self.max_line:
+            raise ProtocolError(f"line longer than {self.max_line} bytes")
+        raw = bytes(self._buf[:nl])
+        del self._buf[:nl + 1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if b"\0" in raw:
+            raise ProtocolError("NUL byte in a line")
+        if self.state is State.ENV:
+            self._env_bytes += nl + 1
+            if self._env_bytes > self.max_env_bytes:
+                raise ProtocolError(f"environment block larger than {self.max_env_bytes} bytes")
+        # Caller names are not always UTF-8; they must not cost the call.
+        return raw.decode("utf-8", errors="replace")
+
+    def _check_env_prefix(self) -> None:
+        # Refuse junk (a TLS hello, an HTTP request) before waiting for a newline.
+        head = bytes(self._buf[:4])
+        if head and not (b"agi_".startswith(head) or (self._env and head in (b"\r",))):
+            raise ProtocolError("not an AGI environment line")
+
+    def _end_of_stream(self) -> Closed:
+        if self.state is State.ENV and (self._env or self._env_bytes):
+            raise ProtocolError("end of stream inside the environment block")
+        if self._usage is not None:
+            raise ProtocolError("end of stream inside a 520 usage block")
+        self.state = State.CLOSED
+        return Closed()
+
+    def _on_line(self, line: str) -> Event | None:
+        if self.state is State.ENV:
+            return self._on_env_line(line)
+        if self._usage is not None:
+            return self._on_usage_line(line)
+        if line == "HANGUP":
+            self.hangup_seen = True
+            return Hangup()
+        if self.state is not State.AWAITING:
+            raise ProtocolError("unsolicited line while no command is outstanding")
+        m = _STATUS.fullmatch(line)
+        if m is None:
+            raise ProtocolError("malformed reply line")
+        code, separator, rest = int(m.group(1)), m.group(2), m.group(3)
+        if separator == "-":
+            if code != 520:
+                raise ProtocolError(f"continuation line for code {code}")
+            self._usage, self._usage_bytes = [], 0
+            return None
+        if code == 100:
+            return None  # "100 result=0 Trying...": the final reply follows
+        if code not in FINAL_CODES:
+            raise ProtocolError(f"unknown reply code {code}")
+        response = parse_final(code, rest)
+        self.state = State.IDLE
+        return response
+
+    def _on_env_line(self, line: str) -> Environment | None:
+        if line == "":
+            if not self._env:
+                raise ProtocolError("empty environment block")
+            self.state = State.IDLE
+            return Environment(dict(self._env))
+        if len(self._env) >= self.max_env_lines:
+            raise ProtocolError(f"more than {self.max_env_lines} environment lines")
+        key, sep, value = line.partition(":")
+        if not sep or not _ENV_KEY.fullmatch(key):
+            raise ProtocolError(f"malformed environment line {len(self._env) + 1}")
+        if key in self._env:
+            raise ProtocolError(f"duplicate environment key {key}")
+        self._env[key] = value[1:] if value.startswith(" ") else value
+        return None
+
+    def _on_usage_line(self, line: str) -> Response | None:
+        assert self._usage is not None
+        if line.startswith("520 "):
+            usage, self._usage = tuple(self._usage), None
+            self.state = State.IDLE
+            return parse_final(520, line[4:], usage)
+        self._usage_bytes += len(line) + 1
+        if len(self._usage) >= MAX_USAGE_LINES or self._usage_bytes > self.max_env_bytes:
+            raise ProtocolError("520 usage block too long")
+        self._usage.append(line)
+        return None
+
+    # -- output -----------------------------------------------------------------
+
     def send_command(self, command: str) -> bytes:
+        """Check one command line and return its bytes; a reply is then awaited."""
+        if self.state is State.ENV:
+            raise LocalProtocolError("the environment block has not ended yet")
+        if self.state is State.AWAITING:
+            raise LocalProtocolError("a command is already awaiting its reply")
         if self.state is not State.IDLE:
-            raise LocalProtocolError(f"cannot send a command in state {self.state.value}")
-        if "\n" in command or "\r" in command:
-            raise LocalProtocolError("an AGI command is one line")
-        self.state = State.WAITING
-        return command.encode("utf-8") + b"\n"
+            raise LocalProtocolError(f"cannot send a command: connection is {self.state.value}")
+        if not command or command != command.strip():
+            raise LocalProtocolError("an AGI command is a non-empty line without edge blanks")
+        if "\n" in command or "\r" in command or "\0" in command:
+            raise LocalProtocolError("an AGI command cannot contain CR, LF or NUL")
+        wire = command.encode("utf-8")
+        if len(wire) > MAX_COMMAND_BYTES:
+            raise LocalProtocolError(f"AGI command longer than {MAX_COMMAND_BYTES} bytes")
+        self.state = State.AWAITING
+        return wire + b"\n"
+
+    @property
+    def can_send(self) -> bool:
+        return self.state is State.IDLE

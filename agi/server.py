@@ -1,147 +1,218 @@
 """The FastAGI server: a short loop per connection (read, feed, act, with deadlines).
 
-Every way a connection can go wrong ends the same way: one log line naming the
-uniqueid (never caller data) and, where the channel is still there, the fail-closed
-outcome on the channel (``CALLVAULT_CONSENT=error``, ``CALLVAULT_RECORD=no``) so
-the dialplan continues without recording.
+Every connection ends one of four ways:
+
+* the handler returns, or the caller hangs up (:class:`AgiHangup`): quietly;
+* unknown route, or the handler raises: the ``on_error`` hook runs (default
+  :func:`fail_closed`: ``CALLVAULT_CONSENT=error``, ``CALLVAULT_RECORD=no``, best
+  effort) and ONE line is logged, naming the uniqueid and never other caller data;
+* the peer breaks the protocol (oversized or junk environment, end of stream
+  mid-line, unknown reply code) or goes quiet past a deadline: the connection is
+  closed with ONE log line;
+* the server drains at shutdown and cancels what is still running.
+
+The generated dialplan presets the fail-closed values before ``AGI()``, so even a
+connection that never reaches a handler leaves the call "not recorded".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import re
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from . import variables as v
-from .errors import AgiError, AgiHangup, AgiTimeout, ProtocolError
-from .events import Environment
-from .protocol import AgiConnection
+from .errors import AgiError, AgiHangup
 from .routes import RouteTable
-from .session import AgiSession, StreamSession, next_event
+from .session import (DEFAULT_PLAYBACK_TIMEOUT, DEFAULT_READ_TIMEOUT, AgiSession,
+                      StreamSession)
 
 log = logging.getLogger(__name__)
 
 FailClosed = Callable[[AgiSession, str], Awaitable[None]]
 
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
 
 async def fail_closed(session: AgiSession, reason: str) -> None:
-    """Best effort: tell the dialplan "not recorded"; the channel may be gone."""
-    try:
-        await session.set_variable(v.RECORD, "no")
-        await session.set_variable(v.CONSENT, "error")
-    except AgiError:
-        pass
+    """Default ``on_error`` hook: tell the dialplan "error, not recorded"."""
+    await session.set_variable(v.RECORD, v.NO)
+    await session.set_variable(v.CONSENT, v.ERROR)
 
 
-@dataclass
-class ServerStats:
-    active: int = 0
-    total: int = 0
-    errors: int = 0
+def _safe(value: str) -> str:
+    """Ids and route names from the peer, only if they look like ids."""
+    return value if _SAFE_ID.fullmatch(value) else "?"
+
+
+def _where(exc: BaseException) -> str:
+    """file:line where an exception was raised: useful, and free of caller data."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
+
+
+def _describe(exc: Exception) -> str:
+    # Our own errors never carry caller data; anything else might, in its message.
+    if isinstance(exc, AgiError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__} at {_where(exc)}"
 
 
 class FastAgiServer:
     def __init__(self, routes: RouteTable, host: str = "127.0.0.1", port: int = 4573, *,
-                 read_timeout: float = 30.0, env_timeout: float = 5.0,
-                 on_fail: FailClosed = fail_closed):
+                 read_timeout: float = DEFAULT_READ_TIMEOUT, env_timeout: float = 5.0,
+                 playback_timeout: float = DEFAULT_PLAYBACK_TIMEOUT,
+                 on_error: FailClosed = fail_closed):
         self.routes = routes
-        self.host, self._port = host, port
+        self.host = host
+        self._port = port
         self.read_timeout = read_timeout
         self.env_timeout = env_timeout
-        self.on_fail = on_fail
-        self.counters = ServerStats()
-        self._server: asyncio.base_events.Server | None = None
+        self.playback_timeout = playback_timeout
+        self.on_error = on_error
+        self.active = 0
+        self.total = 0
+        self.errors = 0
+        self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
+    # -- lifecycle ------------------------------------------------------------------
+
     @property
     def port(self) -> int:
+        """The bound port (the real one when constructed with port 0)."""
         if self._server is not None and self._server.sockets:
             return self._server.sockets[0].getsockname()[1]
         return self._port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self._port,
+        if self._server is not None:
+            raise RuntimeError("FastAgiServer already started")
+        self._server = await asyncio.start_server(self._on_connection, self.host, self._port,
                                                   reuse_address=True, backlog=1024)
 
     def close(self) -> None:
-        """Stop accepting; calls in progress go on (see ``drain``)."""
+        """Stop accepting; calls in progress go on (see :meth:`drain`)."""
         if self._server is not None:
             self._server.close()
 
-    async def drain(self, timeout: float) -> None:
-        """Wait for calls in progress; cancel what is still running after ``timeout``."""
+    async def drain(self, timeout: float) -> bool:
+        """Wait for calls in progress; cancel the rest after ``timeout``. True if none was cut."""
+        await asyncio.sleep(0)  # let connections accepted just before close() register
+        pending: set[asyncio.Task] = set()
         if self._tasks:
-            done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
                 task.cancel()
             if pending:
                 log.warning("FastAGI: %d call(s) cut off at shutdown", len(pending))
                 await asyncio.wait(pending)
         if self._server is not None:
+            self._server.close()
             await self._server.wait_closed()
             self._server = None
+        return not pending
 
     async def wait_idle(self, timeout: float) -> None:
-        """Wait until no call is in progress (tests, and drain)."""
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        """Wait until no connection is in progress."""
+        async with asyncio.timeout(timeout):
+            await self._idle.wait()
+
+    async def __aenter__(self) -> FastAgiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        await self.drain(5.0)
 
     def stats(self) -> dict:
         return {"listening": self._server is not None and self._server.is_serving(),
-                "port": self.port, "active": self.counters.active,
-                "total": self.counters.total, "errors": self.counters.errors,
-                "routes": self.routes.names()}
+                "port": self.port, "active": self.active, "total": self.total,
+                "errors": self.errors, "routes": self.routes.names()}
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # -- one connection -----------------------------------------------------------
+
+    async def _on_connection(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         self._idle.clear()
-        self.counters.active += 1
-        self.counters.total += 1
+        self.active += 1
+        self.total += 1
         try:
             await self._serve(reader, writer)
         finally:
             writer.close()
             try:
-                await asyncio.wait_for(writer.wait_closed(), 2)
-            except (OSError, asyncio.TimeoutError):
+                async with asyncio.timeout(2):
+                    await writer.wait_closed()
+            except (OSError, TimeoutError):
                 pass
-            self.counters.active -= 1
+            self.active -= 1
             self._tasks.discard(task)
             if not self._tasks:
                 self._idle.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = AgiConnection()
         peer = writer.get_extra_info("peername")
+        peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
         try:
-            env = await next_event(reader, conn, self.env_timeout)
-        except (ProtocolError, AgiTimeout) as e:
-            self.counters.errors += 1
-            log.warning("FastAGI from %s: closed before a call started: %s", peer, e)
+            session = await StreamSession.accept(
+                reader, writer, env_timeout=self.env_timeout, read_timeout=self.read_timeout,
+                playback_timeout=self.playback_timeout)
+        except AgiHangup:
+            log.info("FastAGI connection from %s closed before the environment block", peer)
             return
-        if not isinstance(env, Environment):
-            return  # connected and closed without a word
-        session = StreamSession(reader, writer, conn, env, read_timeout=self.read_timeout)
-        handler = self.routes.get(env.route)
+        except Exception as exc:  # connection boundary: junk must not reach a handler
+            self.errors += 1
+            log.warning("FastAGI connection from %s dropped: %s", peer, _describe(exc))
+            return
+
+        env = session.env
+        uniqueid, route = _safe(env.uniqueid), _safe(env.route)
+        handler = self.routes.resolve(env)
         if handler is None:
-            self.counters.errors += 1
-            log.error("FastAGI call %s: unknown route %r; not recorded", env.uniqueid, env.route)
-            await self.on_fail(session, "unknown-route")
+            await self._fail(session, f"FastAGI call {uniqueid}: unknown route {route}",
+                             "unknown-route")
             return
         try:
             await handler(session)
         except AgiHangup:
-            pass  # the caller hung up: normal
-        except (ProtocolError, AgiTimeout) as e:
-            self.counters.errors += 1
-            log.error("FastAGI call %s on %s: Asterisk link failed: %s; not recorded",
-                      env.uniqueid, env.route, e)
-        except Exception as e:  # the connection boundary: nothing may leave a channel stuck
-            self.counters.errors += 1
-            log.error("FastAGI call %s on %s failed: %s: %s; not recorded", env.uniqueid,
-                      env.route, type(e).__name__, e, exc_info=log.isEnabledFor(logging.DEBUG))
-            await self.on_fail(session, "internal-error")
+            log.debug("FastAGI call %s on %s: hung up", uniqueid, route)
+            return
+        except Exception as exc:  # connection boundary: every failure is failed closed
+            await self._fail(session, f"FastAGI call {uniqueid} on {route}: {_describe(exc)}",
+                             "handler-error")
+            return
+        if session.broken:  # the handler swallowed a timeout or protocol error
+            self.errors += 1
+            log.error("FastAGI call %s on %s: ended with a broken AGI link", uniqueid, route)
+
+    async def _fail(self, session: StreamSession, what: str, reason: str) -> None:
+        """Run the fail-closed hook (best effort), then log one line."""
+        self.errors += 1
+        if not session.usable:
+            outcome = "channel unreachable"
+        elif session.hung_up:
+            outcome = "failed closed (channel already hung up)"
+            await self._run_hook(session, reason)
+        else:
+            outcome = await self._run_hook(session, reason)
+        log.error("%s; %s", what, outcome)
+
+    async def _run_hook(self, session: StreamSession, reason: str) -> str:
+        try:
+            await self.on_error(session, reason)
+        except Exception as exc:  # best effort: the dialplan preset still says "no"
+            return f"fail-closed hook failed: {_describe(exc)}"
+        return "failed closed"

@@ -1,128 +1,229 @@
 """The small interface handlers use to drive a channel, and its socket implementation.
 
-Handlers see ``AgiSession`` only: never a socket, never protocol state. Every read
-has a deadline; a hangup surfaces as :class:`AgiHangup` wherever it happens.
+Handlers see :class:`AgiSession` only: never a socket, never protocol state.
+
+How replies map to outcomes (see also ``agi.errors``):
+
+* ``511`` or a closed connection -> :class:`AgiHangup`; a ``HANGUP`` line is
+  remembered and the command's own reply is still read (commands Asterisk allows
+  on a dead channel, such as ``SET VARIABLE``, still work);
+* ``510``, ``520``, ``503`` -> :class:`CommandFailed`;
+* ``result=-1`` from ANSWER, STREAM FILE, GET DATA or EXEC means "failed *or* hung
+  up". Unless a ``HANGUP`` was already seen, ``CHANNEL STATUS`` is asked: Asterisk
+  writes ``HANGUP`` before reading the next command when the channel is gone, so
+  the answer is :class:`AgiHangup` or :class:`CommandFailed` (e.g. a missing sound
+  file: the notice was *not* played, which must never pass for consent).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import logging
+from typing import NoReturn
 
 from .errors import AgiHangup, AgiTimeout, CommandFailed, ProtocolError
 from .events import NEED_DATA, Closed, Environment, Hangup, Response
-from .protocol import AgiConnection, quote
+from .protocol import AgiConnection, State, build_command, verb_of
 
-log = logging.getLogger(__name__)
+DEFAULT_READ_TIMEOUT = 30.0
+# STREAM FILE and GET DATA last as long as their sound: allowed on top of read_timeout.
+DEFAULT_PLAYBACK_TIMEOUT = 120.0
+_READ_SIZE = 64 * 1024
 
 
 class AgiSession(abc.ABC):
+    """One call's channel, as a handler drives it."""
+
     env: Environment
 
     @abc.abstractmethod
-    async def command(self, line: str, *, timeout: float | None = None) -> Response: ...
-
     async def get_variable(self, name: str) -> str | None:
-        r = await self.command(f"GET VARIABLE {name}")
-        return r.data if r.result == "1" else None
+        """A channel variable or function (``CHANNEL(linkedid)``); None if unset."""
 
+    @abc.abstractmethod
     async def get_full_variable(self, expression: str) -> str | None:
-        r = await self.command(f"GET FULL VARIABLE {expression}")
-        return r.data if r.result == "1" else None
+        """Evaluate ``${...}`` expressions on the channel; None if unset."""
 
-    async def set_variable(self, name: str, value: str) -> None:
-        await self.command(f"SET VARIABLE {name} {quote(value)}")
+    @abc.abstractmethod
+    async def set_variable(self, name: str, value: str) -> None: ...
 
+    @abc.abstractmethod
     async def stream_file(self, name: str, escape_digits: str = "") -> tuple[str | None, int]:
-        """Play a sound; return (digit pressed or None, end position in samples)."""
-        r = await self.command(f"STREAM FILE {name} {quote(escape_digits)}")
-        if r.result_int < 0:
-            await self._raise_if_hung_up()
-            log.warning("sound %r could not be played (missing in every format?)", name)
-            return None, 0
-        return (chr(r.result_int) if r.result_int > 0 else None), r.endpos
+        """Play a sound; return (escape digit pressed or None, end position in samples)."""
 
+    @abc.abstractmethod
     async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
-        """Play ``prompt`` and collect up to ``max_digits``; return (digits, timed out)."""
-        r = await self.command(f"GET DATA {prompt} {int(timeout_ms)} {int(max_digits)}",
-                               timeout=self.read_timeout + timeout_ms / 1000 * 2)
-        if r.result.startswith("-"):
-            await self._raise_if_hung_up()
-            return "", True
-        return r.result, r.data == "timeout"
+        """Play ``prompt`` and collect DTMF; return (digits, timed out)."""
 
+    @abc.abstractmethod
     async def exec(self, app: str, args: str = "") -> int:
-        r = await self.command(f"EXEC {app} {quote(args)}")
-        if r.result_int == -2:
-            raise CommandFailed(f"EXEC {app}", 200, f"application {app} not found")
-        return r.result_int
+        """Run a dialplan application; return its result."""
 
-    async def verbose(self, message: str, level: int = 1) -> None:
-        await self.command(f"VERBOSE {quote(message)} {level}")
+    @abc.abstractmethod
+    async def verbose(self, message: str, level: int = 1) -> None: ...
 
-    async def answer(self) -> None:
-        await self.command("ANSWER")
+    @abc.abstractmethod
+    async def answer(self) -> None: ...
 
-    async def hangup(self) -> None:
-        await self.command("HANGUP")
-
-    async def _raise_if_hung_up(self) -> None:
-        # -1 means "failed or hung up"; a dead channel answers CHANNEL STATUS with 511.
-        await self.command("CHANNEL STATUS")
-
-    read_timeout: float = 30.0
+    @abc.abstractmethod
+    async def hangup(self) -> None: ...
 
 
 class StreamSession(AgiSession):
-    """An AgiSession over an asyncio stream (one FastAGI connection)."""
+    """An :class:`AgiSession` over one FastAGI connection, with a deadline on every read."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 conn: AgiConnection, env: Environment, *, read_timeout: float = 30.0):
+                 conn: AgiConnection, env: Environment, *,
+                 read_timeout: float = DEFAULT_READ_TIMEOUT,
+                 playback_timeout: float = DEFAULT_PLAYBACK_TIMEOUT):
         self._reader, self._writer, self._conn = reader, writer, conn
         self.env = env
         self.read_timeout = read_timeout
-        self.hung_up = False
+        self.playback_timeout = playback_timeout
 
-    async def command(self, line: str, *, timeout: float | None = None) -> Response:
-        if self.hung_up:
-            raise AgiHangup(f"channel gone before {line.split(' ')[0]}")
-        self._writer.write(self._conn.send_command(line))
-        await self._writer.drain()
-        while True:
-            event = await next_event(self._reader, self._conn, timeout or self.read_timeout)
-            if isinstance(event, Hangup):
-                self.hung_up = True
-                continue  # the command's own reply still follows
-            if isinstance(event, Closed):
-                self.hung_up = True
-                raise AgiHangup("Asterisk closed the connection")
-            assert isinstance(event, Response)
-            if event.code == 511:
-                self.hung_up = True
-                raise AgiHangup("channel is dead (511)")
-            if event.code in (510, 520):
-                raise CommandFailed(line, event.code, event.text)
-            if self.hung_up and event.result_int < 0:
-                raise AgiHangup(f"hung up during {line.split(' ')[0]}")
-            return event
+    @classmethod
+    async def accept(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                     env_timeout: float = 5.0, conn: AgiConnection | None = None,
+                     **options: float) -> StreamSession:
+        """Read the environment block (all of it within ``env_timeout``) and wrap the stream.
 
+        Raises :class:`AgiHangup` if the peer closes before sending anything.
+        """
+        conn = conn or AgiConnection()
+        event = await _next_event(reader, conn, env_timeout, "environment block")
+        if isinstance(event, Closed):
+            raise AgiHangup("connection closed before the environment block")
+        if not isinstance(event, Environment):
+            raise ProtocolError("expected the environment block")
+        return cls(reader, writer, conn, event, **options)
 
-async def next_event(reader: asyncio.StreamReader, conn: AgiConnection, timeout: float):
-    """The next protocol event, reading as needed, within ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        event = conn.next_event()
-        if event is not NEED_DATA:
-            return event
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            raise AgiTimeout(f"no reply from Asterisk within {timeout:.1f} s")
+    @property
+    def hung_up(self) -> bool:
+        return self._conn.hangup_seen or self._conn.state is State.CLOSED
+
+    @property
+    def usable(self) -> bool:
+        """Whether another command can be sent (false after a timeout or protocol error)."""
+        return self._conn.can_send
+
+    @property
+    def broken(self) -> bool:
+        """A reply was never read (timeout) or the peer broke the protocol."""
+        return self._conn.state in (State.AWAITING, State.ERROR)
+
+    # -- the interface --------------------------------------------------------------
+
+    async def get_variable(self, name: str) -> str | None:
+        r = await self._command(build_command("GET VARIABLE", name))
+        return (r.data or "") if r.result == 1 else None
+
+    async def get_full_variable(self, expression: str) -> str | None:
+        r = await self._command(build_command("GET FULL VARIABLE", expression))
+        return (r.data or "") if r.result == 1 else None
+
+    async def set_variable(self, name: str, value: str) -> None:
+        await self._command(build_command("SET VARIABLE", name, value))
+
+    async def stream_file(self, name: str, escape_digits: str = "") -> tuple[str | None, int]:
+        command = build_command("STREAM FILE", name, escape_digits)
+        r = await self._command(command, self.read_timeout + self.playback_timeout)
+        if r.result is None or r.result < 0:
+            await self._failed_or_hung_up(command, r, "sound could not be played")
+        digit = chr(r.result) if r.result else None
+        return digit, r.endpos or 0
+
+    async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
+        command = build_command("GET DATA", prompt, int(timeout_ms), int(max_digits))
+        wait = self.read_timeout + self.playback_timeout + max(timeout_ms, 0) / 1000
+        r = await self._command(command, wait)
+        if r.raw_result.startswith("-"):
+            await self._failed_or_hung_up(command, r, "prompt failed")
+        return r.raw_result, r.data == "timeout"
+
+    async def exec(self, app: str, args: str = "") -> int:
+        command = build_command("EXEC", app, args)
+        r = await self._command(command)
+        if r.result is None:
+            raise CommandFailed("EXEC", "result is not a number", r)
+        if r.result == -2:
+            raise CommandFailed("EXEC", "no such application", r)
+        if r.result < 0:
+            await self._failed_or_hung_up(command, r, "application failed")
+        return r.result
+
+    async def verbose(self, message: str, level: int = 1) -> None:
+        await self._command(build_command("VERBOSE", message, int(level)))
+
+    async def answer(self) -> None:
+        command = build_command("ANSWER")
+        r = await self._command(command)
+        if r.result is None or r.result < 0:
+            await self._failed_or_hung_up(command, r, "answer failed")
+
+    async def hangup(self) -> None:
+        await self._command(build_command("HANGUP"))
+
+    async def channel_status(self) -> int:
+        """The channel's state number (6 = up); -1 if Asterisk has no such channel."""
+        r = await self._command(build_command("CHANNEL STATUS"))
+        return r.result if r.result is not None else -1
+
+    # -- the loop -----------------------------------------------------------------
+
+    async def _command(self, command: str, timeout: float | None = None) -> Response:
+        """Send one command and read its final reply: write, read, feed, within a deadline."""
+        verb = verb_of(command)
+        wire = self._conn.send_command(command)
         try:
-            chunk = await asyncio.wait_for(reader.read(4096), remaining)
-        except asyncio.TimeoutError:
-            raise AgiTimeout(f"no reply from Asterisk within {timeout:.1f} s") from None
-        except ConnectionError as e:
-            raise ProtocolError(f"connection error: {e}") from None
-        conn.receive_data(chunk)
+            self._writer.write(wire)
+            await self._writer.drain()
+        except ConnectionError:
+            raise AgiHangup(f"{verb}: connection lost") from None
+        event = await _next_event(self._reader, self._conn, timeout or self.read_timeout,
+                                  f"reply to {verb}")
+        if isinstance(event, Closed):
+            raise AgiHangup(f"{verb}: Asterisk closed the connection")
+        if not isinstance(event, Response):
+            raise ProtocolError(f"unexpected event awaiting the reply to {verb}")
+        if event.code == 511:
+            raise AgiHangup(f"{verb}: channel is dead (511)")
+        if event.code == 510:
+            raise CommandFailed(verb, "unknown command (510)", event)
+        if event.code == 520:
+            raise CommandFailed(verb, "invalid syntax (520)", event)
+        if event.code != 200:
+            raise CommandFailed(verb, f"failed ({event.code})", event)
+        return event
+
+    async def _failed_or_hung_up(self, command: str, r: Response, what: str) -> NoReturn:
+        verb = verb_of(command)
+        if not self.hung_up:
+            status = await self.channel_status()  # raises AgiHangup on 511
+            if status < 0:
+                self._conn.hangup_seen = True
+        if self.hung_up:
+            raise AgiHangup(f"{verb}: channel hung up")
+        raise CommandFailed(verb, what, r)
+
+
+async def _next_event(reader: asyncio.StreamReader, conn: AgiConnection, timeout: float,
+                      what: str):
+    """The next event that is not a ``Hangup``, reading as needed, all within ``timeout``.
+
+    ``Hangup`` events are recorded by the connection (``hangup_seen``) and skipped:
+    the reply they may precede still follows.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    try:
+                        chunk = await reader.read(_READ_SIZE)
+                    except ConnectionError:
+                        chunk = b""  # a reset is an end of stream, mid-message or not
+                    conn.receive_data(chunk)
+                elif not isinstance(event, Hangup):
+                    return event
+    except TimeoutError:
+        raise AgiTimeout(f"no {what} within {timeout:g} s") from None

@@ -1,4 +1,10 @@
-"""Every channel variable and event name the product sets or reads, in one place."""
+"""Every channel variable and user event callvault sets, and their allowed values.
+
+The generated dialplan presets ``CONSENT=error`` / ``RECORD=no`` before the AGI
+runs, so a channel that never reaches a handler is already failed closed.
+"""
+
+from __future__ import annotations
 
 CONSENT = "CALLVAULT_CONSENT"
 CONSENT_ID = "CALLVAULT_CONSENT_ID"
@@ -6,8 +12,23 @@ RECORD = "CALLVAULT_RECORD"
 RECORDING_ID = "CALLVAULT_RECORDING_ID"
 RULE = "CALLVAULT_RULE"
 
-CONSENT_VALUES = ("granted", "declined", "implied", "abandoned", "error", "revoked")
-RECORD_VALUES = ("yes", "no")
+ALL = (CONSENT, CONSENT_ID, RECORD, RECORDING_ID, RULE)
 
-# The UserEvent raised on every consent change; agent pages listen for it.
+# Values of CONSENT. The first five are outcomes of the consent flow; REVOKED is
+# set by the revoke feature, NONE by the status route when the ledger has no entry.
+GRANTED = "granted"
+DECLINED = "declined"
+IMPLIED = "implied"
+ABANDONED = "abandoned"
+ERROR = "error"
+REVOKED = "revoked"
+NONE = "none"
+CONSENT_VALUES = (GRANTED, DECLINED, IMPLIED, ABANDONED, ERROR, REVOKED, NONE)
+
+# Values of RECORD.
+YES = "yes"
+NO = "no"
+RECORD_VALUES = (YES, NO)
+
+# The UserEvent name raised after a consent decision (agent pages listen for it).
 USER_EVENT = "CallvaultConsent"

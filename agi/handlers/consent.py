@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
 from .. import variables as v
-from ..errors import AgiHangup
+from ..errors import AgiHangup, CommandFailed
 from ..policy import ALLOW_DIGIT, REFUSE_DIGIT, Policy, Rule
 from ..session import AgiSession
 
@@ -157,4 +157,9 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
                        f"Record: {'yes' if outcome.record else 'no'},RecordingId: {recording_id or ''},"
                        f"Rule: {rule.name}")
     confirm = "will-record" if outcome.record else "will-not-record"
-    await session.stream_file(deps.prompt(rule.prompt_language, confirm))
+    try:
+        await session.stream_file(deps.prompt(rule.prompt_language, confirm))
+    except CommandFailed as e:
+        # The outcome is logged and in force; a missing confirmation sound must
+        # not turn it into a fail-closed "error" while MixMonitor runs.
+        log.warning("call %s: confirmation prompt failed: %s", env.uniqueid, e)
