@@ -62,11 +62,16 @@ class CallDriver:
     def hangup_of(self, call: LabCall):
         return self.ami.expect(lambda e: e.name == "Hangup" and call.is_callee(e))
 
-    async def send_dtmf(self, call: LabCall, digits: str, duration_ms: int = 250) -> None:
-        """Press keys on the caller's side; they reach the callee half's AGI."""
+    async def send_dtmf(self, call: LabCall, digits: str, duration_ms: int = 150) -> None:
+        """Press keys on the caller's side; they reach the callee half's AGI.
+
+        Asterisk plays each digit for its duration before answering, and one AMI
+        session handles actions in turn: many calls pressing keys at once queue up,
+        hence the generous timeout.
+        """
         for digit in digits:
             await self.ami.action("PlayDTMF", Channel=call.caller_channel, Digit=digit,
-                                  Duration=str(duration_ms))
+                                  Duration=str(duration_ms), timeout=60)
 
     async def hangup(self, call: LabCall) -> None:
         await self.ami.action("Hangup", Channel=call.caller_channel, Cause="16")

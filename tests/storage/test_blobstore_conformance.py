@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import subprocess
+import tracemalloc
 
 import pytest
 
@@ -166,6 +167,19 @@ def test_multipart_streamed_20mib_reads_back_identical(store, known_size):
     # a range across the 8 MiB part boundary
     expected = b"".join(GeneratedFile._generate(size, 7, 1 << 16))[8 * MiB - 100: 8 * MiB + 100]
     assert store.get("big/one", byte_range=(8 * MiB - 100, 8 * MiB + 100)) == expected
+
+
+def test_put_streams_with_bounded_memory(store):
+    size = 96 * MiB  # more parts than S3Store keeps in flight
+    digest = GeneratedFile.digest(size)
+    tracemalloc.start()
+    try:
+        store.put("mem", GeneratedFile(size), sha256=digest)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 * MiB, f"peak {peak / MiB:.0f} MiB"
+    assert store.head("mem").sha256 == digest
 
 
 @pytest.mark.parametrize("size", [1000, 20 * MiB], ids=["single", "multipart"])
@@ -434,3 +448,21 @@ def _read_only(path):
     if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
         return None, lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
     pytest.skip("cannot make a directory unwritable for root here")
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("versioning", [False, True], ids=["unversioned", "versioned"])
+def test_s3_header_bucket_delete_leaves_no_copy(make_s3_store, versioning):
+    """Crypto-shredding: deleting a header must leave no version and no marker behind."""
+    store = make_s3_store(lock=False)
+    if versioning:
+        store.client.put_bucket_versioning(Bucket=store.bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = store.put("hdr/1", b"header-a", sha256=sha(b"header-a"))
+    store.put("hdr/1", b"header-b", sha256=sha(b"header-b"))
+    assert (first.version_id is None) is (not versioning)
+    assert store.get("hdr/1") == b"header-b"
+    store.delete("hdr/1")
+    with pytest.raises(NotFound):
+        store.head("hdr/1")
+    left = store.client.list_object_versions(Bucket=store.bucket, Prefix="hdr/")
+    assert left.get("Versions", []) == [] and left.get("DeleteMarkers", []) == []

@@ -62,24 +62,38 @@ def test_settings_keep_secrets_out_of_repr():
     assert "TOPSECRET" not in text and "AKIDSECRET" not in text and "http://s3" in text
 
 
-def _corrupt_body(request, **kwargs):
-    """A byte flipped on the wire, after our checksum header was computed."""
-    body = request.body
-    data = bytearray(body.read() if hasattr(body, "read") else body)
+def _flip_a_byte(data) -> bytes:
+    data = bytearray(data.read() if hasattr(data, "read") else data)
     data[len(data) // 2] ^= 0x01
-    request.body = bytes(data)
+    return bytes(data)
+
+
+def _corrupt_before_sign(request, **kwargs):
+    # After our checksum header was set, before SigV4 hashes the payload: only the
+    # x-amz-checksum-sha256 check can notice (the case of HTTPS, where botocore
+    # sends an unsigned payload).
+    request.data = _flip_a_byte(request.data)
+
+
+def _corrupt_before_send(request, **kwargs):
+    # On the wire, after signing: both the checksum and the signed payload hash differ.
+    request.body = _flip_a_byte(request.body)
 
 
 @pytest.mark.s3
+@pytest.mark.parametrize("stage,hook,codes", [
+    ("before-sign", _corrupt_before_sign, "BadDigest"),
+    ("before-send", _corrupt_before_send, "BadDigest|XAmzContentSHA256Mismatch"),
+], ids=["checksum-header", "on-the-wire"])
 @pytest.mark.parametrize("op,size", [("PutObject", 1000), ("UploadPart", 17 * MiB)],
                          ids=["single", "multipart"])
-def test_server_rejects_bytes_changed_in_transit(s3_settings, make_s3_store, op, size):
+def test_server_rejects_bytes_changed_in_transit(s3_settings, make_s3_store, stage, hook, codes, op, size):
     bucket = make_s3_store().bucket
     client = s3_settings.client()
-    client.meta.events.register(f"before-send.s3.{op}", _corrupt_body)
+    client.meta.events.register(f"{stage}.s3.{op}", hook)
     data = bytes(range(256)) * (size // 256) + b"\x00" * (size % 256)
     with S3Store(lambda: client, bucket) as store:
-        with pytest.raises(IntegrityError, match="BadDigest"):
+        with pytest.raises(IntegrityError, match=codes):
             store.put("k", data, sha256=hashlib.sha256(data).hexdigest())
         with pytest.raises(NotFound):
             store.head("k")
