@@ -59,6 +59,10 @@ listen = "127.0.0.1:{web_port}"
 
 [privacy]
 hmac_key_file = "{data / 'hmac.key'}"
+
+[prompts]
+sounds_dir = "{state.sounds_host}"
+library = "{data / 'prompts'}"
 """
 
 

@@ -232,8 +232,25 @@ def part_size_for(size: int | None, part_size: int) -> int:
     return math.ceil(size / 10_000 / MiB) * MiB
 
 
-def read_full(source: BinaryIO, n: int) -> bytes:
-    """Read up to ``n`` bytes, fewer only at EOF (``read`` may return short counts)."""
+def read_full(source: BinaryIO, n: int) -> bytes | bytearray:
+    """Read up to ``n`` bytes, fewer only at EOF (``read`` may return short counts).
+
+    Reads straight into one buffer when the source has ``readinto``, so a part
+    costs its own size in memory and no more.
+    """
+    readinto = getattr(source, "readinto", None)
+    if readinto is not None:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        pos = 0
+        while pos < n:
+            got = readinto(view[pos:])
+            if not got:
+                break
+            pos += got
+        view.release()
+        del buf[pos:]
+        return buf
     chunks: list[bytes] = []
     remaining = n
     while remaining > 0:

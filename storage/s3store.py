@@ -19,12 +19,9 @@ import itertools
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-import boto3
 import botocore.exceptions as bce
-from botocore.config import Config
 
 from storage.blobstore import (
     MIN_PART_SIZE,
@@ -43,85 +40,12 @@ from storage.blobstore import (
     validate_sha256,
     validate_tags,
 )
-from storage.errors import (
-    IntegrityError,
-    NotFound,
-    PermanentError,
-    RetentionError,
-    RetryableError,
-    StorageError,
-)
+from storage.errors import IntegrityError, NotFound, PermanentError, RetentionError
+from storage.s3client import NO_LOCK_CONFIG, BodyStream, EmptyStream, S3Settings, error_code, http_status, s3_errors
 
-_NOT_FOUND = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
-_INTEGRITY = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}
-_RETRYABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestLimitExceeded",
-              "TooManyRequests", "TooManyRequestsException", "ServiceUnavailable", "InternalError",
-              "OperationAborted"}
-_NO_LOCK_CONFIG = "ObjectLockConfigurationNotFoundError"
+__all__ = ["S3Settings", "S3Store"]
+
 _MAX_PARTS = 10_000
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """How to reach the service. Secrets stay out of ``repr``."""
-
-    endpoint_url: str | None = None  # None: AWS
-    region: str | None = None
-    access_key_id: str | None = field(default=None, repr=False)
-    secret_access_key: str | None = field(default=None, repr=False)
-    addressing_style: str = "auto"  # "path" for most self-hosted services
-    max_attempts: int = 5  # adaptive retries: backs off and rate-limits on throttling
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    max_pool_connections: int = 16
-
-    def client(self) -> Any:
-        config = Config(
-            retries={"mode": "adaptive", "max_attempts": self.max_attempts},
-            connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
-            max_pool_connections=self.max_pool_connections,
-            # Every upload carries our own SHA-256 checksum header, which the
-            # server verifies; signing the payload as well would hash it twice more.
-            s3={"addressing_style": self.addressing_style, "payload_signing_enabled": False},
-            # Checksums only where we ask for them (portable to older services);
-            # responses that carry one are still verified.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_supported",
-        )
-        # A session per client: boto3's default session is not thread-safe.
-        return boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
-            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
-            config=config)
-
-
-class _S3Stream:
-    def __init__(self, body: Any, chunk_size: int, errors: Callable[[], contextlib.AbstractContextManager]):
-        self._body, self._errors = body, errors
-        self._chunks = body.iter_chunks(chunk_size)
-
-    def __iter__(self) -> _S3Stream:
-        return self
-
-    def __next__(self) -> bytes:
-        try:
-            with self._errors():
-                return next(self._chunks)
-        except StopIteration:
-            self.close()
-            raise
-        except StorageError:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        self._body.close()
-
-    def __enter__(self) -> _S3Stream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class S3Store:
@@ -132,7 +56,8 @@ class S3Store:
     is: True for the payload bucket (Object Lock required), False for the
     header/key bucket (must allow deletion). Uploads larger than ``part_size``
     go multipart with at most ``max_concurrency`` parts in flight, so memory
-    stays near ``(max_concurrency + 2) * part_size`` whatever the object size.
+    stays near ``(max_concurrency + 1) * part_size`` whatever the object size.
+    Safe to share between threads (boto3 clients are).
     """
 
     def __init__(self, client: S3Settings | Callable[[], Any], bucket: str, *, object_lock: bool = True,
@@ -162,48 +87,10 @@ class S3Store:
 
     # -- errors ------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _errors(self, op: str, key: str | None = None, *, lock: bool = False) -> Iterator[None]:
-        """Map botocore's exceptions to storage.errors kinds.
-
-        ``lock``: the call is one Object Lock may refuse (delete, retention), so
-        AccessDenied means a retention or hold said no.
-        """
-        try:
-            yield
-        except bce.ClientError as e:
-            raise self._client_error(e, op, key, lock) from e
-        except bce.FlexibleChecksumError as e:
-            raise IntegrityError(f"{self._where(op, key)}: checksum mismatch on read: {e}") from e
-        except bce.SSLError as e:
-            raise PermanentError(f"{self._where(op, key)}: TLS failure: {e}") from e
-        except (bce.ConnectionError, bce.HTTPClientError, bce.IncompleteReadError) as e:
-            raise RetryableError(f"{self._where(op, key)}: {e}") from e
-        except (bce.NoCredentialsError, bce.PartialCredentialsError) as e:
-            raise PermanentError(f"{self._where(op, key)}: no usable credentials: {e}") from e
-
-    def _where(self, op: str, key: str | None) -> str:
+    def _errors(self, op: str, key: str | None = None, *,
+                lock: bool = False) -> contextlib.AbstractContextManager[None]:
         target = f"s3://{self.bucket}/{key}" if key else f"bucket {self.bucket}"
-        return f"{op} {target} at {self.endpoint}"
-
-    def _client_error(self, e: bce.ClientError, op: str, key: str | None, lock: bool) -> StorageError:
-        err = e.response.get("Error", {})
-        code = str(err.get("Code", ""))
-        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        text = f"{self._where(op, key)}: {code} {err.get('Message') or ''}".rstrip()
-        if code == "NoSuchBucket":
-            return PermanentError(f"{text} (bucket {self.bucket} does not exist at {self.endpoint})")
-        if code in _NOT_FOUND or (status == 404 and code != _NO_LOCK_CONFIG):
-            return NotFound(text)
-        if code in _INTEGRITY:
-            return IntegrityError(text)
-        if lock and code == "AccessDenied":
-            return RetentionError(f"{text} (refused by Object Lock, or the policy lacks the permission)")
-        if code in _RETRYABLE or status >= 500 or status == 429:
-            return RetryableError(text)
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
-            return PermanentError(f"{text} (check the credentials and bucket policy for {self.endpoint})")
-        return PermanentError(text)
+        return s3_errors(f"{op} {target} at {self.endpoint}", self.bucket, self.endpoint, lock=lock)
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -215,13 +102,13 @@ class S3Store:
             try:
                 self.client.head_bucket(Bucket=self.bucket)
             except bce.ClientError as e:
-                if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                if http_status(e) == 404:
                     raise PermanentError(f"bucket {self.bucket} does not exist at {self.endpoint}") from e
                 raise
             try:
                 lock = self.client.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
             except bce.ClientError as e:
-                if e.response.get("Error", {}).get("Code") != _NO_LOCK_CONFIG:
+                if error_code(e) != NO_LOCK_CONFIG:
                     raise
                 lock = {}
         enabled = lock.get("ObjectLockEnabled") == "Enabled"
@@ -246,7 +133,7 @@ class S3Store:
             try:
                 self.client.create_bucket(**kwargs)
             except bce.ClientError as e:
-                if e.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                if error_code(e) != "BucketAlreadyOwnedByYou":
                     raise
         self._check_setup(lock)
 
@@ -273,9 +160,11 @@ class S3Store:
         second = read_full(source, part_size) if len(first) == part_size else b""
         if not second:
             return self._put_single(key, first, size, sha256, extra)
-        return self._put_multipart(key, source, first, second, part_size, size, sha256, extra)
+        head = [first, second]
+        del first, second  # the parts list owns them, so each is freed once sent
+        return self._put_multipart(key, source, head, part_size, size, sha256, extra)
 
-    def _put_single(self, key: str, data: bytes, size: int | None, sha256: str,
+    def _put_single(self, key: str, data: bytes | bytearray, size: int | None, sha256: str,
                     extra: dict[str, Any]) -> PutResult:
         _verify(key, len(data), hashlib.sha256(data).hexdigest(), size, sha256)
         with self._errors("put", key):
@@ -283,42 +172,19 @@ class S3Store:
                                        ChecksumSHA256=_b64(bytes.fromhex(sha256)), **extra)
         return PutResult(r.get("VersionId"), r["ETag"].strip('"'), len(data), sha256)
 
-    def _put_multipart(self, key: str, source: BinaryIO, first: bytes, second: bytes, part_size: int,
+    def _put_multipart(self, key: str, source: BinaryIO, head: list[bytes | bytearray], part_size: int,
                        size: int | None, sha256: str, extra: dict[str, Any]) -> PutResult:
         with self._errors("put", key):
             upload_id = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)["UploadId"]
         done = False
         try:
-            whole, total = hashlib.sha256(), 0
-            parts = itertools.chain((first, second), iter(lambda: read_full(source, part_size), b""))
-            futures: list[Future] = []
-            pending: set[Future] = set()
-            with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="s3-part") as pool:
-                try:
-                    for number, data in enumerate(parts, start=1):
-                        if number > _MAX_PARTS:
-                            raise PermanentError(f"put {key}: more than {_MAX_PARTS} parts of {part_size} "
-                                                 "bytes; pass size= so the part size can grow")
-                        whole.update(data)
-                        total += len(data)
-                        # Bounded memory: at most max_concurrency parts in flight.
-                        while len(pending) >= self.max_concurrency:
-                            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                            for f in finished:
-                                f.result()  # a failed part stops the reading now
-                        future = pool.submit(self._upload_part, key, upload_id, number, data)
-                        futures.append(future)
-                        pending.add(future)
-                        del data
-                finally:
-                    pool.shutdown(wait=True, cancel_futures=True)
-            completed = [f.result() for f in futures]
-            _verify(key, total, whole.hexdigest(), size, sha256)
+            parts = itertools.chain(_popping(head), iter(lambda: read_full(source, part_size), b""))
+            completed, total, digest = self._upload_parts(key, upload_id, parts, part_size)
+            _verify(key, total, digest, size, sha256)  # before complete: a mismatch never appears
             with self._errors("put", key):
                 r = self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id,
-                    MultipartUpload={"Parts": completed})
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed})
             done = True
         finally:
             if not done:
@@ -326,7 +192,41 @@ class S3Store:
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         return PutResult(r.get("VersionId"), r["ETag"].strip('"'), total, sha256)
 
-    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+    def _upload_parts(self, key: str, upload_id: str, parts: Iterator[bytes],
+                      part_size: int) -> tuple[list[dict[str, Any]], int, str]:
+        """Send parts with at most ``max_concurrency`` in flight; hash the whole on the way."""
+        whole, total = hashlib.sha256(), 0
+        futures: list[Future] = []
+        pending: set[Future] = set()
+        pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="s3-part")
+        read_all = False
+        try:
+            for number in itertools.count(1):
+                # Read a part only once a slot is free: memory stays at
+                # (max_concurrency + 1) parts whatever the object's size.
+                while len(pending) >= self.max_concurrency:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        f.result()  # a failed part stops the reading now
+                data = next(parts, None)
+                if data is None:
+                    break
+                if number > _MAX_PARTS:
+                    raise PermanentError(f"put {key}: more than {_MAX_PARTS} parts of {part_size} bytes; "
+                                         "pass size= so the part size can grow")
+                whole.update(data)
+                total += len(data)
+                future = pool.submit(self._upload_part, key, upload_id, number, data)
+                futures.append(future)
+                pending.add(future)
+                del data
+            read_all = True
+        finally:
+            # After a failure, parts not yet started never start.
+            pool.shutdown(wait=True, cancel_futures=not read_all)
+        return [f.result() for f in futures], total, whole.hexdigest()
+
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> dict[str, Any]:
         checksum = _b64(hashlib.sha256(data).digest())
         with self._errors("put", key):
             r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
@@ -349,7 +249,7 @@ class S3Store:
                         info = self.head(key, vid, tags=False)
                         why = deletion_refusal(info.retention, info.legal_hold, bypass_governance)
                         if why:
-                            raise RetentionError(f"{self._where('delete', key)} version {vid}: {why}")
+                            raise RetentionError(f"{f's3://{self.bucket}/{key}'} version {vid}: {why}")
                 vids.append(vid)
         for vid in vids:
             with self._errors("delete", key, lock=True):
@@ -381,7 +281,7 @@ class S3Store:
         info = self.head(key, version_id, tags=False)
         why = retention_change_refusal(info.retention, retention, bypass_governance)
         if why:
-            raise RetentionError(f"{self._where('set retention', key)}: {why}")
+            raise RetentionError(f"{f'set retention s3://{self.bucket}/{key}'}: {why}")
         bypass = {"BypassGovernanceRetention": True} if bypass_governance else {}
         with self._errors("set retention", key, lock=True):
             self.client.put_object_retention(
@@ -405,7 +305,7 @@ class S3Store:
         if stored and "-" not in stored and r.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
             server = base64.b64decode(stored).hex()
             if sha256 and sha256 != server:
-                raise IntegrityError(f"{self._where('head', key)}: stored checksum {server} "
+                raise IntegrityError(f"{f'head s3://{self.bucket}/{key}'}: stored checksum {server} "
                                      f"differs from recorded sha256 {sha256}")
             sha256 = server
         retention = None
@@ -424,11 +324,11 @@ class S3Store:
 
     def open_stream(self, key: str, version_id: str | None = None,
                     byte_range: tuple[int, int] | None = None, *,
-                    chunk_size: int = MiB) -> _S3Stream | _Empty:
+                    chunk_size: int = MiB) -> BodyStream | EmptyStream:
         body = self._get_body(key, version_id, byte_range)
         if body is None:
-            return _Empty()
-        return _S3Stream(body, chunk_size, lambda: self._errors("get", key))
+            return EmptyStream()
+        return BodyStream(body, chunk_size, lambda: self._errors("get", key))
 
     def _get_body(self, key: str, version_id: str | None, byte_range: tuple[int, int] | None) -> Any:
         validate_key(key)
@@ -440,7 +340,7 @@ class S3Store:
             try:
                 return self.client.get_object(Bucket=self.bucket, Key=key, **kwargs)["Body"]
             except bce.ClientError as e:
-                if e.response.get("Error", {}).get("Code") == "InvalidRange":
+                if error_code(e) == "InvalidRange":
                     return None  # start at or past the end: empty, like a slice
                 raise
 
@@ -453,30 +353,16 @@ class S3Store:
                     yield obj["Key"]
 
 
-class _Empty:
-    """The stream of an empty range."""
-
-    def __iter__(self) -> _Empty:
-        return self
-
-    def __next__(self) -> bytes:
-        raise StopIteration
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> _Empty:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
 def _verify(key: str, got_size: int, got_sha256: str, size: int | None, sha256: str) -> None:
     if size is not None and got_size != size:
         raise IntegrityError(f"put {key}: read {got_size} bytes, caller said {size}")
     if got_sha256 != sha256:
         raise IntegrityError(f"put {key}: sha256 of the data is {got_sha256}, caller said {sha256}")
+
+
+def _popping(items: list) -> Iterator:
+    while items:
+        yield items.pop(0)
 
 
 def _b64(digest: bytes) -> str:

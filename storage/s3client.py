@@ -1,0 +1,174 @@
+"""The boto3 side of ``S3Store``: client settings, error mapping, response streams.
+
+Every botocore failure leaves ``storage`` as one ``storage.errors`` kind whose
+message names the operation, the bucket and the endpoint (never credentials):
+
+=================================================  ==========================
+NoSuchKey, NoSuchVersion, other 404s                ``NotFound``
+NoSuchBucket, InvalidAccessKeyId, SignatureDoes-    ``PermanentError``
+NotMatch, AccessDenied, other 4xx, TLS failures,
+missing credentials
+AccessDenied on delete / retention change           ``RetentionError``
+BadDigest, XAmzContentSHA256Mismatch, a response    ``IntegrityError``
+checksum that does not verify
+5xx, 429, SlowDown, RequestTimeout, throttling,     ``RetryableError``
+connection refused/reset, timeouts
+=================================================  ==========================
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.exceptions as bce
+from botocore.config import Config
+
+from storage.errors import (
+    IntegrityError,
+    NotFound,
+    PermanentError,
+    RetentionError,
+    RetryableError,
+    StorageError,
+)
+
+NO_LOCK_CONFIG = "ObjectLockConfigurationNotFoundError"
+_NOT_FOUND = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+_INTEGRITY = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}
+_RETRYABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestLimitExceeded",
+              "TooManyRequests", "TooManyRequestsException", "ServiceUnavailable", "InternalError",
+              "OperationAborted"}
+_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"}
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach the service. Secrets stay out of ``repr``."""
+
+    endpoint_url: str | None = None  # None: AWS
+    region: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    addressing_style: str = "auto"  # "path" for most self-hosted services
+    max_attempts: int = 5  # adaptive retries: back-off plus client-side rate limiting
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_pool_connections: int = 16  # >= the parts in flight of all concurrent puts
+
+    def client(self) -> Any:
+        config = Config(
+            retries={"mode": "adaptive", "max_attempts": self.max_attempts},
+            connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
+            max_pool_connections=self.max_pool_connections,
+            s3={"addressing_style": self.addressing_style},
+            # Request checksums only where we pass our own (SHA-256) or S3 requires
+            # one: older services reject botocore's default CRC trailers. Responses
+            # that carry a full-object checksum are still verified.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_supported",
+        )
+        # A session per client: boto3's default session is not thread-safe.
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
+            config=config)
+
+
+def error_code(e: bce.ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def http_status(e: bce.ClientError) -> int:
+    return e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+
+
+@contextlib.contextmanager
+def s3_errors(where: str, bucket: str, endpoint: str, *, lock: bool = False) -> Iterator[None]:
+    """Map botocore exceptions raised inside to ``storage.errors`` kinds.
+
+    ``where`` is e.g. ``"put s3://b/k at http://host"``. ``lock``: the call is one
+    Object Lock may refuse (delete, retention change), so AccessDenied is read as
+    a retention or legal-hold refusal.
+    """
+    try:
+        yield
+    except bce.ClientError as e:
+        raise client_error(e, where, bucket, endpoint, lock=lock) from e
+    except bce.FlexibleChecksumError as e:
+        raise IntegrityError(f"{where}: checksum mismatch on read: {e}") from e
+    except bce.SSLError as e:
+        raise PermanentError(f"{where}: TLS failure: {e}") from e
+    except (bce.ConnectionError, bce.HTTPClientError, bce.IncompleteReadError) as e:
+        raise RetryableError(f"{where}: {e}") from e
+    except (bce.NoCredentialsError, bce.PartialCredentialsError) as e:
+        raise PermanentError(f"{where}: no usable credentials: {e}") from e
+
+
+def client_error(e: bce.ClientError, where: str, bucket: str, endpoint: str, *,
+                 lock: bool = False) -> StorageError:
+    code, status = error_code(e), http_status(e)
+    text = f"{where}: {code} {e.response.get('Error', {}).get('Message') or ''}".rstrip()
+    if code == "NoSuchBucket":
+        return PermanentError(f"{text} (bucket {bucket} does not exist at {endpoint})")
+    if code in _NOT_FOUND or (status == 404 and code != NO_LOCK_CONFIG):
+        return NotFound(text)
+    if code in _INTEGRITY:
+        return IntegrityError(text)
+    if lock and code == "AccessDenied":
+        return RetentionError(f"{text} (refused by Object Lock, or the policy lacks the permission)")
+    if code in _RETRYABLE or status >= 500 or status == 429:
+        return RetryableError(text)
+    if code in _CREDENTIALS:
+        return PermanentError(f"{text} (check the credentials and bucket policy for {endpoint})")
+    return PermanentError(text)
+
+
+class BodyStream:
+    """A response body as an iterator of chunks; closes the connection when done."""
+
+    def __init__(self, body: Any, chunk_size: int, errors: Callable[[], contextlib.AbstractContextManager]):
+        self._body, self._errors = body, errors
+        self._chunks = body.iter_chunks(chunk_size)
+
+    def __iter__(self) -> BodyStream:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            with self._errors():
+                return next(self._chunks)
+        except (StopIteration, StorageError):
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> BodyStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EmptyStream:
+    """The stream of a range that starts at or past the end."""
+
+    def __iter__(self) -> EmptyStream:
+        return self
+
+    def __next__(self) -> bytes:
+        raise StopIteration
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> EmptyStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
