@@ -85,8 +85,13 @@ class AsteriskPaths:
         return self.host_path(self.spool_inside)
 
     @property
+    def data_inside(self) -> str:
+        return f"{self.inside}/data"
+
+    @property
     def sounds_host(self) -> Path:
-        return self.root / "usr/share/asterisk/sounds"
+        """This instance's own sounds dir (prompts installed here stay private to it)."""
+        return self.host_path(self.data_inside) / "sounds"
 
 
 class LabAsterisk:
@@ -107,6 +112,7 @@ class LabAsterisk:
             (p.host / sub).mkdir(parents=True, exist_ok=True)
         # MixMonitor runs as Asterisk's user; the chroot's asterisk uid may differ.
         os.chmod(p.spool_host, 0o1777)
+        self._link_data_dir()
         files = {
             "asterisk.conf": f"""[directories]
 astetcdir => {inside}/etc
@@ -114,7 +120,7 @@ astmoddir => /usr/lib/x86_64-linux-gnu/asterisk/modules
 astvarlibdir => /var/lib/asterisk
 astdbdir => {inside}/lib
 astkeydir => /var/lib/asterisk
-astdatadir => /usr/share/asterisk
+astdatadir => {p.data_inside}
 astagidir => /usr/share/asterisk/agi-bin
 astspooldir => {inside}/spool
 astrundir => {inside}/run
@@ -149,6 +155,22 @@ write = all
         }
         for fname, text in files.items():
             (etc / fname).write_text(text)
+
+    def _link_data_dir(self) -> None:
+        """A per-instance astdatadir: links to the packaged data, own sounds dir.
+
+        Links are absolute paths as Asterisk sees them inside the chroot.
+        """
+        shared = self.paths.root / "usr/share/asterisk"
+        data = self.paths.host_path(self.paths.data_inside)
+        sounds = data / "sounds"
+        sounds.mkdir(parents=True, exist_ok=True)
+        for entry in shared.iterdir():
+            if entry.name != "sounds" and not os.path.lexists(data / entry.name):
+                (data / entry.name).symlink_to(f"/usr/share/asterisk/{entry.name}")
+        for entry in (shared / "sounds").iterdir():
+            if not os.path.lexists(sounds / entry.name):
+                (sounds / entry.name).symlink_to(f"/usr/share/asterisk/sounds/{entry.name}")
 
     # -- process -------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> None:
