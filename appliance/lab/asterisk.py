@@ -169,6 +169,8 @@ write = all
             if entry.name != "sounds" and not os.path.lexists(data / entry.name):
                 (data / entry.name).symlink_to(f"/usr/share/asterisk/{entry.name}")
         for entry in (shared / "sounds").iterdir():
+            if entry.name.startswith((".", "callvault")):
+                continue  # prompts are per instance
             if not os.path.lexists(sounds / entry.name):
                 (sounds / entry.name).symlink_to(f"/usr/share/asterisk/sounds/{entry.name}")
 

@@ -145,6 +145,7 @@ class Lab:
             self.asterisk.stop()
             self.asterisk = None
         release_root(self.root)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     @classmethod
     def stop_by_name(cls, name: str, root: Path | None = None) -> bool:
@@ -156,6 +157,7 @@ class Lab:
         LabAsterisk(root, name).stop()
         LabRgw(root, name).stop()
         release_root(root)
+        shutil.rmtree(lab.dir, ignore_errors=True)
         return True
 
     @staticmethod

@@ -1,0 +1,184 @@
+"""`callvault keys ...` and `callvault recordings ...`, and build_stores/build_archiver."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+
+import pytest
+
+from appliance import config as cfg
+from appliance.archivecli import add_archive_commands, build_archiver, build_stores
+from archiver.errors import SetupError
+from storage import keys
+from storage.catalog import Catalog
+from storage.db import open_database
+from storage.ledger import Ledger
+from storage.localstore import LocalStore
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="callvault")
+    add_archive_commands(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    code = args.fn(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write_config(tmp_path, recipients: list[str], extra: str = "", root=None) -> os.PathLike:
+    root = root or tmp_path
+    path = tmp_path / "callvault.toml"
+    path.write_text(f"""
+[ami]
+secret = "x"
+[database]
+url = "sqlite:///{root / 'callvault.db'}"
+[spool]
+dir = "{root / 'spool'}"
+[archive]
+recipients = {json.dumps(recipients)}
+[storage]
+backend = "local"
+path = "{root / 'archive'}"
+{extra}
+""")
+    return path
+
+
+@pytest.fixture
+def site(tmp_path, make_env, capsys):
+    """A config whose archive holds two archived recordings; the identity file to read them."""
+    code, out, _ = run(capsys, "keys", "generate", "--out", str(tmp_path / "id.txt"))
+    assert code == 0
+    recipient = next(line.split()[-1] for line in out.splitlines() if line.startswith("public key:"))
+    root = tmp_path / "env0"
+    path = write_config(tmp_path, [recipient], root=root)
+    config = cfg.load(path, env={}, check_paths=False)
+    env = make_env(*build_stores(config))
+    assert env.root == root
+    archiver = build_archiver(config, env.catalog, env.ledger)
+    rids = [env.recording(100_000 + i) for i in range(2)]
+    for rid in rids:
+        assert archiver.pipeline.process(env.catalog.get(rid)).kind == "archived"
+    archiver.pipeline.close()
+    yield path, config, rids, env
+
+
+def test_keys_generate_writes_0600_and_refuses_to_overwrite(tmp_path, capsys):
+    target = tmp_path / "k.txt"
+    code, out, _ = run(capsys, "keys", "generate", "--out", str(target))
+    assert code == 0 and "public key: age1" in out
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    [identity] = keys.load_identities(target)
+    assert str(identity.recipient) in out
+    code, _, err = run(capsys, "keys", "generate", "--out", str(target))
+    assert code == 2 and "refusing to overwrite" in err
+    assert keys.load_identities(target) == [identity]
+
+
+def test_keys_generate_with_passphrase(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CALLVAULT_PASSPHRASE", "correct horse")
+    target = tmp_path / "k.age"
+    assert run(capsys, "keys", "generate", "--out", str(target), "--passphrase")[0] == 0
+    assert target.read_bytes().startswith(b"age-encryption.org/v1\n")
+    assert len(keys.load_identities(target, "correct horse")) == 1
+
+
+def test_keys_generate_to_stdout(capsys):
+    code, out, err = run(capsys, "keys", "generate")
+    assert code == 0 and out.splitlines()[-1].startswith("AGE-SECRET-KEY-1") and "Public key: age1" in err
+
+
+def test_keys_list_shows_recipients_and_fingerprints(tmp_path, capsys, identity):
+    path = write_config(tmp_path, [str(identity.recipient)])
+    code, out, _ = run(capsys, "keys", "list", "-c", str(path))
+    assert code == 0 and out.split() == [identity.recipient.fingerprint, str(identity.recipient)]
+
+
+def test_recordings_list(site, capsys):
+    path, _, rids, _ = site
+    code, out, _ = run(capsys, "recordings", "list", "--json", "-c", str(path))
+    rows = json.loads(out)
+    assert code == 0 and sorted(r["recording_id"] for r in rows) == sorted(rids)
+    assert all(r["state"] == "archived" and r["retain_until"] for r in rows)
+    assert "caller_hmac" not in rows[0]
+    code, out, _ = run(capsys, "recordings", "list", "-c", str(path))
+    assert code == 0 and all(rid in out for rid in rids)
+
+
+def test_recordings_get_decrypts_to_the_original_wav(site, capsys, tmp_path):
+    path, _, rids, env = site
+    out_file = tmp_path / "out.wav"
+    code, _, err = run(capsys, "recordings", "get", rids[0], "--identity", str(tmp_path / "id.txt"),
+                       "--out", str(out_file), "--reason", "subject access request", "-c", str(path))
+    assert code == 0, err
+    assert out_file.read_bytes() == env.wavs[rids[0]]
+    assert stat.S_IMODE(out_file.stat().st_mode) == 0o600
+    [audit] = env.ledger.find(recording_id=rids[0], kind="audit.get")
+    assert audit.data["reason"] == "subject access request"
+    code, _, err = run(capsys, "recordings", "get", rids[0], "--identity", str(tmp_path / "id.txt"),
+                       "--out", str(out_file), "-c", str(path))
+    assert code == 2 and "refusing to overwrite" in err
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_recordings_get_with_the_wrong_key_fails_cleanly(site, capsys, tmp_path):
+    path, _, rids, _ = site
+    run(capsys, "keys", "generate", "--out", str(tmp_path / "other.txt"))
+    code, _, err = run(capsys, "recordings", "get", rids[0], "--identity", str(tmp_path / "other.txt"),
+                       "--out", str(tmp_path / "x.wav"), "-c", str(path))
+    assert code == 1 and "identities" in err and not (tmp_path / "x.wav").exists()
+
+
+def test_recordings_verify_detects_a_corrupted_payload(site, capsys, tmp_path):
+    path, config, rids, env = site
+    code, out, _ = run(capsys, "recordings", "verify", "--all", "-c", str(path))
+    assert code == 0 and out.count(": ok") == 2
+    rec = env.catalog.get(rids[1])
+    data = config.storage.path / "payload" / "objects" / rec.object_key / "@v" / rec.version_id / "data"
+    raw = bytearray(data.read_bytes())
+    raw[100] ^= 1
+    data.write_bytes(bytes(raw))
+    code, out, _ = run(capsys, "recordings", "verify", "--all", "-c", str(path))
+    assert code == 1 and f"{rids[1]}: MISMATCH" in out and f"{rids[0]}: ok" in out
+    code, out, _ = run(capsys, "recordings", "verify", rids[0], "-c", str(path))
+    assert code == 0
+
+
+def test_recordings_adopt_queues_an_unknown_file(site, capsys):
+    path, config, _, env = site
+    wav = config.spool.dir / "stray-file.wav"
+    env.write_wav(wav, 1000)
+    code, out, _ = run(capsys, "recordings", "adopt", str(wav), "--reason", "found after restore", "-c", str(path))
+    assert code == 0
+    rec = env.catalog.get("stray-file")
+    assert rec.state == "pending" and rec.consent_state == "unknown"
+    assert env.ledger.find(recording_id="stray-file", kind="archive.adopt")[0].data["reason"] == "found after restore"
+    assert run(capsys, "recordings", "adopt", str(wav), "-c", str(path))[0] == 1
+
+
+def test_build_stores_local_uses_two_directories(tmp_path, identity):
+    config = cfg.load(write_config(tmp_path, [str(identity.recipient)]), env={}, check_paths=False)
+    payload, key_store = build_stores(config)
+    assert isinstance(payload, LocalStore) and payload.root == tmp_path / "archive" / "payload"
+    assert key_store.root == tmp_path / "archive" / "keys"
+    payload.check_setup()
+    key_store.check_setup()
+
+
+def test_build_archiver_refuses_missing_recipients_and_unknown_classes(tmp_path, identity):
+    db = open_database(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        catalog, ledger = Catalog(db), Ledger(db)
+        config = cfg.load(write_config(tmp_path, []), env={}, check_paths=False)
+        with pytest.raises(SetupError, match=r"\[archive\] recipients"):
+            build_archiver(config, catalog, ledger)
+        rules = '[[consent.rules]]\nname = "sales"\nretention = "sales-2y"\n'
+        config = cfg.load(write_config(tmp_path, [str(identity.recipient)], rules), env={}, check_paths=False)
+        with pytest.raises(SetupError, match="sales -> sales-2y"):
+            build_archiver(config, catalog, ledger)
+    finally:
+        db.close()

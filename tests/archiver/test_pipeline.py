@@ -1,0 +1,278 @@
+"""The archive pipeline on the local store: happy path, crashes, retries, erasure."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from archiver.pipeline import Backoff
+from storage.blobstore import BlobStore
+from storage.crypto import Decryptor, Manifest
+from storage.errors import PermanentError, RetryableError
+
+
+class FaultyStore:
+    """A store that fails chosen calls: ``faults[(method, key_prefix)] = [exc, ...]``."""
+
+    def __init__(self, inner: BlobStore):
+        self.inner = inner
+        self.faults: dict[tuple[str, str], list[BaseException]] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name not in ("put", "head", "delete", "set_retention", "set_legal_hold", "get", "open_stream"):
+            return attr
+
+        def call(key, *args, **kw):
+            self.calls.append((name, key))
+            for (method, prefix), queue in self.faults.items():
+                if method == name and key.startswith(prefix) and queue:
+                    raise queue.pop(0)
+            return attr(key, *args, **kw)
+
+        return call
+
+
+def assert_archived_once(env, rid):
+    rec = env.catalog.get(rid)
+    assert rec.state == "archived", rec.last_error
+    assert env.versions(env.payload, env.payload_key(rid)) == 1
+    assert env.versions(env.keys, env.header_key(rid)) == 1
+    assert env.kinds(rid).count("archive") == 1
+    assert not [n for n in env.spool_files() if n.startswith(rid)]
+    assert not [n for n in env.work_files() if n.startswith(rid)]
+    header = env.keys.get(rec.header_key)
+    payload = env.payload.get(rec.object_key, rec.version_id)
+    assert Decryptor(header, [env.identity]).decrypt(payload) == env.wavs[rid]
+    return rec
+
+
+def test_happy_path_archives_verifies_and_cleans_up(archive_env):
+    env = archive_env
+    rid = env.recording(200_000)
+    outcome = env.process(rid)
+    assert outcome.kind == "archived"
+    rec = assert_archived_once(env, rid)
+    m = Manifest.from_json(rec.manifest)
+    assert m.plaintext_size == len(env.wavs[rid])
+    assert rec.object_key == f"rec/{rid}.age.payload" and rec.header_key == f"hdr/{rid}.age.header"
+    assert rec.archived_at and rec.attempts == 0 and rec.last_error == ""
+    info = env.payload.head(rec.object_key, rec.version_id)
+    assert info.retention.mode == "COMPLIANCE"
+    expected = datetime.datetime.fromtimestamp(rec.ended_at, datetime.UTC) + datetime.timedelta(days=90)
+    assert abs((info.retention.until - expected).total_seconds()) <= 1
+    assert rec.retain_until == info.retention.until.timestamp()
+    assert info.tags == {"retention": "default", "consent": "granted", "jurisdiction": "ZA"}
+    assert env.keys.head(rec.header_key).retention is None  # the header stays deletable
+    [entry] = env.ledger.find(recording_id=rid, kind="archive")
+    assert entry.data["payload_sha256"] == m.payload_sha256 and entry.data["version_id"] == rec.version_id
+    assert "27215550" not in json.dumps(info.tags)  # no personal data in tags
+
+
+def test_legal_class_gets_five_years(archive_env):
+    env = archive_env
+    rid = env.recording(retention_class="legal")
+    env.process(rid)
+    rec = env.catalog.get(rid)
+    until = env.payload.head(rec.object_key).retention.until
+    start = datetime.datetime.fromtimestamp(rec.ended_at, datetime.UTC)
+    assert until.year == start.year + 5
+
+
+@pytest.mark.parametrize("point", ["encrypting", "uploading", "uploaded", "verified"])
+def test_crash_at_each_step_resumes_without_duplicates(archive_env, point):
+    env = archive_env
+    crashed = []
+
+    def hook(p, rec):
+        if p == point and not crashed:
+            crashed.append(p)
+            raise env.Crash(p)
+
+    env.pipeline = env.make_pipeline(hook=hook)
+    rid = env.recording(300_000)
+    with pytest.raises(env.Crash):
+        env.process(rid)
+    assert crashed == [point]
+    state = env.catalog.get(rid).state
+    assert state == {"encrypting": "encrypting", "uploading": "uploading", "uploaded": "uploading",
+                     "verified": "archived"}[point]
+    if point == "verified":  # the spool clean-up is the scan's job after such a crash
+        assert f"{rid}.wav" in env.spool_files()
+        return
+    env.drive(rid)
+    assert_archived_once(env, rid)
+
+
+def test_crash_during_header_upload_then_resume(archive_env):
+    env = archive_env
+    faulty = FaultyStore(env.keys)
+    faulty.faults[("put", "hdr/")] = [env.Crash("header put")]
+    env.pipeline = env.make_pipeline(key_store=faulty)
+    rid = env.recording()
+    with pytest.raises(env.Crash):
+        env.process(rid)
+    env.drive(rid)
+    assert_archived_once(env, rid)
+
+
+def test_lost_work_files_before_payload_upload_reencrypt_once(archive_env):
+    env = archive_env
+    env.pipeline = env.make_pipeline(hook=lambda p, rec: (_ for _ in ()).throw(env.Crash()) if p == "uploading" else None)
+    rid = env.recording(300_000)
+    with pytest.raises(env.Crash):
+        env.process(rid)
+    first = env.catalog.get(rid).manifest
+    for name in env.work_files():
+        (env.spool / ".callvault-work" / name).unlink()
+    env.pipeline = env.make_pipeline()
+    env.drive(rid)
+    rec = assert_archived_once(env, rid)
+    assert rec.manifest != first  # encrypted again under a new file key; the old header replaced
+    assert rec.attempts == 1  # the redo counts as an attempt
+
+
+def test_lost_work_files_after_payload_upload_need_nothing_again(archive_env):
+    env = archive_env
+    env.pipeline = env.make_pipeline(hook=lambda p, rec: (_ for _ in ()).throw(env.Crash()) if p == "uploaded" else None)
+    rid = env.recording()
+    with pytest.raises(env.Crash):
+        env.process(rid)
+    manifest = env.catalog.get(rid).manifest
+    for name in env.work_files():
+        (env.spool / ".callvault-work" / name).unlink()
+    env.pipeline = env.make_pipeline()
+    env.drive(rid)
+    rec = assert_archived_once(env, rid)
+    assert rec.manifest == manifest and rec.attempts == 0
+
+
+def test_retryable_errors_back_off_then_succeed(archive_env):
+    env = archive_env
+    faulty = FaultyStore(env.payload)
+    faulty.faults[("put", "rec/")] = [RetryableError("503 SlowDown"), RetryableError("connection reset")]
+    env.pipeline = env.make_pipeline(payload_store=faulty, rng=lambda: 1.0, backoff=Backoff(base=2.0, cap=300.0))
+    rid = env.recording()
+    first = env.process(rid)
+    rec = env.catalog.get(rid)
+    assert first.kind == "retry" and rec.state == "uploading" and rec.attempts == 1
+    assert rec.last_error == "503 SlowDown" and rec.lease_until == 0
+    t1 = rec.next_try_at
+    second = env.process(rid)
+    rec = env.catalog.get(rid)
+    assert second.kind == "retry" and rec.attempts == 2
+    assert rec.next_try_at - t1 > 1.5  # 2 s then 4 s (rng=1: the full delay)
+    assert env.process(rid).kind == "archived"
+    rec = assert_archived_once(env, rid)
+    assert rec.attempts == 2 and rec.last_error == ""
+
+
+def test_backoff_is_exponential_with_jitter():
+    b = Backoff(base=2.0, cap=60.0)
+    assert [b.delay(n, lambda: 1.0) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
+    assert [b.delay(n, lambda: 0.0) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert b.delay(10, lambda: 1.0) == 60.0
+
+
+def test_too_many_retryable_errors_make_a_dead_letter(archive_env):
+    env = archive_env
+    faulty = FaultyStore(env.payload)
+    faulty.faults[("put", "rec/")] = [RetryableError(f"outage {i}") for i in range(10)]
+    env.pipeline = env.make_pipeline(payload_store=faulty, max_attempts=3)
+    rid = env.recording()
+    outcomes = [o.kind for o in env.drive(rid)]
+    rec = env.catalog.get(rid)
+    assert outcomes == ["retry", "retry", "failed"]
+    assert rec.state == "failed" and rec.attempts == 3 and "gave up after 3 attempts: outage 2" in rec.last_error
+    assert f"{rid}.wav" in env.spool_files()  # nothing is deleted that is not archived
+    assert env.kinds(rid)[-1] == "archive.failed"
+
+
+def test_permanent_error_fails_at_once(archive_env):
+    env = archive_env
+    faulty = FaultyStore(env.payload)
+    faulty.faults[("put", "rec/")] = [PermanentError("AccessDenied: check the bucket policy")]
+    env.pipeline = env.make_pipeline(payload_store=faulty)
+    rid = env.recording()
+    assert env.process(rid).kind == "failed"
+    rec = env.catalog.get(rid)
+    assert rec.state == "failed" and rec.attempts == 0 and "AccessDenied" in rec.last_error
+    assert f"{rid}.wav" in env.spool_files()
+
+
+def test_unknown_retention_class_is_a_dead_letter_naming_it(archive_env):
+    env = archive_env
+    rid = env.recording(retention_class="sales")
+    assert env.process(rid).kind == "failed"
+    assert "retention class 'sales' is not configured" in env.catalog.get(rid).last_error
+
+
+def test_erase_requested_shreds_and_stores_nothing(archive_env):
+    env = archive_env
+    rid = env.recording(erase=True)
+    assert env.process(rid).kind == "erased"
+    rec = env.catalog.get(rid)
+    assert rec.state == "erased" and rec.object_key == "" and rec.header_key == ""
+    assert env.spool_files() == [] and env.work_files() == []
+    assert list(env.payload.list()) == [] and list(env.keys.list()) == []
+    [entry] = env.ledger.find(recording_id=rid, kind="erase")
+    assert entry.data["payload"] == "none" and entry.data["reason"] == "consent revoked"
+
+
+def test_erase_after_upload_crypto_shreds_the_locked_payload(archive_env):
+    env = archive_env
+    env.pipeline = env.make_pipeline(hook=lambda p, rec: (_ for _ in ()).throw(env.Crash()) if p == "uploaded" else None)
+    rid = env.recording()
+    with pytest.raises(env.Crash):
+        env.process(rid)
+    env.catalog.update(rid, erase_requested=1, consent_state="revoked")  # revoked meanwhile
+    env.pipeline = env.make_pipeline()
+    assert env.process(rid).kind == "erased"
+    rec = env.catalog.get(rid)
+    assert list(env.keys.list()) == []  # header gone: the payload is unreadable
+    assert list(env.payload.list()) == [env.payload_key(rid)]  # locked, kept for the sweeper
+    assert rec.state == "erased" and rec.object_key == env.payload_key(rid) and rec.retain_until
+    assert env.ledger.find(recording_id=rid, kind="erase")[0].data["payload"] == "locked"
+    assert env.spool_files() == []
+
+
+def test_waits_while_the_file_is_open_then_archives(archive_env):
+    env = archive_env
+    rid = env.recording(marker=False)
+    path = env.spool / f"{rid}.wav"
+    with open(path, "ab"):  # MixMonitor still writing
+        out = env.process(rid)
+        assert out.kind == "waiting"
+        rec = env.catalog.get(rid)
+        assert rec.state == "pending" and rec.next_try_at > rec.ended_at and rec.lease_until == 0
+    os.utime(path, (time.time() - 1, time.time() - 1))  # quiet for longer than settle (0.2 s)
+    assert env.process(rid).kind == "archived"
+    assert_archived_once(env, rid)
+
+
+def test_missing_spool_file_is_a_dead_letter(archive_env):
+    env = archive_env
+    rid = env.recording(file=False, marker=True)
+    assert env.process(rid).kind == "failed"
+    assert "does not exist: nothing was recorded" in env.catalog.get(rid).last_error
+
+
+def test_stop_request_abandons_and_releases_the_lease(archive_env):
+    env = archive_env
+    stop = threading.Event()
+    env.pipeline = env.make_pipeline(hook=lambda p, rec: stop.set() if p == "encrypting" else None)
+    rid = env.recording(300_000)
+    env.catalog.update(rid, lease_until=9e9)
+    assert env.process(rid, stop=stop).kind == "abandoned"
+    rec = env.catalog.get(rid)
+    assert rec.state == "encrypting" and rec.lease_until == 0 and rec.attempts == 0
+    assert env.work_files() == []  # the half-written payload went away
+    env.pipeline = env.make_pipeline()
+    env.drive(rid)
+    assert_archived_once(env, rid)

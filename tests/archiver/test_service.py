@@ -1,0 +1,238 @@
+"""The archiver service on the local store: intake, spool scan, workers, stop/resume."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from archiver.errors import SetupError
+from archiver.retention import RetentionSweeper
+from archiver.service import Archiver
+from storage.errors import PermanentError
+
+ACTIVE = ("pending", "encrypting", "uploading", "verifying")
+
+
+def make_archiver(env, **kw) -> Archiver:
+    kw.setdefault("scan_interval", 30.0)
+    kw.setdefault("workers", 2)
+    return Archiver(env.spool, catalog=env.catalog, ledger=env.ledger, pipeline=kw.pop("pipeline", env.pipeline),
+                    sweeper=RetentionSweeper(env.catalog, env.ledger, env.payload, env.keys),
+                    rule_retention={"za-opt-in": "default"}, **kw)
+
+
+async def until(predicate, timeout: float = 10.0, what: str = "condition"):
+    """Wait for a state the archiver reaches on its own (polls the catalog)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def states(env, rids):
+    return [env.catalog.get(r).state for r in rids]
+
+
+async def test_start_scan_queues_done_markers_and_archives(archive_env):
+    env = archive_env
+    rids = [env.recording(50_000, state="recording") for _ in range(5)]
+    archiver = make_archiver(env)
+    await archiver.start()
+    try:
+        await until(lambda: states(env, rids) == ["archived"] * 5, what="archived")
+        await archiver.scan()
+        stats = archiver.stats.as_dict()
+        assert stats["running"] and stats["queue"] == {"archived": 5} and stats["backlog"] == 0
+        assert stats["archived"] == 5 and stats["last_archive_at"] and stats["dead_letters"] == 0
+        assert stats["spool_files"] == 0
+    finally:
+        await archiver.stop(5)
+    assert not archiver.stats.running
+    assert env.spool_files() == []
+
+
+async def test_recording_ended_queues_that_channel_and_wakes_a_worker(archive_env):
+    env = archive_env
+    rid = env.recording(state="recording", uniqueid="lab-abc-2", marker=False)
+    other = env.recording(state="recording", uniqueid="lab-def-2", marker=False)
+    archiver = make_archiver(env, scan_interval=3600)
+    # Both are "being recorded": held open, so neither the start scan nor a worker takes them.
+    with open(env.spool / f"{rid}.wav", "ab"), open(env.spool / f"{other}.wav", "ab"):
+        await archiver.start()
+        assert states(env, [rid, other]) == ["recording", "recording"]
+        (env.spool / f"{rid}.wav.done").touch()
+    try:
+        assert await archiver.recording_ended(uniqueid="lab-abc-2") == 1
+        await until(lambda: states(env, [rid]) == ["archived"], timeout=5, what="archived")
+        assert await archiver.recording_ended(uniqueid="lab-abc-2") == 0  # idempotent
+        assert env.catalog.get(other).state == "recording"  # no event for it, no scan yet
+        assert await archiver.recording_ended(uniqueid="nobody") == 0
+    finally:
+        await archiver.stop(5)
+
+
+async def test_hangup_before_the_file_is_closed_waits_for_the_marker(archive_env):
+    env = archive_env
+    rid = env.recording(state="recording", marker=False, uniqueid="lab-x-2")
+    archiver = make_archiver(env, scan_interval=3600)
+    await archiver.start()
+    try:
+        with open(env.spool / f"{rid}.wav", "ab"):  # MixMonitor closes a moment after hangup
+            await archiver.recording_ended(uniqueid="lab-x-2")
+            await asyncio.sleep(0.5)
+            assert env.catalog.get(rid).state == "pending"
+        (env.spool / f"{rid}.wav.done").touch()  # the post-command ran
+        await until(lambda: states(env, [rid]) == ["archived"], timeout=15, what="archived")
+    finally:
+        await archiver.stop(5)
+
+
+async def test_orphans_adopted_from_the_ledger_others_left_alone(archive_env):
+    env = archive_env
+    lost_row = env.recording(row=False)  # consent in the ledger, catalog row lost
+    foreign = env.recording(row=False, consent=False)  # nothing knows this file
+    archiver = make_archiver(env)
+    await archiver.start()
+    try:
+        await until(lambda: env.catalog.search(state="archived") != [], what="adopted archive")
+        rec = env.catalog.get(lost_row)
+        assert rec.consent_state == "granted" and rec.rule == "za-opt-in" and rec.jurisdiction == "ZA"
+        assert "archive.adopt" in env.kinds(lost_row)
+        assert archiver.stats.unclaimed_files == 1
+        assert f"{foreign}.wav" in env.spool_files()
+        assert env.catalog.search(limit=10) == [rec]
+    finally:
+        await archiver.stop(5)
+
+
+async def test_adopted_orphan_of_a_revoked_call_is_erased(archive_env):
+    env = archive_env
+    rid = env.recording(row=False, uniqueid="lab-rev-2")
+    env.ledger.append("revoke", {"linkedid": "lab-rev-1", "recording_ids": [rid]}, call_id="lab-rev-1",
+                      recording_id=rid)
+    archiver = make_archiver(env)
+    await archiver.start()
+    try:
+        await until(lambda: env.catalog.search(state="erased") != [], what="erased")
+        assert env.spool_files() == [] and list(env.payload.list()) == []
+    finally:
+        await archiver.stop(5)
+
+
+async def test_scan_removes_leftovers_of_a_crash_after_archiving(archive_env):
+    env = archive_env
+    crashed = []
+
+    def hook(point, rec):
+        if point == "verified" and not crashed:
+            crashed.append(rec.recording_id)
+            raise env.Crash()
+
+    env.pipeline = env.make_pipeline(hook=hook)
+    rid = env.recording()
+    with pytest.raises(env.Crash):
+        env.process(rid)
+    assert env.catalog.get(rid).state == "archived" and f"{rid}.wav" in env.spool_files()
+    stray = env.recording(state="archived", file=False, marker=True)  # a marker whose wav went
+    archiver = make_archiver(env, pipeline=env.make_pipeline())
+    await archiver.start()
+    await archiver.stop(5)
+    assert env.spool_files() == [] and env.work_files() == []
+    assert env.versions(env.payload, env.payload_key(rid)) == 1
+    assert env.catalog.get(stray).state == "archived"
+
+
+async def test_row_without_file_long_after_start_becomes_a_dead_letter(archive_env):
+    env = archive_env
+    rid = env.recording(state="recording", file=False, marker=False)
+    env.catalog.update(rid, started_at=time.time() - 3600)
+    archiver = make_archiver(env)
+    await archiver.start()
+    try:
+        await until(lambda: states(env, [rid]) == ["failed"], what="dead letter")
+        assert archiver.stats.as_dict()["dead_letters"] in (0, 1)
+        await archiver.scan()
+        assert archiver.stats.as_dict()["dead_letters"] == 1
+    finally:
+        await archiver.stop(5)
+
+
+async def test_stop_abandons_mid_job_and_a_restart_resumes(archive_env):
+    env = archive_env
+    reached = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    gate = []
+
+    def hook(point, rec):
+        if point == "uploading" and not gate:
+            gate.append(1)
+            loop.call_soon_threadsafe(reached.set)
+            time.sleep(0.3)  # the upload is under way while stop() arrives
+
+    env.pipeline = env.make_pipeline(hook=hook)
+    rid = env.recording(2_000_000, state="recording")
+    archiver = make_archiver(env, workers=1)
+    await archiver.start()
+    await asyncio.wait_for(reached.wait(), 10)
+    await archiver.stop(10)
+    rec = env.catalog.get(rid)
+    assert rec.state == "uploading" and rec.lease_until == 0 and rec.attempts == 0
+    assert list(env.payload.list()) == []  # the half-sent payload never became visible
+
+    again = make_archiver(env, pipeline=env.make_pipeline())
+    await again.start()
+    try:
+        await until(lambda: states(env, [rid]) == ["archived"], what="archived after restart")
+    finally:
+        await again.stop(5)
+    assert env.versions(env.payload, env.payload_key(rid)) == 1
+
+
+async def test_leases_of_a_killed_process_are_released_at_start(archive_env):
+    env = archive_env
+    rid = env.recording(state="uploading")
+    env.catalog.update(rid, lease_until=time.time() + 3600, state="pending")
+    archiver = make_archiver(env)
+    await archiver.start()
+    try:
+        await until(lambda: states(env, [rid]) == ["archived"], what="archived")
+    finally:
+        await archiver.stop(5)
+
+
+async def test_unusable_store_is_a_setup_error(archive_env):
+    env = archive_env
+
+    class Broken:
+        def __init__(self, inner):
+            self.inner, self.closed = inner, False
+
+        def check_setup(self):
+            raise PermanentError("bucket x does not have Object Lock enabled")
+
+        def close(self):
+            self.closed = True
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    broken = Broken(env.payload)
+    archiver = make_archiver(env, pipeline=env.make_pipeline(payload_store=broken))
+    with pytest.raises(SetupError, match="does not have Object Lock enabled"):
+        await archiver.start()
+    assert broken.closed
+
+
+async def test_without_a_pipeline_only_the_inventory_runs(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"x")
+    (tmp_path / "a.wav.done").touch()
+    archiver = Archiver(tmp_path, scan_interval=30)
+    await archiver.start()
+    assert archiver.stats.as_dict()["spool_files"] == 1 and not archiver.configured
+    assert await archiver.recording_ended(uniqueid="x") == 0
+    await archiver.stop(5)
+    assert (tmp_path / "a.wav").exists()
