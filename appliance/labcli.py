@@ -83,6 +83,13 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     recipient = keys.load_identities(identity_path)[0].recipient
     (data / "ami.secret").write_text(state.product_ami_secret + "\n")
     (data / "ami.secret").chmod(0o600)
+    if not args.no_prompts:
+        from announcements.library import PromptLibrary
+
+        library = PromptLibrary(data / "prompts")
+        built = library.build()
+        library.install(state.sounds_host)
+        print(f"prompts: {len(built.generated)} generated, installed for the lab Asterisk")
     config_path = data / "callvault.toml"
     config_path.write_text(dev_config(state, data, _port_or_free(args.web_port), str(recipient)))
     print(f"lab '{args.name}' is up: Asterisk AMI 127.0.0.1:{state.ami_port}"
@@ -152,6 +159,8 @@ def add_lab_commands(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     up.add_argument("--web-port", type=int, default=8080)
     up.add_argument("--no-s3", action="store_true", help="Asterisk only")
+    up.add_argument("--no-prompts", action="store_true",
+                    help="skip generating and installing the notice prompts (core sounds stand in)")
     up.set_defaults(fn=cmd_lab_up)
     down = lsub.add_parser("down", help="stop the lab")
     down.add_argument("--name", default=DEFAULT_NAME)

@@ -1,20 +1,47 @@
-"""The archiver's process-level object: started and stopped by the appliance.
+"""The archiver as the appliance runs it: intake, spool scan, workers, retention sweeps.
 
-It owns the periodic spool scan (recordings that no event announced: crashes,
-missed AMI events). Encryption and upload jobs hang off this object.
+Intake, three ways, all idempotent (``Catalog.mark_ended`` queues a row once):
+
+- ``recording_ended(uniqueid=..)``: the appliance calls it on AMI ``Hangup`` and
+  ``MixMonitorStop`` (MixMonitorStop alone is not enough: a MixMonitor still running
+  at hangup raises none). Rows of that channel in state ``recording`` -> ``pending``.
+- the spool scan, at start and every ``scan_interval``: ``.done`` markers and closed
+  files whose row still says ``recording`` (missed events, a restart), files without
+  a row (adopted from the ledger, see ``_adopt``), leftovers of a crash after the
+  catalog said archived/erased (removed), rows that never got a file.
+- ``wake()``: new work is picked up now instead of at the next due time.
+
+Workers are asyncio tasks; each claims a row (lease) and runs ``Pipeline.process`` in a
+thread, so at most ``workers`` jobs (encryption, boto3, file I/O) run at once.
+``stop()`` asks running jobs to abandon at their next check (lease released, state
+kept): everything resumes on the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage.catalog import ACTIVE, Catalog, Recording
+from storage.errors import NotFound, PermanentError, RetryableError
+from storage.ledger import Ledger
+
+from . import spool
+from .errors import SetupError
+from .pipeline import Outcome, Pipeline
+from .retention import RetentionSweeper
+
 log = logging.getLogger(__name__)
 
-RECORDING_SUFFIXES = (".wav", ".WAV", ".gsm", ".sln", ".sln16")
+RECORDING_SUFFIXES = spool.RECORDING_SUFFIXES
+NO_FILE_AFTER = 300.0  # a row still 'recording' this long with no file at all: MixMonitor never wrote
+STALE_WORK = 86400.0
 
 
 @dataclass
@@ -24,54 +51,335 @@ class ArchiverStats:
     last_scan: float = 0.0
     scans: int = 0
     queue: dict[str, int] = field(default_factory=dict)
+    retrying: int = 0  # active jobs that failed at least once and wait for their backoff
+    unclaimed_files: int = 0  # spool files neither the catalog nor the ledger knows
+    archived: int = 0  # by this process
+    erased: int = 0
+    last_archive_at: float | None = None
+    last_sweep: float = 0.0
+    last_error: str = ""
+
+    @property
+    def dead_letters(self) -> int:
+        return self.queue.get("failed", 0)
+
+    @property
+    def backlog(self) -> int:
+        return sum(self.queue.get(s, 0) for s in ACTIVE)
 
     def as_dict(self) -> dict:
-        return {"running": self.running, "spool_files": self.spool_files,
-                "last_scan": self.last_scan, "scans": self.scans, "queue": dict(self.queue)}
+        return {"running": self.running, "spool_files": self.spool_files, "last_scan": self.last_scan,
+                "scans": self.scans, "queue": dict(self.queue), "backlog": self.backlog,
+                "retrying": self.retrying, "dead_letters": self.dead_letters,
+                "unclaimed_files": self.unclaimed_files, "archived": self.archived, "erased": self.erased,
+                "last_archive_at": self.last_archive_at, "last_sweep": self.last_sweep,
+                "last_error": self.last_error}
 
 
 class Archiver:
-    def __init__(self, spool_dir: Path, *, scan_interval: float = 60.0):
-        self.spool_dir = spool_dir
+    """With ``pipeline=None`` only the spool inventory runs (what the appliance wiring
+    still constructs until it calls ``appliance.archivecli.build_archiver``)."""
+
+    def __init__(self, spool_dir: Path, *, scan_interval: float = 60.0, catalog: Catalog | None = None,
+                 ledger: Ledger | None = None, pipeline: Pipeline | None = None,
+                 sweeper: RetentionSweeper | None = None, workers: int = 2, retention_interval: float = 3600.0,
+                 rule_retention: Mapping[str, str] | None = None, exclusive: bool = True):
+        if pipeline is not None and (catalog is None or ledger is None):
+            raise ValueError("an archiver with a pipeline needs the catalog and the ledger")
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.spool_dir = Path(spool_dir)
         self.scan_interval = scan_interval
+        self.catalog, self.ledger, self.pipeline, self.sweeper = catalog, ledger, pipeline, sweeper
+        self.workers = workers
+        self.retention_interval = retention_interval
+        self.rule_retention = dict(rule_retention or {})
+        self.exclusive = exclusive  # single node: leases left by a killed process are ours to release
         self.stats = ArchiverStats()
         self._task: asyncio.Task | None = None
+        self._workers: list[asyncio.Task] = []
         self._stop = asyncio.Event()
+        self._halt = threading.Event()  # seen by jobs running in threads
+        self._wake = asyncio.Event()
+        self._warned: set[str] = set()
+
+    @property
+    def configured(self) -> bool:
+        return self.pipeline is not None
+
+    # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
         self._stop.clear()
+        self._halt.clear()
+        if self.pipeline is not None:
+            try:
+                await asyncio.to_thread(self.pipeline.check_setup)
+            except PermanentError as e:
+                await asyncio.to_thread(self.pipeline.close)
+                raise SetupError(f"archive storage is not usable: {e}") from e
+            except RetryableError as e:  # an outage at start: jobs back off until it ends
+                log.warning("archive storage not reachable at start (will retry): %s", e)
+                self.stats.last_error = str(e)
+            if self.exclusive:
+                await asyncio.to_thread(self._release_leases)
+            await self.scan()
+            self._workers = [asyncio.create_task(self._worker(), name=f"archiver-worker-{i}")
+                             for i in range(self.workers)]
+        else:
+            await self.scan()
         self._task = asyncio.create_task(self._scan_loop(), name="archiver-scan")
         self.stats.running = True
 
     async def stop(self, timeout: float) -> None:
         self._stop.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout)
-            except asyncio.TimeoutError:
-                log.warning("archiver did not stop within %.0f s", timeout)
-            self._task = None
+        self._halt.set()
+        self.wake()
+        tasks = [t for t in (*self._workers, self._task) if t is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:
+                log.warning("archiver did not stop within %.0f s; abandoning %d task(s)", timeout, len(pending))
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        self._workers, self._task = [], None
+        if self.pipeline is not None:
+            await asyncio.to_thread(self.pipeline.close)
         self.stats.running = False
 
-    def _scan(self) -> list[Path]:
-        return sorted(p for p in self.spool_dir.iterdir()
-                      if p.is_file() and p.suffix in RECORDING_SUFFIXES)
+    def wake(self) -> None:
+        """Let idle workers look for work now (call from the event loop)."""
+        self._wake.set()
 
-    async def scan(self) -> list[Path]:
-        found = await asyncio.to_thread(self._scan)
-        self.stats.spool_files = len(found)
+    # -- intake ---------------------------------------------------------------------
+
+    async def recording_ended(self, uniqueid: str | None = None, recording_id: str | None = None) -> int:
+        """A channel hung up or its MixMonitor stopped: queue its recordings. Returns
+        how many were queued now (0 if already queued, unknown, or not configured)."""
+        if self.catalog is None or not (uniqueid or recording_id):
+            return 0
+        n = await asyncio.to_thread(self._ended, uniqueid, recording_id)
+        if n:
+            self.wake()
+        return n
+
+    def _ended(self, uniqueid: str | None, recording_id: str | None) -> int:
+        rows = self.catalog.by_uniqueid(uniqueid) if uniqueid else []
+        if recording_id:
+            try:
+                rows.append(self.catalog.get(recording_id))
+            except NotFound:
+                pass
+        now = time.time()
+        return sum(1 for r in rows if r.state == "recording" and self.catalog.mark_ended(r.recording_id, now))
+
+    # -- workers --------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        assert self.pipeline is not None and self.catalog is not None
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                rec = await asyncio.to_thread(self.catalog.claim, lease=self.pipeline.lease_seconds)
+                if rec is None:
+                    due = await asyncio.to_thread(self.catalog.next_due)
+                    idle = self.scan_interval if due is None else min(self.scan_interval, due - time.time())
+                    await self._idle(max(0.05, idle))
+                    continue
+                outcome = await asyncio.to_thread(self.pipeline.process, rec, self._halt)
+                await self._account(outcome)
+            except Exception as e:  # task boundary: log, keep the worker alive; the lease retries the job
+                log.exception("archiver worker: unexpected error")
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                await self._idle(1.0)
+
+    async def _idle(self, seconds: float) -> None:
+        wake = asyncio.ensure_future(self._wake.wait())
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((wake, stop), timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (wake, stop):
+                f.cancel()
+            await asyncio.gather(wake, stop, return_exceptions=True)
+
+    async def _account(self, outcome: Outcome) -> None:
+        if outcome.kind == "archived":
+            self.stats.archived += 1
+            self.stats.last_archive_at = time.time()
+        elif outcome.kind == "erased":
+            self.stats.erased += 1
+        elif outcome.kind in ("retry", "failed"):
+            self.stats.last_error = outcome.detail
+        if outcome.kind != "waiting":
+            await self._refresh()
+        if outcome.kind in ("archived", "erased"):
+            self.wake()  # the others may be idle while more is queued
+
+    async def _refresh(self) -> None:
+        self.stats.queue, self.stats.retrying = await asyncio.to_thread(self._counts)
+
+    def _counts(self) -> tuple[dict[str, int], int]:
+        assert self.catalog is not None
+        with self.catalog.db.read() as c:
+            retrying = c.execute(f"SELECT COUNT(*) FROM recordings WHERE attempts > 0 AND state IN "
+                                 f"({', '.join('?' for _ in ACTIVE)})", ACTIVE).fetchone()[0]
+        return self.catalog.queue_counts(), retrying
+
+    def _release_leases(self) -> None:
+        now = time.time()
+        for state in ACTIVE:
+            for rec in self.catalog.search(state=state, limit=1_000_000):
+                if rec.lease_until > now:
+                    self.catalog.update(rec.recording_id, lease_until=0)
+
+    # -- the spool scan ---------------------------------------------------------------
+
+    async def scan(self) -> int:
+        """Scan once; returns the number of recording files in the spool."""
+        if self.pipeline is None:
+            found = await asyncio.to_thread(self._inventory)
+            self.stats.spool_files = len(found)
+        else:
+            found, unclaimed, queued = await asyncio.to_thread(self._scan_sync)
+            self.stats.spool_files, self.stats.unclaimed_files = len(found), len(unclaimed)
+            await self._refresh()
+            if queued:
+                self.wake()
         self.stats.last_scan = time.time()
         self.stats.scans += 1
-        return found
+        return len(found)
+
+    def _inventory(self) -> list[Path]:
+        return sorted(p for p in self.spool_dir.iterdir() if spool.is_recording_file(p) and p.is_file())
+
+    def _row_for(self, path: Path) -> Recording | None:
+        if spool.RECORDING_ID_RE.fullmatch(path.stem):
+            try:
+                return self.catalog.get(path.stem)
+            except NotFound:
+                pass
+        return self.catalog.by_spool_path(str(path))
+
+    def _scan_sync(self) -> tuple[list[Path], list[str], int]:
+        now = time.time()
+        rules = self.pipeline.spool_rules
+        files = self._inventory()
+        queued, unclaimed = 0, []
+        for path in files:
+            rec = self._row_for(path) or self._adopt(path)
+            if rec is None:
+                unclaimed.append(path.name)
+                if path.name not in self._warned:
+                    self._warned.add(path.name)
+                    log.warning("spool file %s: no catalog row and no consent entry in the ledger; "
+                                "left alone (see docs/archiver.md, 'Orphans')", path)
+            elif rec.state == "recording":
+                if spool.closed(path, rules, now) and self.catalog.mark_ended(
+                        rec.recording_id, spool.ended_at(path) or now):
+                    queued += 1
+            elif rec.state in ("archived", "erased"):
+                spool.unlink_quietly(path, spool.marker_for(path))  # a crash before the clean-up
+            elif rec.state in ACTIVE:
+                queued += 1
+        names = {p.name for p in files}
+        for marker in self.spool_dir.glob("*" + spool.MARKER_SUFFIX):
+            target = marker.with_name(marker.name[:-len(spool.MARKER_SUFFIX)])
+            if target.name in names or not spool.is_recording_file(target):
+                continue
+            rec = self._row_for(target)
+            if rec is not None and rec.state in ("archived", "erased"):
+                spool.unlink_quietly(marker)
+            elif rec is not None and rec.state == "recording" and self.catalog.mark_ended(rec.recording_id, now):
+                queued += 1  # finished without a file: the pipeline records it as a dead letter
+        for rec in self.catalog.search(state="recording", until=now - NO_FILE_AFTER, limit=1000):
+            path = Path(rec.spool_path)
+            if not path.exists() and not spool.marker_for(path).exists() and \
+                    self.catalog.mark_ended(rec.recording_id, now):
+                queued += 1
+        self._sweep_work_dir(now)
+        return files, unclaimed, queued
+
+    def _adopt(self, path: Path) -> Recording | None:
+        """A spool file without a catalog row (the row was lost, e.g. a restored database).
+
+        Adopted only if the ledger holds the consent entry that allowed this recording:
+        the row is rebuilt from it (consent state, rule, jurisdiction; a later revoke
+        still means erase). Without that evidence the file is not ours to archive (it
+        would be locked without a basis) nor to delete: it stays, counted in
+        ``unclaimed_files``, until an operator runs ``callvault recordings adopt``.
+        """
+        rid = path.stem
+        if not spool.RECORDING_ID_RE.fullmatch(rid):
+            return None
+        consents = [e for e in self.ledger.find(recording_id=rid, kind="consent") if e.data.get("record")]
+        if not consents:
+            return None
+        entry = consents[-1]
+        d = entry.data
+        linkedid = str(d.get("linkedid") or "")
+        revoked = bool(linkedid) and any(rid in (e.data.get("recording_ids") or [])
+                                         for e in self.ledger.find(call_id=linkedid, kind="revoke"))
+        rule = str(d.get("rule") or "")
+        self.catalog.add(Recording(
+            recording_id=rid, consent_id=str(d.get("consent_id") or ""), uniqueid=str(d.get("uniqueid") or ""),
+            linkedid=linkedid, channel=str(d.get("channel") or ""), spool_path=str(path),
+            caller_hmac=str(d.get("caller_hmac") or ""), did=str(d.get("did") or ""), agent="", rule=rule,
+            jurisdiction=str(d.get("jurisdiction") or ""),
+            retention_class=self.rule_retention.get(rule, "default"),
+            consent_state="revoked" if revoked else str(d.get("outcome") or "unknown"),
+            started_at=float(d.get("started_at") or path.stat().st_mtime),
+            erase_requested=1 if revoked else 0))
+        self.ledger.append("archive.adopt", {"recording_id": rid, "spool_file": path.name,
+                                             "consent_seq": entry.seq, "revoked": revoked,
+                                             "reason": "spool file without a catalog row"},
+                           call_id=linkedid or None, recording_id=rid)
+        log.warning("adopted spool file %s from ledger entry %d", path.name, entry.seq)
+        return self.catalog.get(rid)
+
+    def _sweep_work_dir(self, now: float) -> None:
+        work = self.pipeline.work_dir
+        try:
+            entries = list(os.scandir(work))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            rid = entry.name.split(".", 1)[0]
+            try:
+                state = self.catalog.get(rid).state
+            except NotFound:
+                state = None
+            stale = state is None and now - entry.stat().st_mtime > STALE_WORK
+            if state in ("archived", "erased") or stale:
+                spool.unlink_quietly(Path(entry.path))
 
     async def _scan_loop(self) -> None:
+        if self.sweeper is not None:
+            await self._sweep()
         while not self._stop.is_set():
             try:
-                await self.scan()
-            except OSError as e:
-                log.error("spool scan of %s failed: %s", self.spool_dir, e)
-            try:
                 await asyncio.wait_for(self._stop.wait(), self.scan_interval)
+                return
             except asyncio.TimeoutError:
                 pass
+            try:
+                await self.scan()
+            except Exception as e:  # task boundary: the next scan tries again
+                log.error("spool scan of %s failed: %s", self.spool_dir, e)
+                self.stats.last_error = f"scan: {e}"
+            if self.sweeper is not None and time.time() - self.stats.last_sweep >= self.retention_interval:
+                await self._sweep()
+
+    async def _sweep(self) -> None:
+        try:
+            result = await asyncio.to_thread(self.sweeper.sweep)
+        except Exception as e:  # task boundary
+            log.error("retention sweep failed: %s", e)
+            self.stats.last_error = f"retention: {e}"
+            return
+        self.stats.last_sweep = time.time()
+        if result.deleted or result.shredded:
+            log.info("retention: deleted %d, shredded %d, held %d", len(result.deleted),
+                     len(result.shredded), len(result.held))

@@ -1,0 +1,430 @@
+"""One archive job, step by step, each step idempotent and resumable from the catalog.
+
+    pending     wait until the spool file is closed (archiver/spool.py)
+    encrypting  age-encrypt, streaming, into two work files (header, payload) next to
+                the spool; the manifest (sizes, SHA-256s) is committed to the catalog
+                together with the move to ``uploading``
+    uploading   header -> key store (deletable), then payload -> payload store with
+                Object Lock retention and tags; skipped for an object already there with
+                the manifest's SHA-256
+    verifying   HEAD both objects: size and SHA-256 against the manifest, retention as
+                the class says; ledger ``archive``; catalog ``archived``; only then the
+                spool file, its ``.done`` marker and the work files are removed
+
+A recording flagged ``erase_requested`` is never archived: whatever was uploaded is
+deleted (or crypto-shredded), the spool file unlinked, ledger ``erase``, state ``erased``.
+
+Errors: ``RetryableError`` (and I/O errors) -> backoff with jitter, ``failed`` after
+``max_attempts``; ``PermanentError`` -> ``failed`` at once. Blocking throughout: the
+archiver runs ``process`` in a worker thread. docs/archiver.md has the why of each rule.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.blobstore import BlobStore, ObjectInfo
+from storage.catalog import Catalog, Recording
+from storage.crypto import Encryptor, Manifest, Recipient
+from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError, StorageError
+from storage.ledger import Ledger
+
+from . import spool
+from .errors import Abandoned
+from .retention import RetentionPolicy
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[str, Recording], None]
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
+_PERMANENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def payload_key(recording_id: str) -> str:
+    return f"rec/{recording_id}.age.payload"
+
+
+def header_key(recording_id: str) -> str:
+    return f"hdr/{recording_id}.age.header"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with "equal jitter": half the delay fixed, half random."""
+
+    base: float = 2.0
+    cap: float = 300.0
+
+    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+        d = min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        return d / 2 + rng() * d / 2
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # archived | erased | waiting | retry | failed | abandoned | skipped
+    detail: str = ""
+
+
+def env_test_hook(point: str, rec: Recording) -> None:
+    """TEST HOOK, for the kill -9 tests only (tests/archiver/test_crash_s3.py).
+
+    With ``CALLVAULT_TEST_HOOK=point[,point...]`` and ``CALLVAULT_TEST_HOOK_DIR=DIR`` in
+    the environment, a worker reaching ``point`` writes ``DIR/<point>.<recording_id>``
+    and then blocks forever, so the test can SIGKILL the process right there. Points:
+    ``encrypting`` (payload half written), ``uploading`` (9/10 of the payload read by
+    the store: a multipart upload is under way),
+    ``uploaded`` (payload stored, catalog not yet told), ``verified`` (catalog says
+    archived, spool file not yet removed). Unset in production: a no-op.
+    """
+    points = os.environ.get("CALLVAULT_TEST_HOOK", "")
+    if point not in points.split(","):
+        return
+    where = Path(os.environ["CALLVAULT_TEST_HOOK_DIR"])
+    (where / f"{point}.{rec.recording_id}").write_text(str(os.getpid()))
+    while True:
+        time.sleep(3600)
+
+
+class _Redo(Exception):
+    """Go back to an earlier state (counted as a failed attempt)."""
+
+    def __init__(self, state: str, message: str):
+        super().__init__(message)
+        self.state = state
+
+
+class _Job:
+    """One claimed row while a worker holds it: stop checks and lease renewal."""
+
+    def __init__(self, pipeline: Pipeline, rec: Recording, stop: threading.Event | None):
+        self.p, self.rec, self.stop = pipeline, rec, stop
+        self.renewed = pipeline.clock()
+
+    def check(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Abandoned(f"{self.rec.recording_id}: stopping")
+        now = self.p.clock()
+        if now - self.renewed > self.p.lease_seconds / 3:
+            self.p.catalog.update(self.rec.recording_id, lease_until=now + self.p.lease_seconds)
+            self.renewed = now
+
+    def move(self, **changes) -> None:
+        self.p.catalog.update(self.rec.recording_id, **changes)
+        self.rec = replace(self.rec, **changes)
+
+
+class _Reader:
+    """A file for ``BlobStore.put`` that honours stop requests and renews the lease."""
+
+    def __init__(self, f: BinaryIO, job: _Job, hook_at: int | None, hook: Callable[[], None]):
+        self.f, self.job, self.sent = f, job, 0
+        self.hook_at, self.hook = hook_at, hook
+
+    def read(self, n: int = -1) -> bytes:
+        self.job.check()
+        data = self.f.read(n)
+        self.sent += len(data)
+        if self.hook_at is not None and self.sent >= self.hook_at:
+            self.hook_at = None
+            self.hook()
+        return data
+
+
+class Pipeline:
+    def __init__(self, *, catalog: Catalog, ledger: Ledger, payload_store: BlobStore, key_store: BlobStore,
+                 recipients: list[Recipient], work_dir: Path, retention: RetentionPolicy,
+                 spool_rules: spool.SpoolRules = spool.SpoolRules(), max_attempts: int = 8,
+                 backoff: Backoff = Backoff(), lease_seconds: float = 30.0, hook: Hook | None = None,
+                 clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random):
+        if not recipients:
+            raise ValueError("at least one recipient is needed")
+        self.catalog, self.ledger = catalog, ledger
+        self.payload_store, self.key_store = payload_store, key_store
+        self.recipients = list(recipients)
+        self.work_dir = Path(work_dir)
+        self.retention = retention
+        self.spool_rules = spool_rules
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.lease_seconds = lease_seconds
+        self.hook = hook if hook is not None else (env_test_hook if os.environ.get("CALLVAULT_TEST_HOOK") else None)
+        self.clock, self.rng = clock, rng
+
+    # -- set-up ---------------------------------------------------------------------
+
+    def check_setup(self) -> None:
+        """Stores usable (``PermanentError`` says what to fix); work dir present."""
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.payload_store.check_setup()
+        self.key_store.check_setup()
+
+    def close(self) -> None:
+        self.payload_store.close()
+        self.key_store.close()
+
+    def work_files(self, recording_id: str) -> tuple[Path, Path]:
+        return self.work_dir / f"{recording_id}.header", self.work_dir / f"{recording_id}.payload"
+
+    def _hook(self, point: str, job: _Job) -> None:
+        if self.hook is not None:
+            self.hook(point, job.rec)
+
+    # -- the job --------------------------------------------------------------------
+
+    def process(self, rec: Recording, stop: threading.Event | None = None) -> Outcome:
+        """Run ``rec`` (a claimed row) as far as it can go now. Never raises for job
+        failures: they become catalog state. ``stop`` set -> abandon at the next check."""
+        job = _Job(self, rec, stop)
+        try:
+            while True:
+                job.check()
+                job.rec = self.catalog.get(rec.recording_id)  # a revoke may have landed meanwhile
+                state = job.rec.state
+                if job.rec.erase_requested and state in ("pending", "encrypting", "uploading", "verifying"):
+                    return self._erase(job)
+                if state == "pending":
+                    if not self._wait_closed(job):
+                        return self._not_yet(job)
+                elif state == "encrypting":
+                    self._encrypt(job)
+                elif state == "uploading":
+                    self._upload(job)
+                elif state == "verifying":
+                    return self._verify(job)
+                else:
+                    return Outcome("skipped", state)
+        except Abandoned:
+            self.catalog.update(rec.recording_id, lease_until=0)
+            return Outcome("abandoned")
+        except _Redo as e:
+            return self._retry(job, str(e), state=e.state)
+        except (PermanentError, ValueError) as e:  # ValueError: a key or tag the store refuses
+            return self._fail(job, str(e))
+        except (RetryableError, IntegrityError, NotFound) as e:
+            return self._retry(job, str(e))
+        except OSError as e:
+            if e.errno in _PERMANENT_ERRNOS:
+                return self._fail(job, f"{e.filename or ''}: {e.strerror or e}")
+            return self._retry(job, f"{e.filename or ''}: {e.strerror or e}")
+
+    def _not_yet(self, job: _Job) -> Outcome:
+        # Poll the file again soon; slower the longer it has been (a call that is still
+        # recording after its hangup event, or an orphan waiting to settle).
+        since = self.clock() - (job.rec.ended_at or job.rec.started_at)
+        delay = min(10.0, max(0.2, since / 4))
+        self.catalog.update(job.rec.recording_id, next_try_at=self.clock() + delay, lease_until=0)
+        return Outcome("waiting", f"{delay:.1f}s")
+
+    def _retry(self, job: _Job, message: str, state: str | None = None) -> Outcome:
+        attempts = job.rec.attempts + 1
+        if attempts >= self.max_attempts:
+            return self._fail(job, f"gave up after {attempts} attempts: {message}", attempts=attempts)
+        delay = self.backoff.delay(attempts, self.rng)
+        changes = dict(attempts=attempts, next_try_at=self.clock() + delay, lease_until=0, last_error=message)
+        if state is not None:
+            changes["state"] = state
+        self.catalog.update(job.rec.recording_id, **changes)
+        log.warning("archive %s: attempt %d failed, retrying in %.1f s: %s",
+                    job.rec.recording_id, attempts, delay, message)
+        return Outcome("retry", message)
+
+    def _fail(self, job: _Job, message: str, attempts: int | None = None) -> Outcome:
+        rec = job.rec
+        self.catalog.update(rec.recording_id, state="failed", last_error=message, lease_until=0,
+                            attempts=rec.attempts if attempts is None else attempts)
+        self.ledger.append("archive.failed", {"recording_id": rec.recording_id, "from_state": rec.state,
+                                              "error": message[:2000]},
+                           call_id=rec.linkedid or None, recording_id=rec.recording_id)
+        log.error("archive %s failed (dead letter): %s", rec.recording_id, message)
+        return Outcome("failed", message)
+
+    # -- pending: wait until the file is closed ------------------------------------------
+
+    def _wait_closed(self, job: _Job) -> bool:
+        path = Path(job.rec.spool_path)
+        if not path.exists():
+            since = self.clock() - (job.rec.ended_at or job.rec.started_at)
+            if spool.marker_for(path).exists() or since > self.spool_rules.missing_grace:
+                raise PermanentError(f"spool file {path} does not exist: nothing was recorded "
+                                     "(MixMonitor did not start or could not write)")
+            return False
+        if spool.closed(path, self.spool_rules, self.clock()):
+            job.move(state="encrypting")
+            return True
+        return False
+
+    # -- encrypting -------------------------------------------------------------------
+
+    def _encrypt(self, job: _Job) -> None:
+        rid = job.rec.recording_id
+        hdr, pay = self.work_files(rid)
+        hdr_part, pay_part = hdr.with_name(hdr.name + ".part"), pay.with_name(pay.name + ".part")
+        spool.unlink_quietly(hdr, pay, hdr_part, pay_part)  # an earlier attempt's; never uploaded
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        enc = Encryptor(self.recipients)
+        size = os.path.getsize(job.rec.spool_path)
+        hooked = False
+        try:
+            with open(job.rec.spool_path, "rb") as src, open(pay_part, "xb") as out:
+                for piece in enc.payload_chunks(src):
+                    out.write(piece)
+                    job.check()
+                    if not hooked and out.tell() >= size // 2:
+                        hooked = True
+                        out.flush()
+                        self._hook("encrypting", job)
+            with open(hdr_part, "xb") as out:
+                out.write(enc.header)
+            # No fsync: every later use checks the manifest's SHA-256, and a work file
+            # lost or torn by a power cut is simply made again (docs/archiver.md).
+            os.replace(hdr_part, hdr)
+            os.replace(pay_part, pay)
+        except BaseException:
+            spool.unlink_quietly(hdr_part, pay_part)
+            raise
+        m = enc.manifest
+        job.move(state="uploading", manifest=m.to_json())
+
+    # -- uploading ----------------------------------------------------------------------
+
+    def _head(self, store: BlobStore, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        try:
+            return store.head(key, version_id)
+        except NotFound:
+            return None
+
+    def _upload(self, job: _Job) -> None:
+        rec = job.rec
+        m = Manifest.from_json(rec.manifest)
+        hkey, pkey = header_key(rec.recording_id), payload_key(rec.recording_id)
+        hdr, pay = self.work_files(rec.recording_id)
+        have_work = hdr.exists() and pay.exists() and pay.stat().st_size == m.payload_size
+        retention = self.retention.retention(rec.retention_class, rec.ended_at or rec.started_at)
+
+        # The header first: a stored payload always has its header stored already.
+        h = self._head(self.key_store, hkey)
+        if h is None or h.sha256 != m.header_sha256:
+            if not have_work:
+                raise _Redo("encrypting", "work files are gone before the upload finished; encrypting again")
+            if h is not None:
+                # Left by an earlier encryption whose payload never got stored (the check
+                # below would have kept it otherwise): it protects nothing, replace it.
+                if self._head(self.payload_store, pkey) is not None:
+                    raise PermanentError(f"{pkey} exists but {hkey} does not match the manifest; "
+                                         "manual review needed")
+                self.key_store.delete(hkey)
+            with open(hdr, "rb") as f:
+                try:
+                    self.key_store.put(hkey, f, size=hdr.stat().st_size, sha256=m.header_sha256)
+                except IntegrityError as e:
+                    raise _Redo("encrypting", f"header work file does not match the manifest: {e}") from e
+        job.check()
+
+        p = self._head(self.payload_store, pkey)
+        if p is None:
+            if not have_work:
+                raise _Redo("encrypting", "payload work file is gone before the upload; encrypting again")
+            if retention.until.timestamp() <= self.clock() + 1:
+                raise PermanentError(f"retention class {rec.retention_class!r} ended at "
+                                     f"{retention.until.isoformat()} before the recording could be archived")
+            tags = {"retention": rec.retention_class, "consent": rec.consent_state,
+                    "jurisdiction": rec.jurisdiction}
+            tags = {k: _TAG_UNSAFE.sub("_", v)[:256] for k, v in tags.items()}
+            with open(pay, "rb") as f:
+                reader = _Reader(f, job, m.payload_size * 9 // 10 if self.hook else None,
+                                 lambda: self._hook("uploading", job))
+                try:
+                    result = self.payload_store.put(pkey, reader, size=m.payload_size, sha256=m.payload_sha256,
+                                                    retention=retention, tags=tags)
+                except IntegrityError as e:
+                    raise _Redo("encrypting", f"payload work file does not match the manifest: {e}") from e
+            version = result.version_id
+        elif p.sha256 == m.payload_sha256 and p.size == m.payload_size:
+            version = p.version_id  # stored before a crash; not again
+        else:
+            raise PermanentError(f"{pkey} already holds other content (sha256 {p.sha256}); manual review needed")
+        self._hook("uploaded", job)
+        job.move(state="verifying", object_key=pkey, header_key=hkey, version_id=version or "",
+                 retain_until=retention.until.timestamp())
+
+    # -- verifying ----------------------------------------------------------------------
+
+    def _verify(self, job: _Job) -> Outcome:
+        rec = job.rec
+        m = Manifest.from_json(rec.manifest)
+        p = self._head(self.payload_store, rec.object_key, rec.version_id or None)
+        if p is None:
+            raise _Redo("uploading", f"{rec.object_key} version {rec.version_id} is not in the store")
+        if p.size != m.payload_size or p.sha256 != m.payload_sha256:
+            raise _Redo("uploading", f"{rec.object_key}: stored {p.size} bytes sha256 {p.sha256}, "
+                                     f"manifest says {m.payload_size} bytes sha256 {m.payload_sha256}")
+        want = self.retention.retention(rec.retention_class, rec.ended_at or rec.started_at)
+        if p.retention is None or p.retention.mode != want.mode or p.retention.until < want.until:
+            self.payload_store.set_retention(rec.object_key, want, rec.version_id or None)
+        if rec.legal_hold and not p.legal_hold:
+            self.payload_store.set_legal_hold(rec.object_key, True, rec.version_id or None)
+        h = self._head(self.key_store, rec.header_key)
+        if h is None or h.sha256 != m.header_sha256:
+            raise _Redo("uploading", f"{rec.header_key} is missing or does not match the manifest")
+
+        if not self.ledger.find(recording_id=rec.recording_id, kind="archive"):
+            self.ledger.append("archive", {
+                "recording_id": rec.recording_id, "object_key": rec.object_key, "version_id": rec.version_id,
+                "header_key": rec.header_key, "payload_sha256": m.payload_sha256,
+                "payload_size": m.payload_size, "plaintext_sha256": m.plaintext_sha256,
+                "plaintext_size": m.plaintext_size, "header_sha256": m.header_sha256,
+                "recipients": list(m.recipient_fingerprints), "retention_class": rec.retention_class,
+                "retention_mode": want.mode, "retain_until": want.until.isoformat(),
+                "consent_state": rec.consent_state,
+            }, call_id=rec.linkedid or None, recording_id=rec.recording_id)
+        job.move(state="archived", archived_at=self.clock(), lease_until=0, next_try_at=0, last_error="")
+        self._hook("verified", job)
+        self._remove_local(rec)
+        return Outcome("archived")
+
+    def _remove_local(self, rec: Recording) -> None:
+        path = Path(rec.spool_path)
+        # The recording before its marker: a marker left by a crash in between is
+        # recognised by the spool scan (row archived/erased) and removed then.
+        spool.unlink_quietly(path, spool.marker_for(path), *self.work_files(rec.recording_id))
+
+    # -- erase instead of archive ---------------------------------------------------------
+
+    def _erase(self, job: _Job) -> Outcome:
+        rec = job.rec
+        path = Path(rec.spool_path)
+        if path.exists() and not spool.closed(path, self.spool_rules, self.clock()):
+            return self._not_yet(job)  # MixMonitor is still closing it (StopMixMonitor was sent)
+        self.key_store.delete(header_key(rec.recording_id))  # crypto-shred first
+        payload = "none"
+        if self._head(self.payload_store, payload_key(rec.recording_id)) is not None:
+            try:
+                self.payload_store.delete(payload_key(rec.recording_id))
+                payload = "deleted"
+            except PermanentError:  # locked: unreadable without its header; swept later
+                payload = "locked"
+        self._remove_local(rec)
+        if not self.ledger.find(recording_id=rec.recording_id, kind="erase"):
+            self.ledger.append("erase", {"recording_id": rec.recording_id, "reason": f"consent {rec.consent_state}",
+                                         "from_state": rec.state, "spool": "unlinked", "header": "deleted",
+                                         "payload": payload},
+                               call_id=rec.linkedid or None, recording_id=rec.recording_id)
+        locked = payload == "locked"
+        until = self.retention.retention(rec.retention_class, rec.ended_at or rec.started_at).until
+        # A locked payload stays listed (object_key) so the sweeper deletes it once it may.
+        job.move(state="erased", lease_until=0, next_try_at=0, last_error="",
+                 object_key=payload_key(rec.recording_id) if locked else "",
+                 header_key=header_key(rec.recording_id) if locked else "",
+                 retain_until=until.timestamp() if locked else rec.retain_until)
+        return Outcome("erased")

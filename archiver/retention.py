@@ -1,0 +1,201 @@
+"""Retention classes, the retention sweeper and legal holds.
+
+A recording's ``retention_class`` (from the consent rule) names a rule
+``MODE:AMOUNTunit``: Object Lock mode and how long from the end of the call.
+Built in: ``default = COMPLIANCE:90d`` and ``legal = COMPLIANCE:5y``; configured
+entries (``"class=MODE:AMOUNT[smhdy]"``) override or add. Years are calendar years.
+
+The sweeper (run by the archiver every ``retention_interval`` and safe to run from
+anywhere: every action is idempotent) disposes of:
+
+- archived recordings past ``retain_until``;
+- archived recordings flagged ``erase_requested`` (revocation or erasure after archiving);
+- erased recordings whose locked payload outlived the shred, once the lock allows.
+
+Disposal deletes the payload version and the header. When the payload is still
+locked, only the header is deleted (crypto-shredding: the wrapped file key is gone,
+the ciphertext is noise) and the payload is deleted by a later sweep once its lock
+ends. A legal hold, in the catalog or on the stored version, blocks both. Every
+action is written to the ledger: ``retention.delete``, ``retention.shred``, ``erase``,
+``legal_hold.set``, ``legal_hold.release``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from storage.blobstore import BlobStore, Retention
+from storage.catalog import Catalog, Recording
+from storage.errors import NotFound, PermanentError, RetentionError, StorageError
+from storage.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RULE_RE = re.compile(r"(?P<name>[A-Za-z0-9_.\-]+)=(?P<mode>COMPLIANCE|GOVERNANCE):(?P<n>[1-9][0-9]*)(?P<unit>[smhdy])")
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    mode: str
+    amount: int
+    unit: str  # s m h d y
+
+    def until(self, anchor: float) -> datetime.datetime:
+        start = datetime.datetime.fromtimestamp(anchor, datetime.UTC)
+        if self.unit != "y":
+            return start + datetime.timedelta(seconds=self.amount * _UNITS[self.unit])
+        try:
+            return start.replace(year=start.year + self.amount)
+        except ValueError:  # 29 February into a common year: the day after 28 February
+            return start.replace(year=start.year + self.amount, day=28) + datetime.timedelta(days=1)
+
+    def __str__(self) -> str:
+        return f"{self.mode}:{self.amount}{self.unit}"
+
+
+DEFAULT_RULES = {"default": RetentionRule("COMPLIANCE", 90, "d"),
+                 "legal": RetentionRule("COMPLIANCE", 5, "y")}
+
+
+class RetentionPolicy:
+    """Retention class -> (Object Lock mode, period)."""
+
+    def __init__(self, rules: Mapping[str, RetentionRule] | None = None):
+        self.rules = dict(DEFAULT_RULES if rules is None else rules)
+
+    @classmethod
+    def parse(cls, items: Iterable[str]) -> RetentionPolicy:
+        """``["legal=COMPLIANCE:7y", "short=GOVERNANCE:30d"]`` over the built-in classes."""
+        rules = dict(DEFAULT_RULES)
+        for item in items:
+            m = _RULE_RE.fullmatch(item.strip())
+            if not m:
+                raise ValueError(f"retention class {item!r}: expected NAME=COMPLIANCE|GOVERNANCE:N[smhdy], "
+                                 "e.g. \"legal=COMPLIANCE:5y\"")
+            rules[m["name"]] = RetentionRule(m["mode"], int(m["n"]), m["unit"])
+        return cls(rules)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.rules
+
+    def rule(self, name: str) -> RetentionRule:
+        try:
+            return self.rules[name]
+        except KeyError:
+            raise PermanentError(f"retention class {name!r} is not configured (known: "
+                                 f"{', '.join(sorted(self.rules))}); add it to [archive] retention") from None
+
+    def retention(self, name: str, anchor: float) -> Retention:
+        rule = self.rule(name)
+        return Retention(rule.mode, rule.until(anchor))  # type: ignore[arg-type]
+
+
+@dataclass
+class SweepResult:
+    deleted: list[str] = field(default_factory=list)
+    shredded: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class RetentionSweeper:
+    """Blocking; run it in a thread from async code."""
+
+    def __init__(self, catalog: Catalog, ledger: Ledger, payload_store: BlobStore, key_store: BlobStore,
+                 *, clock=time.time):
+        self.catalog, self.ledger = catalog, ledger
+        self.payload_store, self.key_store = payload_store, key_store
+        self.clock = clock
+
+    def _due(self, now: float) -> list[tuple[Recording, str]]:
+        # Plain SQL on the catalog's table: the Catalog API has no retention query yet.
+        with self.catalog.db.read() as c:
+            rows = c.execute(
+                "SELECT recording_id, CASE WHEN state = 'erased' THEN 'leftover' "
+                "WHEN erase_requested = 1 THEN 'erase' ELSE 'retention' END FROM recordings "
+                "WHERE legal_hold = 0 AND ((state = 'archived' AND (retain_until <= ? OR erase_requested = 1)) "
+                "OR (state = 'erased' AND object_key != '' AND retain_until <= ?)) "
+                "ORDER BY retain_until", (now, now)).fetchall()
+        return [(self.catalog.get(rid), why) for rid, why in rows]
+
+    def sweep(self, now: float | None = None) -> SweepResult:
+        now = self.clock() if now is None else now
+        result = SweepResult()
+        for rec, why in self._due(now):
+            try:
+                self._dispose(rec, why, result)
+            except StorageError as e:  # one bad object must not stop the sweep
+                log.warning("retention: %s: %s", rec.recording_id, e)
+                result.errors.append(f"{rec.recording_id}: {e}")
+        return result
+
+    def _held_in_store(self, rec: Recording) -> bool:
+        try:
+            return self.payload_store.head(rec.object_key, rec.version_id or None).legal_hold
+        except NotFound:
+            return False
+
+    def _dispose(self, rec: Recording, why: str, result: SweepResult) -> None:
+        rid = rec.recording_id
+        if rec.object_key and self._held_in_store(rec):
+            result.held.append(rid)
+            return
+        payload_gone = True
+        if rec.object_key:
+            try:
+                self.payload_store.delete(rec.object_key, rec.version_id or None)
+            except RetentionError as e:
+                payload_gone = False
+                lock = str(e)
+        if why == "leftover":
+            if payload_gone:  # the shred happened earlier; now the ciphertext goes too
+                self._record("retention.delete", rec, {"payload": "deleted", "header": "already deleted"})
+                self.catalog.update(rid, object_key="", version_id="")
+                result.deleted.append(rid)
+            return
+        if rec.header_key:
+            self.key_store.delete(rec.header_key)
+        body = {"payload": "deleted" if payload_gone else "locked", "header": "deleted",
+                "reason": "retention period ended" if why == "retention" else "erasure requested"}
+        if not payload_gone:
+            body["payload_lock"] = lock
+        kind = "erase" if why == "erase" else ("retention.delete" if payload_gone else "retention.shred")
+        self._record(kind, rec, body)
+        self.catalog.update(rid, state="erased", object_key="" if payload_gone else rec.object_key,
+                            version_id="" if payload_gone else rec.version_id)
+        (result.deleted if payload_gone else result.shredded).append(rid)
+
+    def _record(self, kind: str, rec: Recording, extra: dict) -> None:
+        body = {"recording_id": rec.recording_id, "object_key": rec.object_key, "version_id": rec.version_id,
+                "header_key": rec.header_key, "retention_class": rec.retention_class,
+                "retain_until": _iso(rec.retain_until), **extra}
+        self.ledger.append(kind, body, call_id=rec.linkedid or None, recording_id=rec.recording_id)
+
+    def set_legal_hold(self, recording_id: str, on: bool, actor: str) -> Recording:
+        """Place or release a legal hold: on the stored payload version (the store then
+        refuses deletion) and in the catalog (the sweeper and the pipeline honour it)."""
+        if not actor:
+            raise ValueError("a legal hold needs an actor (who placed or released it)")
+        rec = self.catalog.get(recording_id)
+        if rec.state == "erased" and not rec.object_key:
+            raise PermanentError(f"recording {recording_id} was erased; there is nothing to hold")
+        if rec.object_key:
+            self.payload_store.set_legal_hold(rec.object_key, on, rec.version_id or None)
+        self.catalog.update(recording_id, legal_hold=1 if on else 0)
+        self.ledger.append("legal_hold.set" if on else "legal_hold.release",
+                           {"recording_id": recording_id, "actor": actor, "object_key": rec.object_key,
+                            "version_id": rec.version_id, "state": rec.state},
+                           call_id=rec.linkedid or None, recording_id=recording_id)
+        return self.catalog.get(recording_id)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat()
