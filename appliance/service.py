@@ -24,7 +24,7 @@ from storage.ledger import Ledger
 
 from .config import Config
 from .keys import AppKeys as K
-from .wiring import build_routes, build_archiver, load_hmac_key
+from .wiring import build_archiver, build_routes, connect_intake, load_hmac_key
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ async def _ami(app: web.Application) -> AsyncIterator[None]:
 async def _archiver(app: web.Application) -> AsyncIterator[None]:
     archiver = build_archiver(app)
     app[K.archiver] = archiver
+    connect_intake(app[K.ami], archiver)
     await archiver.start()
     yield
     await archiver.stop(DRAIN_SECONDS)

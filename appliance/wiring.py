@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from agi.ami import AmiClient, AmiEvent
 from agi.handlers.consent import CORE_FALLBACK, ConsentDeps, RecordingStart, consent
 from agi.handlers.revoke import RevokeDeps, revoke
 from agi.handlers.status import StatusDeps, status
@@ -85,6 +86,22 @@ def build_routes(app: web.Application) -> RouteTable:
         ("revoke", lambda s: revoke(s, revoke_deps)),
         ("status", lambda s: status(s, status_deps)),
     ])
+
+
+def connect_intake(ami: AmiClient, archiver: Archiver) -> None:
+    """A recording is complete when its channel hangs up or MixMonitor is stopped.
+
+    Asterisk raises no MixMonitorStop for a MixMonitor still running at hangup,
+    so both events count; the spool scan catches anything missed while AMI was down.
+    """
+
+    async def ended(event: AmiEvent) -> None:
+        uniqueid = event.get("Uniqueid")
+        if uniqueid:
+            await archiver.recording_ended(uniqueid=uniqueid)
+
+    ami.on_event("Hangup", ended)
+    ami.on_event("MixMonitorStop", ended)
 
 
 def build_archiver(app: web.Application) -> Archiver:
