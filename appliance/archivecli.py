@@ -36,7 +36,7 @@ from .cli import DEFAULT_CONFIG
 
 WORK_DIR_NAME = ".callvault-work"  # in the spool: same filesystem, ciphertext only
 PAYLOAD_PART_SIZE = 8 * MiB
-PAYLOAD_CONCURRENCY = 4
+PAYLOAD_CONCURRENCY = 2
 
 
 # -- composition ----------------------------------------------------------------------

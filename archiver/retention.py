@@ -136,8 +136,10 @@ class RetentionSweeper:
         return result
 
     def _held_in_store(self, rec: Recording) -> bool:
+        from .pipeline import head_without_tags
+
         try:
-            return self.payload_store.head(rec.object_key, rec.version_id or None).legal_hold
+            return head_without_tags(self.payload_store, rec.object_key, rec.version_id or None).legal_hold
         except NotFound:
             return False
 

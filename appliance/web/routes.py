@@ -1,13 +1,41 @@
-"""HTTP routes: pages for people and a JSON API."""
+"""HTTP routes: pages for people, a JSON API, a WebSocket for live calls, metrics.
+
+``setup_routes(app)`` is the entry point ``appliance.service.build_app`` calls. It adds
+the web app's own lifecycle step (users, live calls, retrieval), started after the
+database and the AMI session and stopped before them.
+
+Public (no sign-in): ``/`` (status), ``/healthz``, ``/metrics``, ``/api/openapi.json``,
+``/login``, ``/static/``. None of them shows personal data. Everything else needs a
+session with the right role (``auth.py``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from pathlib import Path
+from typing import AsyncIterator
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
+
+from storage.users import Users
 
 from ..keys import AppKeys as K
 from . import pages
+from .admin import Admin, add_admin_routes
+from .api import add_api_routes
+from .auth import (SESSION_IDLE, LoginThrottle, allowed, make_middleware, public, requires, same_origin,
+                   security_headers, session_of)
+from .live import LiveCalls
+from .metrics import Metrics
+from .openapi import document
+from .retrieval import Retrieval
+from .state import WebKeys as W
+from .views import add_view_routes
+
+STATIC = Path(__file__).resolve().parent / "static"
+SESSION_RECHECK = 30.0
 
 
 def health(app: web.Application) -> dict:
@@ -24,14 +52,107 @@ def health(app: web.Application) -> dict:
     }
 
 
+@public
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response(health(request.app))
 
 
+@public
 async def index(request: web.Request) -> web.Response:
     return web.Response(text=pages.status_page(health(request.app)), content_type="text/html")
 
 
+@public
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    ami, agi, archiver, live = app.get(K.ami), app.get(K.agi), app.get(K.archiver), app.get(W.live)
+    text = await app[W.metrics].render(
+        catalog=app.get(K.catalog), ami_connected=bool(ami and ami.connected), agi=agi.stats() if agi else {},
+        archiver=archiver.stats.as_dict() if archiver else {},
+        live_calls=sum(1 for c in live.calls.values() if c.ended_at is None) if live else 0)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+@public
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+@requires("calls.own", "calls.all")
+async def live_socket(request: web.Request) -> web.StreamResponse:
+    """Live call updates: a snapshot, then one message per change (``{"type": "call", ...}``)."""
+    if not same_origin(request):  # a WebSocket is a GET: no CSRF token, so the origin decides
+        return web.json_response({"error": "forbidden"}, status=403)
+    session, live, users = session_of(request), request.app[W.live], request.app[W.users]
+    token = request.cookies.get("cv_session", "")
+    sees_all = allowed(session, "calls.all")
+    ws = web.WebSocketResponse(heartbeat=20.0)
+    await ws.prepare(request)
+    sub = live.subscribe(session.user, sees_all)
+    sub.ws = ws
+
+    async def send() -> None:
+        await ws.send_json({"type": "snapshot", "calls": [c.public() for c in live.visible(session.user, sees_all)]})
+        while True:
+            try:
+                message = await asyncio.wait_for(sub.queue.get(), SESSION_RECHECK)
+            except asyncio.TimeoutError:
+                if await asyncio.to_thread(users.session, token, idle=SESSION_IDLE) is None:
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"session ended")
+                    return
+                continue
+            await ws.send_json(message)
+
+    sender = asyncio.create_task(send())
+    try:
+        async for _ in ws:  # the page sends nothing; this waits for it to go away
+            pass
+    finally:
+        live.unsubscribe(sub)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+    return ws
+
+
+async def _web_state(app: web.Application) -> AsyncIterator[None]:
+    metrics_ = Metrics()
+    app[W.metrics] = metrics_
+    app[W.throttle] = LoginThrottle()
+    users = await asyncio.to_thread(Users, app[K.db])
+    app[W.users] = users
+    retrieval = Retrieval(app[K.config], app[K.catalog], app[K.ledger], metrics_)
+    await retrieval.start()
+    app[W.retrieval] = retrieval
+    live = LiveCalls(users=users, catalog=app[K.catalog], ledger=app[K.ledger], metrics=metrics_)
+    await live.start(app[K.ami])
+    app[W.live] = live
+    app[W.admin] = Admin(app)
+    yield
+    await live.stop()
+    await asyncio.to_thread(retrieval.close)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    live = app.get(W.live)
+    for sub in live.subscribers() if live else []:
+        ws = getattr(sub, "ws", None)
+        if ws is not None:
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/", index)
-    app.router.add_get("/healthz", healthz)
+    app.middlewares.extend([security_headers, make_middleware(W.users)])
+    app.cleanup_ctx.append(_web_state)
+    app.on_shutdown.append(_close_sockets)
+    r = app.router
+    r.add_get("/", index)
+    r.add_get("/healthz", healthz)
+    r.add_get("/metrics", metrics)
+    r.add_get("/api/openapi.json", openapi)
+    r.add_get("/ws", live_socket)
+    r.add_static("/static/", STATIC, append_version=False)
+    add_view_routes(app)
+    add_api_routes(app)
+    add_admin_routes(app)

@@ -118,8 +118,8 @@ def test_kill_9_mid_archive_then_restart_archives_everything_once(site, s3_clien
         uploads = s3_client.list_multipart_uploads(Bucket=payload.bucket).get("Uploads", [])
         assert [u["Key"] for u in uploads] == [f"rec/{big}.age.payload"]
         assert versions(s3_client, payload.bucket, f"rec/{big}.age.payload") == 0
-    if point == "verified":
-        assert f"{big}.wav" in env.spool_files()
+    # ("verified": the spool file may still be there, or already gone: the 1 s spool scan
+    # of the killed process removes files whose row says archived; either way is right.)
 
     proc = start_serve(config, log)
     try:

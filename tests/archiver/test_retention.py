@@ -124,3 +124,16 @@ def test_erase_request_after_archiving_shreds(archive_env):
     [entry] = env.ledger.find(recording_id=rid, kind="erase")
     assert entry.data == {**entry.data, "payload": "locked", "header": "deleted", "reason": "erasure requested"}
     assert list(env.keys.list()) == []
+
+
+def test_erase_request_on_a_held_recording_archives_it_held_until_release(archive_env):
+    env = archive_env
+    rid = env.recording(erase=True)
+    sweeper(env).set_legal_hold(rid, True, actor="legal")
+    assert env.process(rid).kind == "archived"
+    rec = env.catalog.get(rid)
+    assert env.payload.head(rec.object_key).legal_hold
+    assert sweeper(env).sweep(now=FAR).shredded == []
+    sweeper(env).set_legal_hold(rid, False, actor="legal")
+    assert sweeper(env).sweep().shredded == [rid]
+    assert env.ledger.find(recording_id=rid, kind="erase")[0].data["reason"] == "erasure requested"

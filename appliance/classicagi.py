@@ -1,0 +1,296 @@
+"""`callvault-agi ROUTE [ARGS]`: the consent handlers for ``AGI(script)`` dialplans.
+
+For administrators who cannot point Asterisk at the FastAGI server::
+
+    exten => _X.,1,Set(CALLVAULT_CONSENT=error)
+     same => n,Set(CALLVAULT_RECORD=no)
+     same => n,AGI(callvault-agi,consent,${EXTEN})
+
+Options come before the route: ``callvault-agi -c /etc/callvault/callvault.toml consent
+${EXTEN}``; without ``-c`` the file named by ``CALLVAULT_CONFIG`` is read, else
+``/etc/callvault/callvault.toml``. The same handlers run with the same dependencies as
+under ``callvault serve`` (:func:`agi_routes`), writing to the same ledger and catalog.
+
+Every failure is failed closed: ``CALLVAULT_RECORD=no``, ``CALLVAULT_CONSENT=error``
+and one line to stderr (Asterisk's console) and syslog. The process always exits 0 so
+the dialplan goes on.
+
+Costs and limits, compared with FastAGI:
+
+* one Python process per call: startup and imports (asyncio and ssl, the config and
+  storage modules, pydub through announcements) are ~85% of its cost, about 200 ms
+  of CPU per call on a 2-core test machine against ~3 ms for a FastAGI flow
+  (``python -m bench agi``);
+* no AMI: ``revoke`` stops MixMonitor with ``EXEC StopMixMonitor``, which acts on the
+  AGI's own channel only. A recording on another channel (the feature code dialled
+  on the agent's leg) is flagged for erasure in the catalog, so it is shredded and
+  never archived, but it goes on being written until that channel hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.handlers
+import os
+import secrets
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
+
+# Only what the fail-closed path needs is imported up front: a broken dependency of
+# the handlers (or of the config) must still let this process answer Asterisk.
+from agi.classic import PystSession, call_label, describe, fail_closed, run_call
+from agi.session import AgiSession
+
+if TYPE_CHECKING:
+    from agi.routes import RouteTable
+    from storage.catalog import Catalog
+    from storage.ledger import Ledger
+
+    from .config import Config
+
+log = logging.getLogger("callvault-agi")
+
+DEFAULT_CONFIG = "/etc/callvault/callvault.toml"
+USAGE = "usage: callvault-agi [-c CONFIG] ROUTE [ARGS...]"
+
+StopMixMonitor = Callable[[str], Awaitable[None]]
+
+
+# -- the composition both entry points share ----------------------------------------
+
+
+def load_hmac_key(path: Path) -> bytes:
+    """The key for caller-number HMACs: created once (0600), then never changed.
+
+    Changing it would make earlier recordings unfindable by phone number. Safe when
+    processes race to create it (two classic AGIs, or one and `serve`): the key is
+    written to a temporary file and linked into place, so a reader never sees a
+    partial key and exactly one creator wins.
+    """
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process won; use its key
+        finally:
+            tmp.unlink(missing_ok=True)
+        key = path.read_bytes()
+    if len(key) < 16:
+        raise ValueError(f"{path}: HMAC key is {len(key)} bytes; expected 32 (delete it only "
+                         "if no recordings exist yet)")
+    return key
+
+
+def prompt_resolver(sounds_dir: Path):
+    """callvault/<lang>/<name> along the language's fallback chain, else a core sound.
+
+    Resolving costs a dozen stat() calls (languages x formats), three times per
+    call: 10% of the FastAGI server's CPU per consent flow. Installs swap the
+    ``callvault`` symlink to a new, never modified stage directory, so answers are
+    cached per link target: one readlink() per prompt, and a new install is seen
+    at once. A hand-made ``callvault`` directory (not a link) is never cached.
+    """
+    from agi.handlers.consent import CORE_FALLBACK
+    from announcements.errors import AnnouncementError
+    from announcements.library import SOUNDS_SUBDIR, fallback_chain, resolve
+
+    link = Path(sounds_dir) / SOUNDS_SUBDIR
+    cache: dict[tuple[str, str], str] = {}
+    cached_for: list[str | None] = [None]
+
+    def lookup(language: str, name: str) -> str:
+        try:
+            return resolve(fallback_chain(language), name, sounds_dir)
+        except AnnouncementError:
+            return CORE_FALLBACK[name]
+
+    def prompt(language: str, name: str) -> str:
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            target = ""  # nothing installed: core sounds until an install
+        except OSError:
+            return lookup(language, name)  # a real directory: may change in place
+        if target != cached_for[0] or len(cache) > 1000:
+            cache.clear()
+            cached_for[0] = target
+        key = (language, name)
+        if key not in cache:
+            cache[key] = lookup(language, name)
+        return cache[key]
+
+    return prompt
+
+
+def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: bytes,
+               stop_mixmonitor: StopMixMonitor) -> RouteTable:
+    """The AGI routes with their dependencies; FastAGI and classic AGI differ only in
+    how MixMonitor is stopped (AMI vs ``EXEC StopMixMonitor``)."""
+    from agi.handlers.consent import ConsentDeps, RecordingStart, consent
+    from agi.handlers.revoke import RevokeDeps, revoke
+    from agi.handlers.status import StatusDeps, status
+    from agi.routes import RouteTable
+    from storage.catalog import Recording
+    from storage.hmac_index import caller_hmac
+
+    prompt = prompt_resolver(config.prompts.sounds_dir)
+
+    async def on_recording(start: RecordingStart) -> None:
+        await asyncio.to_thread(catalog.add, Recording(
+            recording_id=start.recording_id, consent_id=start.consent_id, uniqueid=start.uniqueid,
+            linkedid=start.linkedid, channel=start.channel,
+            spool_path=str(config.spool.dir / Path(start.path).name), caller_hmac=start.caller_hmac,
+            did=start.did, agent="", rule=start.rule.name, jurisdiction=start.rule.jurisdiction,
+            retention_class=start.rule.retention, consent_state="granted", started_at=start.started_at))
+
+    consent_deps = ConsentDeps(policy=config.consent, append=ledger.append_async,
+                               caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,
+                               spool_dir=config.spool.asterisk_path, on_recording=on_recording)
+    revoke_deps = RevokeDeps(catalog=catalog, append=ledger.append_async,
+                             stop_mixmonitor=stop_mixmonitor, prompt=prompt)
+    status_deps = StatusDeps(ledger=ledger)
+    return RouteTable([
+        ("consent", lambda s: consent(s, consent_deps)),
+        ("revoke", lambda s: revoke(s, revoke_deps)),
+        ("status", lambda s: status(s, status_deps)),
+    ])
+
+
+# -- the classic entry point --------------------------------------------------------
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_argv(argv: Sequence[str]) -> tuple[str, str, list[str]]:
+    """``[-c CONFIG] ROUTE [ARGS...]`` -> (config path, route, args).
+
+    Hand-parsed: Asterisk passes dialplan values (a DID, "-", "+2721...") as
+    arguments, and argparse would take some of them for options or exit(2).
+    """
+    rest = list(argv)
+    path = os.environ.get("CALLVAULT_CONFIG") or DEFAULT_CONFIG
+    if rest and rest[0] in ("-c", "--config"):
+        if len(rest) < 2 or not rest[1]:
+            raise UsageError(f"{rest[0]} needs a file; {USAGE}")
+        path, rest = rest[1], rest[2:]
+    elif rest and rest[0].startswith("--config="):
+        path, rest = rest[0].partition("=")[2], rest[1:]
+    if not rest or not rest[0]:
+        raise UsageError(f"no route; {USAGE}")
+    return path, rest[0], rest[1:]
+
+
+def _own_channel_stopper(session: AgiSession) -> StopMixMonitor:
+    async def stop_mixmonitor(channel: str) -> None:
+        if channel == session.env.channel:
+            await session.exec("StopMixMonitor")
+            return
+        # No AMI here: the recording is flagged for erasure by the revoke handler and
+        # ends when its channel hangs up (see the module docstring).
+        log.warning("%s: MixMonitor on another channel cannot be stopped without AMI; "
+                    "the recording is erased instead of archived", call_label(session, "revoke"))
+
+    return stop_mixmonitor
+
+
+async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | UsageError) -> None:
+    if isinstance(parsed, UsageError):
+        await fail_closed(session, f"{call_label(session)}: {parsed}")
+        return
+    path, route, _ = parsed
+    where = call_label(session, route)
+    try:
+        from storage.catalog import Catalog
+        from storage.db import open_database
+        from storage.ledger import Ledger
+
+        from . import config as cfg
+
+        config = cfg.load(path, check_paths=False)
+        db = open_database(config.database.url)
+    except Exception as exc:  # the process boundary
+        problems = getattr(exc, "problems", None)  # ConfigError: one line per problem
+        await fail_closed(session, f"{where}: " + ("; ".join(problems) if problems
+                                                   else f"setup failed: {describe(exc)}"))
+        return
+    try:
+        try:
+            ledger, catalog = Ledger(db), Catalog(db)
+            key = load_hmac_key(config.privacy.hmac_key_file)
+            routes = agi_routes(config, ledger=ledger, catalog=catalog, hmac_key=key,
+                                stop_mixmonitor=_own_channel_stopper(session))
+        except Exception as exc:  # the process boundary
+            await fail_closed(session, f"{where}: setup failed: {describe(exc)}")
+            return
+        handler = routes.get(route)
+        if handler is None:
+            await fail_closed(session, f"{where}: unknown route (known: {', '.join(routes.names())})")
+            return
+        await run_call(session, handler, route)
+    finally:
+        db.close()
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter("callvault-agi[%(process)d]: %(message)s"))
+    root.addHandler(stderr)
+    if os.path.exists("/dev/log"):
+        try:
+            syslog = logging.handlers.SysLogHandler(
+                "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        except OSError:
+            return
+        syslog.setFormatter(logging.Formatter("callvault-agi[%(process)d]: %(message)s"))
+        root.addHandler(syslog)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve one call on stdin/stdout; always 0 so the dialplan continues."""
+    argv = sys.argv[1:] if argv is None else argv
+    # fd 1 belongs to the AGI dialogue: a stray print() must not reach Asterisk.
+    sys.stdout = sys.stderr
+    _setup_logging()
+    # pydub (imported by announcements) scans PATH at import, and warns on every
+    # call where Asterisk has no ffmpeg; neither is this process's business.
+    os.environ.setdefault("PATH", os.defpath)
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="pydub")
+    parsed: tuple[str, str, list[str]] | UsageError
+    try:
+        parsed = parse_argv(argv)
+    except UsageError as exc:
+        parsed = exc
+    try:
+        session = PystSession.open(parsed[2] if isinstance(parsed, tuple) else ())
+    except Exception as exc:  # no session: nothing can be told to the dialplan
+        log.error("no AGI session: %s", describe(exc))
+        return 0
+    try:
+        asyncio.run(_serve(session, parsed))
+    except Exception as exc:  # last resort; _serve fails closed on its own
+        log.error("%s: %s", call_label(session), describe(exc))
+    finally:
+        session.close()
+        logging.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""What the admin page shows and does: health in detail, the dialplan, keys, lab test calls.
+
+"Lab mode" is a property of the connected Asterisk, not of our config: the lab
+dialplan has the ``callvault-lab`` context (`callvault lab up`), a production PBX
+does not. Test calls go through that context exactly as the lab's own call driver
+places them, so they run the real consent flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from agi import dialplan
+from agi.errors import AgiError
+from appliance.lab.harness import LAB_CONTEXT
+from storage.errors import StorageError
+from storage.keys import load_recipients
+
+from ..keys import AppKeys as K
+from .auth import requires
+from .jsonio import BadRequest, error, json_body
+from .state import WebKeys as W
+
+STORAGE_CHECK_EVERY = 30.0
+STORAGE_CHECK_TIMEOUT = 5.0
+TEST_CALL_SECONDS = 30
+
+
+def _iso(ts: float | None) -> str | None:
+    if not ts:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
+
+
+class Admin:
+    def __init__(self, app: web.Application):
+        self.app = app
+        self._storage: dict[str, Any] = {"reachable": None, "detail": "not checked yet", "checked_at": None}
+        self._storage_at = 0.0
+        self._lab: tuple[int, bool] | None = None  # (AMI connects, lab?) for the session it was asked on
+
+    async def storage(self) -> dict[str, Any]:
+        if time.monotonic() - self._storage_at < STORAGE_CHECK_EVERY:
+            return self._storage
+        retrieval = self.app[W.retrieval]
+
+        def check() -> None:
+            for store in retrieval.stores():
+                store.check_setup()
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(check), STORAGE_CHECK_TIMEOUT)
+            result = {"reachable": True, "detail": "payload and key stores answer"}
+        except (StorageError, OSError, ValueError) as e:
+            result = {"reachable": False, "detail": str(e)}
+        except asyncio.TimeoutError:
+            result = {"reachable": False, "detail": f"no answer within {STORAGE_CHECK_TIMEOUT:g} s"}
+        self._storage = {**result, "checked_at": _iso(time.time())}
+        self._storage_at = time.monotonic()
+        return self._storage
+
+    async def lab_mode(self) -> bool:
+        ami = self.app[K.ami]
+        if not ami.connected:
+            return False
+        if self._lab is None or self._lab[0] != ami.status.connects:
+            try:
+                await ami.action_list("ShowDialPlan", Context=LAB_CONTEXT, timeout=5)
+                lab = True
+            except (AgiError, asyncio.TimeoutError):
+                lab = False
+            self._lab = (ami.status.connects, lab)
+        return self._lab[1]
+
+    def _catalog_facts(self) -> tuple[dict[str, int], list[dict[str, Any]], float | None]:
+        catalog = self.app[K.catalog]
+        failed = catalog.search(state="failed", limit=100)
+        with catalog.db.read() as c:  # Catalog has no "last archived" query yet
+            last = c.execute("SELECT MAX(archived_at) FROM recordings").fetchone()[0]
+        dead = [{"recording_id": r.recording_id, "started_at": _iso(r.started_at), "attempts": r.attempts,
+                 "last_error": r.last_error} for r in failed]
+        return catalog.queue_counts(), dead, last
+
+    def keys(self) -> dict[str, Any]:
+        config = self.app[K.config]
+        try:
+            recipients = [{"fingerprint": r.fingerprint, "public_key": str(r)}
+                          for r in load_recipients(config.archive.recipients)] if config.archive.recipients else []
+            problem = "" if recipients else "no [archive] recipients configured"
+        except (StorageError, ValueError) as e:
+            recipients, problem = [], str(e)
+        retrieval = self.app[W.retrieval]
+        identities = [{"fingerprint": i.fingerprint, "public_key": str(i.recipient)}
+                      for i in retrieval.identities or []]
+        return {"recipients": recipients, "recipients_problem": problem, "retrieval_identities": identities,
+                "playback": retrieval.identities is not None, "playback_refusal": retrieval.refusal}
+
+    def dialplan(self) -> dict[str, str]:
+        config = self.app[K.config]
+        host, port = config.agi.address
+        url = f"agi://{host}:{port}"
+        return {"extensions_conf": dialplan.consent_context(url), "features_conf": dialplan.features_snippet(url),
+                "manager_conf": dialplan.manager_stanza(config.ami.username,
+                                                        "<the [ami] secret from callvault.toml>")}
+
+    async def health(self) -> dict[str, Any]:
+        from .routes import health  # the public part, as /healthz shows it
+
+        basic = health(self.app)
+        queue, dead, last = await asyncio.to_thread(self._catalog_facts)
+        archiver = basic["archiver"]
+        return {
+            "ami": {"connected": basic["ami"]["state"] == "connected", **basic["ami"]},
+            "agi": basic["agi"],
+            "archiver": archiver,
+            "queue": queue,
+            "last_archive_at": _iso(archiver.get("last_archive_at") or last),
+            "dead_letters": dead,
+            "storage": await self.storage(),
+            "keys": self.keys(),
+            "lab_mode": await self.lab_mode(),
+        }
+
+    async def test_call(self, did: str) -> str:
+        token = secrets.token_hex(6)
+        call_id = f"cvtest-{token}-1"
+        await self.app[K.ami].action(
+            "Originate", Channel=f"Local/{did}@{LAB_CONTEXT}", Application="Wait", Data=str(TEST_CALL_SECONDS),
+            CallerID='"callvault test call" <27215550123>', Async="true", ChannelId=call_id,
+            OtherChannelId=f"cvtest-{token}-2")
+        return call_id
+
+
+@requires("admin")
+async def admin_health(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[W.admin].health())
+
+
+@requires("admin")
+async def admin_dialplan(request: web.Request) -> web.Response:
+    return web.json_response(request.app[W.admin].dialplan())
+
+
+@requires("admin")
+async def test_call(request: web.Request) -> web.Response:
+    admin = request.app[W.admin]
+    try:
+        body = await json_body(request, {"did": str})
+        did = body["did"].strip().lstrip("+")
+        if not did.isdigit() or not 3 <= len(did) <= 20:
+            raise BadRequest("did: 3 to 20 digits")
+    except BadRequest as e:
+        return error(400, str(e))
+    if not await admin.lab_mode():
+        return error(409, "test calls need the lab Asterisk (`callvault lab up`); this PBX has no "
+                          f"{LAB_CONTEXT} context")
+    try:
+        call_id = await admin.test_call(did)
+    except (AgiError, asyncio.TimeoutError) as e:
+        return error(503, f"Asterisk did not place the call: {e}")
+    return web.json_response({"call_id": call_id, "did": did, "seconds": TEST_CALL_SECONDS}, status=202)
+
+
+def add_admin_routes(app: web.Application) -> None:
+    app.router.add_get("/api/admin/health", admin_health)
+    app.router.add_get("/api/admin/dialplan", admin_dialplan)
+    app.router.add_post("/api/admin/test-call", test_call)

@@ -1,0 +1,293 @@
+"""The JSON API under ``/api/``: live calls, recordings, access grants, legal holds.
+
+Every handler declares its permission (``auth.requires``); inputs are checked here
+and a bad one is a 400 with ``{"error": "..."}``, never a 500. The OpenAPI document
+describing all of it is ``openapi.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+from typing import Any
+
+from aiohttp import web
+
+from agi import variables as v
+from agi.controls import ControlError, set_paused
+from agi.errors import AmiError
+from archiver.retention import RetentionSweeper
+from storage.catalog import STATES, Recording
+from storage.crypto import Manifest
+from storage.errors import NotFound, PermanentError, RetryableError, StorageError
+from storage.hmac_index import caller_hmac, normalise_number
+
+from ..keys import AppKeys as K
+from .auth import ANY_ROLE, allowed, requires, session_of
+from .jsonio import BadRequest, error, json_body, reason_of, valid_id
+from .retrieval import Refused
+from .state import WebKeys as W
+from .streaming import serve_audio, serve_download
+
+CONSENT_STATES = (*v.CONSENT_VALUES, "unknown")
+PURPOSES = ("play", "download")
+FORMATS = ("wav", "age")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}\Z")
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
+
+
+def public_recording(rec: Recording) -> dict[str, Any]:
+    """What the API shows of a recording: no caller HMAC, no channel names, no object keys."""
+    size = None
+    if rec.manifest:
+        try:
+            size = Manifest.from_json(rec.manifest).plaintext_size
+        except StorageError:
+            size = None
+    return {"recording_id": rec.recording_id, "started_at": _iso(rec.started_at), "ended_at": _iso(rec.ended_at),
+            "duration_s": round(rec.ended_at - rec.started_at, 1) if rec.ended_at else None,
+            "did": rec.did, "agent": rec.agent, "consent_state": rec.consent_state, "state": rec.state,
+            "legal_hold": bool(rec.legal_hold), "rule": rec.rule, "jurisdiction": rec.jurisdiction,
+            "retention_class": rec.retention_class, "retain_until": _iso(rec.retain_until),
+            "archived_at": _iso(rec.archived_at), "size": size, "pauses": len(rec.pause_intervals),
+            "playable": rec.state == "archived" and bool(rec.manifest)}
+
+
+# -- search ----------------------------------------------------------------------------------
+
+def _when(value: str, *, end: bool) -> float:
+    value = value.strip()
+    try:
+        if len(value) == 10:
+            day = datetime.date.fromisoformat(value)
+            moment = datetime.datetime.combine(day, datetime.time(), datetime.UTC)
+            return (moment + datetime.timedelta(days=1 if end else 0)).timestamp()
+        moment = datetime.datetime.fromisoformat(value)
+    except (ValueError, OverflowError):
+        raise BadRequest(f"not a date or date-time: {value[:40]!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError):
+        raise BadRequest(f"date out of range: {value[:40]!r}") from None
+
+
+def search_params(query: Any, hmac_key: bytes) -> dict[str, Any]:
+    """Catalog.search keyword arguments from query parameters (empty ones ignored)."""
+    get = lambda k: (query.get(k) or "").strip()  # noqa: E731
+    out: dict[str, Any] = {}
+    if get("since"):
+        out["since"] = _when(get("since"), end=False)
+    if get("until"):
+        out["until"] = _when(get("until"), end=True)
+    if get("agent"):
+        if not _NAME_RE.fullmatch(get("agent")):
+            raise BadRequest("agent: a user name")
+        out["agent"] = get("agent")
+    if get("phone"):
+        digits = normalise_number(get("phone"))
+        if digits is None or len(get("phone")) > 40:
+            raise BadRequest("phone: a number with digits")
+        out["caller_hmac"] = caller_hmac(hmac_key, digits)
+    if get("did"):
+        did = get("did").lstrip("+")
+        if not did.isdigit() or len(did) > 20:
+            raise BadRequest("did: digits only")
+        out["did"] = did
+    if get("consent"):
+        if get("consent") not in CONSENT_STATES:
+            raise BadRequest(f"consent: one of {', '.join(CONSENT_STATES)}")
+        out["consent_state"] = get("consent")
+    if get("state"):
+        if get("state") not in STATES:
+            raise BadRequest(f"state: one of {', '.join(STATES)}")
+        out["state"] = get("state")
+    limit = get("limit") or "100"
+    if not limit.isdigit() or not 1 <= int(limit) <= 500:
+        raise BadRequest("limit: 1 to 500")
+    out["limit"] = int(limit)
+    return out
+
+
+async def find_recordings(request: web.Request) -> list[Recording]:
+    params = search_params(request.query, request.app[K.hmac_key])
+    return await asyncio.to_thread(request.app[K.catalog].search, **params)
+
+
+@requires("recordings.read")
+async def search_recordings(request: web.Request) -> web.Response:
+    try:
+        rows = await find_recordings(request)
+    except BadRequest as e:
+        return error(400, str(e))
+    return web.json_response({"recordings": [public_recording(r) for r in rows]})
+
+
+def _recording_id(request: web.Request) -> str:
+    rid = request.match_info["recording_id"]
+    if not valid_id(rid):
+        raise BadRequest("not a recording id")
+    return rid
+
+
+@requires("recordings.read")
+async def get_recording(request: web.Request) -> web.Response:
+    try:
+        rid = _recording_id(request)
+        rec = await asyncio.to_thread(request.app[K.catalog].get, rid)
+    except BadRequest as e:
+        return error(400, str(e))
+    except NotFound:
+        return error(404, "no such recording")
+    entries = await asyncio.to_thread(request.app[K.ledger].find, recording_id=rid)
+    history = [{"seq": e.seq, "ts": e.ts, "kind": e.kind, "actor": e.data.get("actor", ""),
+                "reason": e.data.get("reason", "") if e.kind.startswith("audit.") else ""} for e in entries]
+    return web.json_response({**public_recording(rec), "history": history})
+
+
+# -- access, playback, download, hold ----------------------------------------------------------
+
+@requires("recordings.play")
+async def request_access(request: web.Request) -> web.Response:
+    try:
+        rid = _recording_id(request)
+        body = await json_body(request, {"purpose": str, "format": (str, type(None)), "reason": str})
+        if body["purpose"] not in PURPOSES:
+            raise BadRequest("purpose: play or download")
+        fmt = body["format"] or "wav"
+        if fmt not in FORMATS or (body["purpose"] == "play" and fmt != "wav"):
+            raise BadRequest("format: wav or age (play is always wav)")
+        reason = reason_of(body["reason"])
+    except BadRequest as e:
+        return error(400, str(e))
+    retrieval = request.app[W.retrieval]
+    try:
+        entry = await retrieval.grant(session_of(request), rid, body["purpose"], fmt, reason,
+                                      request.remote or "")
+    except Refused as e:
+        return error(e.status, str(e))
+    base = f"/api/recordings/{rid}"
+    url = f"{base}/audio" if body["purpose"] == "play" else f"{base}/download?format={fmt}"
+    return web.json_response({"grant": entry.seq, "url": url, "expires_at": entry.data["expires_at"]}, status=201)
+
+
+@requires("recordings.play")
+async def audio(request: web.Request) -> web.StreamResponse:
+    return await serve_audio(request)
+
+
+@requires("recordings.play")
+async def download(request: web.Request) -> web.StreamResponse:
+    return await serve_download(request)
+
+
+@requires("recordings.hold")
+async def legal_hold(request: web.Request) -> web.Response:
+    try:
+        rid = _recording_id(request)
+        body = await json_body(request, {"on": bool, "reason": str})
+        reason = reason_of(body["reason"])
+    except BadRequest as e:
+        return error(400, str(e))
+    app, session = request.app, session_of(request)
+    catalog, ledger = app[K.catalog], app[K.ledger]
+    try:
+        rec = await asyncio.to_thread(catalog.get, rid)
+    except NotFound:
+        return error(404, "no such recording")
+    actor = session.user.name
+    await ledger.append_async("audit.legal_hold", {"recording_id": rid, "actor": actor, "on": body["on"],
+                                                   "reason": reason, "via": "web", "session": session.id[:16]},
+                              call_id=rec.linkedid or None, recording_id=rid)
+    try:
+        payload, keys = await asyncio.to_thread(app[W.retrieval].stores)
+        sweeper = RetentionSweeper(catalog, ledger, payload, keys)
+        rec = await asyncio.to_thread(sweeper.set_legal_hold, rid, body["on"], actor)
+    except NotFound:
+        return error(404, "no such recording")
+    except RetryableError as e:
+        return error(503, f"storage is not reachable: {e}")
+    except PermanentError as e:
+        return error(409, str(e))
+    return web.json_response(public_recording(rec))
+
+
+# -- live calls --------------------------------------------------------------------------------
+
+def _sees_all(request: web.Request) -> bool:
+    return allowed(session_of(request), "calls.all")
+
+
+@requires("calls.own", "calls.all")
+async def list_calls(request: web.Request) -> web.Response:
+    calls = request.app[W.live].visible(session_of(request).user, _sees_all(request))
+    return web.json_response({"calls": [c.public() for c in calls]})
+
+
+def _call(request: web.Request):
+    """The call the session may see, or the response refusing it (403 reveals nothing)."""
+    live, session = request.app[W.live], session_of(request)
+    call = live.calls.get(request.match_info["call_id"])
+    if call is not None and (session.user.name in call.agents or (_sees_all(request) and live.shown(call))):
+        return call, None
+    if _sees_all(request):
+        return None, error(404, "no such call")
+    return None, error(403, "forbidden")
+
+
+@requires("calls.own", "calls.all")
+async def get_call(request: web.Request) -> web.Response:
+    call, refused = _call(request)
+    return refused or web.json_response(call.public())
+
+
+@requires("calls.control")
+async def pause_call(request: web.Request) -> web.Response:
+    call, refused = _call(request)
+    if refused:
+        return refused
+    try:
+        body = await json_body(request, {"paused": bool})
+    except BadRequest as e:
+        return error(400, str(e))
+    if call.recording not in ("recording", "paused") or not call.recorded_channel:
+        return error(409, f"nothing is being recorded on this call ({call.recording})")
+    app, user = request.app, session_of(request).user
+    try:
+        await set_paused(app[K.ami], app[K.catalog], app[K.ledger].append_async, call.recorded_channel,
+                         body["paused"], actor=f"web:{user.name}")
+    except ControlError as e:
+        return error(409, str(e))
+    except (AmiError, asyncio.TimeoutError) as e:
+        return error(503, f"Asterisk did not take the command: {e}")
+    app[W.metrics].pauses["pause" if body["paused"] else "resume"] += 1
+    app[W.live].set_recording(call.call_id, "paused" if body["paused"] else "recording")
+    return web.json_response(call.public())
+
+
+@requires(ANY_ROLE)
+async def me(request: web.Request) -> web.Response:
+    s = session_of(request)
+    return web.json_response({"name": s.user.name, "role": s.user.role, "csrf_token": s.csrf,
+                              "agent_ids": list(s.user.agent_ids), "expires_at": _iso(s.expires_at)})
+
+
+def add_api_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/me", me)
+    r.add_get("/api/calls", list_calls)
+    r.add_get("/api/calls/{call_id}", get_call)
+    r.add_post("/api/calls/{call_id}/pause", pause_call)
+    r.add_get("/api/recordings", search_recordings)
+    r.add_get("/api/recordings/{recording_id}", get_recording)
+    r.add_post("/api/recordings/{recording_id}/access", request_access)
+    r.add_get("/api/recordings/{recording_id}/audio", audio)
+    r.add_get("/api/recordings/{recording_id}/download", download)
+    r.add_post("/api/recordings/{recording_id}/legal-hold", legal_hold)

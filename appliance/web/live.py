@@ -1,0 +1,345 @@
+"""Live calls for the agent page, fed by AMI events, and who each call belongs to.
+
+Attribution (which agent a call is): a user's *agent identifiers*
+(``storage/users.py``) are matched against the call as it happens:
+
+- ``did:NUMBER`` matches a call whose DID (the dialled number of its first channel,
+  or the DID in its consent ledger entry) is NUMBER: a direct line;
+- ``TECH/resource`` (``PJSIP/1001``, ``Local/1001@agents``) matches a call bridged
+  with that phone's channel (``BridgeEnter``: the agent answered, from a queue, a
+  ring group or a plain Dial), or a call that the phone itself started (outbound).
+
+Ringing alone attributes nothing (a ring-all queue rings many phones). The first agent
+matched is written to the catalog's ``agent`` column of each of the call's recordings;
+later ones (after a transfer) are shown live but not stored. A call is keyed by its
+``linkedid``, which Asterisk keeps for every channel of the call.
+
+Live state is memory only: after a restart, calls already in progress show up again
+from their next event. Ended calls stay visible for ``KEEP_ENDED`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from agi import variables as v
+from agi.ami import AmiClient, AmiEvent
+from storage.catalog import Catalog
+from storage.errors import NotFound
+from storage.ledger import Ledger
+from storage.users import User, Users
+
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+KEEP_ENDED = 30.0
+RULES_REFRESH = 5.0
+RECORDING_STATES = ("not-recorded", "recording", "paused", "stopped")
+
+
+def channel_matches(ident: str, channel: str) -> bool:
+    """``PJSIP/1001`` matches ``PJSIP/1001`` and ``PJSIP/1001-0000002a``, not ``PJSIP/10010-...``;
+    ``Local/1001@agents`` matches ``Local/1001@agents-00000012;1``."""
+    if ident.startswith("did:") or not channel.startswith(ident):
+        return False
+    return len(channel) == len(ident) or channel[len(ident)] in "-;"
+
+
+def _mask(number: str) -> str:
+    digits = "".join(c for c in number if c.isdigit())
+    return f"…{digits[-4:]}" if len(digits) > 4 else digits
+
+
+@dataclass
+class LiveCall:
+    call_id: str  # linkedid
+    started_at: float
+    did: str = ""
+    caller: str = ""  # masked: the agent is on the call, the page need not show the number
+    channels: dict[str, str] = field(default_factory=dict)  # uniqueid -> channel
+    consent: str = "pending"
+    recording: str = "not-recorded"
+    recording_ids: list[str] = field(default_factory=list)
+    recorded_channel: str = ""
+    rule: str = ""
+    agents: list[str] = field(default_factory=list)
+    ended_at: float | None = None
+    updated_at: float = 0.0
+
+    def public(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "did": self.did, "caller": self.caller, "consent": self.consent,
+                "recording": self.recording, "recording_id": self.recording_ids[-1] if self.recording_ids else "",
+                "rule": self.rule, "agents": list(self.agents), "started_at": self.started_at,
+                "ended": self.ended_at is not None, "updated_at": self.updated_at}
+
+
+class Subscriber:
+    def __init__(self, user: User, sees_all: bool):
+        self.user, self.sees_all = user, sees_all
+        self.queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=256)
+        self.ws: Any = None  # the WebSocket it feeds, closed at shutdown
+
+    def may_see(self, call: LiveCall) -> bool:
+        return self.sees_all or self.user.name in call.agents
+
+
+class LiveCalls:
+    def __init__(self, *, users: Users, catalog: Catalog, ledger: Ledger, metrics: Metrics,
+                 clock: Callable[[], float] = time.time):
+        self.users, self.catalog, self.ledger, self.metrics = users, catalog, ledger, metrics
+        self.clock = clock
+        self.calls: dict[str, LiveCall] = {}
+        self._by_uid: dict[str, str] = {}  # uniqueid -> linkedid
+        self._bridges: dict[str, dict[str, str]] = {}  # bridge id -> uniqueid -> channel
+        self._rules: list[tuple[str, str]] = []  # (identifier, user name)
+        self._subscribers: set[Subscriber] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._refresher: asyncio.Task | None = None
+        self._ami: AmiClient | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def _handlers(self) -> dict[str, Callable[[AmiEvent], None]]:
+        return {"Newchannel": self._newchannel, "Hangup": self._hangup, "UserEvent": self._userevent,
+                "MixMonitorStart": self._mixmonitor, "MixMonitorStop": self._mixmonitor,
+                "MixMonitorMute": self._mixmonitor, "BridgeEnter": self._bridge_enter,
+                "BridgeLeave": self._bridge_leave, "NewCallerid": self._callerid}
+
+    async def start(self, ami: AmiClient) -> None:
+        await self.refresh_rules()
+        self._ami = ami
+        self._registered = self.handle  # one bound-method object: remove_handler compares identity
+        for name in self._handlers():
+            ami.on_event(name, self._registered)
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="live-rules")
+
+    def handle(self, event: AmiEvent) -> None:
+        """Take in one AMI event (those of other names are ignored)."""
+        handler = self._handlers().get(event.name)
+        if handler is not None:
+            handler(event)
+
+    async def stop(self) -> None:
+        if self._ami is not None:
+            self._ami.remove_handler(self._registered)
+        tasks = [*self._tasks, *([self._refresher] if self._refresher else [])]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def refresh_rules(self) -> None:
+        users = await asyncio.to_thread(self.users.list)
+        self._rules = [(ident, u.name) for u in users if not u.disabled and u.role == "agent"
+                       for ident in u.agent_ids]
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RULES_REFRESH)
+            try:
+                await self.refresh_rules()
+            except Exception:  # a task boundary: keep the last rules
+                log.exception("agent identifiers could not be reloaded")
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- subscribers ------------------------------------------------------------------------
+    def subscribe(self, user: User, sees_all: bool) -> Subscriber:
+        sub = Subscriber(user, sees_all)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subscribers.discard(sub)
+
+    def subscribers(self) -> list[Subscriber]:
+        return list(self._subscribers)
+
+    def visible(self, user: User, sees_all: bool) -> list[LiveCall]:
+        return sorted((c for c in self.calls.values() if (sees_all and self.shown(c)) or user.name in c.agents),
+                      key=lambda c: c.started_at, reverse=True)
+
+    @staticmethod
+    def shown(call: LiveCall) -> bool:
+        # Supervisors see calls callvault is involved in, not every channel on the PBX.
+        return bool(call.agents) or call.consent != "pending"
+
+    def _changed(self, call: LiveCall) -> None:
+        call.updated_at = self.clock()
+        if not (self.shown(call)):
+            return
+        message = {"type": "call", "call": call.public()}
+        for sub in list(self._subscribers):
+            if sub.may_see(call):
+                try:
+                    sub.queue.put_nowait(message)
+                except asyncio.QueueFull:  # a stalled page: it reloads its snapshot on reconnect
+                    self.unsubscribe(sub)
+
+    # -- attribution ------------------------------------------------------------------------
+    def _attribute(self, call: LiveCall, user: str) -> None:
+        if user in call.agents:
+            return
+        call.agents.append(user)
+        if len(call.agents) == 1 and call.recording_ids:
+            self._spawn(self._store_agent(list(call.recording_ids), user))
+        self._changed(call)
+
+    def _match_did(self, call: LiveCall) -> None:
+        if call.did:
+            for ident, user in self._rules:
+                if ident == f"did:{call.did}" or ident == f"did:+{call.did}":
+                    self._attribute(call, user)
+
+    def _match_channel(self, call: LiveCall, channel: str) -> None:
+        for ident, user in self._rules:
+            if channel_matches(ident, channel):
+                self._attribute(call, user)
+
+    async def _store_agent(self, recording_ids: list[str], user: str) -> None:
+        for rid in recording_ids:
+            try:
+                await asyncio.to_thread(self.catalog.update, rid, agent=user)
+            except NotFound:
+                log.warning("recording %s: no catalog row to attribute to %s", rid, user)
+
+    # -- events -----------------------------------------------------------------------------
+    def _call_for(self, event: AmiEvent) -> LiveCall | None:
+        uid = event.get("Uniqueid")
+        linkedid = self._by_uid.get(uid) or event.get("Linkedid") or uid
+        if not linkedid:
+            return None
+        call = self.calls.get(linkedid)
+        if call is None:
+            call = self.calls[linkedid] = LiveCall(linkedid, self.clock())
+        if uid and uid not in call.channels and call.ended_at is None:
+            call.channels[uid] = event.get("Channel")
+            self._by_uid[uid] = linkedid
+        return call
+
+    def _newchannel(self, event: AmiEvent) -> None:
+        call = self._call_for(event)
+        if call is None:
+            return
+        uid, channel = event.get("Uniqueid"), event.get("Channel")
+        exten = str(event.get("Exten", ""))
+        if not call.did and exten.lstrip("+").isdigit():
+            call.did = exten.lstrip("+")
+            self._match_did(call)
+        if uid == call.call_id:
+            self._match_channel(call, channel)  # a call the agent's phone started
+        self._callerid(event)
+        self._changed(call)
+
+    def _callerid(self, event: AmiEvent) -> None:
+        # The first channel's number is the caller's; another channel's only if that had none.
+        call = self.calls.get(self._by_uid.get(event.get("Uniqueid"), ""))
+        number = str(event.get("CallerIDNum", ""))
+        if call is None or not any(c.isdigit() for c in number):
+            return
+        if event.get("Uniqueid") == call.call_id or not call.caller:
+            masked = _mask(number)
+            if masked != call.caller:
+                call.caller = masked
+                self._changed(call)
+
+    def _userevent(self, event: AmiEvent) -> None:
+        if event.get("UserEvent") != v.USER_EVENT:
+            return
+        call = self._call_for(event)
+        if call is None:
+            return
+        consent, record = event.get("Consent"), event.get("Record")
+        rids = [r for r in str(event.get("RecordingId", "")).split(",") if r]
+        if consent == v.REVOKED:
+            if call.recording in ("recording", "paused"):
+                call.recording = "stopped"
+        else:
+            self.metrics.calls += 1
+            self.metrics.consent[consent or "unknown"] += 1
+            call.rule = event.get("Rule") or call.rule
+            if record == v.YES and rids:
+                call.recorded_channel = event.get("Channel")
+                if call.recording != "paused":
+                    call.recording = "recording"
+            elif call.recording != "stopped":
+                call.recording = "not-recorded"
+        call.consent = consent or call.consent
+        new = [r for r in rids if r not in call.recording_ids]
+        call.recording_ids.extend(new)
+        if new and call.agents:
+            self._spawn(self._store_agent(new, call.agents[0]))
+        if not call.did:
+            self._spawn(self._did_from_ledger(call))
+        self._changed(call)
+
+    async def _did_from_ledger(self, call: LiveCall) -> None:
+        entries = await asyncio.to_thread(self.ledger.find, call_id=call.call_id, kind="consent")
+        if entries and not call.did:
+            call.did = str(entries[-1].data.get("did", ""))
+            self._match_did(call)
+            self._changed(call)
+
+    def _mixmonitor(self, event: AmiEvent) -> None:
+        call = self._call_for(event)
+        if call is None:
+            return
+        if event.name == "MixMonitorStart":
+            call.recording = "recording"
+            call.recorded_channel = event.get("Channel")
+        elif event.name == "MixMonitorStop":
+            call.recording = "stopped"
+        elif event.name == "MixMonitorMute" and call.recording in ("recording", "paused"):
+            call.recording = "paused" if str(event.get("State")) in ("1", "on", "true") else "recording"
+        self._changed(call)
+
+    def set_recording(self, call_id: str, state: str) -> None:
+        call = self.calls.get(call_id)
+        if call is not None and call.recording != state:
+            call.recording = state
+            self._changed(call)
+
+    def _bridge_enter(self, event: AmiEvent) -> None:
+        call = self._call_for(event)
+        if call is None:
+            return
+        members = self._bridges.setdefault(event.get("BridgeUniqueid"), {})
+        uid, channel = event.get("Uniqueid"), event.get("Channel")
+        for other_uid, other_channel in members.items():
+            other = self.calls.get(self._by_uid.get(other_uid, ""))
+            self._match_channel(call, other_channel)  # the agent was there first
+            if other is not None:
+                self._match_channel(other, channel)  # the agent joins the caller
+        members[uid] = channel
+
+    def _bridge_leave(self, event: AmiEvent) -> None:
+        members = self._bridges.get(event.get("BridgeUniqueid"))
+        if members is not None:
+            members.pop(event.get("Uniqueid"), None)
+            if not members:
+                del self._bridges[event.get("BridgeUniqueid")]
+
+    def _hangup(self, event: AmiEvent) -> None:
+        uid = event.get("Uniqueid")
+        linkedid = self._by_uid.pop(uid, None)
+        call = self.calls.get(linkedid or "")
+        if call is None:
+            return
+        call.channels.pop(uid, None)
+        if not call.channels and call.ended_at is None:
+            call.ended_at = self.clock()
+            if call.recording in ("recording", "paused"):
+                call.recording = "stopped"
+            self._changed(call)
+            asyncio.get_running_loop().call_later(KEEP_ENDED, self._forget, call.call_id, call.ended_at)
+
+    def _forget(self, call_id: str, ended_at: float) -> None:
+        call = self.calls.get(call_id)
+        if call is not None and call.ended_at == ended_at:
+            del self.calls[call_id]

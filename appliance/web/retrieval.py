@@ -1,0 +1,257 @@
+"""Playback and download of archived recordings, decrypted on this node, audited first.
+
+Flow: the browser asks for access with a reason (``POST /api/recordings/{id}/access``);
+that writes an ``audit.play`` or ``audit.download`` entry to the ledger, and the entry
+*is* the grant: the audio and download routes serve only while the same user, in the
+same session, holds an unexpired entry for the recording. The file key is unwrapped
+only after that entry is committed.
+
+Playback is ``audio/wav`` (the recording is a WAV file) with HTTP Range. A range is
+served window by window: the STREAM chunks that hold it are fetched with a ranged GET
+(the first window small, for a quick first byte after a seek), decrypted and written;
+nothing before the range and nothing after what the browser reads is fetched or
+decrypted. The unwrapped recording (file key, payload nonce) is kept in memory for
+the grant's lifetime so that the many range requests of one listening session do not
+each fetch the header.
+
+The private identity lives only on the retrieval node: ``[web] identity_file``. A node
+without it (the PBX side) refuses playback and WAV download, saying so; the original
+age file can still be downloaded (it needs no key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.archivecli import build_stores
+from storage.blobstore import BlobStore
+from storage.catalog import Catalog, Recording
+from storage.crypto import CHUNK_SIZE, Decryptor, Identity, Manifest, NoMatchingIdentity, plaintext_range_to_chunks
+from storage.errors import NotFound, StorageError
+from storage.keys import load_identities
+from storage.ledger import Entry, Ledger
+from storage.users import Session
+
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+PLAY_TTL = 4 * 3600.0
+DOWNLOAD_TTL = 300.0
+FIRST_WINDOW = 2  # chunks (128 KiB): the first bytes after a seek come back fast
+WINDOW = 16  # chunks (1 MiB): the most one ranged GET asks for, reached by doubling
+CACHE_SIZE = 32
+NONCE_SIZE = 16
+
+
+class Refused(Exception):
+    """Access that cannot be given, with a message for the person asking."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Opened:
+    rec: Recording
+    manifest: Manifest
+    decryptor: Decryptor
+    nonce: bytes
+    expires_at: float
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``Range: bytes=a-b`` -> (a, b) inclusive, or None for the whole body.
+
+    Raises ValueError for a range that cannot be satisfied (416). Several ranges
+    (``a-b,c-d``) are answered with the first one only, as browsers never ask for more."""
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or not spec:
+        return None  # unknown unit: ignore the header (RFC 9110)
+    first = spec.split(",")[0].strip()
+    start_s, dash, end_s = first.partition("-")
+    if not dash or not (start_s.isdigit() or end_s.isdigit()) or (start_s and not start_s.isdigit()) \
+            or (end_s and not end_s.isdigit()):
+        return None
+    if not start_s:  # suffix: the last N bytes
+        n = int(end_s)
+        if n == 0 or size == 0:
+            raise ValueError("empty suffix range")
+        return max(0, size - n), size - 1
+    start = int(start_s)
+    end = min(int(end_s), size - 1) if end_s else size - 1
+    if start >= size or end < start:
+        raise ValueError("range not satisfiable")
+    return start, end
+
+
+class Retrieval:
+    def __init__(self, config: Any, catalog: Catalog, ledger: Ledger, metrics: Metrics):
+        self.config, self.catalog, self.ledger, self.metrics = config, catalog, ledger, metrics
+        self.identities: list[Identity] | None = None
+        self.refusal = ""
+        self._stores: tuple[BlobStore, BlobStore] | None = None
+        self._stores_lock = threading.Lock()
+        self._opened: OrderedDict[tuple[str, int], Opened] = OrderedDict()
+
+    # -- set-up ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:  # boto3 clients take ~100 ms to make: not on the first playback's clock
+            await asyncio.to_thread(self.stores)
+        except (StorageError, OSError, ValueError) as e:
+            log.warning("archive storage not usable yet (tried again on first use): %s", e)
+        web = self.config.web
+        path = getattr(web, "identity_file", None)
+        if not path:
+            self.refusal = ("Playback is not available on this node: it holds no private key ([web] identity_file "
+                            "is not set). Recordings are decrypted only on the retrieval node; play them there.")
+            return
+        secret = getattr(web, "identity_passphrase", None)
+        try:
+            self.identities = await asyncio.to_thread(load_identities, Path(path),
+                                                      secret.reveal() if secret else None)
+        except (StorageError, OSError, ValueError) as e:
+            self.refusal = f"Playback is not available: the retrieval identity [web] identity_file = {path} " \
+                           f"cannot be used ({e})."
+            log.error("%s", self.refusal)
+            return
+        log.info("retrieval identities loaded: %s", ", ".join(i.fingerprint for i in self.identities))
+
+    @property
+    def fingerprints(self) -> list[str]:
+        return [i.fingerprint for i in self.identities or []]
+
+    def stores(self) -> tuple[BlobStore, BlobStore]:
+        """(payload store, key store), made on first use (blocking)."""
+        with self._stores_lock:
+            if self._stores is None:
+                self._stores = build_stores(self.config, create=False)
+            return self._stores
+
+    def close(self) -> None:
+        self._opened.clear()
+        if self._stores is not None:
+            for store in self._stores:
+                store.close()
+            self._stores = None
+
+    # -- grants ---------------------------------------------------------------------------
+    async def archived(self, recording_id: str) -> Recording:
+        try:
+            rec = await asyncio.to_thread(self.catalog.get, recording_id)
+        except NotFound:
+            raise Refused(404, "no such recording") from None
+        if rec.state != "archived" or not rec.manifest:
+            raise Refused(409, f"recording is {rec.state}, not archived: nothing to play yet"
+                          if rec.state != "erased" else "recording was erased")
+        return rec
+
+    async def grant(self, session: Session, recording_id: str, purpose: str, fmt: str, reason: str,
+                    client: str) -> Entry:
+        """Write the audit entry that allows this session to play or download the recording."""
+        rec = await self.archived(recording_id)
+        uses_key = purpose == "play" or fmt == "wav"
+        if uses_key and self.identities is None:
+            raise Refused(409, self.refusal)
+        ttl = PLAY_TTL if purpose == "play" else DOWNLOAD_TTL
+        body = {"recording_id": rec.recording_id, "actor": session.user.name, "role": session.user.role,
+                "via": "web", "purpose": purpose, "format": fmt, "reason": reason, "session": session.id[:16],
+                "client": client, "expires_at": round(time.time() + ttl, 3),
+                "identities": self.fingerprints if uses_key else []}
+        kind = "audit.play" if purpose == "play" else "audit.download"
+        return await self.ledger.append_async(kind, body, call_id=rec.linkedid or None, recording_id=rec.recording_id)
+
+    async def held_grant(self, session: Session, recording_id: str, purpose: str, fmt: str) -> Entry | None:
+        kind = "audit.play" if purpose == "play" else "audit.download"
+        entries = await asyncio.to_thread(self.ledger.find, recording_id=recording_id, kind=kind)
+        now = time.time()
+        for e in reversed(entries):
+            d = e.data
+            if (d.get("actor") == session.user.name and d.get("session") == session.id[:16]
+                    and d.get("format") == fmt and float(d.get("expires_at", 0)) > now):
+                return e
+        return None
+
+    # -- reading ----------------------------------------------------------------------------
+    def _get(self, store: BlobStore, key: str, version: str | None, start: int, stop: int) -> bytes:
+        data = store.get(key, version, byte_range=(start, stop))
+        self.metrics.playback_fetched_bytes += len(data)
+        return data
+
+    def _open(self, rec: Recording, expires_at: float) -> Opened:
+        payload, keys = self.stores()
+        m = Manifest.from_json(rec.manifest)
+        try:
+            header = keys.get(rec.header_key)
+        except NotFound:
+            raise Refused(410, "the recording's key was destroyed (crypto-shredded); it cannot be played") from None
+        if hashlib.sha256(header).hexdigest() != m.header_sha256:
+            raise Refused(500, "the stored header does not match the catalog's manifest")
+        try:
+            decryptor = Decryptor(header, self.identities or [])
+        except NoMatchingIdentity:
+            raise Refused(409, f"this node's key ({', '.join(self.fingerprints)}) is not a recipient of this "
+                          f"recording (encrypted to {', '.join(m.recipient_fingerprints)})") from None
+        nonce = self._get(payload, rec.object_key, rec.version_id or None, 0, NONCE_SIZE)
+        return Opened(rec, m, decryptor, nonce, expires_at)
+
+    async def open(self, rec: Recording, grant: Entry) -> Opened:
+        if self.identities is None:
+            raise Refused(409, self.refusal)
+        key = (rec.recording_id, grant.seq)
+        opened = self._opened.get(key)
+        if opened is None or opened.expires_at <= time.time():
+            opened = await asyncio.to_thread(self._open, rec, float(grant.data["expires_at"]))
+            self._opened[key] = opened
+            while len(self._opened) > CACHE_SIZE:
+                self._opened.popitem(last=False)
+        self._opened.move_to_end(key)
+        return opened
+
+    def _window(self, o: Opened, pos: int, stop: int) -> bytes:
+        span = plaintext_range_to_chunks(pos, stop, o.manifest.payload_size)
+        data = self._get(self.stores()[0], o.rec.object_key, o.rec.version_id or None,
+                         span.payload_start, span.payload_end)
+        plain = o.decryptor.decrypt_chunks(data, span.first_chunk, span.includes_last, nonce=o.nonce)
+        base = span.first_chunk * CHUNK_SIZE
+        return plain[pos - base:stop - base]
+
+    async def plaintext(self, o: Opened, start: int, end: int) -> AsyncIterator[bytes]:
+        """Plaintext bytes [start, end] (inclusive), window by window."""
+        pos, stop, chunks = start, end + 1, FIRST_WINDOW
+        while pos < stop:
+            window_end = min(stop, (pos // CHUNK_SIZE + chunks) * CHUNK_SIZE)
+            yield await asyncio.to_thread(self._window, o, pos, window_end)
+            # Windows grow while the reader keeps reading: a seek that abandons this
+            # response wastes at most the window in flight.
+            pos, chunks = window_end, min(WINDOW, chunks * 2)
+
+    async def ciphertext(self, rec: Recording) -> tuple[int, AsyncIterator[bytes]]:
+        """The original age file (header || payload): size and pieces; no key is used."""
+        payload, keys = await asyncio.to_thread(self.stores)
+        m = Manifest.from_json(rec.manifest)
+        try:
+            header = await asyncio.to_thread(keys.get, rec.header_key)
+        except NotFound:
+            raise Refused(410, "the recording's key was destroyed (crypto-shredded)") from None
+
+        async def pieces() -> AsyncIterator[bytes]:
+            yield header
+            step = WINDOW * (CHUNK_SIZE + 16)
+            for pos in range(0, m.payload_size, step):
+                yield await asyncio.to_thread(self._get, payload, rec.object_key, rec.version_id or None,
+                                              pos, min(m.payload_size, pos + step))
+
+        return len(header) + m.payload_size, pieces()

@@ -1,0 +1,248 @@
+"""AGI benchmark: the consent flow over FastAGI vs the classic entry point, same run.
+
+    python -m bench agi
+
+FastAGI (``bench.agi_load``): a fake Asterisk drives the real ``FastAgiServer``,
+consent handler, ledger and catalog (SQLite WAL, ``synchronous=FULL``, on the disk
+named in the output) in a separate server process, at 1, 100 and 1,000 concurrent
+calls with no pause between commands (closed loop, the server's capacity), then
+1,000 calls paced like real callers (a 6-10 s notice, 1-2 s "thank you"), then the
+same wire exchange against an asyncio server with no logic at all (the floor any
+CPython asyncio design pays on this machine).
+
+Classic: ``callvault-agi consent DID``, one process per call over pipes, one at a
+time (wall and CPU per call) and one per core at a time (flows/s); a bare pyst2
+script with the same dialogue and no ledger is the reference for "one Python
+process per call" (shared/README.md measured 39 ms CPU for it).
+
+Printed as tables; written to bench/results/agi-<time>.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from . import agi_load
+
+# --- the classic entry point: one process per call ----------------------------------
+
+BARE_PYST2 = '''\
+from asterisk.agi import AGI
+agi = AGI()
+linkedid = agi.get_variable("CHANNEL(linkedid)")
+if agi.get_data("beep", 5000, 1) == "1":
+    agi.appexec("MixMonitor", "/var/spool/asterisk/callvault/x.wav")
+    for name, value in (("CALLVAULT_RECORDING_ID", "r1"), ("CALLVAULT_CONSENT_ID", "c1"),
+                        ("CALLVAULT_RULE", "za-opt-in"), ("CALLVAULT_CONSENT", "granted"),
+                        ("CALLVAULT_RECORD", "yes")):
+        agi.set_variable(name, value)
+    agi.appexec("UserEvent", "CallvaultConsent,Consent: granted")
+    agi.stream_file("auth-thankyou")
+'''
+
+
+def classic_once(argv: list[str], env: dict[str, str], n: int) -> dict:
+    """One call: start the process, speak Asterisk's side over pipes, reap it."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env)
+    linkedid = f"{1795329357 + n // 100000}.{n % 100000}".encode()
+    commands = []
+    try:
+        proc.stdin.write(agi_load.env_block(n, fastagi=False))
+        proc.stdin.flush()
+        for line in proc.stdout:
+            commands.append(line.rstrip(b"\n"))
+            proc.stdin.write(agi_load.answer(commands[-1], linkedid))
+            proc.stdin.flush()
+    finally:
+        proc.stdin.close()
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"wall": time.perf_counter() - t0, "cpu": usage.ru_utime + usage.ru_stime,
+            "ok": proc.returncode == 0 and agi_load.flow_granted(commands)}
+
+
+def run_classic(argv: list[str], env: dict[str, str], *, runs: int, parallel: int = 1) -> dict:
+    """``runs`` calls, ``parallel`` at a time; medians per call and flows/s."""
+    results: list[dict] = []
+    lock = threading.Lock()
+    counter = iter(range(runs))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                n = next(counter, None)
+            if n is None:
+                return
+            r = classic_once(argv, env, n)
+            with lock:
+                results.append(r)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(parallel)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    return {"runs": runs, "parallel": parallel, "ok": sum(r["ok"] for r in results),
+            "median_wall_ms": statistics.median(r["wall"] for r in results) * 1e3,
+            "median_cpu_ms": statistics.median(r["cpu"] for r in results) * 1e3,
+            "flows_per_s": runs / elapsed}
+
+
+def classic_suite(workdir: Path, *, runs: int = 20) -> dict:
+    """callvault-agi and a bare pyst2 script, sequentially and two at a time."""
+    config = workdir / "callvault.toml"
+    config.write_text(agi_load.config_text(workdir))
+    env = {"PATH": os.environ.get("PATH", os.defpath), "CALLVAULT_CONFIG": str(config)}
+    entry = [str(Path(sys.prefix) / "bin" / "callvault-agi"), "consent", agi_load.DID]
+    bare = workdir / "bare_pyst2.py"
+    bare.write_text(BARE_PYST2)
+    out = {}
+    for name, argv in (("callvault_agi", entry), ("bare_pyst2", [sys.executable, str(bare)])):
+        classic_once(argv, env, 0)  # warm the page cache and __pycache__
+        seq = run_classic(argv, env, runs=runs)
+        par = run_classic(argv, env, runs=runs, parallel=os.cpu_count() or 2)
+        out[name] = {"sequential": seq, "parallel": par}
+    return out
+
+
+# --- the whole thing -------------------------------------------------------------------
+
+SCENARIOS = (
+    # concurrency, measured seconds, warm-up seconds, paced, ramp seconds, server
+    (1, 3.0, 1.0, False, 0.0, "serve"),
+    (100, 5.0, 1.0, False, 0.0, "serve"),
+    (1000, 8.0, 2.0, False, 0.0, "serve"),
+    (1000, 12.0, 10.0, True, 10.0, "serve"),
+    (100, 4.0, 1.0, False, 0.0, "floor"),
+)
+
+
+def measure(*, classic_runs: int = 20, scenarios=SCENARIOS) -> dict:
+    base = Path(tempfile.mkdtemp(prefix="callvault-agi-bench-"))
+    results: dict = {"fastagi": [], "db_filesystem": agi_load.filesystem(base), "cores": os.cpu_count()}
+    try:
+        for i, (n, seconds, warmup, paced, ramp, kind) in enumerate(scenarios):
+            d = base / f"fastagi-{i}"
+            d.mkdir()
+            results["fastagi"].append(asyncio.run(agi_load.run_fastagi(
+                n, seconds=seconds, warmup=warmup, workdir=d, paced=paced, ramp=ramp,
+                server_kind=kind)))
+        d = base / "classic"
+        d.mkdir()
+        results["classic"] = classic_suite(d, runs=classic_runs)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return results
+
+
+# --- tables ------------------------------------------------------------------------
+
+TARGET_FLOWS = 2000
+TARGET_RATIO = 40
+TARGET_P99_MS = 5.0
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [_row(rows[0], widths), "  ".join("-" * w for w in widths)]
+    lines += [_row(r, widths) for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def _name(r: dict) -> str:
+    if r["server"] == "floor":
+        return f"floor: asyncio, no logic, {_calls(r['concurrency'])}"
+    return f"FastAGI, {_calls(r['concurrency'])}" + (", paced" if r["paced"] else "")
+
+
+def _calls(n: int) -> str:
+    return f"{n:,} call" + ("s" if n != 1 else "")
+
+
+def tables(results: dict) -> str:
+    classic = results["classic"]["callvault_agi"]
+    bare = results["classic"]["bare_pyst2"]
+    classic_fps = classic["parallel"]["flows_per_s"]
+    rows = [["scenario", "flows/s", "vs classic", "turn p50 ms", "turn p99 ms",
+             "MixMonitor turn p50/p99 ms", "server CPU/flow ms",
+             "cores: server/generator/others/steal", "failed"]]
+    for r in results["fastagi"]:
+        mix = r["by_command_ms"].get("EXEC MixMonitor", {"p50": 0, "p99": 0})
+        rows.append([
+            _name(r), f"{r['flows_per_s']:.0f}", f"{r['flows_per_s'] / classic_fps:.1f}x",
+            f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{mix['p50']:.2f} / {mix['p99']:.2f}",
+            f"{r['server_cpu_ms_per_flow']:.2f}",
+            f"{r['server_cpu_share']:.2f}/{r['generator_cpu_share']:.2f}/"
+            f"{r['others_cpu_share']:.2f}/{r['steal_share']:.2f}",
+            f"{r['failed'] + r['connect_errors']}"])
+    out = [f"AGI consent flow, {results['cores']} cores, database on {results['db_filesystem']} "
+           f"(WAL, synchronous=FULL); server and load generator are separate processes on the "
+           f"same cores. A turn = our reply written -> next command received.", "",
+           _table(rows), ""]
+    crow = [["classic (one process per call)", "median wall ms", "median CPU ms",
+             f"flows/s, {classic['parallel']['parallel']} at a time", "flows/s if CPU-bound",
+             "ok runs"]]
+    for name, c in (("callvault-agi consent DID", classic), ("bare pyst2 script (reference)", bare)):
+        crow.append([name, f"{c['sequential']['median_wall_ms']:.1f}",
+                     f"{c['sequential']['median_cpu_ms']:.1f}",
+                     f"{c['parallel']['flows_per_s']:.1f}",
+                     f"{(results['cores'] or 1) * 1000 / c['sequential']['median_cpu_ms']:.1f}",
+                     f"{c['sequential']['ok'] + c['parallel']['ok']}/"
+                     f"{c['sequential']['runs'] + c['parallel']['runs']}"])
+    out += [_table(crow), ""]
+    served = [r for r in results["fastagi"] if r["server"] == "serve"]
+    best = max(r["flows_per_s"] for r in served if not r["paced"])
+    at_1000 = [r for r in served if r["concurrency"] >= 1000]
+    checks = [
+        (f">= {TARGET_FLOWS} flows/s", best >= TARGET_FLOWS, f"best {best:.0f} flows/s"),
+        (f">= {TARGET_RATIO}x the classic entry point", best / classic_fps >= TARGET_RATIO,
+         f"{best / classic_fps:.1f}x ({best:.0f} vs {classic_fps:.1f} flows/s)"),
+        (f"p99 < {TARGET_P99_MS:g} ms at 1,000 calls",
+         bool(at_1000) and all(r["p99_ms"] < TARGET_P99_MS for r in at_1000),
+         ", ".join(f"{'paced' if r['paced'] else 'closed loop'} {r['p99_ms']:.1f} ms"
+                   for r in at_1000)),
+    ]
+    out += ["targets:"] + [f"  {'met   ' if ok else 'MISSED'}  {what}: {detail}"
+                           for what, ok, detail in checks]
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    t0 = time.perf_counter()
+    results = measure()
+    results["total_seconds"] = time.perf_counter() - t0
+    results["loadavg_after"] = os.getloadavg()
+    print(tables(results))
+    print(f"\n(total bench time {results['total_seconds']:.0f} s; load average after "
+          f"{results['loadavg_after'][0]:.1f})")
+    out_dir = Path(__file__).resolve().parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"agi-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,393 @@
+"""Archiver benchmark: every number next to a baseline measured in the same run.
+
+    python -m bench archiver            # starts its own Ceph RGW from the lab root
+    CALLVAULT_BENCH_LAB=lab python -m bench archiver   # or uses a running `callvault lab up`
+
+1. encryption: ``storage.crypto.Encryptor`` (age STREAM: ChaCha20-Poly1305 plus the
+   SHA-256 of plaintext and ciphertext for the manifest) vs raw ChaCha20-Poly1305 over
+   the same 64 KiB chunks, 256 MiB in memory.
+2. pipeline: one 1 GiB recording archived (encrypt, upload with retention, verify) vs
+   boto3 ``upload_file`` of the same file to the same RGW; each in a fresh process.
+3. peak RSS of those processes (``ru_maxrss``), for 256 MiB and 1 GiB recordings.
+4. hang-up to verified: ``recording_ended()`` -> catalog ``archived`` for 5-minute
+   recordings (8 kHz 16-bit mono, 4.8 MB), one at a time.
+5. drain: 1,000 one-minute recordings queued at once, the archiver as configured by
+   default (2 workers).
+Results are printed as a table and written to bench/results/archiver-<time>.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+MiB = 1 << 20
+GiB = 1 << 30
+RATE = 16_000  # bytes per second of 8 kHz 16-bit mono
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_wav(path: Path, audio_bytes: int, block: bytes | None = None) -> None:
+    """A WAV of ``audio_bytes`` of noise (incompressible, like encrypted output)."""
+    block = block or os.urandom(4 * MiB)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        left = audio_bytes
+        while left > 0:
+            piece = block[:min(left, len(block))]
+            w.writeframesraw(piece)
+            left -= len(piece)
+            if left:  # vary the content so no two blocks are equal
+                block = block[1:] + block[:1]
+
+
+def config_text(d: Path, endpoint, bucket: str, key_bucket: str, recipient: str) -> str:
+    return f"""
+[ami]
+secret = "unused"
+[database]
+url = "sqlite:///{d / 'callvault.db'}"
+[spool]
+dir = "{d / 'spool'}"
+[archive]
+recipients = ["{recipient}"]
+[storage]
+backend = "s3"
+endpoint_url = "{endpoint.endpoint_url}"
+region = "{endpoint.region}"
+bucket = "{bucket}"
+key_bucket = "{key_bucket}"
+access_key_id = "{endpoint.access_key_id}"
+secret_access_key = "{endpoint.secret_access_key}"
+"""
+
+
+# -- children (fresh processes, so ru_maxrss is theirs alone) ---------------------------
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss() -> float:
+    """Start measuring the peak afresh (Linux: 5 > clear_refs); returns the RSS now."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since the last reset (VmHWM)."""
+    return _status_mb("VmHWM")
+
+
+def child_upload_file(args: dict) -> dict:
+    import boto3
+
+    e = args["endpoint"]
+    client = boto3.client("s3", endpoint_url=e["endpoint_url"], aws_access_key_id=e["access_key_id"],
+                          aws_secret_access_key=e["secret_access_key"], region_name=e["region"])
+    client.head_bucket(Bucket=args["bucket"])  # connected and warm, like the pipeline's stores
+    before = reset_peak_rss()
+    t0 = time.perf_counter()
+    client.upload_file(args["file"], args["bucket"], f"baseline/{secrets.token_hex(6)}")
+    elapsed = time.perf_counter() - t0
+    peak = peak_rss_mb()
+    client.close()
+    return {"seconds": elapsed, "rss_before_mb": before, "peak_rss_mb": peak}
+
+
+def child_pipeline(args: dict) -> dict:
+    from appliance import config as cfg
+    from appliance.archivecli import build_archiver
+    from storage.catalog import Catalog, Recording
+    from storage.db import open_database
+    from storage.ledger import Ledger
+
+    config = cfg.load(args["config"], env={}, check_paths=False)
+    db = open_database(config.database.url)
+    catalog, ledger = Catalog(db), Ledger(db)
+    archiver = build_archiver(config, catalog, ledger)
+    pipeline = archiver.pipeline
+    pipeline.check_setup()
+    rid = "r" + secrets.token_hex(12)
+    spool = config.spool.dir / f"{rid}.wav"
+    os.link(args["file"], spool)  # the archiver removes the link, not the data
+    Path(str(spool) + ".done").touch()
+    catalog.add(Recording(recording_id=rid, consent_id="c", uniqueid="u", linkedid="l", channel="c",
+                          spool_path=str(spool), caller_hmac="", did="", agent="", rule="default",
+                          jurisdiction="ZA", retention_class="default", consent_state="granted",
+                          started_at=time.time()))
+    catalog.mark_ended(rid, time.time())
+    steps: dict[str, float] = {}
+    for step in ("_encrypt", "_upload", "_verify"):  # time each step of the one job
+        def timed(job, _fn=getattr(pipeline, step), _name=step[1:]):
+            s0 = time.perf_counter()
+            try:
+                return _fn(job)
+            finally:
+                steps[_name] = round(steps.get(_name, 0.0) + time.perf_counter() - s0, 3)
+        setattr(pipeline, step, timed)
+    before = reset_peak_rss()
+    t0 = time.perf_counter()
+    outcome = pipeline.process(catalog.get(rid))
+    elapsed = time.perf_counter() - t0
+    peak = peak_rss_mb()
+    if outcome.kind != "archived":
+        raise SystemExit(f"pipeline: {outcome}")
+    pipeline.close()
+    db.close()
+    return {"seconds": elapsed, "steps": steps, "rss_before_mb": before, "peak_rss_mb": peak}
+
+
+def run_child(kind: str, args: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "bench.archiver_bench", kind, json.dumps(args)],
+                          stdout=subprocess.PIPE, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} child failed ({proc.returncode})")
+    return json.loads(proc.stdout)
+
+
+# -- in-process measurements ---------------------------------------------------------------
+
+def bench_encryption(size: int = 256 * MiB) -> tuple[float, float]:
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from storage.crypto import Encryptor, Identity
+
+    data = memoryview(os.urandom(size))
+    recipient = Identity.generate().recipient
+    raw, ours = [], []
+    for _ in range(3):
+        aead = ChaCha20Poly1305(os.urandom(32))
+        t0 = time.perf_counter()
+        for i in range(0, size, 64 * 1024):
+            aead.encrypt(i.to_bytes(12, "big"), data[i:i + 64 * 1024], None)
+        raw.append(size / (time.perf_counter() - t0) / 1e6)
+        enc = Encryptor([recipient])
+        t0 = time.perf_counter()
+        for i in range(0, size, MiB):
+            enc.update(data[i:i + MiB])
+        enc.finalize()
+        ours.append(size / (time.perf_counter() - t0) / 1e6)
+    return statistics.median(ours), statistics.median(raw)
+
+
+async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int, drain_n: int) -> dict:
+    from appliance import config as cfg
+    from appliance.archivecli import build_archiver
+    from storage.catalog import Catalog, Recording
+    from storage.db import open_database
+    from storage.ledger import Ledger
+
+    config = cfg.load(config_path, env={}, check_paths=False)
+    db = open_database(config.database.url)
+    catalog, ledger = Catalog(db), Ledger(db)
+    block = os.urandom(4 * MiB)
+
+    def add(rid: str, seconds: int, uniqueid: str, state: str) -> None:
+        path = spool / f"{rid}.wav"
+        write_wav(path, seconds * RATE, block)
+        Path(str(path) + ".done").touch()
+        catalog.add(Recording(recording_id=rid, consent_id="c", uniqueid=uniqueid, linkedid="l", channel="c",
+                              spool_path=str(path), caller_hmac="", did="", agent="", rule="default",
+                              jurisdiction="ZA", retention_class="default", consent_state="granted",
+                              started_at=time.time()))
+        if state == "pending":
+            catalog.mark_ended(rid, time.time())
+
+    archiver = build_archiver(config, catalog, ledger)
+    archiver.scan_interval = 3600
+    await archiver.start()
+    latencies = []
+    try:
+        for i in range(latency_n):
+            rid = "r" + secrets.token_hex(12)
+            await asyncio.to_thread(add, rid, 300, f"lat-{i}", "recording")
+            t0 = time.perf_counter()
+            await archiver.recording_ended(uniqueid=f"lat-{i}")
+            while catalog.get(rid).state != "archived":
+                await asyncio.sleep(0.002)
+            latencies.append(time.perf_counter() - t0)
+    finally:
+        await archiver.stop(30)
+
+    rids = ["r" + secrets.token_hex(12) for _ in range(drain_n)]
+    t_make = time.perf_counter()
+    for i, rid in enumerate(rids):
+        add(rid, 60, f"drain-{i}", "pending")
+    make_s = time.perf_counter() - t_make
+    archiver = build_archiver(config, catalog, ledger)
+    archiver.scan_interval = 3600
+    t0 = time.perf_counter()
+    await archiver.start()
+    try:
+        while catalog.queue_counts().get("archived", 0) < latency_n + drain_n:
+            if catalog.queue_counts().get("failed"):
+                raise RuntimeError("drain: dead letters")
+            await asyncio.sleep(0.05)
+        drain_s = time.perf_counter() - t0
+    finally:
+        await archiver.stop(30)
+    db.close()
+    latencies.sort()
+    return {"latency_p50_s": statistics.median(latencies),
+            "latency_p95_s": latencies[max(0, int(round(0.95 * len(latencies))) - 1)],
+            "latency_max_s": latencies[-1], "latency_n": latency_n, "drain_n": drain_n,
+            "drain_seconds": drain_s, "drain_rec_per_s": drain_n / drain_s,
+            "drain_mb_per_s": drain_n * (60 * RATE + 44) / drain_s / 1e6, "drain_setup_seconds": make_s,
+            "workers": config.archive.workers}
+
+
+# -- the run -------------------------------------------------------------------------------
+
+class _OwnRgw:
+    def __enter__(self):
+        from appliance.lab import rootfs
+        from appliance.lab.ceph import LabRgw
+
+        self.root = rootfs.ensure_root(rootfs.default_root(), progress=lambda m: print(m, flush=True))
+        self.rgw = LabRgw(self.root, f"bench{secrets.token_hex(3)}", memstore_bytes=9 * GiB)
+        t0 = time.perf_counter()
+        try:
+            self.rgw.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        print(f"RGW up in {time.perf_counter() - t0:.0f} s", flush=True)
+        return self.rgw.endpoint
+
+    def __exit__(self, *exc):
+        from appliance.lab.harness import release_root
+
+        self.rgw.stop()
+        release_root(self.root)
+        import shutil
+
+        shutil.rmtree(self.rgw.host.parent, ignore_errors=True)
+
+
+def measure(endpoint, work: Path) -> dict:
+    import boto3
+
+    from storage.crypto import Identity
+    from storage.s3store import S3Settings, S3Store
+
+    results: dict = {}
+    print("encryption ...", flush=True)
+    results["encrypt_mb_s"], results["raw_chacha_mb_s"] = bench_encryption()
+
+    settings = S3Settings(endpoint_url=endpoint.endpoint_url, region=endpoint.region,
+                          access_key_id=endpoint.access_key_id, secret_access_key=endpoint.secret_access_key,
+                          addressing_style="path")
+    name = f"bench-{secrets.token_hex(4)}"
+    for bucket, lock in ((name, True), (name + "-keys", False), (name + "-plain", False)):
+        with S3Store(settings, bucket, object_lock=lock) as s:
+            s.create_bucket(lock=lock)
+    (work / "spool").mkdir()
+    config = work / "callvault.toml"
+    config.write_text(config_text(work, endpoint, name, name + "-keys", str(Identity.generate().recipient)))
+    e = {"endpoint_url": endpoint.endpoint_url, "access_key_id": endpoint.access_key_id,
+         "secret_access_key": endpoint.secret_access_key, "region": endpoint.region}
+
+    for size, label in ((256 * MiB, "256m"), (GiB, "1g")):
+        wav = work / f"source-{label}.wav"
+        write_wav(wav, size)
+        runs = []
+        for _ in range(1 if size == GiB else 2):
+            print(f"{label}: boto3 upload_file ...", flush=True)
+            base = run_child("upload", {"endpoint": e, "bucket": name + "-plain", "file": str(wav)})
+            print(f"{label}: pipeline ...", flush=True)
+            ours = run_child("pipeline", {"config": str(config), "file": str(wav)})
+            runs.append((base, ours))
+        base = min((b for b, _ in runs), key=lambda r: r["seconds"])
+        ours = min((o for _, o in runs), key=lambda r: r["seconds"])
+        results[f"upload_{label}_mb_s"] = size / base["seconds"] / 1e6
+        results[f"pipeline_{label}_mb_s"] = size / ours["seconds"] / 1e6
+        results[f"upload_{label}_rss_mb"] = base["peak_rss_mb"]
+        results[f"pipeline_{label}_rss_mb"] = ours["peak_rss_mb"]
+        results[f"upload_{label}_rss_before_mb"] = base["rss_before_mb"]
+        results[f"pipeline_{label}_rss_before_mb"] = ours["rss_before_mb"]
+        results[f"pipeline_{label}_steps"] = ours["steps"]
+        wav.unlink()
+
+    print("latency and drain ...", flush=True)
+    results.update(asyncio.run(bench_latency_and_drain(config, work / "spool", latency_n=20, drain_n=1000)))
+    boto3  # imported for the children's sake: fail early if missing
+    return results
+
+
+def table(r: dict) -> str:
+    rows = [
+        ("metric", "callvault", "baseline (same run)", "ratio", "target"),
+        ("encryption, 256 MiB in memory", f"{r['encrypt_mb_s']:.0f} MB/s",
+         f"raw ChaCha20-Poly1305 {r['raw_chacha_mb_s']:.0f} MB/s", f"{r['encrypt_mb_s'] / r['raw_chacha_mb_s']:.2f}", ""),
+    ]
+    for label, name in (("256m", "256 MiB"), ("1g", "1 GiB")):
+        rows.append((f"pipeline {name} (encrypt+upload+verify)", f"{r[f'pipeline_{label}_mb_s']:.0f} MB/s",
+                     f"boto3 upload_file {r[f'upload_{label}_mb_s']:.0f} MB/s",
+                     f"{r[f'pipeline_{label}_mb_s'] / r[f'upload_{label}_mb_s']:.2f}", ">= 0.9"))
+    for label, name in (("256m", "256 MiB"), ("1g", "1 GiB")):
+        ours, base = r[f"pipeline_{label}_rss_mb"], r[f"upload_{label}_rss_mb"]
+        ours0, base0 = r[f"pipeline_{label}_rss_before_mb"], r[f"upload_{label}_rss_before_mb"]
+        rows.append((f"peak RSS archiving {name} (+ over idle)", f"{ours:.0f} MB (+{ours - ours0:.0f})",
+                     f"boto3 upload_file {base:.0f} MB (+{base - base0:.0f})", f"{ours / base:.2f}",
+                     "< 100 MB, flat"))
+    rows.append((f"hang-up -> verified, 5-min rec (n={r['latency_n']})",
+                 f"p50 {r['latency_p50_s'] * 1000:.0f} ms, p95 {r['latency_p95_s'] * 1000:.0f} ms",
+                 f"max {r['latency_max_s'] * 1000:.0f} ms", "", "p95 < 2 s"))
+    rows.append((f"drain {r['drain_n']} x 1-min recordings ({r['workers']} workers)",
+                 f"{r['drain_rec_per_s']:.1f} rec/s ({r['drain_mb_per_s']:.0f} MB/s)",
+                 f"upload_file {r['upload_1g_mb_s']:.0f} MB/s",
+                 f"{r['drain_mb_per_s'] / r['upload_1g_mb_s']:.2f}", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    t0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="callvault-bench-", dir="/var/tmp"))
+    try:
+        lab = os.environ.get("CALLVAULT_BENCH_LAB")
+        if lab:
+            from appliance.lab.harness import Lab
+
+            results = measure(Lab.load_state(lab).s3_endpoint, work)
+        else:
+            with _OwnRgw() as endpoint:
+                results = measure(endpoint, work)
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    results["total_seconds"] = time.perf_counter() - t0
+    print()
+    print(table(results))
+    print(f"\n(pipeline 1 GiB step seconds: {results['pipeline_1g_steps']}; total bench time "
+          f"{results['total_seconds']:.0f} s; {os.cpu_count()} CPUs, RGW on the same host)")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"archiver-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] in ("upload", "pipeline"):
+        fn = child_upload_file if sys.argv[1] == "upload" else child_pipeline
+        print(json.dumps(fn(json.loads(sys.argv[2]))))
+        sys.exit(0)
+    sys.exit(main(sys.argv[1:]))

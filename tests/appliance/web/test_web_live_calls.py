@@ -1,0 +1,110 @@
+"""Live call state and agent attribution from AMI events (appliance/web/live.py).
+
+The events are the ones Asterisk 22 raises (names and headers as in the lab's
+captures); the real-Asterisk path is covered by the browser test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agi.ami import AmiEvent
+from appliance.web.live import LiveCalls, channel_matches
+from appliance.web.metrics import Metrics
+from storage.catalog import Catalog, Recording
+from storage.db import open_database
+from storage.ledger import Ledger
+from storage.users import Users
+
+
+@pytest.fixture
+async def live(tmp_path):
+    db = open_database(f"sqlite:///{tmp_path / 'cv.db'}")
+    users = Users(db)
+    for name, ids in (("alice", ["did:27215550100"]), ("bob", ["PJSIP/2002"]), ("carol", ["PJSIP/1001"])):
+        # Cheap hashes are fine here: these users never sign in.
+        users.add(name, "agent", f"{name}-password-x", ids)
+    catalog = Catalog(db)
+    tracker = LiveCalls(users=users, catalog=catalog, ledger=Ledger(db), metrics=Metrics())
+    await tracker.refresh_rules()
+    yield tracker
+    await tracker.stop()
+    db.close()
+
+
+def ev(name: str, **fields) -> AmiEvent:
+    return AmiEvent(name, {"Event": name, **fields})
+
+
+def row(catalog: Catalog, rid: str, linkedid: str) -> None:
+    catalog.add(Recording(recording_id=rid, consent_id="c1", uniqueid=linkedid, linkedid=linkedid,
+                          channel="PJSIP/trunk-00000001", spool_path=f"/spool/{rid}.wav", caller_hmac="x", did="",
+                          agent="", rule="r", jurisdiction="ZA", retention_class="default", consent_state="granted",
+                          started_at=1.0))
+
+
+def test_channel_identifiers_match_whole_devices_only():
+    assert channel_matches("PJSIP/1001", "PJSIP/1001-0000002a")
+    assert channel_matches("PJSIP/1001", "PJSIP/1001")
+    assert not channel_matches("PJSIP/1001", "PJSIP/10010-0000002a")
+    assert channel_matches("Local/1001@agents", "Local/1001@agents-00000012;1")
+    assert not channel_matches("did:1001", "PJSIP/1001-1")
+
+
+async def test_a_queue_call_belongs_to_the_agent_who_answers_not_to_those_it_rang(live):
+    trunk, linked = "PJSIP/trunk-00000001", "1700000000.1"
+    live.handle(ev("Newchannel", Uniqueid=linked, Linkedid=linked, Channel=trunk, Exten="27215550999",
+                   CallerIDNum="+27821234567"))
+    row(live.catalog, "rq", linked)
+    live.handle(ev("UserEvent", UserEvent="CallvaultConsent", Uniqueid=linked, Linkedid=linked, Channel=trunk,
+                   Consent="granted", Record="yes", RecordingId="rq", Rule="za"))
+    live.handle(ev("MixMonitorStart", Uniqueid=linked, Linkedid=linked, Channel=trunk))
+    # Ring-all: both phones ring; neither is the call's agent yet.
+    for uid, ch in (("1700000000.2", "PJSIP/1001-00000002"), ("1700000000.3", "PJSIP/2002-00000003")):
+        live.handle(ev("Newchannel", Uniqueid=uid, Linkedid=linked, Channel=ch, Exten="s"))
+    call = live.calls[linked]
+    assert call.agents == [] and call.caller == "…4567" and call.did == "27215550999"
+    # Bob answers: his channel joins the caller's bridge.
+    live.handle(ev("BridgeEnter", BridgeUniqueid="b1", Uniqueid=linked, Linkedid=linked, Channel=trunk))
+    live.handle(ev("BridgeEnter", BridgeUniqueid="b1", Uniqueid="1700000000.3", Linkedid=linked,
+                   Channel="PJSIP/2002-00000003"))
+    live.handle(ev("Hangup", Uniqueid="1700000000.2", Linkedid=linked, Channel="PJSIP/1001-00000002"))
+    assert call.agents == ["bob"]
+    for _ in range(50):
+        if live.catalog.get("rq").agent:
+            break
+        await asyncio.sleep(0.02)
+    assert live.catalog.get("rq").agent == "bob"
+    assert (call.consent, call.recording, call.recording_ids) == ("granted", "recording", ["rq"])
+
+    live.handle(ev("MixMonitorMute", Uniqueid=linked, Linkedid=linked, Channel=trunk, Direction="both", State="1"))
+    assert call.recording == "paused"
+    live.handle(ev("UserEvent", UserEvent="CallvaultConsent", Uniqueid=linked, Linkedid=linked, Channel=trunk,
+                   Consent="revoked", Record="no", RecordingId="rq"))
+    assert (call.consent, call.recording) == ("revoked", "stopped")
+    for uid in (linked, "1700000000.3"):
+        live.handle(ev("Hangup", Uniqueid=uid, Linkedid=linked))
+    assert call.ended_at is not None
+    assert live.metrics.consent == {"granted": 1} and live.metrics.calls == 1
+
+
+async def test_direct_lines_and_outbound_calls_and_who_is_told(live):
+    alice_sub = live.subscribe(live.users.get("alice"), sees_all=False)
+    boss = live.subscribe(live.users.get("bob"), sees_all=True)
+    # A call to alice's direct line: hers from the first event, consent still pending.
+    live.handle(ev("Newchannel", Uniqueid="9.1", Linkedid="9.1", Channel="PJSIP/trunk-9", Exten="27215550100"))
+    assert live.calls["9.1"].agents == ["alice"] and live.calls["9.1"].consent == "pending"
+    # An outbound call that carol's phone starts is carol's.
+    live.handle(ev("Newchannel", Uniqueid="8.1", Linkedid="8.1", Channel="PJSIP/1001-00000008", Exten="0821234567"))
+    assert live.calls["8.1"].agents == ["carol"]
+    # Declined: nothing is recorded.
+    live.handle(ev("UserEvent", UserEvent="CallvaultConsent", Uniqueid="9.1", Linkedid="9.1",
+                   Channel="PJSIP/trunk-9", Consent="declined", Record="no", RecordingId=""))
+    assert (live.calls["9.1"].consent, live.calls["9.1"].recording) == ("declined", "not-recorded")
+    seen = [alice_sub.queue.get_nowait()["call"]["call_id"] for _ in range(alice_sub.queue.qsize())]
+    assert set(seen) == {"9.1"}
+    boss_seen = {boss.queue.get_nowait()["call"]["call_id"] for _ in range(boss.queue.qsize())}
+    assert boss_seen == {"9.1", "8.1"}
+    assert [c.call_id for c in live.visible(live.users.get("alice"), False)] == ["9.1"]

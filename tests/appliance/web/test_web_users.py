@@ -1,0 +1,122 @@
+"""Users, password hashes and sessions (storage/users.py) and `callvault users add|list|disable`."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import time
+
+import pytest
+
+from appliance.userscli import add_user_commands
+from storage.db import open_database
+from storage.errors import NotFound
+from storage.users import (SCRYPT_LOG_N, UserError, Users, hash_password, token_hash, verify_hash)
+
+
+@pytest.fixture
+def users(tmp_path):
+    db = open_database(f"sqlite:///{tmp_path / 'callvault.db'}")
+    yield Users(db)
+    db.close()
+
+
+def test_password_hash_is_scrypt_with_its_parameters_and_a_salt():
+    a, b = hash_password("correct horse battery"), hash_password("correct horse battery")
+    assert a != b  # salted
+    kind, log_n, r, p, salt, key = a.split("$")
+    assert (kind, int(log_n), int(r), int(p)) == ("scrypt", SCRYPT_LOG_N, 8, 1) and SCRYPT_LOG_N >= 17
+    assert verify_hash(a, "correct horse battery") and not verify_hash(a, "correct horse batterY")
+    assert not verify_hash("garbage", "x") and not verify_hash("scrypt$99$8$1$AA$AA", "x")
+    with pytest.raises(UserError, match="at least 10"):
+        hash_password("short")
+
+
+def test_users_roles_identifiers_and_authentication(users):
+    users.add("alice", "agent", "alice-password-1", ["PJSIP/1001", "did:27215550100", "Local/1001@agents"])
+    users.add("sam", "supervisor", "sam-password-12")
+    assert [u.name for u in users.list()] == ["alice", "sam"]
+    assert users.get("alice").agent_ids == ("PJSIP/1001", "did:27215550100", "Local/1001@agents")
+    for bad in (dict(name="Alice"), dict(name="a b"), dict(role="root"), dict(agent_ids=["1001"]),
+                dict(agent_ids=["did:abc"]), dict(name="alice")):
+        args = {"name": "zed", "role": "agent", "password": "zed-password-1", "agent_ids": [], **bad}
+        with pytest.raises(UserError):
+            users.add(**args)
+    assert users.authenticate("alice", "alice-password-1").name == "alice"
+    assert users.authenticate("alice", "wrong-password") is None
+    assert users.authenticate("nobody", "alice-password-1") is None
+    with pytest.raises(NotFound):
+        users.disable("nobody")
+
+
+def test_sessions_store_only_a_hash_and_end_on_disable_expiry_and_idle(users):
+    users.add("alice", "agent", "alice-password-1")
+    token, session = users.create_session("alice", ttl=3600)
+    assert session.id == token_hash(token) == hashlib.sha256(token.encode()).hexdigest()
+    with users.db.read() as c:
+        stored = [row[0] for row in c.execute("SELECT token_hash FROM sessions")]
+    assert stored == [session.id] and token not in stored
+    assert users.session(token).user.name == "alice" and users.session(token).csrf == session.csrf
+    assert users.session("not-a-token") is None and users.session("") is None
+    assert users.session(token, idle=-1) is None  # idle too long
+
+    short, _ = users.create_session("alice", ttl=0.01)
+    time.sleep(0.02)
+    assert users.session(short) is None  # expired
+
+    users.end_session(token)
+    assert users.session(token) is None
+    again, _ = users.create_session("alice", ttl=3600)
+    users.disable("alice")
+    assert users.session(again) is None
+    assert users.authenticate("alice", "alice-password-1") is None
+
+
+def run(tmp_path, capsys, *argv: str, stdin: str = "") -> tuple[int, str, str]:
+    (tmp_path / "callvault.toml").write_text(
+        f'[ami]\nsecret = "x"\n[database]\nurl = "sqlite:///{tmp_path / "cv.db"}"\n')
+    parser = argparse.ArgumentParser()
+    add_user_commands(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args([*argv[:2], "-c", str(tmp_path / "callvault.toml"), *argv[2:]])
+    import sys
+
+    old = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        code = args.fn(args)
+    finally:
+        sys.stdin = old
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_users_cli_add_list_disable(tmp_path, capsys):
+    pw = tmp_path / "pw.txt"
+    pw.write_text("alice-password-1\n")
+    code, out, _ = run(tmp_path, capsys, "users", "add", "alice", "--role", "agent", "--agent-channel",
+                       "PJSIP/1001", "--did", "27215550100", "--password-file", str(pw))
+    assert code == 0 and out.strip() == "user alice added as agent (PJSIP/1001, did:27215550100)"
+    code, out, _ = run(tmp_path, capsys, "users", "add", "sam", "--role", "supervisor", "--password-file", "-",
+                       stdin="sam-password-12\n")
+    assert code == 0
+    code, out, err = run(tmp_path, capsys, "users", "add", "sam", "--role", "supervisor", "--password-file", "-",
+                         stdin="sam-password-12\n")
+    assert code == 2 and "exists" in err
+    code, out, err = run(tmp_path, capsys, "users", "add", "bo", "--role", "admin", "--agent-channel", "PJSIP/1",
+                         "--password-file", str(pw))
+    assert code == 2 and "agents only" in err
+    code, out, err = run(tmp_path, capsys, "users", "add", "bo", "--role", "admin", "--password-file", "-",
+                         stdin="short\n")
+    assert code == 2 and "at least 10" in err
+
+    code, out, _ = run(tmp_path, capsys, "users", "list", "--json")
+    assert [(u["name"], u["role"], u["disabled"]) for u in json.loads(out)] == [("alice", "agent", False),
+                                                                                ("sam", "supervisor", False)]
+    code, out, _ = run(tmp_path, capsys, "users", "disable", "alice")
+    assert code == 0 and "disabled" in out
+    code, out, _ = run(tmp_path, capsys, "users", "list")
+    assert "alice" in out and "disabled" in out and "PJSIP/1001" in out
+    code, _, err = run(tmp_path, capsys, "users", "disable", "nobody")
+    assert code == 1 and "nobody" in err
