@@ -82,7 +82,7 @@ def build_archiver(config: cfg.Config, catalog: Catalog, ledger: Ledger) -> Arch
         raise SetupError(f"[archive] recipients: {e}; run `callvault keys generate` and add the "
                          "public key (age1...)") from None
     try:
-        policy = RetentionPolicy.parse(getattr(config.archive, "retention", ()))
+        policy = RetentionPolicy.parse(config.archive.retention)
     except ValueError as e:
         raise SetupError(f"[archive] retention: {e}") from None
     classes = rule_retention(config)

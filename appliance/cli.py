@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from archiver.errors import SetupError
+
 from . import config as cfg
 
 DEFAULT_CONFIG = os.environ.get("CALLVAULT_CONFIG", "/etc/callvault/callvault.toml")
@@ -175,8 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("channel", help="the channel being recorded, e.g. PJSIP/trunk-0000002a")
         sp.set_defaults(fn=cmd_call)
 
+    from .archivecli import add_archive_commands
     from .labcli import add_lab_commands
+    from .userscli import add_user_commands
 
+    add_archive_commands(sub)
+    add_user_commands(sub)
     add_lab_commands(sub)
     return p
 
@@ -190,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.ConfigError as e:
         for line in e.problems:
             print(line, file=sys.stderr)
+        return 2
+    except SetupError as e:
+        print(e, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

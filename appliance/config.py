@@ -111,6 +111,9 @@ class ArchiveConfig:
     recipients: tuple[str, ...] = ()
     workers: int = 2
     max_attempts: int = 8
+    # Retention classes beyond the built-in ones ("default" 90 days, "legal" 5 years),
+    # e.g. ["short=GOVERNANCE:30d"]; consent rules name them in `retention`.
+    retention: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,10 @@ class StorageConfig:
 @dataclass(frozen=True)
 class WebConfig:
     listen: str = "127.0.0.1:8080"
+    # The age identity that decrypts recordings for playback and export. Set it only
+    # on the retrieval node; without it the web app lists and audits but never decrypts.
+    identity_file: Path | None = None
+    identity_passphrase: Secret | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -164,7 +171,7 @@ class Config:
 
 SECTIONS: dict[str, type] = {f.name: get_type_hints(Config)[f.name]
                              for f in dataclasses.fields(Config) if f.name != "consent"}
-SECRET_KEYS = {("ami", "secret"), ("storage", "secret_access_key")}
+SECRET_KEYS = {("ami", "secret"), ("storage", "secret_access_key"), ("web", "identity_passphrase")}
 CHOICES = {("storage", "backend"): ("local", "s3")}
 # Paths the process must be able to write to (created if missing).
 WRITABLE = (("spool", "dir"), ("storage", "path"), ("privacy", "hmac_key_file"))
@@ -349,6 +356,21 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
                 "never put a private AGE-SECRET-KEY here: run `callvault keys generate`")
     if c.archive.workers < 1:
         bad("archive", "workers", c.archive.workers, "expected at least 1")
+    from archiver.retention import RetentionPolicy
+
+    try:
+        classes = RetentionPolicy.parse(c.archive.retention)
+    except ValueError as e:
+        bad("archive", "retention", list(c.archive.retention), str(e))
+    else:
+        for rule in c.consent.rules:
+            if rule.retention not in classes:
+                out.append(f"{where}: [consent] rule {rule.name!r} retention = {rule.retention!r}: no such "
+                           f"retention class (known: {', '.join(sorted(classes.rules))}); define it in "
+                           "[archive] retention, e.g. \"%s=COMPLIANCE:1y\"" % rule.retention)
+    if check_paths and c.web.identity_file is not None and not c.web.identity_file.is_file():
+        bad("web", "identity_file", str(c.web.identity_file), "no such file; point it at the age identity "
+            "written by `callvault keys generate`, or remove the key on nodes that never decrypt")
     if c.storage.backend == "s3":
         for key in ("endpoint_url", "bucket", "key_bucket", "access_key_id"):
             if not getattr(c.storage, key):

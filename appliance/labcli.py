@@ -56,6 +56,8 @@ path = "{data / 'archive'}"
 
 [web]
 listen = "127.0.0.1:{web_port}"
+# Development only: the private key sits beside the archive so recordings play here.
+identity_file = "{data / 'identity.txt'}"
 
 [privacy]
 hmac_key_file = "{data / 'hmac.key'}"

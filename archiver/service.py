@@ -77,15 +77,12 @@ class ArchiverStats:
 
 
 class Archiver:
-    """With ``pipeline=None`` only the spool inventory runs (what the appliance wiring
-    still constructs until it calls ``appliance.archivecli.build_archiver``)."""
+    """The spool scan, the archive workers and the retention sweeper of one node."""
 
-    def __init__(self, spool_dir: Path, *, scan_interval: float = 60.0, catalog: Catalog | None = None,
-                 ledger: Ledger | None = None, pipeline: Pipeline | None = None,
-                 sweeper: RetentionSweeper | None = None, workers: int = 2, retention_interval: float = 3600.0,
-                 rule_retention: Mapping[str, str] | None = None, exclusive: bool = True):
-        if pipeline is not None and (catalog is None or ledger is None):
-            raise ValueError("an archiver with a pipeline needs the catalog and the ledger")
+    def __init__(self, spool_dir: Path, *, catalog: Catalog, ledger: Ledger, pipeline: Pipeline,
+                 scan_interval: float = 60.0, sweeper: RetentionSweeper | None = None, workers: int = 2,
+                 retention_interval: float = 3600.0, rule_retention: Mapping[str, str] | None = None,
+                 exclusive: bool = True):
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.spool_dir = Path(spool_dir)
@@ -103,32 +100,25 @@ class Archiver:
         self._wake = asyncio.Event()
         self._warned: set[str] = set()
 
-    @property
-    def configured(self) -> bool:
-        return self.pipeline is not None
-
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
         self._stop.clear()
         self._halt.clear()
-        if self.pipeline is not None:
-            try:
-                await asyncio.to_thread(self.pipeline.check_setup)
-            except PermanentError as e:
-                await asyncio.to_thread(self.pipeline.close)
-                raise SetupError(f"archive storage is not usable: {e}") from e
-            except RetryableError as e:  # an outage at start: jobs back off until it ends
-                log.warning("archive storage not reachable at start (will retry): %s", e)
-                self.stats.last_error = str(e)
-            if self.exclusive:
-                await asyncio.to_thread(self._release_leases)
-            await self.scan()
-            self._workers = [asyncio.create_task(self._worker(), name=f"archiver-worker-{i}")
-                             for i in range(self.workers)]
-        else:
-            await self.scan()
+        try:
+            await asyncio.to_thread(self.pipeline.check_setup)
+        except PermanentError as e:
+            await asyncio.to_thread(self.pipeline.close)
+            raise SetupError(f"archive storage is not usable: {e}") from e
+        except RetryableError as e:  # an outage at start: jobs back off until it ends
+            log.warning("archive storage not reachable at start (will retry): %s", e)
+            self.stats.last_error = str(e)
+        if self.exclusive:
+            await asyncio.to_thread(self._release_leases)
+        await self.scan()
+        self._workers = [asyncio.create_task(self._worker(), name=f"archiver-worker-{i}")
+                         for i in range(self.workers)]
         self._task = asyncio.create_task(self._scan_loop(), name="archiver-scan")
         self.stats.running = True
 
@@ -145,8 +135,7 @@ class Archiver:
                     t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         self._workers, self._task = [], None
-        if self.pipeline is not None:
-            await asyncio.to_thread(self.pipeline.close)
+        await asyncio.to_thread(self.pipeline.close)
         self.stats.running = False
 
     def wake(self) -> None:
@@ -157,8 +146,8 @@ class Archiver:
 
     async def recording_ended(self, uniqueid: str | None = None, recording_id: str | None = None) -> int:
         """A channel hung up or its MixMonitor stopped: queue its recordings. Returns
-        how many were queued now (0 if already queued, unknown, or not configured)."""
-        if self.catalog is None or not (uniqueid or recording_id):
+        how many were queued now (0 if already queued or unknown)."""
+        if not (uniqueid or recording_id):
             return 0
         n = await asyncio.to_thread(self._ended, uniqueid, recording_id)
         if n:
@@ -178,7 +167,6 @@ class Archiver:
     # -- workers --------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        assert self.pipeline is not None and self.catalog is not None
         while not self._stop.is_set():
             self._wake.clear()
             try:
@@ -222,7 +210,6 @@ class Archiver:
         self.stats.queue, self.stats.retrying = await asyncio.to_thread(self._counts)
 
     def _counts(self) -> tuple[dict[str, int], int]:
-        assert self.catalog is not None
         with self.catalog.db.read() as c:
             retrying = c.execute(f"SELECT COUNT(*) FROM recordings WHERE attempts > 0 AND state IN "
                                  f"({', '.join('?' for _ in ACTIVE)})", ACTIVE).fetchone()[0]
@@ -239,15 +226,11 @@ class Archiver:
 
     async def scan(self) -> int:
         """Scan once; returns the number of recording files in the spool."""
-        if self.pipeline is None:
-            found = await asyncio.to_thread(self._inventory)
-            self.stats.spool_files = len(found)
-        else:
-            found, unclaimed, queued = await asyncio.to_thread(self._scan_sync)
-            self.stats.spool_files, self.stats.unclaimed_files = len(found), len(unclaimed)
-            await self._refresh()
-            if queued:
-                self.wake()
+        found, unclaimed, queued = await asyncio.to_thread(self._scan_sync)
+        self.stats.spool_files, self.stats.unclaimed_files = len(found), len(unclaimed)
+        await self._refresh()
+        if queued:
+            self.wake()
         self.stats.last_scan = time.time()
         self.stats.scans += 1
         return len(found)

@@ -6,6 +6,9 @@ brought up once per test session and torn down at the end, also after failures.
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
+
 import boto3
 import pytest
 
@@ -73,15 +76,24 @@ def appliance(lab_state: LabState, tmp_path):
     from appliance.service import build_app
     from storage import keys
     from storage.crypto import Identity
+    from storage.localstore import LocalStore
 
     identity = Identity.generate()
     keys.write_identity(tmp_path / "identity.txt", identity)
     (tmp_path / "ami.secret").write_text(lab_state.product_ami_secret)
     (tmp_path / "callvault.toml").write_text(dev_config(lab_state, tmp_path, 0, str(identity.recipient)))
 
+    # A private spool (a subdirectory of the lab's, which MixMonitor writes into), so
+    # the archiver never sees other tests' recordings.
+    sub = f"t-{secrets.token_hex(4)}"
+    spool = Path(lab_state.spool_host) / sub
+    spool.mkdir(mode=0o777)
+    private = {"spool.dir": str(spool), "spool.asterisk_dir": f"{lab_state.spool_inside}/{sub}",
+               "spool.scan_interval": 3600.0}
+
     @contextlib.asynccontextmanager
     async def start(rules: list[dict] | None = None, **overrides):
-        config = cfg.load(tmp_path / "callvault.toml", env={}, overrides=overrides)
+        config = cfg.load(tmp_path / "callvault.toml", env={}, overrides={**private, **overrides})
         if rules is not None:
             policy, problems = parse_policy({"rules": rules}, "test")
             assert not problems, problems
@@ -96,4 +108,8 @@ def appliance(lab_state: LabState, tmp_path):
         finally:
             await server.close()
 
+    start.spool = spool
+    start.payload = lambda: LocalStore(tmp_path / "archive" / "payload")
+    start.keys = lambda: LocalStore(tmp_path / "archive" / "keys")
+    start.identity = lambda: keys.load_identities(tmp_path / "identity.txt")
     return start

@@ -113,12 +113,12 @@ class Retrieval:
         except (StorageError, OSError, ValueError) as e:
             log.warning("archive storage not usable yet (tried again on first use): %s", e)
         web = self.config.web
-        path = getattr(web, "identity_file", None)
+        path = web.identity_file
         if not path:
             self.refusal = ("Playback is not available on this node: it holds no private key ([web] identity_file "
                             "is not set). Recordings are decrypted only on the retrieval node; play them there.")
             return
-        secret = getattr(web, "identity_passphrase", None)
+        secret = web.identity_passphrase
         try:
             self.identities = await asyncio.to_thread(load_identities, Path(path),
                                                       secret.reveal() if secret else None)

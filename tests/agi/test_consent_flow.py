@@ -6,17 +6,15 @@ generated ``callvault-consent`` context exactly as an administrator would includ
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from appliance.keys import AppKeys as K
-from callhelpers import IMPLIED, OPT_IN, OPT_OUT, consent_entries, finish, run_call, wait_path
+from callhelpers import IMPLIED, OPT_IN, OPT_OUT, archived_wav, consent_entries, finish, run_call
 
 pytestmark = pytest.mark.asterisk
 
 
-async def test_press_1_grants_and_records(appliance, ami, calls, lab_state):
+async def test_press_1_grants_and_records(appliance, ami, calls):
     async with appliance(rules=[OPT_IN]) as app:
         call, event, started = await run_call(app, ami, calls, ["1"])
         assert (event.get("Consent"), event.get("Record")) == ("granted", "yes")
@@ -28,14 +26,13 @@ async def test_press_1_grants_and_records(appliance, ami, calls, lab_state):
         assert "27215550123" not in entry.body  # caller kept only as a keyed HMAC
         assert len(body["caller_hmac"]) == 64
         await finish(app, ami, calls, call)
-        wav = Path(lab_state.spool_host) / f"{body['recording_id']}.wav"
-        await wait_path(Path(str(wav) + ".done"))
-        assert wav.stat().st_size > 44
+        wav = await archived_wav(app, appliance, body["recording_id"])
+        assert wav[:4] == b"RIFF" and len(wav) > 44
         rec = app[K.catalog].get(body["recording_id"])
         assert rec.consent_id == body["consent_id"] and rec.linkedid == call.caller_uniqueid
 
 
-async def test_press_2_declines_and_records_nothing(appliance, ami, calls, lab_state):
+async def test_press_2_declines_and_records_nothing(appliance, ami, calls):
     async with appliance(rules=[OPT_IN]) as app:
         call, event, started = await run_call(app, ami, calls, ["2"])
         assert (event.get("Consent"), event.get("Record")) == ("declined", "no")
@@ -85,11 +82,11 @@ async def test_invalid_digit_then_1_grants(appliance, ami, calls):
         await finish(app, ami, calls, call)
 
 
-async def test_hangup_during_notice_is_abandoned(appliance, ami, calls, lab_state):
+async def test_hangup_during_notice_is_abandoned(appliance, ami, calls):
     async with appliance(rules=[OPT_IN]) as app:
-        before = set(Path(lab_state.spool_host).iterdir())
+        before = set(appliance.spool.iterdir())
         call, _, started = await run_call(app, ami, calls, hangup_at_notice=True)
         assert not started
         [entry] = consent_entries(app, call)
         assert entry.data["outcome"] == "abandoned" and entry.data["record"] is False
-        assert set(Path(lab_state.spool_host).iterdir()) == before
+        assert set(appliance.spool.iterdir()) == before

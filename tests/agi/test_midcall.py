@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import array
 import asyncio
+import io
 import wave
-from pathlib import Path
 
 import pytest
 
 from agi.controls import ControlError, set_paused
 from appliance.keys import AppKeys as K
 
-from callhelpers import OPT_IN, finish, run_call, wait_path
+from callhelpers import OPT_IN, archived_wav, finish, run_call
 
 pytestmark = pytest.mark.asterisk
 
 
-def window_levels(path: Path, window_s: float = 0.1) -> list[float]:
+def window_levels(wav: bytes, window_s: float = 0.1) -> list[float]:
     """Mean absolute sample value per window of a 16-bit mono WAV."""
-    with wave.open(str(path)) as w:
+    with wave.open(io.BytesIO(wav)) as w:
         assert w.getsampwidth() == 2 and w.getnchannels() == 1
         rate = w.getframerate()
         samples = array.array("h", w.readframes(w.getnframes()))
@@ -27,7 +27,7 @@ def window_levels(path: Path, window_s: float = 0.1) -> list[float]:
     return [sum(abs(s) for s in samples[i:i + n]) / n for i in range(0, len(samples) - n + 1, n)]
 
 
-async def test_revoke_stops_recording_and_flags_it(appliance, ami, calls, lab_state):
+async def test_revoke_stops_recording_and_flags_it(appliance, ami, calls):
     async with appliance(rules=[OPT_IN]) as app:
         call, event, started = await run_call(app, ami, calls, ["1"])
         assert started and event.get("Record") == "yes"
@@ -46,7 +46,7 @@ async def test_revoke_stops_recording_and_flags_it(appliance, ami, calls, lab_st
         await finish(app, ami, calls, call)
 
 
-async def test_pause_then_resume_leaves_a_muted_span_and_ledger_intervals(appliance, ami, calls, lab_state):
+async def test_pause_then_resume_leaves_a_muted_span_and_ledger_intervals(appliance, ami, calls):
     async with appliance(rules=[OPT_IN]) as app:
         call, event, started = await run_call(app, ami, calls, ["1"])
         assert started
@@ -66,9 +66,7 @@ async def test_pause_then_resume_leaves_a_muted_span_and_ledger_intervals(applia
         kinds = [e.kind for e in app[K.ledger].find(recording_id=rec.recording_id)]
         assert kinds == ["consent", "pause", "resume"]
 
-        wav = Path(lab_state.spool_host) / f"{rec.recording_id}.wav"
-        await wait_path(Path(str(wav) + ".done"))
-        levels = window_levels(wav)
+        levels = window_levels(await archived_wav(app, appliance, rec.recording_id))
         # MixMonitorMute writes digital silence: the longest run of silent windows is
         # the pause (~1.5 s), and the tone is there again after it.
         runs, start = [], None

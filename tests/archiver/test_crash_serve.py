@@ -21,34 +21,18 @@ import pytest
 
 from appliance.lab.asterisk import free_port
 from appliance.labcli import dev_config
+from storage import keys
 
 pytestmark = [pytest.mark.s3, pytest.mark.asterisk]
 
 MiB = 1 << 20
-
-# Until appliance/wiring.py builds the archiver with appliance.archivecli.build_archiver,
-# serve is started through this shim (a no-op once the wiring does it).
-SERVE = """
-import sys
-import appliance.service as service
-from appliance.archivecli import build_archiver
-from appliance.keys import AppKeys as K
-_wired = service.build_archiver
-def _build(app):
-    archiver = _wired(app)
-    if getattr(archiver, "configured", False):
-        return archiver
-    return build_archiver(app[K.config], app[K.catalog], app[K.ledger])
-service.build_archiver = _build
-from appliance.cli import main
-sys.exit(main(["serve", "-c", sys.argv[1]]))
-"""
 
 
 @pytest.fixture
 def site(lab_state, tmp_path, rgw_buckets, make_env, identity):
     payload, key_store = rgw_buckets()
     (tmp_path / "ami.secret").write_text(lab_state.product_ami_secret)
+    keys.write_identity(tmp_path / "identity.txt", identity)
     text = dev_config(lab_state, tmp_path, free_port(), str(identity.recipient))
     e = lab_state.s3_endpoint
     env = make_env(payload, key_store)  # for its catalog, ledger and recording factory
@@ -71,7 +55,7 @@ secret_access_key = "{e.secret_access_key}"
 def start_serve(config: Path, log: Path, **env: str) -> subprocess.Popen:
     out = open(log, "ab")
     try:
-        return subprocess.Popen([sys.executable, "-c", SERVE, str(config)], stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen([sys.executable, "-m", "appliance", "serve", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
     finally:
         out.close()

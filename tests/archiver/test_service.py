@@ -225,14 +225,3 @@ async def test_unusable_store_is_a_setup_error(archive_env):
     with pytest.raises(SetupError, match="does not have Object Lock enabled"):
         await archiver.start()
     assert broken.closed
-
-
-async def test_without_a_pipeline_only_the_inventory_runs(tmp_path):
-    (tmp_path / "a.wav").write_bytes(b"x")
-    (tmp_path / "a.wav.done").touch()
-    archiver = Archiver(tmp_path, scan_interval=30)
-    await archiver.start()
-    assert archiver.stats.as_dict()["spool_files"] == 1 and not archiver.configured
-    assert await archiver.recording_ended(uniqueid="x") == 0
-    await archiver.stop(5)
-    assert (tmp_path / "a.wav").exists()

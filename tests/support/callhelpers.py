@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from pathlib import Path
 
@@ -69,3 +70,24 @@ async def finish(app, ami, calls, call):
     await app[K.agi].wait_idle(15)
 
 
+
+
+async def wait_state(app, rid: str, state: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while (rec := app[K.catalog].get(rid)).state != state:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{rid} is {rec.state} ({rec.last_error}), not {state}")
+        await asyncio.sleep(0.05)
+
+
+async def archived_wav(app, appliance, rid: str) -> bytes:
+    """Wait until the archiver has stored ``rid``; return the decrypted WAV, checked
+    against the manifest's plaintext digest."""
+    from storage.crypto import Decryptor, Manifest
+
+    await wait_state(app, rid, "archived")
+    rec = app[K.catalog].get(rid)
+    header = appliance.keys().get(rec.header_key)
+    wav = Decryptor(header, appliance.identity()).decrypt(appliance.payload().get(rec.object_key))
+    assert hashlib.sha256(wav).hexdigest() == Manifest.from_json(rec.manifest).plaintext_sha256
+    return wav

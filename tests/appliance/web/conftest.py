@@ -153,19 +153,6 @@ class Harness:
         return rid, wav
 
 
-def with_identity(config: cfg.Config, path: Path) -> cfg.Config:
-    """``[web] identity_file`` set, whether or not config.py has that key yet."""
-    web_fields = {f.name for f in dataclasses.fields(config.web)}
-    if "identity_file" in web_fields:
-        return dataclasses.replace(config, web=dataclasses.replace(config.web, identity_file=path))
-
-    @dataclass(frozen=True)
-    class RetrievalWeb(type(config.web)):
-        identity_file: Path | None = None
-
-    return dataclasses.replace(config, web=RetrievalWeb(listen=config.web.listen, identity_file=path))
-
-
 def make_config(lab_state, tmp_path: Path, users_template: Path, buckets: tuple[str, str], *,
                 rules: list[dict] | None = None, identity: bool = True) -> tuple[cfg.Config, Identity, int]:
     """The dev config `callvault lab up` writes, with archive storage on RGW and the test users."""
@@ -186,8 +173,8 @@ def make_config(lab_state, tmp_path: Path, users_template: Path, buckets: tuple[
         policy, problems = parse_policy({"rules": rules}, "test")
         assert not problems, problems
         config = dataclasses.replace(config, consent=policy)
-    if identity:
-        config = with_identity(config, tmp_path / "identity.txt")
+    if not identity:  # a node that never decrypts
+        config = dataclasses.replace(config, web=dataclasses.replace(config.web, identity_file=None))
     return config, ident, port
 
 
