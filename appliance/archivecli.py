@@ -1,7 +1,11 @@
-"""The archive's composition and commands: `callvault keys ...`, `callvault recordings ...`.
+"""The archive's composition and commands: `callvault storage init`, `callvault keys ...`,
+`callvault recordings ...`.
 
 ``build_stores(config)`` and ``build_archiver(config, catalog, ledger)`` are what
-`serve` (appliance/wiring.py) and the commands below use to reach the archive.
+`serve` (appliance/wiring.py) and the commands below use to reach the archive. They
+never create storage: a local root that is missing (a volume not mounted) or an S3
+bucket without Object Lock is refused at start. ``init_stores(config)`` (`callvault
+storage init`) creates it, once, on purpose.
 """
 
 from __future__ import annotations
@@ -41,15 +45,14 @@ PAYLOAD_CONCURRENCY = 2
 
 # -- composition ----------------------------------------------------------------------
 
-def build_stores(config: cfg.Config, *, create: bool = True) -> tuple[BlobStore, BlobStore]:
-    """(payload store, key store). Local: ``payload/`` and ``keys/`` under ``[storage] path``
-    (created when ``create``). S3: ``bucket`` (Object Lock) and ``key_bucket`` (deletable)."""
+def build_stores(config: cfg.Config) -> tuple[BlobStore, BlobStore]:
+    """(payload store, key store). Local: ``payload/`` and ``keys/`` under ``[storage] path``.
+    S3: ``bucket`` (Object Lock) and ``key_bucket`` (deletable)."""
     s = config.storage
     if s.backend == "local":
         from storage.localstore import LocalStore
 
-        make = LocalStore.create if create else LocalStore
-        return make(s.path / "payload"), make(s.path / "keys")
+        return LocalStore(s.path / "payload"), LocalStore(s.path / "keys")
     from storage.s3store import S3Settings, S3Store
 
     aws = s.endpoint_url.split("//", 1)[-1].split("/", 1)[0].endswith("amazonaws.com")
@@ -67,6 +70,33 @@ def build_stores(config: cfg.Config, *, create: bool = True) -> tuple[BlobStore,
     return payload, keys
 
 
+def init_stores(config: cfg.Config) -> list[str]:
+    """Create the archive storage ``config`` names (idempotent), check it, and say what
+    it is. Local: the two store layouts. S3: the payload bucket with Object Lock and the
+    header bucket without; an existing payload bucket without Object Lock is refused
+    (Object Lock cannot be turned on for a bucket S3 already holds objects in)."""
+    s = config.storage
+    if s.backend == "local":
+        from storage.localstore import LocalStore
+
+        payload, keys = LocalStore.create(s.path / "payload"), LocalStore.create(s.path / "keys")
+        where = [f"payload: {payload.root}", f"headers: {keys.root}"]
+    else:
+        payload, keys = build_stores(config)
+        where = [f"payload (Object Lock): s3://{s.bucket} at {s.endpoint_url or 'AWS'}",
+                 f"headers: s3://{s.key_bucket} at {s.endpoint_url or 'AWS'}"]
+    try:
+        if s.backend == "s3":
+            payload.create_bucket(lock=True)
+            keys.create_bucket(lock=False)
+        payload.check_setup()
+        keys.check_setup()
+        return where
+    finally:
+        payload.close()
+        keys.close()
+
+
 def rule_retention(config: cfg.Config) -> dict[str, str]:
     """Consent rule name -> retention class (the built-in default rule included)."""
     return {"default": "default", **{r.name: r.retention for r in config.consent.rules}}
@@ -81,15 +111,8 @@ def build_archiver(config: cfg.Config, catalog: Catalog, ledger: Ledger) -> Arch
     except StorageError as e:
         raise SetupError(f"[archive] recipients: {e}; run `callvault keys generate` and add the "
                          "public key (age1...)") from None
-    try:
-        policy = RetentionPolicy.parse(config.archive.retention)
-    except ValueError as e:
-        raise SetupError(f"[archive] retention: {e}") from None
+    policy = RetentionPolicy.parse(config.archive.retention)  # validated by config.load
     classes = rule_retention(config)
-    unknown = sorted(f"{rule} -> {name}" for rule, name in classes.items() if name not in policy)
-    if unknown:
-        raise SetupError(f"[consent] rules name retention classes that [archive] retention does not define: "
-                         f"{', '.join(unknown)} (known: {', '.join(sorted(policy.rules))})")
     payload, keys = build_stores(config)
     pipeline = Pipeline(catalog=catalog, ledger=ledger, payload_store=payload, key_store=keys,
                         recipients=recipients, work_dir=config.spool.dir / WORK_DIR_NAME, retention=policy,
@@ -121,7 +144,7 @@ def _catalog(config: cfg.Config) -> Iterator[tuple[Catalog, Ledger]]:
 
 @contextlib.contextmanager
 def _stores(config: cfg.Config) -> Iterator[tuple[BlobStore, BlobStore]]:
-    payload, keys = build_stores(config, create=False)
+    payload, keys = build_stores(config)
     try:
         yield payload, keys
     finally:
@@ -146,6 +169,14 @@ def _iso(ts: float | None) -> str | None:
 def _fail(message: str, code: int = 1) -> int:
     print(f"callvault: {message}", file=sys.stderr)
     return code
+
+
+# -- storage ----------------------------------------------------------------------------
+
+def cmd_storage_init(args: argparse.Namespace) -> int:
+    for line in init_stores(_config(args)):
+        print(f"ready: {line}")
+    return 0
 
 
 # -- keys -------------------------------------------------------------------------------
@@ -357,6 +388,10 @@ def add_archive_commands(sub: argparse._SubParsersAction) -> None:
         sp.add_argument("-c", "--config", default=DEFAULT_CONFIG,
                         help=f"config file (default {DEFAULT_CONFIG}; CALLVAULT_CONFIG)")
         return sp
+
+    storage = sub.add_parser("storage", help="archive storage").add_subparsers(dest="storage_cmd", required=True)
+    with_config(storage.add_parser("init", help="create the local store or the S3 buckets the config names")
+                ).set_defaults(fn=_guard(cmd_storage_init))
 
     keys = sub.add_parser("keys", help="recording encryption keys").add_subparsers(dest="keys_cmd", required=True)
     gen = keys.add_parser("generate", help="make an age identity (private key) and print its public key")

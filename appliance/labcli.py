@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 from pathlib import Path
@@ -94,12 +95,55 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         print(f"prompts: {len(built.generated)} generated, installed for the lab Asterisk")
     config_path = data / "callvault.toml"
     config_path.write_text(dev_config(state, data, _port_or_free(args.web_port), str(recipient)))
+    from . import config as cfg
+    from .archivecli import init_stores
+
+    init_stores(cfg.load(config_path, check_paths=False))
+    logins = _dev_users(data)
     print(f"lab '{args.name}' is up: Asterisk AMI 127.0.0.1:{state.ami_port}"
           + (f", S3 {state.s3['endpoint_url']}" if state.s3 else ""))
     print(f"timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in lab.timings.items()))
     print(f"config for `callvault serve`: {config_path}")
     print(f"development identity (private key): {identity_path}")
+    print(f"web logins (agent, supervisor, admin): {logins}")
     return 0
+
+
+DEV_USERS = (("agent", "agent", ["did:27215550100"]), ("supervisor", "supervisor", []), ("admin", "admin", []))
+
+
+def _dev_users(data: Path) -> Path:
+    """Development web users, made once with random passwords written to a 0600 file.
+
+    The agent owns the lab's default DID, so `callvault lab call` shows on their page.
+    """
+    import secrets
+
+    from storage.db import open_database
+    from storage.users import UserError, Users
+
+    logins = data / "web-logins.txt"
+    db = open_database(f"sqlite:///{data / 'callvault.db'}")
+    try:
+        users = Users(db)
+        known = {u.name for u in users.list()}
+        lines = []
+        for name, role, ids in DEV_USERS:
+            if name in known:
+                continue
+            password = secrets.token_urlsafe(12)
+            try:
+                users.add(name, role, password, ids)
+            except UserError as e:
+                raise SystemExit(f"lab up: cannot create the development user {name!r}: {e}") from None
+            lines.append(f"{name} {password}\n")
+    finally:
+        db.close()
+    if lines:
+        fd = os.open(logins, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.writelines(lines)
+    return logins
 
 
 def cmd_lab_down(args: argparse.Namespace) -> int:

@@ -109,7 +109,7 @@ def store_recording(config, identity, work: Path) -> tuple[str, int, int]:
     wav, hdr, pay = work / "hour.wav", work / "hour.hdr", work / "hour.pay"
     write_wav(wav, HOUR)
     m = encrypt_file(wav, hdr, pay, [identity.recipient])
-    payload, keys = build_stores(config, create=False)
+    payload, keys = build_stores(config)
     try:
         keys.put(header_key(rid), hdr.read_bytes(), sha256=m.header_sha256)
         with open(pay, "rb") as f:

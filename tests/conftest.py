@@ -72,6 +72,7 @@ def appliance(lab_state: LabState, tmp_path):
 
     from agi.policy import parse_policy
     from appliance import config as cfg
+    from appliance.archivecli import init_stores
     from appliance.labcli import dev_config
     from appliance.service import build_app
     from storage import keys
@@ -90,6 +91,8 @@ def appliance(lab_state: LabState, tmp_path):
     spool.mkdir(mode=0o777)
     private = {"spool.dir": str(spool), "spool.asterisk_dir": f"{lab_state.spool_inside}/{sub}",
                "spool.scan_interval": 3600.0}
+
+    init_stores(cfg.load(tmp_path / "callvault.toml", env={}, check_paths=False))
 
     @contextlib.asynccontextmanager
     async def start(rules: list[dict] | None = None, **overrides):

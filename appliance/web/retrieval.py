@@ -137,7 +137,7 @@ class Retrieval:
         """(payload store, key store), made on first use (blocking)."""
         with self._stores_lock:
             if self._stores is None:
-                self._stores = build_stores(self.config, create=False)
+                self._stores = build_stores(self.config)
             return self._stores
 
     def close(self) -> None:

@@ -103,3 +103,25 @@ def test_private_key_in_recipients_is_refused(tmp_path):
     with pytest.raises(cfg.ConfigError) as e:
         cfg.load(write(tmp_path, good(tmp_path, '[archive]\nrecipients = ["AGE-SECRET-KEY-1XYZ"]\n')), env={})
     assert "never put a private AGE-SECRET-KEY here" in e.value.problems[0]
+
+
+def test_retention_classes_and_identity_file_are_checked(tmp_path):
+    text = good(tmp_path, f"""[archive]
+retention = ["short=GOVERNANCE:30d", "forever"]
+[web]
+identity_file = "{tmp_path}/nowhere/identity.txt"
+identity_passphrase = "hunter2-hunter2"
+""")
+    r = check(write(tmp_path, text))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert any("[archive] retention" in ln and "'forever'" in ln and "NAME=COMPLIANCE|GOVERNANCE" in ln
+               for ln in lines), lines
+    assert any("[web] identity_file" in ln and "no such file" in ln for ln in lines), lines
+    assert "hunter2" not in r.stderr + r.stdout
+    (tmp_path / "nowhere").mkdir()
+    (tmp_path / "nowhere" / "identity.txt").write_text("AGE-SECRET-KEY-1...\n")
+    config = cfg.load(write(tmp_path, text.replace(', "forever"', "")), env={})
+    assert config.archive.retention == ("short=GOVERNANCE:30d",)
+    assert config.web.identity_passphrase.reveal() == "hunter2-hunter2"
+    assert "hunter2" not in repr(config)

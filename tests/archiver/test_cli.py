@@ -10,11 +10,12 @@ import stat
 import pytest
 
 from appliance import config as cfg
-from appliance.archivecli import add_archive_commands, build_archiver, build_stores
+from appliance.archivecli import add_archive_commands, build_archiver, build_stores, init_stores
 from archiver.errors import SetupError
 from storage import keys
 from storage.catalog import Catalog
 from storage.db import open_database
+from storage.errors import StorageError
 from storage.ledger import Ledger
 from storage.localstore import LocalStore
 
@@ -57,6 +58,7 @@ def site(tmp_path, make_env, capsys):
     root = tmp_path / "env0"
     path = write_config(tmp_path, [recipient], root=root)
     config = cfg.load(path, env={}, check_paths=False)
+    init_stores(config)
     env = make_env(*build_stores(config))
     assert env.root == root
     archiver = build_archiver(config, env.catalog, env.ledger)
@@ -160,16 +162,23 @@ def test_recordings_adopt_queues_an_unknown_file(site, capsys):
     assert run(capsys, "recordings", "adopt", str(wav), "-c", str(path))[0] == 1
 
 
-def test_build_stores_local_uses_two_directories(tmp_path, identity):
-    config = cfg.load(write_config(tmp_path, [str(identity.recipient)]), env={}, check_paths=False)
+def test_storage_init_makes_the_local_stores_that_serve_refuses_without(tmp_path, identity, capsys):
+    path = write_config(tmp_path, [str(identity.recipient)])
+    config = cfg.load(path, env={}, check_paths=False)
     payload, key_store = build_stores(config)
     assert isinstance(payload, LocalStore) and payload.root == tmp_path / "archive" / "payload"
     assert key_store.root == tmp_path / "archive" / "keys"
+    with pytest.raises(StorageError, match="callvault storage init"):
+        payload.check_setup()  # never created behind the administrator's back
+    assert not (tmp_path / "archive").exists()
+    code, out, _ = run(capsys, "storage", "init", "-c", str(path))
+    assert code == 0 and f"payload: {tmp_path / 'archive' / 'payload'}" in out
     payload.check_setup()
     key_store.check_setup()
+    assert run(capsys, "storage", "init", "-c", str(path))[0] == 0  # idempotent
 
 
-def test_build_archiver_refuses_missing_recipients_and_unknown_classes(tmp_path, identity):
+def test_missing_recipients_and_unknown_retention_classes_are_refused(tmp_path, identity):
     db = open_database(f"sqlite:///{tmp_path / 'x.db'}")
     try:
         catalog, ledger = Catalog(db), Ledger(db)
@@ -177,8 +186,10 @@ def test_build_archiver_refuses_missing_recipients_and_unknown_classes(tmp_path,
         with pytest.raises(SetupError, match=r"\[archive\] recipients"):
             build_archiver(config, catalog, ledger)
         rules = '[[consent.rules]]\nname = "sales"\nretention = "sales-2y"\n'
-        config = cfg.load(write_config(tmp_path, [str(identity.recipient)], rules), env={}, check_paths=False)
-        with pytest.raises(SetupError, match="sales -> sales-2y"):
-            build_archiver(config, catalog, ledger)
+        with pytest.raises(cfg.ConfigError, match="rule 'sales' retention = 'sales-2y': no such retention class"):
+            cfg.load(write_config(tmp_path, [str(identity.recipient)], rules), env={}, check_paths=False)
+        config = cfg.load(write_config(tmp_path, [str(identity.recipient)], rules), env={}, check_paths=False,
+                          overrides={"archive.retention": ["sales-2y=GOVERNANCE:2y"]})
+        assert build_archiver(config, catalog, ledger).rule_retention["sales"] == "sales-2y"
     finally:
         db.close()

@@ -131,7 +131,7 @@ class Harness:
         tone_wav(wav, seconds)
         hdr, pay = self.tmp / f"{rid}.hdr", self.tmp / f"{rid}.pay"
         m = encrypt_file(wav, hdr, pay, [self.identity.recipient])
-        payload_store, key_store = build_stores(self.config, create=False)
+        payload_store, key_store = build_stores(self.config)
         try:
             key_store.put(header_key(rid), hdr.read_bytes(), sha256=m.header_sha256)
             with open(pay, "rb") as f:
