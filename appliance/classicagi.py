@@ -149,7 +149,7 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     prompt = prompt_resolver(config.prompts.sounds_dir)
 
     async def on_recording(start: RecordingStart) -> None:
-        await asyncio.to_thread(catalog.add, Recording(
+        await catalog.add_async(Recording(
             recording_id=start.recording_id, consent_id=start.consent_id, uniqueid=start.uniqueid,
             linkedid=start.linkedid, channel=start.channel,
             spool_path=str(config.spool.dir / Path(start.path).name), caller_hmac=start.caller_hmac,

@@ -107,6 +107,12 @@ class Recording:
 
 
 _COLUMNS = [f.name for f in fields(Recording)]
+_INSERT = (f"INSERT OR IGNORE INTO recordings ({', '.join(_COLUMNS)}) "
+           f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
+
+
+def _values(rec: Recording) -> tuple[Any, ...]:
+    return tuple(getattr(rec, n) for n in _COLUMNS)
 
 
 def _row(r: Any) -> Recording:
@@ -121,11 +127,18 @@ class Catalog:
     # -- recordings ----------------------------------------------------------
     def add(self, rec: Recording) -> None:
         """Register a recording that MixMonitor is starting (idempotent)."""
-        cols = ", ".join(_COLUMNS)
-        marks = ", ".join("?" for _ in _COLUMNS)
+        values = _values(rec)
         with self.db.write() as c:
-            c.execute(f"INSERT OR IGNORE INTO recordings ({cols}) VALUES ({marks})",
-                      [getattr(rec, n) for n in _COLUMNS])
+            c.execute(_INSERT, values)
+
+    async def add_async(self, rec: Recording) -> None:
+        """:meth:`add` through the group-commit writer: durable when it returns."""
+        values = _values(rec)
+
+        def insert(c: Any) -> None:
+            c.execute(_INSERT, values)
+
+        await self.db.write_async(insert)
 
     def get(self, recording_id: str) -> Recording:
         with self.db.read() as c:

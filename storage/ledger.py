@@ -40,11 +40,11 @@ See ``docs/ledger.md``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import json
 import re
+import sqlite3
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -75,6 +75,7 @@ _TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}\Z")
 _FIELDS = ("seq", "ts", "kind", "call_id", "recording_id", "body", "prev_hash", "hash")
 _COLUMNS = ", ".join(_FIELDS)
+_INSERT = f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _BATCH = 500
 
 MIGRATIONS: tuple[str, ...] = (
@@ -324,10 +325,9 @@ class Ledger:
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         db.migrate("ledger", MIGRATIONS)
 
-    def append(
-        self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None, recording_id: str | None = None
-    ) -> Entry:
-        """Append one entry and return it once it is committed (and fsynced)."""
+    def _prepare(self, kind: str, body: Mapping[str, Any], call_id: str | None,
+                 recording_id: str | None) -> str:
+        """Validate an entry before any write; return the canonical body text."""
         if not isinstance(kind, str) or len(kind) > 64 or not _KIND_RE.match(kind):
             raise ValueError(f"ledger kind {kind!r}: expected dotted lower-case words, e.g. 'audit.play'")
         for name, value in (("call_id", call_id), ("recording_id", recording_id)):
@@ -336,31 +336,50 @@ class Ledger:
         text = canonical_json(body)
         if len(text.encode("utf-8")) > MAX_BODY_BYTES:
             raise ValueError(f"ledger body exceeds {MAX_BODY_BYTES} bytes")
+        return text
+
+    def _insert(self, conn: sqlite3.Connection, kind: str, call_id: str | None,
+                recording_id: str | None, text: str) -> Entry:
+        """Extend the head by one entry. Only inside a write transaction."""
+        # The write transaction (BEGIN IMMEDIATE) holds the write lock from this read
+        # of the head to the commit of the insert: no other appender can fork the chain.
+        row = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev_hash = (row[0] + 1, row[1]) if row else (1, GENESIS_HASH)
+        ts = _format_ts(self._clock())
+        digest = entry_hash(seq, ts, kind, call_id, recording_id, text, prev_hash)
+        conn.execute(_INSERT, (seq, ts, kind, call_id, recording_id, text, prev_hash, digest))
+        return Entry(seq, ts, kind, call_id, recording_id, text, prev_hash, digest)
+
+    def append(
+        self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None, recording_id: str | None = None
+    ) -> Entry:
+        """Append one entry and return it once it is committed (and fsynced).
+
+        Its own write transaction, in the calling thread; for many concurrent
+        appenders prefer :meth:`append_async`, which shares fsyncs.
+        """
+        text = self._prepare(kind, body, call_id, recording_id)
         with self._db.write() as conn:
-            # BEGIN IMMEDIATE (in write()) holds the write lock from this read of the
-            # head to the commit of the insert: no other appender can fork the chain.
-            row = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev_hash = (row[0] + 1, row[1]) if row else (1, GENESIS_HASH)
-            ts = _format_ts(self._clock())
-            digest = entry_hash(seq, ts, kind, call_id, recording_id, text, prev_hash)
-            entry = Entry(seq, ts, kind, call_id, recording_id, text, prev_hash, digest)
-            conn.execute(
-                f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, ts, kind, call_id, recording_id, text, prev_hash, digest),
-            )
-        return entry
+            return self._insert(conn, kind, call_id, recording_id, text)
 
     async def append_async(
         self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None, recording_id: str | None = None
     ) -> Entry:
-        """:meth:`append` in a worker thread.
+        """Append one entry through the database's group-commit writer.
 
-        Cancelling the awaiting task does not stop the thread: the entry may still be
+        Concurrent appends (from any task) are committed together, one fsync per
+        batch; each returns only once the COMMIT that holds its entry has returned,
+        so the entry is durable, exactly as with :meth:`append`. Entries get their
+        ``seq`` in the order the calls were made. Invalid arguments raise at once;
+        a failed write raises the storage error for this entry only (the others of
+        the batch still commit, unless the COMMIT itself fails).
+
+        Cancelling the awaiting task does not withdraw the entry: it may still be
         committed. That is the safe direction for an audit trail.
         """
-        return await asyncio.to_thread(
-            self.append, kind, body, call_id=call_id, recording_id=recording_id
-        )
+        text = self._prepare(kind, body, call_id, recording_id)
+        return await self._db.write_async(
+            lambda conn: self._insert(conn, kind, call_id, recording_id, text))
 
     def get(self, seq: int) -> Entry:
         with self._db.read() as conn:
