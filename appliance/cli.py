@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -59,6 +60,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         queue = ", ".join(f"{k} {v}" for k, v in sorted(arch.get("queue", {}).items())) or "empty"
         print(f"archiver: {'running' if arch.get('running') else 'stopped'}; queue: {queue}; "
               f"spool files: {arch.get('spool_files', 0)}")
+        if arch.get("storage_down_since"):
+            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(arch["storage_down_since"]))
+            print(f"storage:  UNREACHABLE since {since}; {arch.get('backlog', 0)} recording(s) wait "
+                  f"(kept in the spool): {arch.get('last_error', '')}")
+        if arch.get("dead_letters"):
+            print(f"          {arch['dead_letters']} dead letter(s): `callvault recordings list --state failed`")
     return 0 if health["ami"]["state"] == "connected" else 1
 
 

@@ -14,7 +14,10 @@
 A recording flagged ``erase_requested`` is never archived: whatever was uploaded is
 deleted (or crypto-shredded), the spool file unlinked, ledger ``erase``, state ``erased``.
 
-Errors: ``RetryableError`` (and I/O errors) -> backoff with jitter, ``failed`` after
+Errors: ``RetryableError`` (storage unreachable, 5xx, throttling) -> backoff with
+jitter, for as long as the outage lasts: an outage never makes a dead letter (the
+archiver probes the store and retries the backlog at once when it answers again).
+Integrity errors, a missing object and local I/O errors -> backoff, ``failed`` after
 ``max_attempts``; ``PermanentError`` -> ``failed`` at once. Blocking throughout: the
 archiver runs ``process`` in a worker thread. docs/archiver.md has the why of each rule.
 """
@@ -237,7 +240,9 @@ class Pipeline:
             return self._retry(job, str(e), state=e.state)
         except (PermanentError, ValueError) as e:  # ValueError: a key or tag the store refuses
             return self._fail(job, str(e))
-        except (RetryableError, IntegrityError, NotFound) as e:
+        except RetryableError as e:
+            return self._retry(job, str(e), outage=True)
+        except (IntegrityError, NotFound) as e:
             return self._retry(job, str(e))
         except OSError as e:
             if e.errno in _PERMANENT_ERRNOS:
@@ -252,9 +257,9 @@ class Pipeline:
         self.catalog.update(job.rec.recording_id, next_try_at=self.clock() + delay, lease_until=0)
         return Outcome("waiting", f"{delay:.1f}s")
 
-    def _retry(self, job: _Job, message: str, state: str | None = None) -> Outcome:
+    def _retry(self, job: _Job, message: str, state: str | None = None, outage: bool = False) -> Outcome:
         attempts = job.rec.attempts + 1
-        if attempts >= self.max_attempts:
+        if attempts >= self.max_attempts and not outage:
             return self._fail(job, f"gave up after {attempts} attempts: {message}", attempts=attempts)
         delay = self.backoff.delay(attempts, self.rng)
         changes = dict(attempts=attempts, next_try_at=self.clock() + delay, lease_until=0, last_error=message)
@@ -302,14 +307,17 @@ class Pipeline:
         size = os.path.getsize(job.rec.spool_path)
         hooked = False
         try:
-            with open(job.rec.spool_path, "rb") as src, open(pay_part, "xb") as out:
-                for piece in enc.payload_chunks(src):
-                    out.write(piece)
+            with open(job.rec.spool_path, "rb", buffering=0) as src, open(pay_part, "xb") as out:
+                def progress(written: int) -> None:
+                    nonlocal hooked
                     job.check()
-                    if not hooked and out.tell() >= size // 2:
+                    if not hooked and written >= size // 2:
                         hooked = True
                         out.flush()
                         self._hook("encrypting", job)
+
+                # Sealing and the two digests on separate threads (storage/crypto.py).
+                enc.encrypt_to(src, out.write, progress=progress)
             with open(hdr_part, "xb") as out:
                 out.write(enc.header)
             # No fsync: every later use checks the manifest's SHA-256, and a work file
@@ -368,7 +376,7 @@ class Pipeline:
             tags = {"retention": rec.retention_class, "consent": rec.consent_state,
                     "jurisdiction": rec.jurisdiction}
             tags = {k: _TAG_UNSAFE.sub("_", v)[:256] for k, v in tags.items()}
-            with open(pay, "rb") as f:
+            with open(pay, "rb", buffering=0) as f:
                 reader = _Reader(f, job, m.payload_size * 9 // 10 if self.hook else None,
                                  lambda: self._hook("uploading", job))
                 try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage.catalog import ACTIVE, Catalog, Recording
-from storage.errors import NotFound, PermanentError, RetryableError
+from storage.errors import NotFound, PermanentError, RetryableError, StorageError
 from storage.ledger import Ledger
 
 from . import spool
@@ -58,6 +58,7 @@ class ArchiverStats:
     last_archive_at: float | None = None
     last_sweep: float = 0.0
     last_error: str = ""
+    storage_down_since: float | None = None  # the store stopped answering the archiver's probe
 
     @property
     def dead_letters(self) -> int:
@@ -73,7 +74,7 @@ class ArchiverStats:
                 "retrying": self.retrying, "dead_letters": self.dead_letters,
                 "unclaimed_files": self.unclaimed_files, "archived": self.archived, "erased": self.erased,
                 "last_archive_at": self.last_archive_at, "last_sweep": self.last_sweep,
-                "last_error": self.last_error}
+                "last_error": self.last_error, "storage_down_since": self.storage_down_since}
 
 
 class Archiver:
@@ -82,7 +83,7 @@ class Archiver:
     def __init__(self, spool_dir: Path, *, catalog: Catalog, ledger: Ledger, pipeline: Pipeline,
                  scan_interval: float = 60.0, sweeper: RetentionSweeper | None = None, workers: int = 2,
                  retention_interval: float = 3600.0, rule_retention: Mapping[str, str] | None = None,
-                 exclusive: bool = True):
+                 exclusive: bool = True, probe_interval: float = 5.0):
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.spool_dir = Path(spool_dir)
@@ -90,6 +91,7 @@ class Archiver:
         self.catalog, self.ledger, self.pipeline, self.sweeper = catalog, ledger, pipeline, sweeper
         self.workers = workers
         self.retention_interval = retention_interval
+        self.probe_interval = probe_interval
         self.rule_retention = dict(rule_retention or {})
         self.exclusive = exclusive  # single node: leases left by a killed process are ours to release
         self.stats = ArchiverStats()
@@ -119,6 +121,7 @@ class Archiver:
         await self.scan()
         self._workers = [asyncio.create_task(self._worker(), name=f"archiver-worker-{i}")
                          for i in range(self.workers)]
+        self._workers.append(asyncio.create_task(self._watch_storage(), name="archiver-storage-probe"))
         self._task = asyncio.create_task(self._scan_loop(), name="archiver-scan")
         self.stats.running = True
 
@@ -182,6 +185,45 @@ class Archiver:
                 log.exception("archiver worker: unexpected error")
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 await self._idle(1.0)
+
+    async def _watch_storage(self) -> None:
+        """While jobs wait on backoff, probe the stores every ``probe_interval``. When a
+        store that failed the probe answers again, the waiting jobs are retried at once:
+        after an outage the backlog drains in seconds, not after the longest backoff."""
+        while not self._stop.is_set():
+            await self._sleep(self.probe_interval)
+            if self._stop.is_set() or (self.stats.retrying == 0 and self.stats.storage_down_since is None):
+                continue
+            try:
+                await asyncio.to_thread(self.pipeline.check_setup)
+            except (StorageError, OSError) as e:
+                if self.stats.storage_down_since is None:
+                    self.stats.storage_down_since = time.time()
+                    log.warning("archive storage unreachable; %d recording(s) wait: %s", self.stats.backlog, e)
+                self.stats.last_error = str(e)
+                continue
+            if self.stats.storage_down_since is not None:
+                down = time.time() - self.stats.storage_down_since
+                self.stats.storage_down_since = None
+                n = await asyncio.to_thread(self._retry_now)
+                log.info("archive storage answers again after %.0f s; retrying %d recording(s) now", down, n)
+                await self._refresh()
+                self.wake()
+
+    def _retry_now(self) -> int:
+        now, n = time.time(), 0
+        for state in ACTIVE:
+            for rec in self.catalog.search(state=state, limit=1_000_000):
+                if rec.next_try_at > now and rec.lease_until <= now:
+                    self.catalog.update(rec.recording_id, next_try_at=0)
+                    n += 1
+        return n
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def _idle(self, seconds: float) -> None:
         wake = asyncio.ensure_future(self._wake.wait())

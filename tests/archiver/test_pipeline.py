@@ -13,7 +13,7 @@ import pytest
 from archiver.pipeline import Backoff
 from storage.blobstore import BlobStore
 from storage.crypto import Decryptor, Manifest
-from storage.errors import PermanentError, RetryableError
+from storage.errors import IntegrityError, PermanentError, RetryableError
 
 
 class FaultyStore:
@@ -180,16 +180,28 @@ def test_backoff_is_exponential_with_jitter():
     assert b.delay(10, lambda: 1.0) == 60.0
 
 
-def test_too_many_retryable_errors_make_a_dead_letter(archive_env):
+def test_an_outage_never_makes_a_dead_letter(archive_env):
     env = archive_env
     faulty = FaultyStore(env.payload)
-    faulty.faults[("put", "rec/")] = [RetryableError(f"outage {i}") for i in range(10)]
+    faulty.faults[("put", "rec/")] = [RetryableError(f"outage {i}") for i in range(6)]
+    env.pipeline = env.make_pipeline(payload_store=faulty, max_attempts=3)
+    rid = env.recording()
+    outcomes = [o.kind for o in env.drive(rid)]
+    assert outcomes == ["retry"] * 6 + ["archived"]
+    assert assert_archived_once(env, rid).attempts == 6
+
+
+def test_repeated_integrity_errors_make_a_dead_letter(archive_env):
+    env = archive_env
+    faulty = FaultyStore(env.payload)
+    faulty.faults[("put", "rec/")] = [IntegrityError(f"checksum mismatch {i}") for i in range(10)]
     env.pipeline = env.make_pipeline(payload_store=faulty, max_attempts=3)
     rid = env.recording()
     outcomes = [o.kind for o in env.drive(rid)]
     rec = env.catalog.get(rid)
     assert outcomes == ["retry", "retry", "failed"]
-    assert rec.state == "failed" and rec.attempts == 3 and "gave up after 3 attempts: outage 2" in rec.last_error
+    assert rec.state == "failed" and rec.attempts == 3
+    assert rec.last_error.startswith("gave up after 3 attempts") and "checksum mismatch 2" in rec.last_error
     assert f"{rid}.wav" in env.spool_files()  # nothing is deleted that is not archived
     assert env.kinds(rid)[-1] == "archive.failed"
 
