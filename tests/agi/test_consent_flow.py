@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from appliance.keys import AppKeys as K
-from callhelpers import IMPLIED, OPT_IN, OPT_OUT, archived_wav, consent_entries, finish, run_call
+from callhelpers import (IMPLIED, OPT_IN, OPT_OUT, archived_wav, consent_entries, finish, run_call,
+                         wait_path)
 
 pytestmark = pytest.mark.asterisk
 
@@ -25,6 +26,7 @@ async def test_press_1_grants_and_records(appliance, ami, calls):
         assert body["mode"] == "opt-in" and body["did"] == call.did
         assert "27215550123" not in entry.body  # caller kept only as a keyed HMAC
         assert len(body["caller_hmac"]) == 64
+        await wait_path(appliance.spool / f"{body['recording_id']}.wav")  # MixMonitor writes the spool
         await finish(app, ami, calls, call)
         wav = await archived_wav(app, appliance, body["recording_id"])
         assert wav[:4] == b"RIFF" and len(wav) > 44
