@@ -298,5 +298,15 @@ class AgiConnection:
         return wire + b"\n"
 
     @property
+    def buffered(self) -> int:
+        """Bytes received and not yet parsed."""
+        return len(self._buf)
+
+    @property
+    def eof(self) -> bool:
+        """Whether the end of the stream has been fed."""
+        return self._eof
+
+    @property
     def can_send(self) -> bool:
         return self.state is State.IDLE

@@ -22,7 +22,7 @@ import asyncio
 from typing import NoReturn
 
 from .errors import AgiHangup, AgiTimeout, CommandFailed, ProtocolError
-from .events import NEED_DATA, Closed, Environment, Hangup, Response
+from .events import NEED_DATA, Closed, Environment, Event, Hangup, Response
 from .protocol import AgiConnection, State, build_command, verb_of
 
 DEFAULT_READ_TIMEOUT = 30.0
@@ -69,33 +69,16 @@ class AgiSession(abc.ABC):
     async def hangup(self) -> None: ...
 
 
-class StreamSession(AgiSession):
-    """An :class:`AgiSession` over one FastAGI connection, with a deadline on every read."""
+class _CommandSession(AgiSession):
+    """The reply rules shared by every transport: a subclass supplies :meth:`_exchange`."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 conn: AgiConnection, env: Environment, *,
-                 read_timeout: float = DEFAULT_READ_TIMEOUT,
-                 playback_timeout: float = DEFAULT_PLAYBACK_TIMEOUT):
-        self._reader, self._writer, self._conn = reader, writer, conn
-        self.env = env
-        self.read_timeout = read_timeout
-        self.playback_timeout = playback_timeout
+    _conn: AgiConnection
+    read_timeout: float
+    playback_timeout: float
 
-    @classmethod
-    async def accept(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                     env_timeout: float = 5.0, conn: AgiConnection | None = None,
-                     **options: float) -> StreamSession:
-        """Read the environment block (all of it within ``env_timeout``) and wrap the stream.
-
-        Raises :class:`AgiHangup` if the peer closes before sending anything.
-        """
-        conn = conn or AgiConnection()
-        event = await _next_event(reader, conn, env_timeout, "environment block")
-        if isinstance(event, Closed):
-            raise AgiHangup("connection closed before the environment block")
-        if not isinstance(event, Environment):
-            raise ProtocolError("expected the environment block")
-        return cls(reader, writer, conn, event, **options)
+    async def _exchange(self, wire: bytes, timeout: float) -> Event:
+        """Write one command's bytes; return the next event that is not a ``Hangup``."""
+        raise NotImplementedError
 
     @property
     def hung_up(self) -> bool:
@@ -172,17 +155,16 @@ class StreamSession(AgiSession):
 
     async def _command(self, command: str, timeout: float | None = None) -> Response:
         """Send one command and read its final reply: write, read, feed, within a deadline."""
-        verb = verb_of(command)
-        wire = self._conn.send_command(command)
-        try:
-            self._writer.write(wire)
-            await self._writer.drain()
-        except ConnectionError:
-            raise AgiHangup(f"{verb}: connection lost") from None
-        event = await _next_event(self._reader, self._conn, timeout or self.read_timeout,
-                                  f"reply to {verb}")
+        event = await self._exchange(self._conn.send_command(command), timeout or self.read_timeout)
+        if type(event) is Response and event.code == 200:
+            return event
+        verb = verb_of(command)  # only for errors: safe to log, unlike the arguments
         if isinstance(event, Closed):
             raise AgiHangup(f"{verb}: Asterisk closed the connection")
+        if isinstance(event, _Lost):
+            raise AgiHangup(f"{verb}: connection lost")
+        if isinstance(event, _Timeout):
+            raise AgiTimeout(f"no reply to {verb} within {event.seconds:g} s")
         if not isinstance(event, Response):
             raise ProtocolError(f"unexpected event awaiting the reply to {verb}")
         if event.code == 511:
@@ -191,9 +173,7 @@ class StreamSession(AgiSession):
             raise CommandFailed(verb, "unknown command (510)", event)
         if event.code == 520:
             raise CommandFailed(verb, "invalid syntax (520)", event)
-        if event.code != 200:
-            raise CommandFailed(verb, f"failed ({event.code})", event)
-        return event
+        raise CommandFailed(verb, f"failed ({event.code})", event)
 
     async def _failed_or_hung_up(self, command: str, r: Response, what: str) -> NoReturn:
         verb = verb_of(command)
@@ -204,6 +184,60 @@ class StreamSession(AgiSession):
         if self.hung_up:
             raise AgiHangup(f"{verb}: channel hung up")
         raise CommandFailed(verb, what, r)
+
+
+
+class StreamSession(_CommandSession):
+    """An :class:`AgiSession` over one FastAGI connection, with a deadline on every read."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 conn: AgiConnection, env: Environment, *,
+                 read_timeout: float = DEFAULT_READ_TIMEOUT,
+                 playback_timeout: float = DEFAULT_PLAYBACK_TIMEOUT):
+        self._reader, self._writer, self._conn = reader, writer, conn
+        self.env = env
+        self.read_timeout = read_timeout
+        self.playback_timeout = playback_timeout
+
+    @classmethod
+    async def accept(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                     env_timeout: float = 5.0, conn: AgiConnection | None = None,
+                     **options: float) -> StreamSession:
+        """Read the environment block (all of it within ``env_timeout``) and wrap the stream.
+
+        Raises :class:`AgiHangup` if the peer closes before sending anything.
+        """
+        conn = conn or AgiConnection()
+        event = await _next_event(reader, conn, env_timeout, "environment block")
+        if isinstance(event, Closed):
+            raise AgiHangup("connection closed before the environment block")
+        if not isinstance(event, Environment):
+            raise ProtocolError("expected the environment block")
+        return cls(reader, writer, conn, event, **options)
+
+    async def _exchange(self, wire: bytes, timeout: float) -> Event | _Lost | _Timeout:
+        try:
+            self._writer.write(wire)
+            await self._writer.drain()
+        except ConnectionError:
+            return _Lost()
+        try:
+            return await _next_event(self._reader, self._conn, timeout, "reply")
+        except AgiTimeout:
+            return _Timeout(timeout)
+
+
+class _Lost:
+    """The connection broke while a command was being written."""
+
+
+class _Timeout:
+    """No reply within the deadline."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
 
 
 async def _next_event(reader: asyncio.StreamReader, conn: AgiConnection, timeout: float,
@@ -227,3 +261,161 @@ async def _next_event(reader: asyncio.StreamReader, conn: AgiConnection, timeout
                     return event
     except TimeoutError:
         raise AgiTimeout(f"no {what} within {timeout:g} s") from None
+
+
+# --- the FastAGI server's transport: an asyncio Protocol, no streams ------------------
+
+# Bytes read ahead of the parser before the socket is paused (a peer that floods us
+# while no command is outstanding); the protocol machine caps lines and blocks itself.
+_MAX_BUFFERED = 256 * 1024
+
+
+class AgiProtocol(asyncio.Protocol):
+    """One FastAGI connection at the transport level: feeds an :class:`AgiConnection`.
+
+    The server's per-command path is: ``transport.write``, one future awaited until
+    a reply line has arrived, one timer for the deadline. No ``StreamReader``, no
+    ``drain()`` unless the socket's send buffer is actually full, no
+    ``asyncio.timeout()`` context (which costs a task lookup and a reschedule per
+    command). Replies are parsed by the same sans-I/O machine as everywhere else.
+    """
+
+    def __init__(self, conn: AgiConnection | None = None) -> None:
+        self.conn = conn or AgiConnection()
+        self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._timed_out = False
+        self._lost = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._read_paused = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        if conn.buffered > _MAX_BUFFERED and not self._read_paused:
+            self._read_paused = True
+            self.transport.pause_reading()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._end_of_stream()
+        return True  # half-closed: our fail-closed commands may still be written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._end_of_stream()
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def _end_of_stream(self) -> None:
+        if not self.conn.eof:
+            self.conn.receive_data(b"")
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- for the session -------------------------------------------------------------
+
+    async def send(self, wire: bytes) -> bool:
+        """Write ``wire``; False if the connection is gone."""
+        if self._lost or self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.write(wire)
+        if self._write_paused:
+            self._drain_waiter = self._loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+            return not self._lost
+        return True
+
+    async def next_event(self, timeout: float) -> Event | None:
+        """The next event that is not a ``Hangup``; None if ``timeout`` passed first."""
+        conn = self.conn
+        event = conn.next_event()
+        if event is not NEED_DATA and type(event) is not Hangup:
+            return event
+        loop = self._loop
+        self._timed_out = False
+        timer = loop.call_later(timeout, self._on_timeout)
+        try:
+            while True:
+                if event is NEED_DATA:
+                    if self._read_paused:
+                        self._read_paused = False
+                        self.transport.resume_reading()
+                    self._waiter = waiter = loop.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        self._waiter = None
+                    if self._timed_out:
+                        return None
+                elif type(event) is not Hangup:
+                    return event
+                event = conn.next_event()
+        finally:
+            timer.cancel()
+
+    def _on_timeout(self) -> None:
+        self._timed_out = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class ProtocolSession(_CommandSession):
+    """An :class:`AgiSession` over an :class:`AgiProtocol` (what :class:`FastAgiServer` uses)."""
+
+    def __init__(self, protocol: AgiProtocol, env: Environment, *,
+                 read_timeout: float = DEFAULT_READ_TIMEOUT,
+                 playback_timeout: float = DEFAULT_PLAYBACK_TIMEOUT):
+        self._protocol, self._conn = protocol, protocol.conn
+        self.env = env
+        self.read_timeout = read_timeout
+        self.playback_timeout = playback_timeout
+
+    @classmethod
+    async def accept(cls, protocol: AgiProtocol, *, env_timeout: float = 5.0,
+                     **options: float) -> ProtocolSession:
+        """Read the environment block (all of it within ``env_timeout``).
+
+        Raises :class:`AgiHangup` if the peer closes before sending anything,
+        :class:`AgiTimeout` past the deadline, :class:`ProtocolError` on junk.
+        """
+        event = await protocol.next_event(env_timeout)
+        if event is None:
+            raise AgiTimeout(f"no environment block within {env_timeout:g} s")
+        if isinstance(event, Closed):
+            raise AgiHangup("connection closed before the environment block")
+        if not isinstance(event, Environment):
+            raise ProtocolError("expected the environment block")
+        return cls(protocol, event, **options)
+
+    async def _exchange(self, wire: bytes, timeout: float) -> Event | _Lost | _Timeout:
+        protocol = self._protocol
+        if not await protocol.send(wire):
+            return _Lost()
+        event = await protocol.next_event(timeout)
+        return _Timeout(timeout) if event is None else event

@@ -17,7 +17,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from agi.ami import AmiClient
-from agi.server import FastAgiServer
+from agi.server import FastAgiServer, new_event_loop
 from storage.db import open_database
 from storage.catalog import Catalog
 from storage.ledger import Ledger
@@ -93,5 +93,5 @@ def serve(config: Config) -> int:
               f"AMI {config.ami.host}:{config.ami.port})", flush=True)
 
     web.run_app(app, host=host, port=port, print=announce, shutdown_timeout=DRAIN_SECONDS,
-                handle_signals=True)
+                handle_signals=True, loop=new_event_loop())
     return 0

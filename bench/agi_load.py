@@ -433,13 +433,19 @@ def filesystem(path: Path) -> str:
 
 
 if __name__ == "__main__":
+    # Both servers run on the event loop `callvault serve` runs on, so the floor is
+    # the floor of the product's own design.
+    from agi.server import new_event_loop
+
     if len(sys.argv) == 3 and sys.argv[1] == "serve":
         import logging
 
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-        asyncio.run(serve(sys.argv[2]))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(serve(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == "floor":
-        asyncio.run(serve_floor())
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(serve_floor())
     else:
         print("usage: python -m bench.agi_load serve CONFIG   (or: python -m bench agi)",
               file=sys.stderr)

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from agi.errors import AgiHangup, AgiTimeout, CommandFailed, ProtocolError
-from agi.session import StreamSession
+from agi.session import AgiProtocol, ProtocolSession, StreamSession
 
 ENV = b"agi_network_script: consent\nagi_uniqueid: 1.1\n\n"
 WAIT = 5.0
@@ -28,20 +28,27 @@ class Pbx:
         await self.writer.drain()
 
 
-@pytest.fixture
-async def pair():
+@pytest.fixture(params=["stream", "protocol"])
+async def pair(request):
+    """Both session transports: streams (StreamSession) and the server's AgiProtocol."""
     ours, theirs = socket.socketpair()
-    r1, w1 = await asyncio.open_connection(sock=ours)
     r2, w2 = await asyncio.open_connection(sock=theirs)
     w2.write(ENV)
-    session = await StreamSession.accept(r1, w1, env_timeout=WAIT, read_timeout=WAIT)
+    if request.param == "stream":
+        r1, w1 = await asyncio.open_connection(sock=ours)
+        session = await StreamSession.accept(r1, w1, env_timeout=WAIT, read_timeout=WAIT)
+        close = w1.close
+    else:
+        transport, protocol = await asyncio.get_running_loop().create_connection(AgiProtocol, sock=ours)
+        session = await ProtocolSession.accept(protocol, env_timeout=WAIT, read_timeout=WAIT)
+        close = transport.close
     yield session, Pbx(r2, w2)
-    for w in (w1, w2):
-        w.close()
-        try:
-            await w.wait_closed()
-        except OSError:
-            pass
+    close()
+    w2.close()
+    try:
+        await w2.wait_closed()
+    except OSError:
+        pass
 
 
 async def run(coro, pbx_script):
@@ -165,3 +172,76 @@ async def test_garbage_reply_is_a_protocol_error(pair):
     with pytest.raises(ProtocolError):
         await run(s.answer(), pbx.expect("ANSWER", "999 what"))
     assert s.broken
+
+
+# -- the server's transport (AgiProtocol) -------------------------------------------
+
+
+async def _protocol_pair(env: bytes = ENV):
+    ours, theirs = socket.socketpair()
+    r2, w2 = await asyncio.open_connection(sock=theirs)
+    transport, protocol = await asyncio.get_running_loop().create_connection(AgiProtocol, sock=ours)
+    if env:
+        w2.write(env)
+    return transport, protocol, Pbx(r2, w2)
+
+
+async def _close(transport, pbx):
+    transport.close()
+    pbx.writer.close()
+    try:
+        await pbx.writer.wait_closed()
+    except OSError:
+        pass
+
+
+async def test_protocol_reply_in_pieces_and_hangup_in_the_same_chunk():
+    transport, protocol, pbx = await _protocol_pair(ENV[:5])
+    pbx.writer.write(ENV[5:])
+    s = await ProtocolSession.accept(protocol, env_timeout=WAIT, read_timeout=WAIT)
+    assert s.env.uniqueid == "1.1"
+
+    async def dribble():
+        async with asyncio.timeout(WAIT):
+            await pbx.reader.readline()
+        for byte in b"200 result=1 (en)\n":
+            pbx.writer.write(bytes([byte]))
+            await pbx.writer.drain()
+            await asyncio.sleep(0)
+
+    assert await run(s.get_variable("CHANNEL(language)"), dribble()) == "en"
+    await run(s.set_variable("A", "b"), pbx.expect('SET VARIABLE "A" "b"', "HANGUP\n200 result=1"))
+    assert s.hung_up and s.usable
+    await _close(transport, pbx)
+
+
+async def test_protocol_no_environment_is_a_timeout():
+    transport, protocol, pbx = await _protocol_pair(b"")
+    with pytest.raises(AgiTimeout):
+        await ProtocolSession.accept(protocol, env_timeout=0.05)
+    await _close(transport, pbx)
+
+
+async def test_protocol_pauses_reading_when_the_peer_floods():
+    transport, protocol, pbx = await _protocol_pair()
+    s = await ProtocolSession.accept(protocol, env_timeout=WAIT, read_timeout=WAIT)
+    pbx.writer.write(b"2" * (1024 * 1024))  # no newline, no command outstanding
+    async with asyncio.timeout(WAIT):
+        while not protocol._read_paused:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert protocol.conn.buffered < 2 * 256 * 1024  # the rest waits in the kernel
+    with pytest.raises(ProtocolError, match="line longer"):
+        await s.answer()
+    assert s.broken
+    await _close(transport, pbx)
+
+
+async def test_protocol_write_after_the_peer_is_gone_is_a_hangup():
+    transport, protocol, pbx = await _protocol_pair()
+    s = await ProtocolSession.accept(protocol, env_timeout=WAIT, read_timeout=WAIT)
+    transport.abort()
+    await asyncio.sleep(0)
+    with pytest.raises(AgiHangup, match="connection lost"):
+        await s.answer()
+    await _close(transport, pbx)
