@@ -40,7 +40,6 @@ from pydub import AudioSegment
 
 from . import audio, tts
 from .catalog import PROMPT_NAMES, Catalog, builtin_catalog, check_lang, check_name
-from .catalog import fallback_chain as fallback_chain  # re-exported for the consent flow
 from .errors import AnnouncementError, PromptNotFound, UsageError
 
 DEFAULT_LIBRARY = "/var/lib/callvault/prompts"

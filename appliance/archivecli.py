@@ -36,7 +36,7 @@ from storage.errors import NotFound, StorageError
 from storage.ledger import Ledger
 
 from . import config as cfg
-from .cli import DEFAULT_CONFIG
+from .cli import DEFAULT_CONFIG, with_config
 
 WORK_DIR_NAME = ".callvault-work"  # in the spool: same filesystem, ciphertext only
 PAYLOAD_PART_SIZE = 8 * MiB
@@ -384,11 +384,6 @@ def _guard(fn):
 
 
 def add_archive_commands(sub: argparse._SubParsersAction) -> None:
-    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG,
-                        help=f"config file (default {DEFAULT_CONFIG}; CALLVAULT_CONFIG)")
-        return sp
-
     storage = sub.add_parser("storage", help="archive storage").add_subparsers(dest="storage_cmd", required=True)
     with_config(storage.add_parser("init", help="create the local store or the S3 buckets the config names")
                 ).set_defaults(fn=_guard(cmd_storage_init))

@@ -105,7 +105,8 @@ def prompt_resolver(sounds_dir: Path):
     """
     from agi.handlers.consent import CORE_FALLBACK
     from announcements.errors import AnnouncementError
-    from announcements.library import SOUNDS_SUBDIR, fallback_chain, resolve
+    from announcements.catalog import fallback_chain
+    from announcements.library import SOUNDS_SUBDIR, resolve
 
     link = Path(sounds_dir) / SOUNDS_SUBDIR
     cache: dict[tuple[str, str], str] = {}

@@ -151,15 +151,17 @@ def cmd_call(args: argparse.Namespace) -> int:
                                      args.call_cmd == "pause"))
 
 
+def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``-c/--config`` to a subcommand."""
+    sp.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                    help=f"config file (default {DEFAULT_CONFIG}; CALLVAULT_CONFIG)")
+    return sp
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callvault", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="cmd", required=True)
-
-    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG,
-                        help=f"config file (default {DEFAULT_CONFIG}; CALLVAULT_CONFIG)")
-        return sp
 
     with_config(sub.add_parser("serve", help="run the appliance")).set_defaults(fn=cmd_serve)
     st = with_config(sub.add_parser("status", help="what is connected and running"))

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import os
 import socket
-import sys
 from pathlib import Path
 
 DEFAULT_NAME = "lab"
@@ -102,7 +101,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     logins = _dev_users(data)
     print(f"lab '{args.name}' is up: Asterisk AMI 127.0.0.1:{state.ami_port}"
           + (f", S3 {state.s3['endpoint_url']}" if state.s3 else ""))
-    print(f"timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in lab.timings.items()))
+    print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in lab.timings.items()))
     print(f"config for `callvault serve`: {config_path}")
     print(f"development identity (private key): {identity_path}")
     print(f"web logins (agent, supervisor, admin): {logins}")

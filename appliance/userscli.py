@@ -19,7 +19,7 @@ from storage.errors import NotFound, StorageError
 from storage.users import ROLES, UserError, Users
 
 from . import config as cfg
-from .cli import DEFAULT_CONFIG
+from .cli import DEFAULT_CONFIG, with_config
 
 
 @contextlib.contextmanager
@@ -98,11 +98,6 @@ def _guard(fn):
 
 
 def add_user_commands(sub: argparse._SubParsersAction) -> None:
-    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG,
-                        help=f"config file (default {DEFAULT_CONFIG}; CALLVAULT_CONFIG)")
-        return sp
-
     users = sub.add_parser("users", help="web users and roles").add_subparsers(dest="users_cmd", required=True)
     add = with_config(users.add_parser("add", help="add a user (password asked unless --password-file)"))
     add.add_argument("name")

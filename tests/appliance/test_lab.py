@@ -34,7 +34,6 @@ async def test_product_ami_user_logs_in_with_least_privileges(lab_state):
 async def test_wrong_secret_is_reported_as_auth_failed(lab_state):
     client = AmiClient("127.0.0.1", lab_state.ami_port, lab_state.product_ami_user, "wrong",
                        reconnect_min=5, reconnect_max=5)
-    failed = asyncio.Event()
     client.start()
     try:
         while client.status.state.value != "auth-failed":
