@@ -205,7 +205,6 @@ def test_resolve_falls_back_from_af_to_en(small_library, sounds_dir):
     assert resolve(chain, "notice-opt-in", sounds_dir) == "callvault/af/notice-opt-in"
     assert resolve(small_library.catalog.fallback_chain("af-ZA"), "notice-opt-in", sounds_dir) == "callvault/af/notice-opt-in"
     assert resolve(fallback_chain("es"), "notice-opt-in", sounds_dir) == "callvault/en/notice-opt-in"
-    assert library_mod.fallback_chain("tn") == ("tn", "en")  # re-exported for the consent flow
 
 
 def test_resolve_errors(sounds_dir):
