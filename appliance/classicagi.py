@@ -56,7 +56,7 @@ log = logging.getLogger("callvault-agi")
 DEFAULT_CONFIG = "/etc/callvault/callvault.toml"
 USAGE = "usage: callvault-agi [-c CONFIG] ROUTE [ARGS...]"
 
-StopMixMonitor = Callable[[str], Awaitable[None]]
+StopMixMonitor = Callable[[str], Awaitable[bool]]
 
 
 # -- the composition both entry points share ----------------------------------------
@@ -144,22 +144,32 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     from agi.handlers.revoke import RevokeDeps, revoke
     from agi.handlers.status import StatusDeps, status
     from agi.routes import RouteTable
-    from storage.catalog import Recording
+    from storage.catalog import Catalog, Recording
     from storage.hmac_index import caller_hmac
 
     prompt = prompt_resolver(config.prompts.sounds_dir)
 
-    async def on_recording(start: RecordingStart) -> None:
-        await catalog.add_async(Recording(
+    def recording(start: RecordingStart) -> Recording:
+        return Recording(
             recording_id=start.recording_id, consent_id=start.consent_id, uniqueid=start.uniqueid,
             linkedid=start.linkedid, channel=start.channel,
             spool_path=str(config.spool.dir / Path(start.path).name), caller_hmac=start.caller_hmac,
             did=start.did, agent="", rule=start.rule.name, jurisdiction=start.rule.jurisdiction,
-            retention_class=start.rule.retention, consent_state="granted", started_at=start.started_at))
+            retention_class=start.rule.retention, consent_state="granted", started_at=start.started_at)
+
+    async def on_recording(start: RecordingStart) -> None:
+        await catalog.add_async(recording(start))
+
+    async def append_recording(body: dict, start: RecordingStart, *, call_id: str | None,
+                               recording_id: str) -> None:
+        # The consent entry and the catalog row commit together (one fsync).
+        await ledger.append_async("consent", body, call_id=call_id, recording_id=recording_id,
+                                  also=Catalog.add_op(recording(start)))
 
     consent_deps = ConsentDeps(policy=config.consent, append=ledger.append_async,
                                caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,
-                               spool_dir=config.spool.asterisk_path, on_recording=on_recording)
+                               spool_dir=config.spool.asterisk_path, on_recording=on_recording,
+                               append_recording=append_recording)
     revoke_deps = RevokeDeps(catalog=catalog, append=ledger.append_async,
                              stop_mixmonitor=stop_mixmonitor, prompt=prompt)
     status_deps = StatusDeps(ledger=ledger)
@@ -197,14 +207,15 @@ def parse_argv(argv: Sequence[str]) -> tuple[str, str, list[str]]:
 
 
 def _own_channel_stopper(session: AgiSession) -> StopMixMonitor:
-    async def stop_mixmonitor(channel: str) -> None:
+    async def stop_mixmonitor(channel: str) -> bool:
         if channel == session.env.channel:
             await session.exec("StopMixMonitor")
-            return
+            return True
         # No AMI here: the recording is flagged for erasure by the revoke handler and
         # ends when its channel hangs up (see the module docstring).
         log.warning("%s: MixMonitor on another channel cannot be stopped without AMI; "
                     "the recording is erased instead of archived", call_label(session, "revoke"))
+        return False
 
     return stop_mixmonitor
 

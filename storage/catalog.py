@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .db import Database
 from .errors import NotFound
@@ -133,12 +133,17 @@ class Catalog:
 
     async def add_async(self, rec: Recording) -> None:
         """:meth:`add` through the group-commit writer: durable when it returns."""
+        await self.db.write_async(self.add_op(rec))
+
+    @staticmethod
+    def add_op(rec: Recording) -> Callable[[Any], None]:
+        """:meth:`add` as a write operation for another transaction (``Ledger.append_async(also=)``)."""
         values = _values(rec)
 
         def insert(c: Any) -> None:
             c.execute(_INSERT, values)
 
-        await self.db.write_async(insert)
+        return insert
 
     def get(self, recording_id: str) -> Recording:
         with self.db.read() as c:

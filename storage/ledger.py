@@ -174,8 +174,10 @@ def entry_hash(
 
 
 def _format_ts(moment: datetime) -> str:
-    moment = moment.astimezone(timezone.utc)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+    if moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
+    # "2025-01-31T12:00:00.123+00:00" (milliseconds truncated, as documented) -> "...123Z"
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +365,8 @@ class Ledger:
             return self._insert(conn, kind, call_id, recording_id, text)
 
     async def append_async(
-        self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None, recording_id: str | None = None
+        self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None,
+        recording_id: str | None = None, also: Callable[[sqlite3.Connection], Any] | None = None,
     ) -> Entry:
         """Append one entry through the database's group-commit writer.
 
@@ -374,12 +377,25 @@ class Ledger:
         a failed write raises the storage error for this entry only (the others of
         the batch still commit, unless the COMMIT itself fails).
 
+        ``also(conn)``, if given, runs right after the insert in the same transaction
+        (e.g. :meth:`storage.catalog.Catalog.add_op`): both commit together or not at
+        all, so what it writes never exists without this entry, and one fsync covers
+        both. If it raises, the entry is not appended and the error propagates.
+
         Cancelling the awaiting task does not withdraw the entry: it may still be
         committed. That is the safe direction for an audit trail.
         """
         text = self._prepare(kind, body, call_id, recording_id)
-        return await self._db.write_async(
-            lambda conn: self._insert(conn, kind, call_id, recording_id, text))
+        if also is None:
+            return await self._db.write_async(
+                lambda conn: self._insert(conn, kind, call_id, recording_id, text))
+
+        def op(conn: sqlite3.Connection) -> Entry:
+            entry = self._insert(conn, kind, call_id, recording_id, text)
+            also(conn)
+            return entry
+
+        return await self._db.write_async(op)
 
     def get(self, seq: int) -> Entry:
         with self._db.read() as conn:

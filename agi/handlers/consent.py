@@ -61,6 +61,13 @@ class RecordingStart:
     started_at: float
 
 
+class AppendConsent(Protocol):
+    """Appends the consent entry AND registers its recording, in one durable step."""
+
+    async def __call__(self, body: dict, start: RecordingStart, *, call_id: str | None,
+                       recording_id: str) -> object: ...
+
+
 @dataclass(frozen=True)
 class ConsentDeps:
     policy: Policy
@@ -69,6 +76,10 @@ class ConsentDeps:
     prompt: PromptResolver
     spool_dir: str  # as Asterisk names it
     on_recording: Callable[[RecordingStart], Awaitable[None]]
+    # When set, a consent that allows recording is appended together with its
+    # recording's registration (one transaction, one fsync) instead of ``append``
+    # then ``on_recording``. Either way both are durable before MixMonitor starts.
+    append_recording: AppendConsent | None = None
 
 
 @dataclass
@@ -139,13 +150,17 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     body.update(outcome=outcome.consent, reason=outcome.reason, digits=outcome.digits,
                 attempts=outcome.attempts, record=outcome.record, recording_id=recording_id,
                 ended_at=time.time())
-    await deps.append("consent", body, call_id=linkedid, recording_id=recording_id)
-
-    if recording_id is not None:
+    if recording_id is None:
+        await deps.append("consent", body, call_id=linkedid, recording_id=None)
+    else:
         path = f"{deps.spool_dir.rstrip('/')}/{recording_id}.wav"
-        await deps.on_recording(RecordingStart(
-            recording_id, consent_id, env.uniqueid, linkedid, env.channel, path, rule,
-            body["caller_hmac"], did, time.time()))
+        start = RecordingStart(recording_id, consent_id, env.uniqueid, linkedid, env.channel,
+                               path, rule, body["caller_hmac"], did, time.time())
+        if deps.append_recording is not None:
+            await deps.append_recording(body, start, call_id=linkedid, recording_id=recording_id)
+        else:
+            await deps.append("consent", body, call_id=linkedid, recording_id=recording_id)
+            await deps.on_recording(start)
         # The post-command runs in a shell: only our generated id goes into it.
         await session.exec("MixMonitor", f"{path},,/bin/touch {path}.done")
         await session.set_variable(v.RECORDING_ID, recording_id)

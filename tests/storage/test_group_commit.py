@@ -291,3 +291,43 @@ def test_operation_cannot_wait_on_another(db):
     future = db.submit(lambda conn: db.submit(lambda c: None))
     with pytest.raises(RuntimeError, match="cannot submit"):
         future.result(10)
+
+
+# -- a ledger entry and another write in one transaction ----------------------------
+
+
+def _recording(rid: str) -> Recording:
+    return Recording(recording_id=rid, consent_id="c1", uniqueid="u", linkedid="l", channel="PJSIP/1",
+                     spool_path=f"/s/{rid}.wav", caller_hmac="h", did="100", agent="", rule="za",
+                     jurisdiction="ZA", retention_class="default", consent_state="granted",
+                     started_at=1.0)
+
+
+async def test_append_with_catalog_row_commits_both_in_one_transaction(db):
+    ledger, catalog = Ledger(db), Catalog(db)
+    batches = db._group.batches if db._group else 0
+    entry = await ledger.append_async("consent", {"outcome": "granted"}, call_id="l", recording_id="r1",
+                                      also=Catalog.add_op(_recording("r1")))
+    assert db._group.batches == batches + 1
+    with closing(sqlite3.connect(db.path)) as raw:
+        assert raw.execute("SELECT recording_id FROM recordings").fetchall() == [("r1",)]
+        assert raw.execute("SELECT hash FROM ledger").fetchall() == [(entry.hash,)]
+    assert catalog.get("r1").recording_id == "r1"
+
+
+async def test_append_with_failing_other_write_appends_nothing(db):
+    ledger = Ledger(db)
+    Catalog(db)
+
+    def broken(conn):
+        Catalog.add_op(_recording("r2"))(conn)
+        raise OSError("spool vanished")
+
+    others = [asyncio.ensure_future(ledger.append_async("consent", {"i": i})) for i in range(3)]
+    with pytest.raises(OSError, match="spool vanished"):
+        await ledger.append_async("consent", {"outcome": "granted"}, recording_id="r2", also=broken)
+    await asyncio.gather(*others)
+    with closing(sqlite3.connect(db.path)) as raw:
+        assert raw.execute("SELECT count(*) FROM recordings").fetchone() == (0,)
+        assert raw.execute("SELECT count(*) FROM ledger WHERE recording_id = 'r2'").fetchone() == (0,)
+    assert ledger.verify().checked == 3
