@@ -6,8 +6,11 @@
 1. encryption: ``storage.crypto.Encryptor`` (age STREAM: ChaCha20-Poly1305 plus the
    SHA-256 of plaintext and ciphertext for the manifest) vs raw ChaCha20-Poly1305 over
    the same 64 KiB chunks, 256 MiB in memory.
-2. pipeline: one 1 GiB recording archived (encrypt, upload with retention, verify) vs
-   boto3 ``upload_file`` of the same file to the same RGW; each in a fresh process.
+2. pipeline: one recording (256 MiB, then 1 GiB) archived (encrypt, upload with
+   retention, verify) vs boto3 ``upload_file`` (default TransferConfig: 8 MiB parts, like
+   the pipeline) of the same file to the same RGW; each in a fresh process, two rounds
+   in swapped order, best of each. The source is fsynced first so its write-back is
+   billed to neither side.
 3. peak RSS of those processes (``ru_maxrss``), for 256 MiB and 1 GiB recordings.
 4. hang-up to verified: ``recording_ended()`` -> catalog ``archived`` for 5-minute
    recordings (8 kHz 16-bit mono, 4.8 MB), one at a time.
@@ -36,20 +39,29 @@ RATE = 16_000  # bytes per second of 8 kHz 16-bit mono
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_wav(path: Path, audio_bytes: int, block: bytes | None = None) -> None:
-    """A WAV of ``audio_bytes`` of noise (incompressible, like encrypted output)."""
+def write_wav(path: Path, audio_bytes: int, block: bytes | None = None, *, sync: bool = False) -> None:
+    """A WAV of ``audio_bytes`` of noise (incompressible, like encrypted output).
+
+    ``sync``: fsync it before returning. The throughput sources must be: otherwise the
+    kernel writes the file back 30 s after it was written (dirty_expire), which at
+    1 GiB falls inside whichever measurement is running then (it was the pipeline's)
+    and bills that one for the bench's own I/O."""
     block = block or os.urandom(4 * MiB)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        left = audio_bytes
-        while left > 0:
-            piece = block[:min(left, len(block))]
-            w.writeframesraw(piece)
-            left -= len(piece)
-            if left:  # vary the content so no two blocks are equal
-                block = block[1:] + block[:1]
+    with open(path, "wb") as f:
+        with wave.open(f, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            left = audio_bytes
+            while left > 0:
+                piece = block[:min(left, len(block))]
+                w.writeframesraw(piece)
+                left -= len(piece)
+                if left:  # vary the content so no two blocks are equal
+                    block = block[1:] + block[:1]
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def config_text(d: Path, endpoint, bucket: str, key_bucket: str, recipient: str) -> str:
@@ -304,14 +316,18 @@ def measure(endpoint, work: Path) -> dict:
 
     for size, label in ((256 * MiB, "256m"), (GiB, "1g")):
         wav = work / f"source-{label}.wav"
-        write_wav(wav, size)
+        write_wav(wav, size, sync=True)
         runs = []
-        for _ in range(1 if size == GiB else 2):
-            print(f"{label}: boto3 upload_file ...", flush=True)
-            base = run_child("upload", {"endpoint": e, "bucket": name + "-plain", "file": str(wav)})
-            print(f"{label}: pipeline ...", flush=True)
-            ours = run_child("pipeline", {"config": str(config), "file": str(wav)})
-            runs.append((base, ours))
+        # Two rounds, the order swapped in the second, so neither side always runs
+        # first (RGW's memstore fills as the bench goes); the best of each counts.
+        for order in (("upload", "pipeline"), ("pipeline", "upload")):
+            got = {}
+            for kind in order:
+                print(f"{label}: {'boto3 upload_file' if kind == 'upload' else 'pipeline'} ...", flush=True)
+                args = ({"endpoint": e, "bucket": name + "-plain", "file": str(wav)} if kind == "upload"
+                        else {"config": str(config), "file": str(wav)})
+                got[kind] = run_child(kind, args)
+            runs.append((got["upload"], got["pipeline"]))
         base = min((b for b, _ in runs), key=lambda r: r["seconds"])
         ours = min((o for _, o in runs), key=lambda r: r["seconds"])
         results[f"upload_{label}_mb_s"] = size / base["seconds"] / 1e6

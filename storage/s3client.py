@@ -78,6 +78,29 @@ class S3Settings:
             config=config)
 
 
+def sign_checksummed_bodies_by_checksum(client: Any) -> None:
+    """Over plain HTTP, send ``UNSIGNED-PAYLOAD`` for a request that carries an
+    ``x-amz-checksum-sha256`` header, instead of hashing its body a second time for
+    the signature. This is what botocore already does over HTTPS: the checksum
+    header is itself signed and the service verifies every byte against it (a
+    mismatch is ``BadDigest``), so the body is covered by the same SHA-256 either
+    way, and neither side computes it twice. Requests without that header (other
+    bodies, e.g. CompleteMultipartUpload) keep their signed payload. An explicit
+    ``payload_signing_enabled`` in the client's config is left as it is."""
+    client.meta.events.register("before-sign.s3", _unsigned_when_checksummed)
+
+
+def _unsigned_when_checksummed(request: Any, **kwargs: Any) -> None:
+    if "x-amz-checksum-sha256" not in request.headers or request.url.startswith("https"):
+        return
+    config = request.context.get("client_config")
+    s3 = dict(getattr(config, "s3", None) or {})
+    if config is None or s3.get("payload_signing_enabled") is not None:
+        return
+    s3["payload_signing_enabled"] = False
+    request.context["client_config"] = config.merge(Config(s3=s3))
+
+
 def error_code(e: bce.ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
 

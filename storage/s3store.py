@@ -41,7 +41,16 @@ from storage.blobstore import (
     validate_tags,
 )
 from storage.errors import IntegrityError, NotFound, PermanentError, RetentionError
-from storage.s3client import NO_LOCK_CONFIG, BodyStream, EmptyStream, S3Settings, error_code, http_status, s3_errors
+from storage.s3client import (
+    NO_LOCK_CONFIG,
+    BodyStream,
+    EmptyStream,
+    S3Settings,
+    error_code,
+    http_status,
+    s3_errors,
+    sign_checksummed_bodies_by_checksum,
+)
 
 __all__ = ["S3Settings", "S3Store"]
 
@@ -71,6 +80,7 @@ class S3Store:
         self.part_size = part_size
         self.max_concurrency = max_concurrency
         self.client = client.client() if isinstance(client, S3Settings) else client()
+        sign_checksummed_bodies_by_checksum(self.client)  # every put carries its SHA-256
         self.endpoint = self.client.meta.endpoint_url
 
     def __repr__(self) -> str:
@@ -179,8 +189,7 @@ class S3Store:
                 Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)["UploadId"]
         done = False
         try:
-            parts = itertools.chain(_popping(head), iter(lambda: read_full(source, part_size), b""))
-            completed, total, digest = self._upload_parts(key, upload_id, parts, part_size)
+            completed, total, digest = self._upload_parts(key, upload_id, source, head, part_size)
             _verify(key, total, digest, size, sha256)  # before complete: a mismatch never appears
             with self._errors("put", key):
                 r = self.client.complete_multipart_upload(
@@ -192,24 +201,39 @@ class S3Store:
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         return PutResult(r.get("VersionId"), r["ETag"].strip('"'), total, sha256)
 
-    def _upload_parts(self, key: str, upload_id: str, parts: Iterator[bytes],
+    def _upload_parts(self, key: str, upload_id: str, source: BinaryIO, head: list[bytes | bytearray],
                       part_size: int) -> tuple[list[dict[str, Any]], int, str]:
-        """Send parts with at most ``max_concurrency`` in flight; hash the whole on the way."""
+        """Send ``head`` and then the rest of ``source`` as parts, at most
+        ``max_concurrency`` in flight; hash the whole on the way.
+
+        A part is read only once a slot is free, into the buffer of a part already
+        sent when the source has ``readinto``: memory stays at ``max(2,
+        max_concurrency)`` parts whatever the object's size, and is not allocated
+        (and faulted in) afresh for every part."""
         whole, total = hashlib.sha256(), 0
         futures: list[Future] = []
-        pending: set[Future] = set()
+        in_flight: dict[Future, bytes | bytearray] = {}
+        spare: list[bytearray] = []
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="s3-part")
         read_all = False
+
+        def reap(block: bool) -> None:
+            finished = [f for f in in_flight if f.done()]
+            if not finished and block:
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for f in finished:
+                f.result()  # a failed part stops the reading now
+                buf = in_flight.pop(f)
+                if isinstance(buf, bytearray) and len(buf) == part_size:
+                    spare.append(buf)
+
         try:
             for number in itertools.count(1):
-                # Read a part only once a slot is free: memory stays at
-                # (max_concurrency + 1) parts whatever the object's size.
-                while len(pending) >= self.max_concurrency:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in finished:
-                        f.result()  # a failed part stops the reading now
-                data = next(parts, None)
-                if data is None:
+                reap(block=False)
+                while len(in_flight) >= self.max_concurrency:
+                    reap(block=True)
+                data = head.pop(0) if head else _read_part(source, part_size, spare)
+                if not data:
                     break
                 if number > _MAX_PARTS:
                     raise PermanentError(f"put {key}: more than {_MAX_PARTS} parts of {part_size} bytes; "
@@ -218,12 +242,13 @@ class S3Store:
                 total += len(data)
                 future = pool.submit(self._upload_part, key, upload_id, number, data)
                 futures.append(future)
-                pending.add(future)
+                in_flight[future] = data
                 del data
             read_all = True
         finally:
             # After a failure, parts not yet started never start.
             pool.shutdown(wait=True, cancel_futures=not read_all)
+            in_flight.clear()
         return [f.result() for f in futures], total, whole.hexdigest()
 
     def _upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> dict[str, Any]:
@@ -360,9 +385,22 @@ def _verify(key: str, got_size: int, got_sha256: str, size: int | None, sha256: 
         raise IntegrityError(f"put {key}: sha256 of the data is {got_sha256}, caller said {sha256}")
 
 
-def _popping(items: list) -> Iterator:
-    while items:
-        yield items.pop(0)
+def _read_part(source: BinaryIO, part_size: int, spare: list[bytearray]) -> bytes | bytearray:
+    """The next part of ``source``: up to ``part_size`` bytes, fewer only at the end.
+    With ``readinto`` it is read into a spare buffer when there is one."""
+    if getattr(source, "readinto", None) is None:
+        return read_full(source, part_size)
+    buf = spare.pop() if spare else bytearray(part_size)
+    pos = 0
+    with memoryview(buf) as view:
+        while pos < part_size:
+            got = source.readinto(view[pos:])
+            if not got:
+                break
+            pos += got
+    if pos < part_size:
+        del buf[pos:]
+    return buf
 
 
 def _b64(digest: bytes) -> str:

@@ -621,6 +621,105 @@ def test_streaming_memory_is_bounded(ident):
     assert peak < 1 << 20, f"peak {peak} bytes for a {total >> 20} MiB stream"
 
 
+# --- encrypt_to: the archiver's whole-file path ------------------------------------------------
+
+BLOCK = crypto.BLOCK_CHUNKS * CHUNK_SIZE
+
+
+class ShortReads(io.RawIOBase):
+    """A file that returns at most ``most`` bytes per call, through read() only."""
+
+    def __init__(self, payload: bytes, most: int):
+        self._f, self._most = io.BytesIO(payload), most
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(min(self._most, n if n >= 0 else self._most))
+
+    readinto = None  # type: ignore[assignment]  # read() only: the other path of _fill
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, BLOCK - 1, BLOCK, BLOCK + 1,
+                                  2 * BLOCK, 3 * BLOCK + CHUNK_SIZE + 7])
+@pytest.mark.parametrize("source", ["file", "short-reads"])
+def test_encrypt_to_is_byte_for_byte_the_streaming_encryption(size, source, ident):
+    pt = data(size, 5)
+    key, nonce = os.urandom(16), os.urandom(16)
+    ref = Encryptor([ident.recipient], _file_key=key, _nonce=nonce)
+    expected = b"".join(ref.payload_chunks(pt))
+    enc = Encryptor([ident.recipient], _file_key=key, _nonce=nonce)
+    src = io.BytesIO(pt) if source == "file" else ShortReads(pt, 100_001)
+    out, seen = io.BytesIO(), []
+    manifest = enc.encrypt_to(src, out.write, progress=seen.append)
+    assert out.getvalue() == expected
+    assert manifest == enc.manifest
+    assert (manifest.plaintext_sha256, manifest.payload_sha256) == (
+        hashlib.sha256(pt).hexdigest(), hashlib.sha256(expected).hexdigest())
+    assert (manifest.plaintext_size, manifest.payload_size) == (size, len(expected))
+    assert seen == sorted(seen) and seen[-1] == len(expected)
+
+
+@pytest.mark.parametrize("size", [0, BLOCK, 2 * BLOCK + 3])
+def test_encrypt_to_output_is_read_by_age_and_rage(size, ident, keyfile, tmp_path):
+    pt = data(size, 6)
+    enc = Encryptor([ident.recipient])
+    out = io.BytesIO()
+    enc.encrypt_to(io.BytesIO(pt), out.write)
+    blob = enc.header + out.getvalue()
+    assert pyrage.decrypt(blob, [pyrage.x25519.Identity.from_str(ident.secret_string())]) == pt
+    (tmp_path / "f.age").write_bytes(blob)
+    assert age("-d", "-i", str(keyfile), str(tmp_path / "f.age")) == pt
+
+
+def test_encrypt_to_memory_is_bounded(ident):
+    size = 64 << 20
+
+    class Noise(io.RawIOBase):
+        left = size
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buf) -> int:
+            n = min(len(buf), self.left, CHUNK_SIZE + 5)
+            buf[:n] = b"\x5a" * n
+            self.left -= n
+            return n
+
+    tracemalloc.start()
+    try:
+        Encryptor([ident.recipient]).encrypt_to(Noise(), lambda piece: None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 << 20, f"peak {peak >> 20} MiB for a {size >> 20} MiB stream"
+
+
+@pytest.mark.parametrize("where", ["progress", "write"])
+def test_encrypt_to_stops_on_an_error_and_leaves_no_thread(where, ident):
+    import threading
+
+    class Stop(Exception):
+        pass
+
+    def fail(*_):
+        raise Stop
+
+    before = threading.active_count()
+    kw = {"progress": lambda n: fail() if n > BLOCK else None} if where == "progress" else {}
+    write = fail if where == "write" else (lambda piece: None)
+    enc = Encryptor([ident.recipient])
+    with pytest.raises(Stop):
+        enc.encrypt_to(io.BytesIO(data(4 * BLOCK, 7)), write, **kw)
+    assert threading.active_count() == before
+    with pytest.raises(RuntimeError):
+        enc.manifest  # spent, not finished
+    with pytest.raises(RuntimeError):
+        enc.encrypt_to(io.BytesIO(b"x"), write)
+
+
 # --- local misuse ---------------------------------------------------------------------------
 
 def test_misuse_is_reported(tmp_path, ident):

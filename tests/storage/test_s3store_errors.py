@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import re
 import socket
 import time
 
@@ -158,3 +160,77 @@ def test_a_failed_part_aborts_the_upload(stubbed):
     with pytest.raises(RetryableError):
         store.put("k", data, sha256=hashlib.sha256(data).hexdigest())
     stub.assert_no_pending_responses()
+
+
+# -- what goes on the wire ------------------------------------------------------------------
+
+class Readable:
+    """A source with ``readinto`` (like an unbuffered file) that counts its reads."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = memoryview(data), 0
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), len(self.data) - self.pos)
+        buf[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+
+def test_parts_are_read_into_reused_buffers(stubbed):
+    store, stub = stubbed
+    store.max_concurrency = 2
+    bodies: dict[int, tuple[object, str]] = {}  # holding each body keeps its id unique
+
+    def seen(params, **_):  # in the part's worker thread, when it is sent
+        bodies[params["PartNumber"]] = (params["Body"], hashlib.sha256(params["Body"]).hexdigest())
+
+    store.client.meta.events.register("provide-client-params.s3.UploadPart", seen)
+    data = os.urandom(5 * 8 * MiB + 123)
+    parts = [data[i:i + 8 * MiB] for i in range(0, len(data), 8 * MiB)]
+    stub.add_response("create_multipart_upload", {"UploadId": "u1"})
+    for i in range(len(parts)):
+        stub.add_response("upload_part", {"ETag": f'"e{i}"'})
+    stub.add_response("complete_multipart_upload", {"ETag": '"x-6"', "VersionId": "v1"})
+    r = store.put("k", Readable(data), size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    assert r.size == len(data)
+    assert [bodies[n][1] for n in sorted(bodies)] == [hashlib.sha256(p).hexdigest() for p in parts]
+    # 6 parts, never more than 2 buffers: the others were reused
+    assert len({id(b) for b, _ in bodies.values()}) <= 2
+    stub.assert_no_pending_responses()
+
+
+@pytest.mark.s3
+def test_checksummed_bodies_go_unsigned_and_the_service_still_checks_them(make_s3_store):
+    import base64
+
+    store = make_s3_store(lock=False)
+    sent: list[tuple[str, bytes | None, bytes | None]] = []
+
+    def capture(request, event_name, **_):
+        sent.append((event_name.rsplit(".", 1)[-1], request.headers.get("X-Amz-Content-SHA256"),
+                     request.headers.get("x-amz-checksum-sha256")))
+
+    store.client.meta.events.register("before-send.s3", capture)
+    big = os.urandom(17 * MiB)
+    store.put("big", big, sha256=hashlib.sha256(big).hexdigest())
+    store.put("small", DATA, sha256=SHA)
+    by_op = {}
+    for op, payload_hash, checksum in sent:
+        by_op.setdefault(op, set()).add((payload_hash, checksum is not None))
+    # bodies that carry their SHA-256 are not hashed a second time for the signature...
+    assert by_op["UploadPart"] == {(b"UNSIGNED-PAYLOAD", True)}
+    assert by_op["PutObject"] == {(b"UNSIGNED-PAYLOAD", True)}
+    # ...other bodies keep a signed payload hash
+    ((complete, has_checksum),) = by_op["CompleteMultipartUpload"]
+    assert not has_checksum and re.fullmatch(rb"[0-9a-f]{64}", complete)
+    assert store.get("big") == big and store.head("big").sha256 == hashlib.sha256(big).hexdigest()
+    # and the service still checks every byte against the (signed) checksum header
+    wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode()
+    for body in (DATA, big[:9 * MiB]):
+        with pytest.raises(IntegrityError):
+            with store._errors("put", "forged"):
+                store.client.put_object(Bucket=store.bucket, Key="forged", Body=body,
+                                        ChecksumAlgorithm="SHA256", ChecksumSHA256=wrong)
+    with pytest.raises(NotFound):
+        store.head("forged")
