@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def build_routes(app: web.Application) -> RouteTable:
-    async def stop_mixmonitor(channel: str) -> None:
+    async def stop_mixmonitor(channel: str) -> bool:
         await app[K.ami].action("StopMixMonitor", Channel=channel)
+        return True
 
     return agi_routes(app[K.config], ledger=app[K.ledger], catalog=app[K.catalog],
                       hmac_key=app[K.hmac_key], stop_mixmonitor=stop_mixmonitor)

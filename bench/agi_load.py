@@ -151,7 +151,7 @@ async def serve(config_path: str) -> None:
     db = open_database(config.database.url)
     ledger, catalog = Ledger(db), Catalog(db)
 
-    async def no_ami(channel: str) -> None:
+    async def no_ami(channel: str) -> bool:
         raise RuntimeError("no AMI in the benchmark")
 
     routes = agi_routes(config, ledger=ledger, catalog=catalog,

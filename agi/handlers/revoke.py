@@ -1,13 +1,17 @@
 """Revoke: the caller or the agent withdraws consent mid-call (feature code).
 
-MixMonitor is stopped over AMI (the feature may run on the agent's channel, not
-the one recording), the recording is flagged for erasure (the archiver shreds the
-spool file instead of archiving it), and the revoke is written to the ledger.
+The recording is flagged for erasure first (the archiver shreds the spool file
+instead of archiving it), so a revoke holds even when MixMonitor cannot be stopped.
+Then MixMonitor is stopped (over AMI under `serve`: the feature may run on the
+agent's channel, not the one recording), and the revoke is written to the ledger
+with what was stopped and what goes on being written until its channel hangs up
+(``not_stopped``: AMI down, or classic AGI on the other leg).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -23,8 +27,12 @@ from .consent import AppendEvent, PromptResolver
 class RevokeDeps:
     catalog: Catalog
     append: AppendEvent
-    stop_mixmonitor: Callable[[str], Awaitable[None]]
+    # Stops the MixMonitor on a channel; False (or an exception) when it could not.
+    stop_mixmonitor: Callable[[str], Awaitable[bool]]
     prompt: PromptResolver
+
+
+log = logging.getLogger(__name__)
 
 
 async def revoke(session: AgiSession, deps: RevokeDeps) -> None:
@@ -32,13 +40,21 @@ async def revoke(session: AgiSession, deps: RevokeDeps) -> None:
     linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
     recordings = await asyncio.to_thread(deps.catalog.by_linkedid, linkedid)
     live = [r for r in recordings if r.state == "recording" and not r.erase_requested]
+    stopped, not_stopped = [], []
     for rec in live:
-        await deps.stop_mixmonitor(rec.channel)
         await asyncio.to_thread(deps.catalog.update, rec.recording_id, erase_requested=1,
                                 consent_state="revoked")
+        try:
+            ok = await deps.stop_mixmonitor(rec.channel)
+        except Exception as e:  # AMI down or refused: the erase flag above still holds
+            log.warning("revoke: could not stop MixMonitor on %s (%s); recording %s is erased at hang-up",
+                        rec.channel, e, rec.recording_id)
+            ok = False
+        (stopped if ok else not_stopped).append(rec.recording_id)
     await deps.append("revoke", {
         "linkedid": linkedid, "by_channel": env.channel, "at": time.time(),
         "recording_ids": [r.recording_id for r in live], "action": "stop-and-erase",
+        "stopped": stopped, "not_stopped": not_stopped,
     }, call_id=linkedid, recording_id=live[0].recording_id if live else None)
     await session.set_variable(v.CONSENT, "revoked")
     await session.set_variable(v.RECORD, "no")

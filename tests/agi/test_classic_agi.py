@@ -437,7 +437,7 @@ async def test_classic_agi_revoke_stops_mixmonitor_on_its_own_channel(classic_la
     try:
         [entry] = entries
         [rec] = Catalog(db).by_linkedid(call.caller_uniqueid)
-        assert entry.data["recording_ids"] == [rec.recording_id]
+        assert entry.data["recording_ids"] == entry.data["stopped"] == [rec.recording_id]
         assert rec.erase_requested == 1 and rec.consent_state == "revoked"
     finally:
         db.close()

@@ -12,7 +12,7 @@ import pytest
 from agi.controls import ControlError, set_paused
 from appliance.keys import AppKeys as K
 
-from callhelpers import OPT_IN, archived_wav, finish, run_call
+from callhelpers import OPT_IN, archived_wav, finish, run_call, wait_path, wait_state
 
 pytestmark = pytest.mark.asterisk
 
@@ -42,8 +42,33 @@ async def test_revoke_stops_recording_and_flags_it(appliance, ami, calls):
         rec = app[K.catalog].get(rec.recording_id)
         assert rec.erase_requested == 1 and rec.consent_state == "revoked"
         [entry] = app[K.ledger].find(kind="revoke", call_id=call.caller_uniqueid)
-        assert entry.data["recording_ids"] == [rec.recording_id]
+        assert entry.data["recording_ids"] == entry.data["stopped"] == [rec.recording_id]
+        assert entry.data["not_stopped"] == []
         await finish(app, ami, calls, call)
+
+
+async def test_revoke_with_ami_down_still_erases_the_recording_at_hang_up(appliance, ami, calls):
+    async with appliance(rules=[OPT_IN]) as app:
+        call, event, started = await run_call(app, ami, calls, ["1"])
+        assert started
+        [rec] = app[K.catalog].by_linkedid(call.caller_uniqueid)
+        await app[K.ami].close()  # the appliance loses AMI: StopMixMonitor cannot be sent
+        async with ami.expect(lambda e: e.name == "UserEvent" and call.is_callee(e)
+                              and e.get("UserEvent") == "CallvaultLabAfterRevoke") as revoked:
+            await calls.send_dtmf(call, "0")
+            after = await asyncio.wait_for(revoked, 15)
+        assert (after.get("Consent"), after.get("Record")) == ("revoked", "no")
+        [entry] = app[K.ledger].find(kind="revoke", call_id=call.caller_uniqueid)
+        assert entry.data["stopped"] == [] and entry.data["not_stopped"] == [rec.recording_id]
+        assert app[K.catalog].get(rec.recording_id).erase_requested == 1
+        await finish(app, ami, calls, call)
+        # No AMI, no Hangup event: the spool scan finds the end once MixMonitor has closed
+        # the file (its post-command writes the .done marker).
+        await wait_path(appliance.spool / f"{rec.recording_id}.wav.done")
+        await app[K.archiver].scan()
+        await wait_state(app, rec.recording_id, "erased")
+        assert list(appliance.payload().list()) == []
+        assert not (appliance.spool / f"{rec.recording_id}.wav").exists()
 
 
 async def test_pause_then_resume_leaves_a_muted_span_and_ledger_intervals(appliance, ami, calls):
