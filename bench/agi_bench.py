@@ -7,8 +7,9 @@ consent handler, ledger and catalog (SQLite WAL, ``synchronous=FULL``, on the di
 named in the output) in a separate server process, at 1, 100 and 1,000 concurrent
 calls with no pause between commands (closed loop, the server's capacity), then
 1,000 calls paced like real callers (a 6-10 s notice, 1-2 s "thank you"), then the
-same wire exchange against an asyncio server with no logic at all (the floor any
-CPython asyncio design pays on this machine).
+same wire exchange against an asyncio server with no logic at all, on the same event
+loop as the product (uvloop: ``agi.server.new_event_loop``), the floor any design on
+that loop pays on this machine.
 
 Classic: ``callvault-agi consent DID``, one process per call over pipes, one at a
 time (wall and CPU per call) and one per core at a time (flows/s); a bare pyst2
@@ -170,7 +171,7 @@ def _table(rows: list[list[str]]) -> str:
 
 def _name(r: dict) -> str:
     if r["server"] == "floor":
-        return f"floor: asyncio, no logic, {_calls(r['concurrency'])}"
+        return f"floor: uvloop, no logic, {_calls(r['concurrency'])}"
     return f"FastAGI, {_calls(r['concurrency'])}" + (", paced" if r["paced"] else "")
 
 

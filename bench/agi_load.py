@@ -11,7 +11,8 @@ endpos=3404``, ``EXEC`` -> ``200 result=0``, ``SET VARIABLE`` -> ``200 result=1`
 process**: :func:`serve` (the real ``FastAgiServer``, consent handler, ``Ledger`` and
 ``Catalog`` on a temporary SQLite file in WAL mode with ``synchronous=FULL``, composed
 by ``appliance.classicagi.agi_routes`` as in production) or :func:`serve_floor` (the
-same bytes on the wire, no logic: what CPython's asyncio costs by itself). Closed
+same bytes on the wire, no logic: what the event loop costs by itself). Both run on
+the event loop ``callvault serve`` uses (``agi.server.new_event_loop``). Closed
 loop: each call starts a new flow as soon as its last one ended. With ``paced=True``
 the calls behave like callers (see ``NOTICE_SECONDS``), so N calls are *in progress*
 without saturating the server. The classic entry point is driven, with the same
