@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
+import mmap
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -679,7 +681,10 @@ class Encryptor:
         if s.done or not s._prefix:
             raise RuntimeError("encrypt_to() needs a fresh Encryptor")
         block, sealed_block = BLOCK_CHUNKS * CHUNK_SIZE, BLOCK_CHUNKS * ENC_CHUNK_SIZE
-        pairs = [(bytearray(block), bytearray(sealed_block)) for _ in range(max(2, blocks))]
+        # Anonymous mappings rather than bytearrays: unmapped when done, so the buffers
+        # do not stay in the allocator's arenas (and in RSS) for the upload that follows.
+        maps = [mmap.mmap(-1, size) for _ in range(max(2, blocks)) for size in (block, sealed_block)]
+        pairs = [(maps[k], maps[k + 1]) for k in range(0, len(maps), 2)]
         hashing: list[tuple[Future, ...] | None] = [None] * len(pairs)
         pt_pool = ThreadPoolExecutor(1, thread_name_prefix="age-sha256-pt")
         ct_pool = ThreadPoolExecutor(1, thread_name_prefix="age-sha256-ct")
@@ -738,6 +743,11 @@ class Encryptor:
         finally:
             for pool in (pt_pool, ct_pool, out_pool):
                 pool.shutdown(wait=True, cancel_futures=True)
+            hashing.clear()
+            pt = ct = None  # noqa: F841  (views of the maps)
+            for m in maps:
+                with contextlib.suppress(BufferError):  # a view still held elsewhere: GC unmaps it
+                    m.close()
         return self.manifest
 
     @property
