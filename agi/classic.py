@@ -3,7 +3,7 @@
 Asterisk starts one process per call, writes the environment block to its stdin and
 reads commands from its stdout. pyst2's ``asterisk.agi.AGI`` speaks that dialogue;
 :class:`PystSession` puts it behind the interface the handlers know, with the same
-outcome rules as :class:`agi.session.StreamSession` (see ``agi.errors``):
+outcome rules as :class:`agi.session.ProtocolSession` (see ``agi.errors``):
 
 * ``511``, a broken pipe or the end of stdin -> :class:`AgiHangup`;
 * SIGHUP (Asterisk's hangup notice to a classic AGI, unless ``AGISIGHUP=no``) is

@@ -28,7 +28,6 @@ from .protocol import AgiConnection, State, build_command, verb_of
 DEFAULT_READ_TIMEOUT = 30.0
 # STREAM FILE and GET DATA last as long as their sound: allowed on top of read_timeout.
 DEFAULT_PLAYBACK_TIMEOUT = 120.0
-_READ_SIZE = 64 * 1024
 
 
 class AgiSession(abc.ABC):
@@ -70,7 +69,7 @@ class AgiSession(abc.ABC):
 
 
 class _CommandSession(AgiSession):
-    """The reply rules shared by every transport: a subclass supplies :meth:`_exchange`."""
+    """The reply rules, apart from the transport: a subclass supplies :meth:`_exchange`."""
 
     _conn: AgiConnection
     read_timeout: float
@@ -187,46 +186,6 @@ class _CommandSession(AgiSession):
 
 
 
-class StreamSession(_CommandSession):
-    """An :class:`AgiSession` over one FastAGI connection, with a deadline on every read."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 conn: AgiConnection, env: Environment, *,
-                 read_timeout: float = DEFAULT_READ_TIMEOUT,
-                 playback_timeout: float = DEFAULT_PLAYBACK_TIMEOUT):
-        self._reader, self._writer, self._conn = reader, writer, conn
-        self.env = env
-        self.read_timeout = read_timeout
-        self.playback_timeout = playback_timeout
-
-    @classmethod
-    async def accept(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                     env_timeout: float = 5.0, conn: AgiConnection | None = None,
-                     **options: float) -> StreamSession:
-        """Read the environment block (all of it within ``env_timeout``) and wrap the stream.
-
-        Raises :class:`AgiHangup` if the peer closes before sending anything.
-        """
-        conn = conn or AgiConnection()
-        event = await _next_event(reader, conn, env_timeout, "environment block")
-        if isinstance(event, Closed):
-            raise AgiHangup("connection closed before the environment block")
-        if not isinstance(event, Environment):
-            raise ProtocolError("expected the environment block")
-        return cls(reader, writer, conn, event, **options)
-
-    async def _exchange(self, wire: bytes, timeout: float) -> Event | _Lost | _Timeout:
-        try:
-            self._writer.write(wire)
-            await self._writer.drain()
-        except ConnectionError:
-            return _Lost()
-        try:
-            return await _next_event(self._reader, self._conn, timeout, "reply")
-        except AgiTimeout:
-            return _Timeout(timeout)
-
-
 class _Lost:
     """The connection broke while a command was being written."""
 
@@ -239,31 +198,6 @@ class _Timeout:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-
-async def _next_event(reader: asyncio.StreamReader, conn: AgiConnection, timeout: float,
-                      what: str):
-    """The next event that is not a ``Hangup``, reading as needed, all within ``timeout``.
-
-    ``Hangup`` events are recorded by the connection (``hangup_seen``) and skipped:
-    the reply they may precede still follows.
-    """
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                event = conn.next_event()
-                if event is NEED_DATA:
-                    try:
-                        chunk = await reader.read(_READ_SIZE)
-                    except ConnectionError:
-                        chunk = b""  # a reset is an end of stream, mid-message or not
-                    conn.receive_data(chunk)
-                elif not isinstance(event, Hangup):
-                    return event
-    except TimeoutError:
-        raise AgiTimeout(f"no {what} within {timeout:g} s") from None
-
-
-# --- the FastAGI server's transport: an asyncio Protocol, no streams ------------------
 
 # Bytes read ahead of the parser before the socket is paused (a peer that floods us
 # while no command is outstanding); the protocol machine caps lines and blocks itself.

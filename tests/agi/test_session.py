@@ -1,4 +1,4 @@
-"""StreamSession over a real socket pair: what each reply means for a handler."""
+"""The FastAGI session over a real socket pair: what each reply means for a handler."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from agi.errors import AgiHangup, AgiTimeout, CommandFailed, ProtocolError
-from agi.session import AgiProtocol, ProtocolSession, StreamSession
+from agi.session import AgiProtocol, ProtocolSession
 
 ENV = b"agi_network_script: consent\nagi_uniqueid: 1.1\n\n"
 WAIT = 5.0
@@ -28,20 +28,15 @@ class Pbx:
         await self.writer.drain()
 
 
-@pytest.fixture(params=["stream", "protocol"])
-async def pair(request):
-    """Both session transports: streams (StreamSession) and the server's AgiProtocol."""
+@pytest.fixture
+async def pair():
+    """Our session on the server's AgiProtocol, and the PBX end of the socket pair."""
     ours, theirs = socket.socketpair()
     r2, w2 = await asyncio.open_connection(sock=theirs)
     w2.write(ENV)
-    if request.param == "stream":
-        r1, w1 = await asyncio.open_connection(sock=ours)
-        session = await StreamSession.accept(r1, w1, env_timeout=WAIT, read_timeout=WAIT)
-        close = w1.close
-    else:
-        transport, protocol = await asyncio.get_running_loop().create_connection(AgiProtocol, sock=ours)
-        session = await ProtocolSession.accept(protocol, env_timeout=WAIT, read_timeout=WAIT)
-        close = transport.close
+    transport, protocol = await asyncio.get_running_loop().create_connection(AgiProtocol, sock=ours)
+    session = await ProtocolSession.accept(protocol, env_timeout=WAIT, read_timeout=WAIT)
+    close = transport.close
     yield session, Pbx(r2, w2)
     close()
     w2.close()
