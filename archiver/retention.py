@@ -113,21 +113,10 @@ class RetentionSweeper:
         self.payload_store, self.key_store = payload_store, key_store
         self.clock = clock
 
-    def _due(self, now: float) -> list[tuple[Recording, str]]:
-        # Plain SQL on the catalog's table: the Catalog API has no retention query yet.
-        with self.catalog.db.read() as c:
-            rows = c.execute(
-                "SELECT recording_id, CASE WHEN state = 'erased' THEN 'leftover' "
-                "WHEN erase_requested = 1 THEN 'erase' ELSE 'retention' END FROM recordings "
-                "WHERE legal_hold = 0 AND ((state = 'archived' AND (retain_until <= ? OR erase_requested = 1)) "
-                "OR (state = 'erased' AND object_key != '' AND retain_until <= ?)) "
-                "ORDER BY retain_until", (now, now)).fetchall()
-        return [(self.catalog.get(rid), why) for rid, why in rows]
-
     def sweep(self, now: float | None = None) -> SweepResult:
         now = self.clock() if now is None else now
         result = SweepResult()
-        for rec, why in self._due(now):
+        for rec, why in self.catalog.retention_due(now):
             try:
                 self._dispose(rec, why, result)
             except StorageError as e:  # one bad object must not stop the sweep

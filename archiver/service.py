@@ -117,7 +117,7 @@ class Archiver:
             log.warning("archive storage not reachable at start (will retry): %s", e)
             self.stats.last_error = str(e)
         if self.exclusive:
-            await asyncio.to_thread(self._release_leases)
+            await asyncio.to_thread(self.catalog.release_leases)
         await self.scan()
         self._workers = [asyncio.create_task(self._worker(), name=f"archiver-worker-{i}")
                          for i in range(self.workers)]
@@ -205,19 +205,10 @@ class Archiver:
             if self.stats.storage_down_since is not None:
                 down = time.time() - self.stats.storage_down_since
                 self.stats.storage_down_since = None
-                n = await asyncio.to_thread(self._retry_now)
+                n = await asyncio.to_thread(self.catalog.retry_now)
                 log.info("archive storage answers again after %.0f s; retrying %d recording(s) now", down, n)
                 await self._refresh()
                 self.wake()
-
-    def _retry_now(self) -> int:
-        now, n = time.time(), 0
-        for state in ACTIVE:
-            for rec in self.catalog.search(state=state, limit=1_000_000):
-                if rec.next_try_at > now and rec.lease_until <= now:
-                    self.catalog.update(rec.recording_id, next_try_at=0)
-                    n += 1
-        return n
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -252,17 +243,7 @@ class Archiver:
         self.stats.queue, self.stats.retrying = await asyncio.to_thread(self._counts)
 
     def _counts(self) -> tuple[dict[str, int], int]:
-        with self.catalog.db.read() as c:
-            retrying = c.execute(f"SELECT COUNT(*) FROM recordings WHERE attempts > 0 AND state IN "
-                                 f"({', '.join('?' for _ in ACTIVE)})", ACTIVE).fetchone()[0]
-        return self.catalog.queue_counts(), retrying
-
-    def _release_leases(self) -> None:
-        now = time.time()
-        for state in ACTIVE:
-            for rec in self.catalog.search(state=state, limit=1_000_000):
-                if rec.lease_until > now:
-                    self.catalog.update(rec.recording_id, lease_until=0)
+        return self.catalog.queue_counts(), self.catalog.retrying_count()
 
     # -- the spool scan ---------------------------------------------------------------
 

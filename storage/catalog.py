@@ -242,3 +242,48 @@ class Catalog:
             row = c.execute(f"SELECT MIN(MAX(next_try_at, lease_until)) FROM recordings WHERE state IN "
                             f"({', '.join('?' for _ in ACTIVE)})", ACTIVE).fetchone()
         return row[0]
+
+    def retrying_count(self) -> int:
+        """Active jobs that failed at least once (waiting on their backoff or running again)."""
+        with self.db.read() as c:
+            return c.execute(f"SELECT COUNT(*) FROM recordings WHERE attempts > 0 AND state IN "
+                             f"({', '.join('?' for _ in ACTIVE)})", ACTIVE).fetchone()[0]
+
+    def retry_now(self, now: float | None = None) -> int:
+        """Every active job waiting on a backoff (and not leased) becomes due now; returns how many."""
+        now = time.time() if now is None else now
+        with self.db.write() as c:
+            return c.execute(f"UPDATE recordings SET next_try_at = 0 WHERE state IN "
+                             f"({', '.join('?' for _ in ACTIVE)}) AND next_try_at > ? AND lease_until <= ?",
+                             (*ACTIVE, now, now)).rowcount
+
+    def release_leases(self) -> int:
+        """Drop every lease (a single node's start after a crash: no worker holds one)."""
+        with self.db.write() as c:
+            return c.execute("UPDATE recordings SET lease_until = 0 WHERE lease_until > 0").rowcount
+
+    # -- retention and reporting ---------------------------------------------------
+    def retention_due(self, now: float) -> list[tuple[Recording, str]]:
+        """What the retention sweeper must dispose of, oldest retain-until first, with why:
+        ``retention`` (period over), ``erase`` (erasure requested) or ``leftover`` (erased,
+        but a payload still locked at the time remains). Never a recording on legal hold."""
+        with self.db.read() as c:
+            rows = c.execute(
+                f"SELECT {', '.join(_COLUMNS)}, CASE WHEN state = 'erased' THEN 'leftover' "
+                "WHEN erase_requested = 1 THEN 'erase' ELSE 'retention' END FROM recordings "
+                "WHERE legal_hold = 0 AND ((state = 'archived' AND (retain_until <= ? OR erase_requested = 1)) "
+                "OR (state = 'erased' AND object_key != '' AND retain_until <= ?)) "
+                "ORDER BY retain_until", (now, now)).fetchall()
+        return [(_row(r[:-1]), r[-1]) for r in rows]
+
+    def last_archived_at(self) -> float | None:
+        with self.db.read() as c:
+            return c.execute("SELECT MAX(archived_at) FROM recordings").fetchone()[0]
+
+    def archived_since(self, after: float) -> list[tuple[float, float]]:
+        """(archived_at, seconds from the end of the call to archived) for recordings
+        archived after ``after``, oldest first."""
+        with self.db.read() as c:
+            return c.execute("SELECT archived_at, archived_at - COALESCE(ended_at, started_at) FROM recordings "
+                             "WHERE archived_at IS NOT NULL AND archived_at > ? ORDER BY archived_at",
+                             (after,)).fetchall()

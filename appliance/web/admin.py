@@ -81,8 +81,7 @@ class Admin:
     def _catalog_facts(self) -> tuple[dict[str, int], list[dict[str, Any]], float | None]:
         catalog = self.app[K.catalog]
         failed = catalog.search(state="failed", limit=100)
-        with catalog.db.read() as c:  # Catalog has no "last archived" query yet
-            last = c.execute("SELECT MAX(archived_at) FROM recordings").fetchone()[0]
+        last = catalog.last_archived_at()
         dead = [{"recording_id": r.recording_id, "started_at": _iso(r.started_at), "attempts": r.attempts,
                  "last_error": r.last_error} for r in failed]
         return catalog.queue_counts(), dead, last

@@ -53,19 +53,12 @@ class Metrics:
         self._archived_after = 0.0
         self._lock = asyncio.Lock()
 
-    def _archived_since(self, catalog: Catalog) -> list[tuple[float, float]]:
-        # Plain SQL on the catalog's table: Catalog has no "archived since" query yet.
-        with catalog.db.read() as c:
-            return c.execute("SELECT archived_at, archived_at - COALESCE(ended_at, started_at) FROM recordings "
-                             "WHERE archived_at IS NOT NULL AND archived_at > ? ORDER BY archived_at",
-                             (self._archived_after,)).fetchall()
-
     async def render(self, *, catalog: Catalog | None, ami_connected: bool, agi: dict, archiver: dict,
                      live_calls: int) -> str:
         counts: dict[str, int] = {}
         if catalog is not None:
             async with self._lock:  # one scrape at a time moves the watermark
-                for archived_at, latency in await asyncio.to_thread(self._archived_since, catalog):
+                for archived_at, latency in await asyncio.to_thread(catalog.archived_since, self._archived_after):
                     self.archive_latency.observe(max(0.0, latency))
                     self._archived_after = max(self._archived_after, archived_at)
             counts = await asyncio.to_thread(catalog.queue_counts)

@@ -1,0 +1,73 @@
+"""The catalog's job-queue and reporting queries."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import pytest
+
+from storage.catalog import Catalog, Recording
+from storage.db import open_database
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    db = open_database(f"sqlite:///{tmp_path / 'c.db'}")
+    yield Catalog(db)
+    db.close()
+
+
+def add(catalog: Catalog, **changes) -> str:
+    rid = "r" + secrets.token_hex(12)
+    catalog.add(Recording(
+        recording_id=rid, consent_id="c" + rid[1:], uniqueid="u1", linkedid="l1", channel="Local/1@x-1;2",
+        spool_path=f"/spool/{rid}.wav", caller_hmac="ab" * 32, did="100", agent="", rule="r",
+        jurisdiction="ZA", retention_class="default", consent_state="granted", started_at=time.time() - 60))
+    if changes:
+        catalog.update(rid, **changes)
+    return rid
+
+
+def test_retry_now_makes_backed_off_jobs_due_but_not_leased_or_finished_ones(catalog):
+    now = time.time()
+    waiting = add(catalog, state="uploading", attempts=3, next_try_at=now + 120)
+    leased = add(catalog, state="uploading", attempts=1, next_try_at=now + 120, lease_until=now + 300)
+    due = add(catalog, state="pending", next_try_at=0)
+    done = add(catalog, state="archived", attempts=2, next_try_at=now + 120)
+    assert catalog.retrying_count() == 2
+    assert catalog.retry_now(now) == 1
+    assert catalog.get(waiting).next_try_at == 0
+    assert catalog.get(leased).next_try_at == now + 120
+    assert catalog.get(done).next_try_at == now + 120
+    assert catalog.claim(now=now).recording_id in (waiting, due)
+
+
+def test_release_leases_frees_jobs_a_killed_process_held(catalog):
+    now = time.time()
+    rid = add(catalog, state="encrypting", lease_until=now + 300)
+    assert catalog.claim(now=now) is None
+    assert catalog.release_leases() == 1
+    assert catalog.claim(now=now).recording_id == rid
+
+
+def test_retention_due_says_why_and_skips_holds(catalog):
+    now = time.time()
+    expired = add(catalog, state="archived", retain_until=now - 10)
+    erase = add(catalog, state="archived", retain_until=now + 1e6, erase_requested=1)
+    add(catalog, state="archived", retain_until=now - 10, legal_hold=1)
+    add(catalog, state="archived", retain_until=now + 1e6)
+    leftover = add(catalog, state="erased", object_key="rec/x", retain_until=now - 5)
+    got = [(rec.recording_id, why) for rec, why in catalog.retention_due(now)]
+    assert got == [(expired, "retention"), (leftover, "leftover"), (erase, "erase")]
+
+
+def test_archive_reporting(catalog):
+    assert catalog.last_archived_at() is None
+    now = time.time()
+    a = add(catalog, state="archived", ended_at=now - 30, archived_at=now - 28)
+    add(catalog, state="archived", ended_at=now - 20, archived_at=now - 19)
+    assert catalog.last_archived_at() == now - 19
+    assert catalog.archived_since(now - 29) == [(now - 28, pytest.approx(2.0)), (now - 19, pytest.approx(1.0))]
+    assert catalog.archived_since(now - 19) == []
+    assert catalog.get(a).archived_at == now - 28
