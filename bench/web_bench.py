@@ -29,10 +29,11 @@ import random
 import secrets
 import statistics
 import sys
-import tempfile
 import time
 import wave
 from pathlib import Path
+
+from .rgw import run_with_rgw
 
 MiB = 1 << 20
 RATE = 16_000  # bytes per second of 8 kHz 16-bit mono
@@ -209,30 +210,6 @@ async def measure_http(config, rid: str, plain_size: int) -> dict:
             "warm_fetched_bytes_max": max(w[1] for w in warm), "seeks": WARM_SEEKS}
 
 
-class _OwnRgw:
-    def __enter__(self):
-        from appliance.lab import rootfs
-        from appliance.lab.ceph import LabRgw
-
-        self.root = rootfs.ensure_root(rootfs.default_root(), progress=lambda m: print(m, flush=True))
-        self.rgw = LabRgw(self.root, f"webbench{secrets.token_hex(3)}", memstore_bytes=2 << 30)
-        try:
-            self.rgw.start()
-        except BaseException:
-            self.__exit__()
-            raise
-        return self.rgw.endpoint
-
-    def __exit__(self, *exc):
-        import shutil
-
-        from appliance.lab.harness import release_root
-
-        self.rgw.stop()
-        release_root(self.root)
-        shutil.rmtree(self.rgw.host.parent, ignore_errors=True)
-
-
 def measure(endpoint, work: Path) -> dict:
     from appliance import config as cfg
     from storage import keys
@@ -279,22 +256,7 @@ def table(r: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    t0 = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="callvault-webbench-", dir="/var/tmp"))
-    try:
-        lab = os.environ.get("CALLVAULT_BENCH_LAB")
-        if lab:
-            from appliance.lab.harness import Lab
-
-            results = measure(Lab.load_state(lab).s3_endpoint, work)
-        else:
-            with _OwnRgw() as endpoint:
-                results = measure(endpoint, work)
-    finally:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
-    results["total_seconds"] = time.perf_counter() - t0
+    results = run_with_rgw(measure, "webbench", 2 << 30)
     print()
     print(f"web playback: a {HOUR // 60}-minute recording ({results['payload_bytes'] / MiB:.1f} MiB encrypted) in RGW")
     print(table(results))

@@ -1,0 +1,57 @@
+"""The S3 side of the benchmarks: a Ceph RGW of the bench's own, or a running lab's.
+
+``run_with_rgw(measure, prefix, memstore_bytes)`` calls ``measure(endpoint, work_dir)``
+against the lab named by ``CALLVAULT_BENCH_LAB`` when set (``callvault lab up``),
+else against a fresh RGW started from the cached lab root and removed afterwards.
+The work directory is under /var/tmp (a disk, not tmpfs) and removed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def own_rgw(prefix: str, memstore_bytes: int) -> Iterator[Any]:
+    from appliance.lab import rootfs
+    from appliance.lab.ceph import LabRgw
+    from appliance.lab.harness import release_root
+
+    root = rootfs.ensure_root(rootfs.default_root(), progress=lambda m: print(m, flush=True))
+    rgw = LabRgw(root, f"{prefix}{secrets.token_hex(3)}", memstore_bytes=memstore_bytes)
+    try:
+        t0 = time.perf_counter()
+        rgw.start()
+        print(f"RGW up in {time.perf_counter() - t0:.0f} s", flush=True)
+        yield rgw.endpoint
+    finally:
+        rgw.stop()
+        release_root(root)
+        shutil.rmtree(rgw.host.parent, ignore_errors=True)
+
+
+def run_with_rgw(measure: Callable[[Any, Path], dict], prefix: str, memstore_bytes: int) -> dict:
+    """``measure(endpoint, work)``'s results, with ``total_seconds`` added."""
+    t0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix=f"callvault-{prefix}-", dir="/var/tmp"))
+    try:
+        lab = os.environ.get("CALLVAULT_BENCH_LAB")
+        if lab:
+            from appliance.lab.harness import Lab
+
+            results = measure(Lab.load_state(lab).s3_endpoint, work)
+        else:
+            with own_rgw(prefix, memstore_bytes) as endpoint:
+                results = measure(endpoint, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["total_seconds"] = time.perf_counter() - t0
+    return results
