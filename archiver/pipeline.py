@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import functools
 import inspect
+import json
 import logging
 import os
 import random
@@ -38,9 +39,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.blobstore import BlobStore, ObjectInfo
+from storage.blobstore import MIN_PART_SIZE, BlobStore, ObjectInfo, PartDigests, part_size_for, validate_parts
 from storage.catalog import Catalog, Recording
-from storage.crypto import Encryptor, Manifest, Recipient
+from storage.crypto import Encryptor, Manifest, Recipient, payload_size_for
 from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError, StorageError
 from storage.ledger import Ledger
 
@@ -212,6 +213,32 @@ class Pipeline:
     def work_files(self, recording_id: str) -> tuple[Path, Path]:
         return self.work_dir / f"{recording_id}.header", self.work_dir / f"{recording_id}.payload"
 
+    def parts_file(self, recording_id: str) -> Path:
+        """The payload's per-part SHA-256 digests, taken while encrypting (JSON)."""
+        return self.work_dir / f"{recording_id}.parts"
+
+    def _part_size(self, payload_size: int) -> int:
+        # The payload store's own part size, so S3Store uploads exactly these parts.
+        base = getattr(self.payload_store, "part_size", MIN_PART_SIZE)
+        return part_size_for(payload_size, base if isinstance(base, int) and base >= MIN_PART_SIZE
+                             else MIN_PART_SIZE)
+
+    def _load_parts(self, recording_id: str, m: Manifest) -> PartDigests | None:
+        """The part digests of this manifest's encryption, or None (the store then hashes
+        the parts itself): the side file must name the manifest's payload SHA-256 and size,
+        so digests of another encryption are never used."""
+        try:
+            d = json.loads(self.parts_file(recording_id).read_text())
+            if d["payload_sha256"] != m.payload_sha256 or d["payload_size"] != m.payload_size:
+                raise ValueError("digests of another encryption")
+            return validate_parts(PartDigests(d["part_size"], tuple(d["sha256"])), m.payload_size,
+                                  m.payload_sha256)
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            log.warning("archive %s: ignoring part digests (%s); the store hashes the parts", recording_id, e)
+            return None
+
     def _hook(self, point: str, job: _Job) -> None:
         if self.hook is not None:
             self.hook(point, job.rec)
@@ -310,11 +337,16 @@ class Pipeline:
     def _encrypt(self, job: _Job) -> None:
         rid = job.rec.recording_id
         hdr, pay = self.work_files(rid)
+        parts = self.parts_file(rid)
         hdr_part, pay_part = hdr.with_name(hdr.name + ".part"), pay.with_name(pay.name + ".part")
-        spool.unlink_quietly(hdr, pay, hdr_part, pay_part)  # an earlier attempt's; never uploaded
+        parts_part = parts.with_name(parts.name + ".part")
+        # An earlier attempt's; never uploaded. The digests go first: digests never
+        # outlive (or predate) the payload they describe.
+        spool.unlink_quietly(parts, hdr, pay, hdr_part, pay_part, parts_part)
         self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         enc = Encryptor(self.recipients)
         size = os.path.getsize(job.rec.spool_path)
+        part_size = self._part_size(payload_size_for(size))
         hooked = False
         try:
             with open(job.rec.spool_path, "rb", buffering=0) as src, open(pay_part, "xb") as out:
@@ -326,18 +358,26 @@ class Pipeline:
                         self._hook("encrypting", job)
                     job.check()
 
-                # Sealing, both digests and the writes side by side (storage/crypto.py).
-                enc.encrypt_to(src, out.write, progress=progress)
+                # Sealing, the digests and the writes side by side (storage/crypto.py);
+                # the part digests come from the very buffers that are written.
+                enc.encrypt_to(src, out.write, progress=progress, part_size=part_size)
+            m = enc.manifest
             with open(hdr_part, "xb") as out:
                 out.write(enc.header)
-            # No fsync: every later use checks the manifest's SHA-256, and a work file
-            # lost or torn by a power cut is simply made again (docs/archiver.md).
+            if enc.part_digests is not None:
+                parts_part.write_text(json.dumps({
+                    "payload_sha256": m.payload_sha256, "payload_size": m.payload_size,
+                    "part_size": enc.part_digests.part_size, "sha256": list(enc.part_digests.sha256)}))
+            # No fsync: every later use checks the manifest's SHA-256 (the part digests
+            # name it too), and a work file lost or torn by a power cut is simply made
+            # again or, for the digests, recomputed by the store (docs/archiver.md).
             os.replace(hdr_part, hdr)
             os.replace(pay_part, pay)
+            if enc.part_digests is not None:
+                os.replace(parts_part, parts)
         except BaseException:
-            spool.unlink_quietly(hdr_part, pay_part)
+            spool.unlink_quietly(hdr_part, pay_part, parts_part)
             raise
-        m = enc.manifest
         job.move(state="uploading", manifest=m.to_json())
         job.fresh = job.rec.attempts == 0
 
@@ -386,12 +426,15 @@ class Pipeline:
             tags = {"retention": rec.retention_class, "consent": rec.consent_state,
                     "jurisdiction": rec.jurisdiction}
             tags = {k: _TAG_UNSAFE.sub("_", v)[:256] for k, v in tags.items()}
+            # Taken while encrypting: the store hashes nothing again, and the service
+            # refuses a part whose bytes changed on disk since (IntegrityError below).
+            parts = self._load_parts(rec.recording_id, m)
             with open(pay, "rb", buffering=0) as f:
                 reader = _Reader(f, job, m.payload_size * 9 // 10 if self.hook else None,
                                  lambda: self._hook("uploading", job))
                 try:
                     result = self.payload_store.put(pkey, reader, size=m.payload_size, sha256=m.payload_sha256,
-                                                    retention=retention, tags=tags)
+                                                    retention=retention, tags=tags, parts=parts)
                 except IntegrityError as e:
                     raise _Redo("encrypting", f"payload work file does not match the manifest: {e}") from e
             version = result.version_id
@@ -442,7 +485,8 @@ class Pipeline:
         path = Path(rec.spool_path)
         # The recording before its marker: a marker left by a crash in between is
         # recognised by the spool scan (row archived/erased) and removed then.
-        spool.unlink_quietly(path, spool.marker_for(path), *self.work_files(rec.recording_id))
+        spool.unlink_quietly(path, spool.marker_for(path), *self.work_files(rec.recording_id),
+                             self.parts_file(rec.recording_id))
 
     # -- erase instead of archive ---------------------------------------------------------
 

@@ -33,6 +33,7 @@ are random ids and tags are coarse labels (policy names, dates), nothing more.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import math
 import re
 from collections.abc import Iterator
@@ -42,6 +43,8 @@ from typing import BinaryIO, Literal, Protocol, runtime_checkable
 MiB = 1 << 20
 MIN_PART_SIZE = 8 * MiB
 """Smallest multipart part the stores use (S3's own floor is 5 MiB)."""
+MAX_PART_SIZE = 5 << 30  # S3's ceiling
+MAX_PARTS = 10_000  # S3's ceiling
 
 MAX_KEY_LENGTH = 512
 MAX_SEGMENT_LENGTH = 255  # a path component on the local store
@@ -93,6 +96,59 @@ class PutResult:
 
 
 @dataclass(frozen=True)
+class PartDigests:
+    """The SHA-256 (hex) of each consecutive ``part_size``-byte slice of a source, in
+    order: the last slice may be shorter, and an empty source has one digest (of no
+    bytes). A caller that hashed the bytes when it made them (the archiver, while
+    encrypting) passes this to ``put`` with the whole object's ``sha256``, so the store
+    need not hash them again; ``PartHasher`` computes it."""
+
+    part_size: int
+    sha256: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if type(self.part_size) is not int or not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
+            raise ValueError(f"part_size must be {MIN_PART_SIZE}..{MAX_PART_SIZE} bytes")
+        digests = tuple(self.sha256)
+        if not 1 <= len(digests) <= MAX_PARTS:
+            raise ValueError(f"1..{MAX_PARTS} part digests are needed, got {len(digests)}")
+        for d in digests:
+            validate_sha256(d)
+        object.__setattr__(self, "sha256", digests)
+
+    def fits(self, size: int) -> bool:
+        """Whether these are as many digests as a source of ``size`` bytes has parts."""
+        return len(self.sha256) == max(1, -(-size // self.part_size))
+
+
+class PartHasher:
+    """Feeds bytes in order, hashes each ``part_size`` slice: ``digests()`` at the end."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self._h = hashlib.sha256()
+        self._filled = 0
+        self._done: list[str] = []
+
+    def update(self, data) -> None:
+        mv = memoryview(data).cast("B")
+        while len(mv):
+            take = min(len(mv), self.part_size - self._filled)
+            self._h.update(mv[:take])
+            self._filled += take
+            mv = mv[take:]
+            if self._filled == self.part_size:
+                self._done.append(self._h.hexdigest())
+                self._h, self._filled = hashlib.sha256(), 0
+
+    def digests(self) -> PartDigests:
+        done = list(self._done)
+        if self._filled or not done:
+            done.append(self._h.hexdigest())
+        return PartDigests(self.part_size, tuple(done))
+
+
+@dataclass(frozen=True)
 class ObjectInfo:
     size: int
     sha256: str | None  # hex; None only for an object this store did not write
@@ -118,12 +174,21 @@ class BlobStore(Protocol):
     """What the archiver and the retrieval tier need from a store. All methods block."""
 
     def put(self, key: str, source: BinaryIO | bytes, *, size: int | None = None, sha256: str,
-            retention: Retention | None = None, tags: dict[str, str] | None = None) -> PutResult:
+            retention: Retention | None = None, tags: dict[str, str] | None = None,
+            parts: PartDigests | None = None) -> PutResult:
         """Store a new version of ``key`` from ``source`` (read to EOF, streamed).
 
         ``size``, when given, must match the bytes read; ``sha256`` (hex) must match
         them too, else ``IntegrityError`` and nothing becomes visible. Large sources
         are written in parts of at least ``MIN_PART_SIZE`` with bounded memory.
+
+        ``parts``, when given, must match the bytes read slice by slice (else
+        ``IntegrityError``, nothing visible); a store that writes in parts then uses
+        ``parts.part_size``. The caller vouches that ``sha256`` and ``parts`` were
+        taken from the same bytes: a store may check the parts instead of hashing the
+        whole (S3 hashes nothing and lets the service check each part). Digests that
+        cannot describe ``size`` bytes, or a single part that differs from ``sha256``,
+        are a ``ValueError``.
         """
 
     def head(self, key: str, version_id: str | None = None) -> ObjectInfo: ...
@@ -223,6 +288,18 @@ def validate_new_retention(retention: Retention | None) -> Retention | None:
     if retention is not None and not retention.active():
         raise ValueError(f"retention until {retention.until.isoformat()} is not in the future")
     return retention
+
+
+def validate_parts(parts: PartDigests | None, size: int | None, sha256: str) -> PartDigests | None:
+    if parts is None:
+        return None
+    if not isinstance(parts, PartDigests):
+        raise ValueError("parts must be PartDigests")
+    if size is not None and not parts.fits(size):
+        raise ValueError(f"{len(parts.sha256)} part digests of {parts.part_size} bytes cannot describe {size} bytes")
+    if len(parts.sha256) == 1 and parts.sha256[0] != sha256:
+        raise ValueError("a single part's digest must be the object's sha256")
+    return parts
 
 
 def part_size_for(size: int | None, part_size: int) -> int:

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from storage.blobstore import PartDigests, PartHasher
 from storage.errors import IntegrityError, PermanentError
 
 CHUNK_SIZE = 64 * 1024  # plaintext bytes per STREAM chunk (fixed by age v1)
@@ -646,6 +647,7 @@ class Encryptor:
         self.header: bytes = build_header(file_key, recipients, _ephemeral_secrets=_ephemeral_secrets)
         self.recipient_fingerprints = tuple(r.fingerprint for r in recipients)
         self._sealer = _Sealer(file_key, os.urandom(NONCE_SIZE) if _nonce is None else _nonce)
+        self.part_digests: PartDigests | None = None  # set by encrypt_to(part_size=...)
 
     def update(self, data) -> bytes:
         return self._sealer.update(data)
@@ -661,7 +663,8 @@ class Encryptor:
         yield self.finalize()
 
     def encrypt_to(self, source, write: Callable[[memoryview], object], *,
-                   progress: Callable[[int], None] | None = None, blocks: int = 4) -> Manifest:
+                   progress: Callable[[int], None] | None = None, blocks: int = 4,
+                   part_size: int | None = None) -> Manifest:
         """Encrypt all of the binary file ``source`` and pass the payload to ``write``
         in pieces of about 1 MiB; return the manifest. Byte for byte what
         ``payload_chunks`` gives, but made for whole files: chunks are sealed straight
@@ -676,7 +679,13 @@ class Encryptor:
         after each piece is handed over, and once more at the end with the total. An exception from either stops the
         encryption and propagates (all helper threads have ended by then); the
         Encryptor is then spent. Memory: ``blocks`` (>= 2) pairs of 1 MiB buffers,
-        whatever the size of ``source``. Needs a fresh Encryptor (no ``update``)."""
+        whatever the size of ``source``. Needs a fresh Encryptor (no ``update``).
+
+        With ``part_size``, a fourth helper thread also takes the SHA-256 of each
+        ``part_size`` slice of the payload (payload byte offsets, the nonce included)
+        from the same buffers the payload digest and ``write`` get; they are
+        ``part_digests`` afterwards (``storage.blobstore.PartDigests``, what
+        ``BlobStore.put(parts=...)`` takes)."""
         s = self._sealer
         if s.done or not s._prefix:
             raise RuntimeError("encrypt_to() needs a fresh Encryptor")
@@ -689,6 +698,8 @@ class Encryptor:
         pt_pool = ThreadPoolExecutor(1, thread_name_prefix="age-sha256-pt")
         ct_pool = ThreadPoolExecutor(1, thread_name_prefix="age-sha256-ct")
         out_pool = ThreadPoolExecutor(1, thread_name_prefix="age-write")
+        parts = PartHasher(part_size) if part_size is not None else None
+        part_pool = ThreadPoolExecutor(1, thread_name_prefix="age-sha256-parts") if parts is not None else None
 
         written = 0
 
@@ -706,6 +717,8 @@ class Encryptor:
         try:
             prefix, s._prefix = s._prefix, b""
             s._emit([], prefix)
+            if parts is not None:
+                parts.update(prefix)
             out_pool.submit(put, memoryview(prefix)).result()
             if progress is not None:
                 progress(written)
@@ -728,6 +741,8 @@ class Encryptor:
                     p, c = p + size, c + size + TAG_SIZE
                 hashing[i] = (pt_pool.submit(s.pt_hash.update, pt[:n]), ct_pool.submit(s.ct_hash.update, ct[:c]),
                               out_pool.submit(put, ct[:c]))
+                if part_pool is not None:
+                    hashing[i] += (part_pool.submit(parts.update, ct[:c]),)
                 s.plaintext_size += n
                 s.payload_size += c
                 if progress is not None:
@@ -739,10 +754,13 @@ class Encryptor:
                 settle(i)
             if progress is not None:
                 progress(written)
+            if parts is not None:
+                self.part_digests = parts.digests()
             s.done = True
         finally:
-            for pool in (pt_pool, ct_pool, out_pool):
-                pool.shutdown(wait=True, cancel_futures=True)
+            for pool in (pt_pool, ct_pool, out_pool, part_pool):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
             hashing.clear()
             pt = ct = None  # noqa: F841  (views of the maps)
             for m in maps:

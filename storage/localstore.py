@@ -39,12 +39,15 @@ from typing import BinaryIO
 from storage.blobstore import (
     MiB,
     ObjectInfo,
+    PartDigests,
+    PartHasher,
     PutResult,
     Retention,
     deletion_refusal,
     retention_change_refusal,
     validate_key,
     validate_new_retention,
+    validate_parts,
     validate_prefix,
     validate_range,
     validate_sha256,
@@ -175,13 +178,17 @@ class LocalStore:
     # -- writing ---------------------------------------------------------------------
 
     def put(self, key: str, source: BinaryIO | bytes, *, size: int | None = None, sha256: str,
-            retention: Retention | None = None, tags: dict[str, str] | None = None) -> PutResult:
+            retention: Retention | None = None, tags: dict[str, str] | None = None,
+            parts: PartDigests | None = None) -> PutResult:
+        """See ``BlobStore.put``. Given ``parts``, the bytes are checked against them
+        too (on the same read), so a mismatch is refused here as it is on S3."""
         validate_key(key)
         validate_sha256(sha256)
         tags = validate_tags(tags)
         validate_new_retention(retention)
         if size is not None and size < 0:
             raise ValueError("size must be >= 0")
+        parts = validate_parts(parts, size, sha256)
         with self._os_errors("put", key):
             staging = self._tmp / f"put-{secrets.token_hex(12)}"
             try:
@@ -190,11 +197,14 @@ class LocalStore:
                 raise PermanentError(f"local blob store at {self.root} is not initialised") from None
             placed = False
             try:
-                written, digest = self._write_data(staging / "data", source)
+                hasher = PartHasher(parts.part_size) if parts is not None else None
+                written, digest = self._write_data(staging / "data", source, hasher)
                 if size is not None and written != size:
                     raise IntegrityError(f"put {key}: read {written} bytes, caller said {size}")
                 if digest != sha256:
                     raise IntegrityError(f"put {key}: sha256 of the data is {digest}, caller said {sha256}")
+                if hasher is not None and hasher.digests() != parts:
+                    raise IntegrityError(f"put {key}: the data does not match the caller's part digests")
                 meta = {"sha256": digest, "size": written, "retention": _retention_to_json(retention),
                         "legal_hold": False, "tags": tags,
                         "created": datetime.datetime.now(datetime.UTC).isoformat()}
@@ -213,7 +223,7 @@ class LocalStore:
         return PutResult(version_id=vid, etag=digest, size=written, sha256=digest)
 
     @staticmethod
-    def _write_data(path: Path, source: BinaryIO | bytes) -> tuple[int, str]:
+    def _write_data(path: Path, source: BinaryIO | bytes, parts: PartHasher | None = None) -> tuple[int, str]:
         h = hashlib.sha256()
         written = 0
         with open(path, "xb") as f:
@@ -222,11 +232,15 @@ class LocalStore:
                 for i in range(0, len(view), 4 * MiB):
                     piece = view[i:i + 4 * MiB]
                     h.update(piece)
+                    if parts is not None:
+                        parts.update(piece)
                     f.write(piece)
                 written = len(view)
             else:
                 while chunk := source.read(MiB):
                     h.update(chunk)
+                    if parts is not None:
+                        parts.update(chunk)
                     f.write(chunk)
                     written += len(chunk)
             f.flush()

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import datetime
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from archiver.errors import SetupError
 from archiver.service import Archiver
 from storage import keys
+from storage.crypto import Decryptor
 from storage.errors import RetentionError
 
 pytestmark = pytest.mark.s3
@@ -83,3 +85,39 @@ async def test_payload_bucket_without_object_lock_is_refused_at_start(make_env, 
     archiver = Archiver(env.spool, catalog=env.catalog, ledger=env.ledger, pipeline=env.pipeline)
     with pytest.raises(SetupError, match="does not have Object Lock enabled"):
         await archiver.start()
+
+
+def test_a_part_changed_on_disk_after_encryption_is_refused_by_rgw(make_env, rgw_buckets, s3_client):
+    # The part digests are taken while encrypting and the store hashes nothing itself:
+    # RGW refuses the changed part (BadDigest), the job encrypts again, the spool stays.
+    payload, key_store = rgw_buckets()
+    flipped = []
+
+    def hook(point, rec):
+        if point == "encrypting" and not flipped:  # half the payload written, digests taken
+            part = Path(rec.spool_path).parent / ".callvault-work" / f"{rec.recording_id}.payload.part"
+            with open(part, "r+b") as f:
+                f.seek(8 * MiB + 100)  # in the second 8 MiB part
+                b = f.read(1)
+                f.seek(8 * MiB + 100)
+                f.write(bytes([b[0] ^ 0x01]))
+            flipped.append(point)
+
+    env = make_env(payload, key_store, hook=hook)
+    rid = env.recording(20 * MiB)
+    outcome = env.process(rid)
+    rec = env.catalog.get(rid)
+    assert flipped and outcome.kind == "retry", outcome
+    assert rec.state == "encrypting" and "does not match" in rec.last_error
+    assert "BadDigest" in rec.last_error  # the service's refusal, not a local hash
+    assert (env.spool / f"{rid}.wav").exists()
+    assert versions(s3_client, payload.bucket, f"rec/{rid}.age.payload") == []
+    assert s3_client.list_multipart_uploads(Bucket=payload.bucket).get("Uploads", []) == []
+
+    env.drive(rid)
+    rec = env.catalog.get(rid)
+    assert rec.state == "archived" and rec.attempts == 1
+    assert versions(s3_client, payload.bucket, rec.object_key) == [rec.version_id]
+    assert not (env.spool / f"{rid}.wav").exists()
+    got = Decryptor(key_store.get(rec.header_key), [env.identity]).decrypt(payload.get(rec.object_key, rec.version_id))
+    assert got == env.wavs[rid]

@@ -661,6 +661,41 @@ def test_encrypt_to_is_byte_for_byte_the_streaming_encryption(size, source, iden
     assert seen == sorted(seen) and seen[-1] == len(expected)
 
 
+MiB8 = 8 << 20
+# Plaintext sizes around the 8 MiB part boundaries of the *payload* (nonce and tags included).
+_EDGE = MiB8 - crypto.NONCE_SIZE - crypto.TAG_SIZE * (MiB8 // crypto.ENC_CHUNK_SIZE + 1)
+
+
+@pytest.mark.parametrize("size", [0, 1, BLOCK, MiB8, 2 * MiB8 + 12_345, 17 * BLOCK + 5])
+def test_encrypt_to_part_digests_are_those_of_the_payload_slices(size, ident):
+    enc = Encryptor([ident.recipient])
+    out = io.BytesIO()
+    assert enc.part_digests is None
+    manifest = enc.encrypt_to(io.BytesIO(data(size, 9)), out.write, part_size=MiB8)
+    payload = out.getvalue()
+    slices = [payload[k:k + MiB8] for k in range(0, max(1, len(payload)), MiB8)]
+    assert enc.part_digests.part_size == MiB8
+    assert list(enc.part_digests.sha256) == [hashlib.sha256(s).hexdigest() for s in slices]
+    assert enc.part_digests.fits(manifest.payload_size)
+    assert manifest.payload_sha256 == hashlib.sha256(payload).hexdigest()
+
+
+def test_encrypt_to_part_digests_at_an_exact_part_boundary(ident):
+    # A payload of exactly one part has one digest, the payload's own.
+    ran = 0
+    for size in range(_EDGE - 2, _EDGE + 3):
+        if crypto.payload_size_for(size) not in (MiB8 - 1, MiB8, MiB8 + 1):
+            continue
+        enc = Encryptor([ident.recipient])
+        m = enc.encrypt_to(io.BytesIO(bytes(size)), lambda piece: None, part_size=MiB8)
+        want = 1 if m.payload_size <= MiB8 else 2
+        assert len(enc.part_digests.sha256) == want
+        if want == 1:
+            assert enc.part_digests.sha256[0] == m.payload_sha256
+        ran += 1
+    assert ran == 3
+
+
 @pytest.mark.parametrize("size", [0, BLOCK, 2 * BLOCK + 3])
 def test_encrypt_to_output_is_read_by_age_and_rage(size, ident, keyfile, tmp_path):
     pt = data(size, 6)
