@@ -42,7 +42,7 @@ from typing import BinaryIO
 from storage.blobstore import MIN_PART_SIZE, BlobStore, ObjectInfo, PartDigests, part_size_for, validate_parts
 from storage.catalog import Catalog, Recording
 from storage.crypto import Encryptor, Manifest, Recipient, payload_size_for
-from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError, StorageError
+from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError
 from storage.ledger import Ledger
 
 from . import spool

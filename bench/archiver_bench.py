@@ -29,10 +29,11 @@ import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import wave
 from pathlib import Path
+
+from .rgw import run_with_rgw
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -266,32 +267,6 @@ async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int
 
 # -- the run -------------------------------------------------------------------------------
 
-class _OwnRgw:
-    def __enter__(self):
-        from appliance.lab import rootfs
-        from appliance.lab.ceph import LabRgw
-
-        self.root = rootfs.ensure_root(rootfs.default_root(), progress=lambda m: print(m, flush=True))
-        self.rgw = LabRgw(self.root, f"bench{secrets.token_hex(3)}", memstore_bytes=9 * GiB)
-        t0 = time.perf_counter()
-        try:
-            self.rgw.start()
-        except BaseException:
-            self.__exit__()
-            raise
-        print(f"RGW up in {time.perf_counter() - t0:.0f} s", flush=True)
-        return self.rgw.endpoint
-
-    def __exit__(self, *exc):
-        from appliance.lab.harness import release_root
-
-        self.rgw.stop()
-        release_root(self.root)
-        import shutil
-
-        shutil.rmtree(self.rgw.host.parent, ignore_errors=True)
-
-
 def measure(endpoint, work: Path, pipeline_only: bool = False) -> dict:
     import boto3
 
@@ -388,22 +363,7 @@ def main(argv: list[str]) -> int:
     unknown = [a for a in argv if a != "--pipeline-only"]
     if unknown:
         raise SystemExit(f"unknown arguments {unknown}; the only option is --pipeline-only")
-    t0 = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="callvault-bench-", dir="/var/tmp"))
-    try:
-        lab = os.environ.get("CALLVAULT_BENCH_LAB")
-        if lab:
-            from appliance.lab.harness import Lab
-
-            results = measure(Lab.load_state(lab).s3_endpoint, work, pipeline_only)
-        else:
-            with _OwnRgw() as endpoint:
-                results = measure(endpoint, work, pipeline_only)
-    finally:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
-    results["total_seconds"] = time.perf_counter() - t0
+    results = run_with_rgw(lambda endpoint, work: measure(endpoint, work, pipeline_only), "bench", 9 * GiB)
     print()
     print(table(results))
     print(f"\n(pipeline 1 GiB step seconds: {results['pipeline_1g_steps']}; total bench time "
