@@ -33,7 +33,7 @@ import time
 import wave
 from pathlib import Path
 
-from .rgw import run_with_rgw
+from .rgw import run_with_rgw, s3_config
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -64,27 +64,6 @@ def write_wav(path: Path, audio_bytes: int, block: bytes | None = None, *, sync:
         if sync:
             f.flush()
             os.fsync(f.fileno())
-
-
-def config_text(d: Path, endpoint, bucket: str, key_bucket: str, recipient: str) -> str:
-    return f"""
-[ami]
-secret = "unused"
-[database]
-url = "sqlite:///{d / 'callvault.db'}"
-[spool]
-dir = "{d / 'spool'}"
-[archive]
-recipients = ["{recipient}"]
-[storage]
-backend = "s3"
-endpoint_url = "{endpoint.endpoint_url}"
-region = "{endpoint.region}"
-bucket = "{bucket}"
-key_bucket = "{key_bucket}"
-access_key_id = "{endpoint.access_key_id}"
-secret_access_key = "{endpoint.secret_access_key}"
-"""
 
 
 # -- children (fresh processes, so ru_maxrss is theirs alone) ---------------------------
@@ -287,7 +266,7 @@ def measure(endpoint, work: Path, pipeline_only: bool = False) -> dict:
             s.create_bucket(lock=lock)
     (work / "spool").mkdir()
     config = work / "callvault.toml"
-    config.write_text(config_text(work, endpoint, name, name + "-keys", str(Identity.generate().recipient)))
+    config.write_text(s3_config(work, endpoint, name, name + "-keys", str(Identity.generate().recipient)))
     e = {"endpoint_url": endpoint.endpoint_url, "access_key_id": endpoint.access_key_id,
          "secret_access_key": endpoint.secret_access_key, "region": endpoint.region}
 

@@ -55,3 +55,35 @@ def run_with_rgw(measure: Callable[[Any, Path], dict], prefix: str, memstore_byt
         shutil.rmtree(work, ignore_errors=True)
     results["total_seconds"] = time.perf_counter() - t0
     return results
+
+
+def s3_config(d: Path, endpoint: Any, bucket: str, key_bucket: str, recipient: str) -> str:
+    """A config for the appliance's parts against ``endpoint``, with its files under ``d``
+    and nothing listening where a real appliance might."""
+    from appliance.lab.asterisk import free_port
+
+    return f"""
+[agi]
+listen = "127.0.0.1:{free_port()}"
+[ami]
+port = {free_port()}
+secret = "unused: the benchmark needs no Asterisk"
+[database]
+url = "sqlite:///{d / 'callvault.db'}"
+[spool]
+dir = "{d / 'spool'}"
+[archive]
+recipients = ["{recipient}"]
+[storage]
+backend = "s3"
+endpoint_url = "{endpoint.endpoint_url}"
+region = "{endpoint.region}"
+bucket = "{bucket}"
+key_bucket = "{key_bucket}"
+access_key_id = "{endpoint.access_key_id}"
+secret_access_key = "{endpoint.secret_access_key}"
+[web]
+listen = "127.0.0.1:{free_port()}"
+[privacy]
+hmac_key_file = "{d / 'hmac.key'}"
+"""

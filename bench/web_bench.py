@@ -33,7 +33,7 @@ import time
 import wave
 from pathlib import Path
 
-from .rgw import run_with_rgw
+from .rgw import run_with_rgw, s3_config
 
 MiB = 1 << 20
 RATE = 16_000  # bytes per second of 8 kHz 16-bit mono
@@ -53,36 +53,6 @@ def write_wav(path: Path, seconds: int) -> None:
         w.setframerate(8000)
         for i in range(seconds):
             w.writeframesraw(block[i % 7:] + block[:i % 7])
-
-
-def config_text(d: Path, endpoint, bucket: str, key_bucket: str, recipient: str) -> str:
-    from appliance.lab.asterisk import free_port
-
-    return f"""
-[agi]
-listen = "127.0.0.1:{free_port()}"
-[ami]
-port = {free_port()}
-secret = "unused: the benchmark needs no Asterisk"
-[database]
-url = "sqlite:///{d / 'callvault.db'}"
-[spool]
-dir = "{d / 'spool'}"
-[archive]
-recipients = ["{recipient}"]
-[storage]
-backend = "s3"
-endpoint_url = "{endpoint.endpoint_url}"
-region = "{endpoint.region}"
-bucket = "{bucket}"
-key_bucket = "{key_bucket}"
-access_key_id = "{endpoint.access_key_id}"
-secret_access_key = "{endpoint.secret_access_key}"
-[web]
-listen = "127.0.0.1:{free_port()}"
-[privacy]
-hmac_key_file = "{d / 'hmac.key'}"
-"""
 
 
 def with_identity(config, path: Path):
@@ -225,7 +195,7 @@ def measure(endpoint, work: Path) -> dict:
         k.create_bucket(lock=False)
     identity = Identity.generate()
     keys.write_identity(work / "identity.txt", identity)
-    (work / "callvault.toml").write_text(config_text(work, endpoint, bucket, bucket + "-keys",
+    (work / "callvault.toml").write_text(s3_config(work, endpoint, bucket, bucket + "-keys",
                                                      str(identity.recipient)))
     config = with_identity(cfg.load(work / "callvault.toml", env={}), work / "identity.txt")
     print("storing a one-hour recording ...", flush=True)

@@ -8,7 +8,6 @@ still holds MixMonitor's final bytes to compare with what ``age -d`` gives back.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 import subprocess
 import time
@@ -17,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from appliance.keys import AppKeys as K
+from archivehelpers import assert_locked_default_za, versions
 from callhelpers import OPT_IN, finish, run_call, wait_path, wait_state
-from storage.errors import RetentionError
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.s3]
 
@@ -51,11 +50,6 @@ async def consented_call(app, ami, calls, spool: Path, keep: Path):
     return rec.recording_id
 
 
-def versions(s3_client, bucket: str, key: str) -> list[str]:
-    page = s3_client.list_object_versions(Bucket=bucket, Prefix=key)
-    return [v["VersionId"] for v in page.get("Versions", []) if v["Key"] == key]
-
-
 def age_decrypt(s3_client, rec, payload_bucket: str, key_bucket: str, identity: Path, tmp_path: Path) -> bytes:
     """``header || payload`` fetched with plain boto3 and opened by Debian's age."""
     age_file = tmp_path / f"{rec.recording_id}.age"
@@ -80,14 +74,7 @@ async def test_consented_call_lands_in_rgw_locked_tagged_and_age_gives_back_mixm
     original = kept.read_bytes()
     assert wav == original and original[:4] == b"RIFF" and len(original) > 8000
     assert not (appliance.spool / f"{rid}.wav").exists() and not (appliance.spool / f"{rid}.wav.done").exists()
-    info = payload.head(rec.object_key, rec.version_id)
-    assert info.retention.mode == "COMPLIANCE"
-    expected = datetime.datetime.fromtimestamp(rec.ended_at, datetime.UTC) + datetime.timedelta(days=90)
-    assert abs((info.retention.until - expected).total_seconds()) <= 1
-    assert info.tags == {"retention": "default", "consent": "granted", "jurisdiction": "ZA"}
-    with pytest.raises(RetentionError):
-        payload.delete(rec.object_key, rec.version_id)
-    assert versions(s3_client, payload.bucket, rec.object_key) == [rec.version_id]
+    assert_locked_default_za(payload, rec, s3_client)
 
 
 async def test_rgw_down_for_two_minutes_while_calls_end_then_the_backlog_drains(

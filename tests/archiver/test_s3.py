@@ -4,26 +4,20 @@ The outage test, with real calls, is in test_calls_rgw.py."""
 
 from __future__ import annotations
 
-import datetime
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from archivehelpers import assert_locked_default_za, versions
 from archiver.errors import SetupError
 from archiver.service import Archiver
 from storage import keys
 from storage.crypto import Decryptor
-from storage.errors import RetentionError
 
 pytestmark = pytest.mark.s3
 
 MiB = 1 << 20
-
-
-def versions(s3_client, bucket: str, key: str) -> list[str]:
-    page = s3_client.list_object_versions(Bucket=bucket, Prefix=key)
-    return [v["VersionId"] for v in page.get("Versions", []) if v["Key"] == key]
 
 
 def test_archive_to_rgw_locked_tagged_and_readable_by_age(make_env, rgw_buckets, s3_client, tmp_path):
@@ -33,16 +27,7 @@ def test_archive_to_rgw_locked_tagged_and_readable_by_age(make_env, rgw_buckets,
     assert env.process(rid).kind == "archived"
     rec = env.catalog.get(rid)
 
-    info = payload.head(rec.object_key, rec.version_id)
-    assert info.retention.mode == "COMPLIANCE"
-    expected = datetime.datetime.fromtimestamp(rec.ended_at, datetime.UTC) + datetime.timedelta(days=90)
-    assert abs((info.retention.until - expected).total_seconds()) <= 1
-    assert info.tags == {"retention": "default", "consent": "granted", "jurisdiction": "ZA"}
-    with pytest.raises(RetentionError):
-        payload.delete(rec.object_key, rec.version_id)
-    with pytest.raises(RetentionError):
-        payload.delete(rec.object_key)
-    assert versions(s3_client, payload.bucket, rec.object_key) == [rec.version_id]
+    assert_locked_default_za(payload, rec, s3_client)
     assert key_store.head(rec.header_key).retention is None
 
     identity_file = tmp_path / "identity.txt"
