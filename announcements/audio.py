@@ -48,9 +48,13 @@ import sys
 import tempfile
 import weakref
 from array import array
+from typing import TYPE_CHECKING
 
-from pydub import AudioSegment
-from pydub.silence import detect_leading_silence
+# pydub is imported where it is used: the consent flow reads FORMATS through
+# announcements.library.resolve and must not pay for pydub (classic AGI, one
+# process per call).
+if TYPE_CHECKING:
+    from pydub import AudioSegment
 
 from .errors import AnnouncementError, BadAudio
 
@@ -162,6 +166,8 @@ def encode_all(master: AudioSegment, formats: tuple[str, ...] = FORMATS) -> dict
         if fmt == "sln16":
             out[fmt] = master.raw_data
         elif fmt == "wav":
+            from pydub import AudioSegment
+
             narrow = AudioSegment(data=coded["narrow"], sample_width=2, frame_rate=NARROW_RATE, channels=1)
             buf = io.BytesIO()
             narrow.export(buf, format="wav")  # pydub's own writer: plain 44-byte RIFF header
@@ -247,6 +253,8 @@ def _decode(name: str, cap: float) -> tuple[AudioSegment, AudioSegment]:
 
 
 def _read_wav(path: str) -> AudioSegment:
+    from pydub import AudioSegment
+
     # Not AudioSegment.from_wav(path): pydub 0.25.1 leaves that file open.
     with open(path, "rb") as f:
         return AudioSegment(data=f.read())
@@ -312,6 +320,8 @@ def _check_clipping(name: str, seg: AudioSegment) -> None:
 
 
 def _trim(name: str, mono: AudioSegment) -> AudioSegment:
+    from pydub.silence import detect_leading_silence
+
     lead = detect_leading_silence(mono, silence_threshold=SILENCE_THRESHOLD_DBFS, chunk_size=10)
     if lead >= len(mono):
         raise BadAudio(name, f"is silent: nothing in it is louder than {SILENCE_THRESHOLD_DBFS:g} dBFS")

@@ -34,9 +34,10 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pydub import AudioSegment
+if TYPE_CHECKING:  # pydub is imported by audio where it is used
+    from pydub import AudioSegment
 
 from . import audio, tts
 from .catalog import PROMPT_NAMES, Catalog, builtin_catalog, check_lang, check_name

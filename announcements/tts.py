@@ -13,8 +13,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+from typing import TYPE_CHECKING
 
-from pydub import AudioSegment
+if TYPE_CHECKING:  # pydub is imported by audio where it is used
+    from pydub import AudioSegment
 
 from . import audio
 from .errors import BadAudio, SynthesisError

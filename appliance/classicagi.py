@@ -17,10 +17,12 @@ the dialplan goes on.
 
 Costs and limits, compared with FastAGI:
 
-* one Python process per call: startup and imports (asyncio and ssl, the config and
-  storage modules, pydub through announcements) are ~85% of its cost, about 200 ms
-  of CPU per call on a 2-core test machine against ~3 ms for a FastAGI flow
-  (``python -m bench agi``);
+* one Python process per call: startup and imports are most of its cost, about
+  300 ms of CPU per call on a 2-core test machine against ~3 ms for a FastAGI flow
+  (``python -m bench agi``). Measured there: the bare interpreter ~35 ms, importing
+  asyncio (with ssl, concurrent.futures, inspect, ...) ~90 ms, which the async
+  handlers need; pydub is not imported on this path (announcements imports it where
+  prompts are converted);
 * no AMI: ``revoke`` stops MixMonitor with ``EXEC StopMixMonitor``, which acts on the
   AGI's own channel only. A recording on another channel (the feature code dialled
   on the agent's leg) is flagged for erasure in the catalog, so it is shredded and
@@ -280,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     # fd 1 belongs to the AGI dialogue: a stray print() must not reach Asterisk.
     sys.stdout = sys.stderr
     _setup_logging()
-    # pydub (imported by announcements) scans PATH at import, and warns on every
-    # call where Asterisk has no ffmpeg; neither is this process's business.
+    # pydub scans PATH at import and warns where Asterisk has no ffmpeg; this path
+    # does not import it (announcements imports it lazily), but if a dependency ever
+    # does, neither is this process's business.
     os.environ.setdefault("PATH", os.defpath)
     warnings.filterwarnings("ignore", category=RuntimeWarning, module="pydub")
     parsed: tuple[str, str, list[str]] | UsageError
