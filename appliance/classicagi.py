@@ -35,7 +35,6 @@ import asyncio
 import logging
 import logging.handlers
 import os
-import secrets
 import sys
 import warnings
 from pathlib import Path
@@ -62,38 +61,6 @@ StopMixMonitor = Callable[[str], Awaitable[bool]]
 
 
 # -- the composition both entry points share ----------------------------------------
-
-
-def load_hmac_key(path: Path) -> bytes:
-    """The key for caller-number HMACs: created once (0600), then never changed.
-
-    Changing it would make earlier recordings unfindable by phone number. Safe when
-    processes race to create it (two classic AGIs, or one and `serve`): the key is
-    written to a temporary file and linked into place, so a reader never sees a
-    partial key and exactly one creator wins.
-    """
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # another process won; use its key
-        finally:
-            tmp.unlink(missing_ok=True)
-        key = path.read_bytes()
-    if len(key) < 16:
-        raise ValueError(f"{path}: HMAC key is {len(key)} bytes; expected 32 (delete it only "
-                         "if no recordings exist yet)")
-    return key
 
 
 def prompt_resolver(sounds_dir: Path):
@@ -231,6 +198,7 @@ async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | Usag
     try:
         from storage.catalog import Catalog
         from storage.db import open_database
+        from storage.hmac_index import load_hmac_key
         from storage.ledger import Ledger
 
         from . import config as cfg

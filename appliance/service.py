@@ -20,11 +20,12 @@ from agi.ami import AmiClient
 from agi.server import FastAgiServer, new_event_loop
 from storage.db import open_database
 from storage.catalog import Catalog
+from storage.hmac_index import load_hmac_key
 from storage.ledger import Ledger
 
 from .config import Config
 from .keys import AppKeys as K
-from .wiring import build_archiver, build_routes, connect_intake, load_hmac_key
+from .wiring import build_archiver, build_routes, connect_intake
 
 log = logging.getLogger(__name__)
 

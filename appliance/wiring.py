@@ -11,10 +11,8 @@ from agi.routes import RouteTable
 from archiver.service import Archiver
 
 from .archivecli import build_archiver as archive_setup
-from .classicagi import agi_routes, load_hmac_key
+from .classicagi import agi_routes
 from .keys import AppKeys as K
-
-__all__ = ["build_archiver", "build_routes", "connect_intake", "load_hmac_key"]
 
 log = logging.getLogger(__name__)
 

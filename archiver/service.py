@@ -365,11 +365,9 @@ class Archiver:
         if self.sweeper is not None:
             await self._sweep()
         while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.scan_interval)
+            await self._sleep(self.scan_interval)
+            if self._stop.is_set():
                 return
-            except asyncio.TimeoutError:
-                pass
             try:
                 await self.scan()
             except Exception as e:  # task boundary: the next scan tries again

@@ -142,7 +142,8 @@ async def serve(config_path: str) -> None:
     """The product's FastAGI server with the product's composition; control on stdin."""
     from agi.server import FastAgiServer
     from appliance import config as cfg
-    from appliance.classicagi import agi_routes, load_hmac_key
+    from appliance.classicagi import agi_routes
+    from storage.hmac_index import load_hmac_key
     from storage.catalog import Catalog
     from storage.db import open_database
     from storage.ledger import Ledger

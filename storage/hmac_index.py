@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import secrets
+from pathlib import Path
 
-__all__ = ["ANONYMOUS", "MIN_KEY_BYTES", "caller_hmac", "normalise_number"]
+__all__ = ["ANONYMOUS", "MIN_KEY_BYTES", "caller_hmac", "load_hmac_key", "normalise_number"]
 
 ANONYMOUS = "anonymous"
 MIN_KEY_BYTES = 16
@@ -43,3 +46,35 @@ def caller_hmac(key: bytes, number: str | None) -> str:
     if digits is None:
         return ANONYMOUS
     return hmac.new(bytes(key), digits.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def load_hmac_key(path: Path) -> bytes:
+    """The key for caller-number HMACs: created once (0600), then never changed.
+
+    Changing it would make earlier recordings unfindable by phone number. Safe when
+    processes race to create it (two classic AGIs, or one and `serve`): the key is
+    written to a temporary file and linked into place, so a reader never sees a
+    partial key and exactly one creator wins.
+    """
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process won; use its key
+        finally:
+            tmp.unlink(missing_ok=True)
+        key = path.read_bytes()
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"{path}: HMAC key is {len(key)} bytes; expected 32 (delete it only "
+                         "if no recordings exist yet)")
+    return key

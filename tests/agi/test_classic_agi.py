@@ -15,15 +15,16 @@ import pytest
 
 from agi.classic import PystSession, classic_environment
 from agi.errors import AgiHangup, AgiTimeout, CommandFailed, LocalProtocolError, ProtocolError
-from appliance.classicagi import UsageError, load_hmac_key, parse_argv, prompt_resolver
+from appliance.classicagi import UsageError, parse_argv, prompt_resolver
 from appliance.lab.asterisk import AsteriskPaths
 from appliance.lab.calls import CallDriver
 from appliance.lab.classic import ClassicAgiError, _plan, classic_agi
 from storage.catalog import Catalog
 from storage.db import open_database
+from storage.hmac_index import load_hmac_key
 from storage.ledger import Ledger
 
-from callhelpers import OPT_IN, after_agi, mixmonitor_started, wait_path
+from callhelpers import OPT_IN, after_agi, after_revoke, mixmonitor_started, mixmonitor_stopped, wait_path
 
 ENV = (b"agi_request: /usr/share/asterisk/agi-bin/callvault-agi\n"
        b"agi_channel: Local/100@consent-test-00000000;2\n"
@@ -383,10 +384,8 @@ def ledger_entries(tmp_path: Path, kind: str, **filters):
         raise
 
 
-@pytest.mark.asterisk
-async def test_classic_agi_press_1_grants_and_records(classic_lab, ami, lab_state):
-    agi, calls, data = classic_lab
-    assert agi.glibc.startswith("glibc ")
+async def press_1_and_record(ami, calls):
+    """Place a call, press 1 at the notice; return it with its AGI outcome once MixMonitor runs."""
     call = calls.new_call()
     async with after_agi(ami, call) as done, mixmonitor_started(ami, call) as mixmon:
         async with calls.agi_command(call, "GET DATA") as asked:
@@ -395,6 +394,14 @@ async def test_classic_agi_press_1_grants_and_records(classic_lab, ami, lab_stat
             await calls.send_dtmf(call, "1")
         event = await asyncio.wait_for(done, 20)
         await asyncio.wait_for(mixmon, 5)
+    return call, event
+
+
+@pytest.mark.asterisk
+async def test_classic_agi_press_1_grants_and_records(classic_lab, ami, lab_state):
+    agi, calls, data = classic_lab
+    assert agi.glibc.startswith("glibc ")
+    call, event = await press_1_and_record(ami, calls)
     assert (event.get("Consent"), event.get("Record")) == ("granted", "yes")
     entries, db = ledger_entries(data, "consent")
     try:
@@ -418,17 +425,8 @@ async def test_classic_agi_press_1_grants_and_records(classic_lab, ami, lab_stat
 @pytest.mark.asterisk
 async def test_classic_agi_revoke_stops_mixmonitor_on_its_own_channel(classic_lab, ami):
     agi, calls, data = classic_lab
-    call = calls.new_call()
-    async with after_agi(ami, call) as done, mixmonitor_started(ami, call) as mixmon:
-        async with calls.agi_command(call, "GET DATA") as asked:
-            await calls.place(call)
-            await asyncio.wait_for(asked, 15)
-            await calls.send_dtmf(call, "1")
-        await asyncio.wait_for(done, 20)
-        await asyncio.wait_for(mixmon, 5)
-    async with ami.expect(lambda e: e.name == "MixMonitorStop" and call.is_callee(e)) as stopped, \
-            ami.expect(lambda e: e.name == "UserEvent" and call.is_callee(e)
-                       and e.get("UserEvent") == "CallvaultLabAfterRevoke") as revoked:
+    call, _ = await press_1_and_record(ami, calls)
+    async with mixmonitor_stopped(ami, call) as stopped, after_revoke(ami, call) as revoked:
         await calls.send_dtmf(call, "0")
         await asyncio.wait_for(stopped, 15)
         after = await asyncio.wait_for(revoked, 15)

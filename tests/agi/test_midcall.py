@@ -12,7 +12,8 @@ import pytest
 from agi.controls import ControlError, set_paused
 from appliance.keys import AppKeys as K
 
-from callhelpers import OPT_IN, archived_wav, finish, run_call, wait_path, wait_state
+from callhelpers import (OPT_IN, after_revoke, archived_wav, finish, mixmonitor_stopped, run_call, wait_path,
+                         wait_state)
 
 pytestmark = pytest.mark.asterisk
 
@@ -32,9 +33,7 @@ async def test_revoke_stops_recording_and_flags_it(appliance, ami, calls):
         call, event, started = await run_call(app, ami, calls, ["1"])
         assert started and event.get("Record") == "yes"
         [rec] = app[K.catalog].by_linkedid(call.caller_uniqueid)
-        async with ami.expect(lambda e: e.name == "MixMonitorStop" and call.is_callee(e)) as stopped, \
-                ami.expect(lambda e: e.name == "UserEvent" and call.is_callee(e)
-                           and e.get("UserEvent") == "CallvaultLabAfterRevoke") as revoked:
+        async with mixmonitor_stopped(ami, call) as stopped, after_revoke(ami, call) as revoked:
             await calls.send_dtmf(call, "0")
             await asyncio.wait_for(stopped, 15)
             after = await asyncio.wait_for(revoked, 15)
@@ -53,8 +52,7 @@ async def test_revoke_with_ami_down_still_erases_the_recording_at_hang_up(applia
         assert started
         [rec] = app[K.catalog].by_linkedid(call.caller_uniqueid)
         await app[K.ami].close()  # the appliance loses AMI: StopMixMonitor cannot be sent
-        async with ami.expect(lambda e: e.name == "UserEvent" and call.is_callee(e)
-                              and e.get("UserEvent") == "CallvaultLabAfterRevoke") as revoked:
+        async with after_revoke(ami, call) as revoked:
             await calls.send_dtmf(call, "0")
             after = await asyncio.wait_for(revoked, 15)
         assert (after.get("Consent"), after.get("Record")) == ("revoked", "no")

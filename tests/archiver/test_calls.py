@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from appliance.keys import AppKeys as K
-from callhelpers import OPT_IN, finish, run_call, wait_state
+from callhelpers import OPT_IN, finish, mixmonitor_stopped, run_call, wait_state
 from storage.crypto import Decryptor, Manifest
 
 pytestmark = pytest.mark.asterisk
@@ -60,7 +60,7 @@ async def test_revoked_call_is_shredded_not_archived(appliance, ami, calls):
         call, _, started = await run_call(app, ami, calls, ["1"])
         assert started
         [rec] = app[K.catalog].by_linkedid(call.caller_uniqueid)
-        async with ami.expect(lambda e: e.name == "MixMonitorStop" and call.is_callee(e)) as stopped:
+        async with mixmonitor_stopped(ami, call) as stopped:
             await calls.send_dtmf(call, "0")  # the lab's stand-in for the revoke feature code
             await asyncio.wait_for(stopped, 15)
         await wait_state(app, rec.recording_id, "erased")

@@ -27,8 +27,17 @@ def after_agi(ami, call):
                       and e.get("UserEvent") == "CallvaultLabAfterAgi")
 
 
+def after_revoke(ami, call):
+    return ami.expect(lambda e: e.name == "UserEvent" and call.is_callee(e)
+                      and e.get("UserEvent") == "CallvaultLabAfterRevoke")
+
+
 def mixmonitor_started(ami, call):
     return ami.expect(lambda e: e.name == "MixMonitorStart" and call.is_callee(e))
+
+
+def mixmonitor_stopped(ami, call):
+    return ami.expect(lambda e: e.name == "MixMonitorStop" and call.is_callee(e))
 
 
 async def run_call(app, ami, calls, digits_per_prompt: list[str] | None = None, *,
