@@ -10,6 +10,9 @@ from . import variables as v
 
 CONSENT_CONTEXT = "callvault-consent"
 REVOKE_FEATURE = "callvault-revoke"
+# The lab Asterisk's inbound context (`callvault lab up`). The admin page offers test
+# calls only where the connected Asterisk has it: a production PBX does not.
+LAB_CONTEXT = "callvault-lab"
 
 # What the product does over AMI, and the manager.conf classes each needs:
 #   events: call (Hangup, MixMonitorStart/Stop), user (UserEvent), system (FullyBooted)

@@ -1,10 +1,10 @@
 """``callvault prompts ...``: build, import, install and list the prompts.
 
-The appliance's CLI wires this in with ``add_prompts_commands(subparsers)``; each
-parsed namespace carries ``func=run_prompts``, which returns the exit code:
+The appliance's CLI (appliance/cli/prompts.py) wires this in with
+``add_prompts_commands(subparsers)``; each parsed namespace carries ``fn=run_prompts``,
+which returns the exit code:
 0 done, 2 bad input (a bad audio file or catalog, an unknown language or prompt,
 a missing directory; shown as one line), 1 anything else that went wrong (espeak-ng or ffmpeg failing, disk).
-``python -m announcements.cli prompts ...`` runs it alone.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def add_prompts_commands(
         help=f"administrator's catalog merged over the built-in texts (default {DEFAULT_CATALOG} if it exists)",
     )
     prompts = subparsers.add_parser("prompts", help="build, import, install and list the recording-notice prompts")
-    prompts.set_defaults(func=run_prompts)
+    prompts.set_defaults(fn=run_prompts)
     sub = prompts.add_subparsers(dest="prompts_command", metavar="COMMAND", required=True)
 
     build = sub.add_parser("build", parents=[common], help="generate missing or outdated prompts with espeak-ng")
@@ -85,13 +85,6 @@ def run_prompts(args: argparse.Namespace, *, stdout: TextIO | None = None, stder
     except (AnnouncementError, OSError) as e:
         print(f"callvault prompts: failed: {e}", file=err)
         return EXIT_FAILED
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="callvault")
-    add_prompts_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
 
 
 class _ProgressPrinter:

@@ -9,7 +9,7 @@ For administrators who cannot point Asterisk at the FastAGI server::
 Options come before the route: ``callvault-agi -c /etc/callvault/callvault.toml consent
 ${EXTEN}``; without ``-c`` the file named by ``CALLVAULT_CONFIG`` is read, else
 ``/etc/callvault/callvault.toml``. The same handlers run with the same dependencies as
-under ``callvault serve`` (:func:`agi_routes`), writing to the same ledger and catalog.
+under ``callvault serve`` (``appliance.compose.agi_routes``), writing to the same ledger and catalog.
 
 Every failure is failed closed: ``CALLVAULT_RECORD=no``, ``CALLVAULT_CONSENT=error``
 and one line to stderr (Asterisk's console) and syslog. The process always exits 0 so
@@ -37,119 +37,19 @@ import logging.handlers
 import os
 import sys
 import warnings
-from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
+from typing import Sequence
 
 # Only what the fail-closed path needs is imported up front: a broken dependency of
 # the handlers (or of the config) must still let this process answer Asterisk.
 from agi.classic import PystSession, call_label, describe, fail_closed, run_call
 from agi.session import AgiSession
 
-if TYPE_CHECKING:
-    from agi.routes import RouteTable
-    from storage.catalog import Catalog
-    from storage.ledger import Ledger
-
-    from .config import Config
+from .compose import StopMixMonitor
 
 log = logging.getLogger("callvault-agi")
 
 DEFAULT_CONFIG = "/etc/callvault/callvault.toml"
 USAGE = "usage: callvault-agi [-c CONFIG] ROUTE [ARGS...]"
-
-StopMixMonitor = Callable[[str], Awaitable[bool]]
-
-
-# -- the composition both entry points share ----------------------------------------
-
-
-def prompt_resolver(sounds_dir: Path):
-    """callvault/<lang>/<name> along the language's fallback chain, else a core sound.
-
-    Resolving costs a dozen stat() calls (languages x formats), three times per
-    call: 10% of the FastAGI server's CPU per consent flow. Installs swap the
-    ``callvault`` symlink to a new, never modified stage directory, so answers are
-    cached per link target: one readlink() per prompt, and a new install is seen
-    at once. A hand-made ``callvault`` directory (not a link) is never cached.
-    """
-    from agi.handlers.consent import CORE_FALLBACK
-    from announcements.errors import AnnouncementError
-    from announcements.catalog import fallback_chain
-    from announcements.library import SOUNDS_SUBDIR, resolve
-
-    link = Path(sounds_dir) / SOUNDS_SUBDIR
-    cache: dict[tuple[str, str], str] = {}
-    cached_for: list[str | None] = [None]
-
-    def lookup(language: str, name: str) -> str:
-        try:
-            return resolve(fallback_chain(language), name, sounds_dir)
-        except AnnouncementError:
-            return CORE_FALLBACK[name]
-
-    def prompt(language: str, name: str) -> str:
-        try:
-            target = os.readlink(link)
-        except FileNotFoundError:
-            target = ""  # nothing installed: core sounds until an install
-        except OSError:
-            return lookup(language, name)  # a real directory: may change in place
-        if target != cached_for[0] or len(cache) > 1000:
-            cache.clear()
-            cached_for[0] = target
-        key = (language, name)
-        if key not in cache:
-            cache[key] = lookup(language, name)
-        return cache[key]
-
-    return prompt
-
-
-def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: bytes,
-               stop_mixmonitor: StopMixMonitor) -> RouteTable:
-    """The AGI routes with their dependencies; FastAGI and classic AGI differ only in
-    how MixMonitor is stopped (AMI vs ``EXEC StopMixMonitor``)."""
-    from agi.handlers.consent import ConsentDeps, RecordingStart, consent
-    from agi.handlers.revoke import RevokeDeps, revoke
-    from agi.handlers.status import StatusDeps, status
-    from agi.routes import RouteTable
-    from storage.catalog import Catalog, Recording
-    from storage.hmac_index import caller_hmac
-
-    prompt = prompt_resolver(config.prompts.sounds_dir)
-
-    def recording(start: RecordingStart) -> Recording:
-        return Recording(
-            recording_id=start.recording_id, consent_id=start.consent_id, uniqueid=start.uniqueid,
-            linkedid=start.linkedid, channel=start.channel,
-            spool_path=str(config.spool.dir / Path(start.path).name), caller_hmac=start.caller_hmac,
-            did=start.did, agent="", rule=start.rule.name, jurisdiction=start.rule.jurisdiction,
-            retention_class=start.rule.retention, consent_state="granted", started_at=start.started_at)
-
-    async def on_recording(start: RecordingStart) -> None:
-        await catalog.add_async(recording(start))
-
-    async def append_recording(body: dict, start: RecordingStart, *, call_id: str | None,
-                               recording_id: str) -> None:
-        # The consent entry and the catalog row commit together (one fsync).
-        await ledger.append_async("consent", body, call_id=call_id, recording_id=recording_id,
-                                  also=Catalog.add_op(recording(start)))
-
-    consent_deps = ConsentDeps(policy=config.consent, append=ledger.append_async,
-                               caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,
-                               spool_dir=config.spool.asterisk_path, on_recording=on_recording,
-                               append_recording=append_recording)
-    revoke_deps = RevokeDeps(catalog=catalog, append=ledger.append_async,
-                             stop_mixmonitor=stop_mixmonitor, prompt=prompt)
-    status_deps = StatusDeps(ledger=ledger)
-    return RouteTable([
-        ("consent", lambda s: consent(s, consent_deps)),
-        ("revoke", lambda s: revoke(s, revoke_deps)),
-        ("status", lambda s: status(s, status_deps)),
-    ])
-
-
-# -- the classic entry point --------------------------------------------------------
 
 
 class UsageError(Exception):
@@ -197,14 +97,14 @@ async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | Usag
     where = call_label(session, route)
     try:
         from storage.catalog import Catalog
-        from storage.db import open_database
         from storage.hmac_index import load_hmac_key
         from storage.ledger import Ledger
 
         from . import config as cfg
+        from .compose import agi_routes, open_database
 
         config = cfg.load(path, check_paths=False)
-        db = open_database(config.database.url)
+        db = open_database(config)
     except Exception as exc:  # the process boundary
         problems = getattr(exc, "problems", None)  # ConfigError: one line per problem
         await fail_closed(session, f"{where}: " + ("; ".join(problems) if problems

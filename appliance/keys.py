@@ -9,6 +9,9 @@ from aiohttp import web
 if TYPE_CHECKING:
     from agi.ami import AmiClient
     from agi.server import FastAgiServer
+    from archiver.archive import Archive
+    from archiver.retention import RetentionSweeper
+    from archiver.service import Archiver
     from storage.catalog import Catalog
     from storage.db import Database
     from storage.ledger import Ledger
@@ -25,4 +28,6 @@ class AppKeys:
     hmac_key: web.AppKey[bytes] = web.AppKey("hmac_key", bytes)
     ami: "web.AppKey[AmiClient]" = web.AppKey("ami")
     agi: "web.AppKey[FastAgiServer]" = web.AppKey("agi")
-    archiver: web.AppKey[object] = web.AppKey("archiver", object)
+    archive: "web.AppKey[Archive]" = web.AppKey("archive")
+    sweeper: "web.AppKey[RetentionSweeper]" = web.AppKey("sweeper")
+    archiver: "web.AppKey[Archiver]" = web.AppKey("archiver")

@@ -1,10 +1,11 @@
 """`callvault serve`: one asyncio process, owned by aiohttp.
 
-Each long-lived part is a ``cleanup_ctx`` generator: started in order, stopped in
-reverse. On SIGTERM aiohttp stops the web site, then the archiver finishes the
-step it is on, the FastAGI listener stops accepting and waits for calls in
-progress (each ends with a defined dialplan outcome), the AMI session closes and
-the database closes last. The process then exits 0.
+The parts come from the composition root (appliance/compose.py). Each long-lived
+part is a ``cleanup_ctx`` generator: started in order, stopped in reverse. On
+SIGTERM aiohttp stops the web site, then the archiver finishes the step it is on,
+the FastAGI listener stops accepting and waits for calls in progress (each ends
+with a defined dialplan outcome), the AMI session closes, the archive's stores
+close and the database closes last. The process then exits 0.
 """
 
 from __future__ import annotations
@@ -16,16 +17,15 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from agi.ami import AmiClient
 from agi.server import FastAgiServer, new_event_loop
-from storage.db import open_database
+from archiver.retention import RetentionSweeper
 from storage.catalog import Catalog
 from storage.hmac_index import load_hmac_key
 from storage.ledger import Ledger
 
+from . import compose
 from .config import Config
 from .keys import AppKeys as K
-from .wiring import build_archiver, build_routes, connect_intake
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ DRAIN_SECONDS = 20.0
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[K.config]
-    db = await asyncio.to_thread(open_database, config.database.url)
+    db = await asyncio.to_thread(compose.open_database, config)
     app[K.db] = db
     app[K.ledger] = await asyncio.to_thread(Ledger, db)
     app[K.catalog] = await asyncio.to_thread(Catalog, db)
@@ -43,10 +43,18 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(db.close)
 
 
+async def _archive(app: web.Application) -> AsyncIterator[None]:
+    """The process's one Archive (boto3 clients take ~100 ms to make: made here, not
+    on the first playback's clock) and the retention sweeper on it."""
+    archive = await asyncio.to_thread(compose.build_archive, app[K.config])
+    app[K.archive] = archive
+    app[K.sweeper] = RetentionSweeper(app[K.catalog], app[K.ledger], archive)
+    yield
+    await asyncio.to_thread(archive.close)
+
+
 async def _ami(app: web.Application) -> AsyncIterator[None]:
-    c = app[K.config].ami
-    client = AmiClient(c.host, c.port, c.username, c.secret.reveal() if c.secret else "",
-                       reconnect_min=c.reconnect_min, reconnect_max=c.reconnect_max)
+    client = compose.ami_client(app[K.config])
     client.start()
     app[K.ami] = client
     yield
@@ -54,18 +62,27 @@ async def _ami(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _archiver(app: web.Application) -> AsyncIterator[None]:
-    archiver = build_archiver(app)
+    archiver = compose.build_archiver(app[K.config], app[K.catalog], app[K.ledger], app[K.archive],
+                                      sweeper=app[K.sweeper])
     app[K.archiver] = archiver
-    connect_intake(app[K.ami], archiver)
+    compose.connect_intake(app[K.ami], archiver)
     await archiver.start()
     yield
     await archiver.stop(DRAIN_SECONDS)
 
 
 async def _fastagi(app: web.Application) -> AsyncIterator[None]:
-    host, port = app[K.config].agi.address
-    server = FastAgiServer(build_routes(app), host, port,
-                           read_timeout=app[K.config].agi.read_timeout)
+    ami = app[K.ami]
+
+    async def stop_mixmonitor(channel: str) -> bool:
+        await ami.action("StopMixMonitor", Channel=channel)
+        return True
+
+    config = app[K.config]
+    routes = compose.agi_routes(config, ledger=app[K.ledger], catalog=app[K.catalog],
+                                hmac_key=app[K.hmac_key], stop_mixmonitor=stop_mixmonitor)
+    host, port = config.agi.address
+    server = FastAgiServer(routes, host, port, read_timeout=config.agi.read_timeout)
     await server.start()
     app[K.agi] = server
     log.info("FastAGI listening on %s:%s", host, server.port)
@@ -80,7 +97,7 @@ def build_app(config: Config) -> web.Application:
     app = web.Application()
     app[K.config] = config
     app[K.started] = time.time()
-    app.cleanup_ctx.extend([_database, _ami, _archiver, _fastagi])
+    app.cleanup_ctx.extend([_database, _archive, _ami, _archiver, _fastagi])
     setup_routes(app)
     return app
 

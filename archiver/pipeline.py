@@ -4,7 +4,7 @@
     encrypting  age-encrypt, streaming, into two work files (header, payload) next to
                 the spool; the manifest (sizes, SHA-256s) is committed to the catalog
                 together with the move to ``uploading``
-    uploading   header -> key store (deletable), then payload -> payload store with
+    uploading   header -> header store (deletable), then payload -> payload store with
                 Object Lock retention and tags; skipped for an object already there with
                 the manifest's SHA-256
     verifying   HEAD both objects: size and SHA-256 against the manifest, retention as
@@ -25,8 +25,6 @@ archiver runs ``process`` in a worker thread. docs/archiver.md has the why of ea
 from __future__ import annotations
 
 import errno
-import functools
-import inspect
 import json
 import logging
 import os
@@ -39,13 +37,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.blobstore import MIN_PART_SIZE, BlobStore, ObjectInfo, PartDigests, part_size_for, validate_parts
+from storage.blobstore import PartDigests, part_size_for, validate_parts
 from storage.catalog import Catalog, Recording
 from storage.crypto import Encryptor, Manifest, Recipient, payload_size_for
 from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError
 from storage.ledger import Ledger
 
 from . import spool
+from .archive import Archive
 from .errors import Abandoned
 from .retention import RetentionPolicy
 
@@ -54,31 +53,6 @@ log = logging.getLogger(__name__)
 Hook = Callable[[str, Recording], None]
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
 _PERMANENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENAMETOOLONG}
-
-
-def payload_key(recording_id: str) -> str:
-    return f"rec/{recording_id}.age.payload"
-
-
-def header_key(recording_id: str) -> str:
-    return f"hdr/{recording_id}.age.header"
-
-
-def head_without_tags(store: BlobStore, key: str, version_id: str | None = None) -> ObjectInfo:
-    """``store.head`` without fetching tags where the store can skip them (S3Store's
-    ``tags=False``): on RGW the tagging GET costs ~50 ms, several times the HEAD, and
-    nothing here reads tags. ``ObjectInfo.tags`` is then empty."""
-    if _takes_tags(type(store)):
-        return store.head(key, version_id, tags=False)  # type: ignore[call-arg]
-    return store.head(key, version_id)
-
-
-@functools.cache
-def _takes_tags(store_type: type) -> bool:
-    try:
-        return "tags" in inspect.signature(store_type.head).parameters
-    except (AttributeError, TypeError, ValueError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -179,15 +153,14 @@ class _Reader:
 
 
 class Pipeline:
-    def __init__(self, *, catalog: Catalog, ledger: Ledger, payload_store: BlobStore, key_store: BlobStore,
-                 recipients: list[Recipient], work_dir: Path, retention: RetentionPolicy,
+    def __init__(self, *, catalog: Catalog, ledger: Ledger, archive: Archive, recipients: list[Recipient], work_dir: Path, retention: RetentionPolicy,
                  spool_rules: spool.SpoolRules = spool.SpoolRules(), max_attempts: int = 8,
                  backoff: Backoff = Backoff(), lease_seconds: float = 30.0, hook: Hook | None = None,
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random):
         if not recipients:
             raise ValueError("at least one recipient is needed")
         self.catalog, self.ledger = catalog, ledger
-        self.payload_store, self.key_store = payload_store, key_store
+        self.archive = archive
         self.recipients = list(recipients)
         self.work_dir = Path(work_dir)
         self.retention = retention
@@ -203,12 +176,7 @@ class Pipeline:
     def check_setup(self) -> None:
         """Stores usable (``PermanentError`` says what to fix); work dir present."""
         self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.payload_store.check_setup()
-        self.key_store.check_setup()
-
-    def close(self) -> None:
-        self.payload_store.close()
-        self.key_store.close()
+        self.archive.check_setup()
 
     def work_files(self, recording_id: str) -> tuple[Path, Path]:
         return self.work_dir / f"{recording_id}.header", self.work_dir / f"{recording_id}.payload"
@@ -218,10 +186,8 @@ class Pipeline:
         return self.work_dir / f"{recording_id}.parts"
 
     def _part_size(self, payload_size: int) -> int:
-        # The payload store's own part size, so S3Store uploads exactly these parts.
-        base = getattr(self.payload_store, "part_size", MIN_PART_SIZE)
-        return part_size_for(payload_size, base if isinstance(base, int) and base >= MIN_PART_SIZE
-                             else MIN_PART_SIZE)
+        # The payload store's own part size, so it uploads exactly these parts.
+        return part_size_for(payload_size, self.archive.payload.part_size)
 
     def _load_parts(self, recording_id: str, m: Manifest) -> PartDigests | None:
         """The part digests of this manifest's encryption, or None (the store then hashes
@@ -383,40 +349,34 @@ class Pipeline:
 
     # -- uploading ----------------------------------------------------------------------
 
-    def _head(self, store: BlobStore, key: str, version_id: str | None = None) -> ObjectInfo | None:
-        try:
-            return head_without_tags(store, key, version_id)
-        except NotFound:
-            return None
-
     def _upload(self, job: _Job) -> None:
         rec = job.rec
         m = Manifest.from_json(rec.manifest)
-        hkey, pkey = header_key(rec.recording_id), payload_key(rec.recording_id)
+        hkey, pkey = Archive.header_key(rec.recording_id), Archive.payload_key(rec.recording_id)
         hdr, pay = self.work_files(rec.recording_id)
         have_work = hdr.exists() and pay.exists() and pay.stat().st_size == m.payload_size
         retention = self.retention.retention(rec.retention_class, rec.ended_at or rec.started_at)
 
         # The header first: a stored payload always has its header stored already.
-        h = None if job.fresh else self._head(self.key_store, hkey)
+        h = None if job.fresh else self.archive.head(self.archive.headers, hkey)
         if h is None or h.sha256 != m.header_sha256:
             if not have_work:
                 raise _Redo("encrypting", "work files are gone before the upload finished; encrypting again")
             if h is not None:
                 # Left by an earlier encryption whose payload never got stored (the check
                 # below would have kept it otherwise): it protects nothing, replace it.
-                if self._head(self.payload_store, pkey) is not None:
+                if self.archive.head(self.archive.payload, pkey) is not None:
                     raise PermanentError(f"{pkey} exists but {hkey} does not match the manifest; "
                                          "manual review needed")
-                self.key_store.delete(hkey)
+                self.archive.headers.delete(hkey)
             with open(hdr, "rb") as f:
                 try:
-                    self.key_store.put(hkey, f, size=hdr.stat().st_size, sha256=m.header_sha256)
+                    self.archive.headers.put(hkey, f, size=hdr.stat().st_size, sha256=m.header_sha256)
                 except IntegrityError as e:
                     raise _Redo("encrypting", f"header work file does not match the manifest: {e}") from e
         job.check()
 
-        p = None if job.fresh else self._head(self.payload_store, pkey)
+        p = None if job.fresh else self.archive.head(self.archive.payload, pkey)
         if p is None:
             if not have_work:
                 raise _Redo("encrypting", "payload work file is gone before the upload; encrypting again")
@@ -433,7 +393,7 @@ class Pipeline:
                 reader = _Reader(f, job, m.payload_size * 9 // 10 if self.hook else None,
                                  lambda: self._hook("uploading", job))
                 try:
-                    result = self.payload_store.put(pkey, reader, size=m.payload_size, sha256=m.payload_sha256,
+                    result = self.archive.payload.put(pkey, reader, size=m.payload_size, sha256=m.payload_sha256,
                                                     retention=retention, tags=tags, parts=parts)
                 except IntegrityError as e:
                     raise _Redo("encrypting", f"payload work file does not match the manifest: {e}") from e
@@ -451,7 +411,7 @@ class Pipeline:
     def _verify(self, job: _Job) -> Outcome:
         rec = job.rec
         m = Manifest.from_json(rec.manifest)
-        p = self._head(self.payload_store, rec.object_key, rec.version_id or None)
+        p = self.archive.head(self.archive.payload, rec.object_key, rec.version_id or None)
         if p is None:
             raise _Redo("uploading", f"{rec.object_key} version {rec.version_id} is not in the store")
         if p.size != m.payload_size or p.sha256 != m.payload_sha256:
@@ -459,10 +419,10 @@ class Pipeline:
                                      f"manifest says {m.payload_size} bytes sha256 {m.payload_sha256}")
         want = self.retention.retention(rec.retention_class, rec.ended_at or rec.started_at)
         if p.retention is None or p.retention.mode != want.mode or p.retention.until < want.until:
-            self.payload_store.set_retention(rec.object_key, want, rec.version_id or None)
+            self.archive.payload.set_retention(rec.object_key, want, rec.version_id or None)
         if rec.legal_hold and not p.legal_hold:
-            self.payload_store.set_legal_hold(rec.object_key, True, rec.version_id or None)
-        h = self._head(self.key_store, rec.header_key)
+            self.archive.payload.set_legal_hold(rec.object_key, True, rec.version_id or None)
+        h = self.archive.head(self.archive.headers, rec.header_key)
         if h is None or h.sha256 != m.header_sha256:
             raise _Redo("uploading", f"{rec.header_key} is missing or does not match the manifest")
 
@@ -495,11 +455,11 @@ class Pipeline:
         path = Path(rec.spool_path)
         if path.exists() and not spool.closed(path, self.spool_rules, self.clock()):
             return self._not_yet(job)  # MixMonitor is still closing it (StopMixMonitor was sent)
-        self.key_store.delete(header_key(rec.recording_id))  # crypto-shred first
+        self.archive.shred(rec.recording_id)  # crypto-shred first
         payload = "none"
-        if self._head(self.payload_store, payload_key(rec.recording_id)) is not None:
+        if self.archive.head(self.archive.payload, Archive.payload_key(rec.recording_id)) is not None:
             try:
-                self.payload_store.delete(payload_key(rec.recording_id))
+                self.archive.payload.delete(Archive.payload_key(rec.recording_id))
                 payload = "deleted"
             except PermanentError:  # locked: unreadable without its header; swept later
                 payload = "locked"
@@ -513,7 +473,7 @@ class Pipeline:
         until = self.retention.retention(rec.retention_class, rec.ended_at or rec.started_at).until
         # A locked payload stays listed (object_key) so the sweeper deletes it once it may.
         job.move(state="erased", lease_until=0, next_try_at=0, last_error="",
-                 object_key=payload_key(rec.recording_id) if locked else "",
-                 header_key=header_key(rec.recording_id) if locked else "",
+                 object_key=Archive.payload_key(rec.recording_id) if locked else "",
+                 header_key=Archive.header_key(rec.recording_id) if locked else "",
                  retain_until=until.timestamp() if locked else rec.retain_until)
         return Outcome("erased")

@@ -29,10 +29,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from storage.blobstore import BlobStore, Retention
+from storage.blobstore import Retention
 from storage.catalog import Catalog, Recording
-from storage.errors import NotFound, PermanentError, RetentionError, StorageError
+from storage.errors import PermanentError, RetentionError, StorageError
 from storage.ledger import Ledger
+
+from .archive import Archive
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +109,8 @@ class SweepResult:
 class RetentionSweeper:
     """Blocking; run it in a thread from async code."""
 
-    def __init__(self, catalog: Catalog, ledger: Ledger, payload_store: BlobStore, key_store: BlobStore,
-                 *, clock=time.time):
-        self.catalog, self.ledger = catalog, ledger
-        self.payload_store, self.key_store = payload_store, key_store
+    def __init__(self, catalog: Catalog, ledger: Ledger, archive: Archive, *, clock=time.time):
+        self.catalog, self.ledger, self.archive = catalog, ledger, archive
         self.clock = clock
 
     def sweep(self, now: float | None = None) -> SweepResult:
@@ -124,23 +124,15 @@ class RetentionSweeper:
                 result.errors.append(f"{rec.recording_id}: {e}")
         return result
 
-    def _held_in_store(self, rec: Recording) -> bool:
-        from .pipeline import head_without_tags
-
-        try:
-            return head_without_tags(self.payload_store, rec.object_key, rec.version_id or None).legal_hold
-        except NotFound:
-            return False
-
     def _dispose(self, rec: Recording, why: str, result: SweepResult) -> None:
         rid = rec.recording_id
-        if rec.object_key and self._held_in_store(rec):
+        if self.archive.held(rec):
             result.held.append(rid)
             return
         payload_gone = True
         if rec.object_key:
             try:
-                self.payload_store.delete(rec.object_key, rec.version_id or None)
+                self.archive.payload.delete(rec.object_key, rec.version_id or None)
             except RetentionError as e:
                 payload_gone = False
                 lock = str(e)
@@ -151,7 +143,7 @@ class RetentionSweeper:
                 result.deleted.append(rid)
             return
         if rec.header_key:
-            self.key_store.delete(rec.header_key)
+            self.archive.shred(rid, rec.header_key)
         body = {"payload": "deleted" if payload_gone else "locked", "header": "deleted",
                 "reason": "retention period ended" if why == "retention" else "erasure requested"}
         if not payload_gone:
@@ -176,8 +168,7 @@ class RetentionSweeper:
         rec = self.catalog.get(recording_id)
         if rec.state == "erased" and not rec.object_key:
             raise PermanentError(f"recording {recording_id} was erased; there is nothing to hold")
-        if rec.object_key:
-            self.payload_store.set_legal_hold(rec.object_key, on, rec.version_id or None)
+        self.archive.set_legal_hold(rec, on)
         self.catalog.update(recording_id, legal_hold=1 if on else 0)
         self.ledger.append("legal_hold.set" if on else "legal_hold.release",
                            {"recording_id": recording_id, "actor": actor, "object_key": rec.object_key,

@@ -111,7 +111,6 @@ class Archiver:
         try:
             await asyncio.to_thread(self.pipeline.check_setup)
         except PermanentError as e:
-            await asyncio.to_thread(self.pipeline.close)
             raise SetupError(f"archive storage is not usable: {e}") from e
         except RetryableError as e:  # an outage at start: jobs back off until it ends
             log.warning("archive storage not reachable at start (will retry): %s", e)
@@ -138,7 +137,6 @@ class Archiver:
                     t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         self._workers, self._task = [], None
-        await asyncio.to_thread(self.pipeline.close)
         self.stats.running = False
 
     def wake(self) -> None:

@@ -10,7 +10,7 @@ endpos=3404``, ``EXEC`` -> ``200 result=0``, ``SET VARIABLE`` -> ``200 result=1`
 :func:`run_fastagi` runs N concurrent FastAGI calls against a server in **another
 process**: :func:`serve` (the real ``FastAgiServer``, consent handler, ``Ledger`` and
 ``Catalog`` on a temporary SQLite file in WAL mode with ``synchronous=FULL``, composed
-by ``appliance.classicagi.agi_routes`` as in production) or :func:`serve_floor` (the
+by ``appliance.compose.agi_routes`` as in production) or :func:`serve_floor` (the
 same bytes on the wire, no logic: what the event loop costs by itself). Both run on
 the event loop ``callvault serve`` uses (``agi.server.new_event_loop``). Closed
 loop: each call starts a new flow as soon as its last one ended. With ``paced=True``
@@ -142,7 +142,7 @@ async def serve(config_path: str) -> None:
     """The product's FastAGI server with the product's composition; control on stdin."""
     from agi.server import FastAgiServer
     from appliance import config as cfg
-    from appliance.classicagi import agi_routes
+    from appliance.compose import agi_routes
     from storage.hmac_index import load_hmac_key
     from storage.catalog import Catalog
     from storage.db import open_database

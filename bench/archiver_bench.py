@@ -104,7 +104,7 @@ def child_upload_file(args: dict) -> dict:
 
 def child_pipeline(args: dict) -> dict:
     from appliance import config as cfg
-    from appliance.archivecli import build_archiver
+    from appliance import compose
     from storage.catalog import Catalog, Recording
     from storage.db import open_database
     from storage.ledger import Ledger
@@ -112,7 +112,7 @@ def child_pipeline(args: dict) -> dict:
     config = cfg.load(args["config"], env={}, check_paths=False)
     db = open_database(config.database.url)
     catalog, ledger = Catalog(db), Ledger(db)
-    archiver = build_archiver(config, catalog, ledger)
+    archiver = compose.build_archiver(config, catalog, ledger, compose.build_archive(config))
     pipeline = archiver.pipeline
     pipeline.check_setup()
     rid = "r" + secrets.token_hex(12)
@@ -140,7 +140,7 @@ def child_pipeline(args: dict) -> dict:
     peak = peak_rss_mb()
     if outcome.kind != "archived":
         raise SystemExit(f"pipeline: {outcome}")
-    pipeline.close()
+    pipeline.archive.close()
     db.close()
     return {"seconds": elapsed, "steps": steps, "rss_before_mb": before, "peak_rss_mb": peak}
 
@@ -180,7 +180,7 @@ def bench_encryption(size: int = 256 * MiB) -> tuple[float, float]:
 
 async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int, drain_n: int) -> dict:
     from appliance import config as cfg
-    from appliance.archivecli import build_archiver
+    from appliance import compose
     from storage.catalog import Catalog, Recording
     from storage.db import open_database
     from storage.ledger import Ledger
@@ -201,7 +201,8 @@ async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int
         if state == "pending":
             catalog.mark_ended(rid, time.time())
 
-    archiver = build_archiver(config, catalog, ledger)
+    archive = compose.build_archive(config)
+    archiver = compose.build_archiver(config, catalog, ledger, archive)
     archiver.scan_interval = 3600
     await archiver.start()
     latencies = []
@@ -222,7 +223,7 @@ async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int
     for i, rid in enumerate(rids):
         add(rid, 60, f"drain-{i}", "pending")
     make_s = time.perf_counter() - t_make
-    archiver = build_archiver(config, catalog, ledger)
+    archiver = compose.build_archiver(config, catalog, ledger, archive)
     archiver.scan_interval = 3600
     t0 = time.perf_counter()
     await archiver.start()
@@ -234,6 +235,7 @@ async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int
         drain_s = time.perf_counter() - t0
     finally:
         await archiver.stop(30)
+    archive.close()
     db.close()
     latencies.sort()
     return {"latency_p50_s": statistics.median(latencies),

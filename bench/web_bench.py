@@ -69,8 +69,8 @@ def with_identity(config, path: Path):
 
 def store_recording(config, identity, work: Path) -> tuple[str, int, int]:
     """Encrypt and store a one-hour recording; returns (id, plaintext size, payload size)."""
-    from appliance.archivecli import build_stores
-    from archiver.pipeline import header_key, payload_key
+    from appliance.compose import build_archive
+    from archiver.archive import Archive
     from storage.catalog import Catalog, Recording
     from storage.crypto import encrypt_file
     from storage.db import open_database
@@ -80,14 +80,13 @@ def store_recording(config, identity, work: Path) -> tuple[str, int, int]:
     wav, hdr, pay = work / "hour.wav", work / "hour.hdr", work / "hour.pay"
     write_wav(wav, HOUR)
     m = encrypt_file(wav, hdr, pay, [identity.recipient])
-    payload, keys = build_stores(config)
+    archive = build_archive(config)
     try:
-        keys.put(header_key(rid), hdr.read_bytes(), sha256=m.header_sha256)
+        archive.headers.put(Archive.header_key(rid), hdr.read_bytes(), sha256=m.header_sha256)
         with open(pay, "rb") as f:
-            put = payload.put(payload_key(rid), f, size=m.payload_size, sha256=m.payload_sha256)
+            put = archive.payload.put(Archive.payload_key(rid), f, size=m.payload_size, sha256=m.payload_sha256)
     finally:
-        payload.close()
-        keys.close()
+        archive.close()
     for p in (wav, pay):
         p.unlink()
     db = open_database(config.database.url)
@@ -99,8 +98,8 @@ def store_recording(config, identity, work: Path) -> tuple[str, int, int]:
                               channel="PJSIP/trunk-1", spool_path=f"/nonexistent/{rid}.wav", caller_hmac="x",
                               did="27215550100", agent="", rule="default", jurisdiction="ZA",
                               retention_class="default", consent_state="granted", started_at=now - HOUR - 60))
-        catalog.update(rid, state="archived", ended_at=now - 60, archived_at=now - 50, object_key=payload_key(rid),
-                       header_key=header_key(rid), version_id=put.version_id or "", manifest=m.to_json())
+        catalog.update(rid, state="archived", ended_at=now - 60, archived_at=now - 50, object_key=Archive.payload_key(rid),
+                       header_key=Archive.header_key(rid), version_id=put.version_id or "", manifest=m.to_json())
     finally:
         db.close()
     return rid, m.plaintext_size, m.payload_size
@@ -108,7 +107,7 @@ def store_recording(config, identity, work: Path) -> tuple[str, int, int]:
 
 def baseline_ms(config, rid: str, offset: int, n: int = 15) -> float:
     """A bare ranged GET of one 128 KiB window from RGW (no web app, no decryption)."""
-    from archiver.pipeline import payload_key
+    from archiver.archive import Archive
     from storage.crypto import CHUNK_SIZE, ENC_CHUNK_SIZE, NONCE_SIZE
     from storage.s3store import S3Settings
 
@@ -120,7 +119,7 @@ def baseline_ms(config, rid: str, offset: int, n: int = 15) -> float:
     try:
         for _ in range(n):
             t0 = time.perf_counter()
-            client.get_object(Bucket=s.bucket, Key=payload_key(rid),
+            client.get_object(Bucket=s.bucket, Key=Archive.payload_key(rid),
                               Range=f"bytes={start}-{start + 2 * ENC_CHUNK_SIZE - 1}")["Body"].read()
             times.append((time.perf_counter() - t0) * 1000)
     finally:

@@ -171,7 +171,14 @@ class BlobStream(Protocol):
 
 @runtime_checkable
 class BlobStore(Protocol):
-    """What the archiver and the retrieval tier need from a store. All methods block."""
+    """What the archiver and the retrieval tier need from a store. All methods block.
+
+    ``part_size`` is the size of the parts a large ``put`` is written in (at least
+    ``MIN_PART_SIZE``); the archiver takes its per-part digests at that size while
+    encrypting, so the store hashes nothing again.
+    """
+
+    part_size: int
 
     def put(self, key: str, source: BinaryIO | bytes, *, size: int | None = None, sha256: str,
             retention: Retention | None = None, tags: dict[str, str] | None = None,
@@ -191,7 +198,12 @@ class BlobStore(Protocol):
         are a ``ValueError``.
         """
 
-    def head(self, key: str, version_id: str | None = None) -> ObjectInfo: ...
+    def head(self, key: str, version_id: str | None = None, *, tags: bool = True) -> ObjectInfo:
+        """Size, SHA-256, version, retention, legal hold and (with ``tags``) tags.
+
+        ``tags=False`` lets a store skip work only tags need (S3: a second request,
+        ~50 ms on RGW, several times the HEAD); ``ObjectInfo.tags`` may then be empty.
+        """
 
     def get(self, key: str, version_id: str | None = None,
             byte_range: tuple[int, int] | None = None) -> bytes:

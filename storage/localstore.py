@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from storage.blobstore import (
+    MIN_PART_SIZE,
     MiB,
     ObjectInfo,
     PartDigests,
@@ -112,8 +113,11 @@ class _FileStream:
 class LocalStore:
     """``BlobStore`` on a local filesystem. ``root`` must be made by ``LocalStore.create``."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, part_size: int = MIN_PART_SIZE):
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
         self.root = Path(root)
+        self.part_size = part_size
         self._objects = self.root / "objects"
         self._tmp = self.root / "tmp"
 
@@ -335,8 +339,8 @@ class LocalStore:
 
     # -- reading ---------------------------------------------------------------------
 
-    def head(self, key: str, version_id: str | None = None) -> ObjectInfo:
-        validate_key(key)
+    def head(self, key: str, version_id: str | None = None, *, tags: bool = True) -> ObjectInfo:
+        validate_key(key)  # tags live in the same metadata file: no cost to skip
         with self._os_errors("head", key):
             path = self._version_path(key, version_id)
             meta = self._read_meta(path, key)

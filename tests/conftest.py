@@ -72,8 +72,8 @@ def appliance(lab_state: LabState, tmp_path):
 
     from agi.policy import parse_policy
     from appliance import config as cfg
-    from appliance.archivecli import init_stores
-    from appliance.labcli import dev_config
+    from appliance.compose import init_archive
+    from appliance.lab.devsetup import dev_config
     from appliance.service import build_app
     from storage import keys
     from storage.crypto import Identity
@@ -92,7 +92,7 @@ def appliance(lab_state: LabState, tmp_path):
     private = {"spool.dir": str(spool), "spool.asterisk_dir": f"{lab_state.spool_inside}/{sub}",
                "spool.scan_interval": 3600.0}
 
-    init_stores(cfg.load(tmp_path / "callvault.toml", env={}, check_paths=False))
+    init_archive(cfg.load(tmp_path / "callvault.toml", env={}, check_paths=False))
 
     @contextlib.asynccontextmanager
     async def start(rules: list[dict] | None = None, **overrides):

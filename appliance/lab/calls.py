@@ -12,8 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 from agi.ami import AmiClient, AmiEvent
-
-from .harness import LAB_CONTEXT
+from agi.dialplan import LAB_CONTEXT
 
 
 @dataclass

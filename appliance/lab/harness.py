@@ -14,11 +14,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agi.dialplan import LAB_CONTEXT
+
 from . import rootfs
 from .asterisk import LabAsterisk, free_port
 from .ceph import LabRgw, S3Endpoint
 
-LAB_CONTEXT = "callvault-lab"
 LAB_TALK_CONTEXT = "callvault-lab-talk"
 PRODUCT_AMI_USER = "callvault"
 
@@ -30,7 +31,7 @@ def lab_dialplan(agi_port: int) -> str:
     The extension is the DID. After consent the call stays up (the Local
     channel's other half is the caller, and decides when the call ends).
     """
-    from agi.dialplan import CONSENT_CONTEXT, consent_context  # appliance may import agi
+    from agi.dialplan import CONSENT_CONTEXT, consent_context
 
     agi = f"agi://127.0.0.1:{agi_port}"
     return consent_context(agi) + f"""

@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from agi import dialplan
+from agi.dialplan import LAB_CONTEXT
 from agi.errors import AgiError
-from appliance.lab.harness import LAB_CONTEXT
 from storage.errors import StorageError
 from storage.keys import load_recipients
 
@@ -48,15 +48,9 @@ class Admin:
     async def storage(self) -> dict[str, Any]:
         if time.monotonic() - self._storage_at < STORAGE_CHECK_EVERY:
             return self._storage
-        retrieval = self.app[W.retrieval]
-
-        def check() -> None:
-            for store in retrieval.stores():
-                store.check_setup()
-
         try:
-            await asyncio.wait_for(asyncio.to_thread(check), STORAGE_CHECK_TIMEOUT)
-            result = {"reachable": True, "detail": "payload and key stores answer"}
+            await asyncio.wait_for(asyncio.to_thread(self.app[K.archive].check_setup), STORAGE_CHECK_TIMEOUT)
+            result = {"reachable": True, "detail": "payload and header stores answer"}
         except (StorageError, OSError, ValueError) as e:
             result = {"reachable": False, "detail": str(e)}
         except asyncio.TimeoutError:

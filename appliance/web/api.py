@@ -17,7 +17,6 @@ from aiohttp import web
 from agi import variables as v
 from agi.controls import ControlError, set_paused
 from agi.errors import AmiError
-from archiver.retention import RetentionSweeper
 from storage.catalog import STATES, Recording
 from storage.crypto import Manifest
 from storage.errors import NotFound, PermanentError, RetryableError, StorageError
@@ -207,9 +206,7 @@ async def legal_hold(request: web.Request) -> web.Response:
                                                    "reason": reason, "via": "web", "session": session.id[:16]},
                               call_id=rec.linkedid or None, recording_id=rid)
     try:
-        payload, keys = await asyncio.to_thread(app[W.retrieval].stores)
-        sweeper = RetentionSweeper(catalog, ledger, payload, keys)
-        rec = await asyncio.to_thread(sweeper.set_legal_hold, rid, body["on"], actor)
+        rec = await asyncio.to_thread(app[K.sweeper].set_legal_hold, rid, body["on"], actor)
     except NotFound:
         return error(404, "no such recording")
     except RetryableError as e:

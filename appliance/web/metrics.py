@@ -13,6 +13,7 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
+from archiver.archive import Archive
 from storage.catalog import ACTIVE, STATES, Catalog
 
 LATENCY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -42,16 +43,20 @@ class Histogram:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, archive: Archive | None = None) -> None:
+        self.archive = archive
         self.calls = 0
         self.consent: Counter[str] = Counter()
         self.pauses: Counter[str] = Counter()
         self.playback_requests = 0
-        self.playback_fetched_bytes = 0
         self.playback_served_bytes = 0
         self.archive_latency = Histogram()
         self._archived_after = 0.0
         self._lock = asyncio.Lock()
+
+    @property
+    def playback_fetched_bytes(self) -> int:
+        return self.archive.ranged_read_bytes if self.archive is not None else 0
 
     async def render(self, *, catalog: Catalog | None, ami_connected: bool, agi: dict, archiver: dict,
                      live_calls: int) -> str:

@@ -22,9 +22,7 @@ age file can still be downloaded (it needs no key).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -32,16 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.archivecli import build_stores
-from storage.blobstore import BlobStore
+from archiver.archive import Archive, ManifestMismatch, Opened, Shredded
 from storage.catalog import Catalog, Recording
-from storage.crypto import CHUNK_SIZE, Decryptor, Identity, Manifest, NoMatchingIdentity, plaintext_range_to_chunks
+from storage.crypto import CHUNK_SIZE, Identity, Manifest, NoMatchingIdentity
 from storage.errors import NotFound, StorageError
 from storage.keys import load_identities
 from storage.ledger import Entry, Ledger
 from storage.users import Session
-
-from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +45,6 @@ DOWNLOAD_TTL = 300.0
 FIRST_WINDOW = 2  # chunks (128 KiB): the first bytes after a seek come back fast
 WINDOW = 16  # chunks (1 MiB): the most one ranged GET asks for, reached by doubling
 CACHE_SIZE = 32
-NONCE_SIZE = 16
 
 
 class Refused(Exception):
@@ -62,11 +56,10 @@ class Refused(Exception):
 
 
 @dataclass
-class Opened:
-    rec: Recording
-    manifest: Manifest
-    decryptor: Decryptor
-    nonce: bytes
+class Grant:
+    """A recording opened for one grant, until the grant expires."""
+
+    opened: Opened
     expires_at: float
 
 
@@ -98,20 +91,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 class Retrieval:
-    def __init__(self, config: Any, catalog: Catalog, ledger: Ledger, metrics: Metrics):
-        self.config, self.catalog, self.ledger, self.metrics = config, catalog, ledger, metrics
+    def __init__(self, config: Any, catalog: Catalog, ledger: Ledger, archive: Archive):
+        self.config, self.catalog, self.ledger, self.archive = config, catalog, ledger, archive
         self.identities: list[Identity] | None = None
         self.refusal = ""
-        self._stores: tuple[BlobStore, BlobStore] | None = None
-        self._stores_lock = threading.Lock()
-        self._opened: OrderedDict[tuple[str, int], Opened] = OrderedDict()
+        self._opened: OrderedDict[tuple[str, int], Grant] = OrderedDict()
 
     # -- set-up ---------------------------------------------------------------------------
     async def start(self) -> None:
-        try:  # boto3 clients take ~100 ms to make: not on the first playback's clock
-            await asyncio.to_thread(self.stores)
-        except (StorageError, OSError, ValueError) as e:
-            log.warning("archive storage not usable yet (tried again on first use): %s", e)
         web = self.config.web
         path = web.identity_file
         if not path:
@@ -133,19 +120,8 @@ class Retrieval:
     def fingerprints(self) -> list[str]:
         return [i.fingerprint for i in self.identities or []]
 
-    def stores(self) -> tuple[BlobStore, BlobStore]:
-        """(payload store, key store), made on first use (blocking)."""
-        with self._stores_lock:
-            if self._stores is None:
-                self._stores = build_stores(self.config)
-            return self._stores
-
     def close(self) -> None:
         self._opened.clear()
-        if self._stores is not None:
-            for store in self._stores:
-                store.close()
-            self._stores = None
 
     # -- grants ---------------------------------------------------------------------------
     async def archived(self, recording_id: str) -> Recording:
@@ -185,73 +161,50 @@ class Retrieval:
         return None
 
     # -- reading ----------------------------------------------------------------------------
-    def _get(self, store: BlobStore, key: str, version: str | None, start: int, stop: int) -> bytes:
-        data = store.get(key, version, byte_range=(start, stop))
-        self.metrics.playback_fetched_bytes += len(data)
-        return data
-
-    def _open(self, rec: Recording, expires_at: float) -> Opened:
-        payload, keys = self.stores()
-        m = Manifest.from_json(rec.manifest)
+    def _open(self, rec: Recording) -> Opened:
         try:
-            header = keys.get(rec.header_key)
-        except NotFound:
+            return self.archive.open(rec, self.identities or [])
+        except Shredded:
             raise Refused(410, "the recording's key was destroyed (crypto-shredded); it cannot be played") from None
-        if hashlib.sha256(header).hexdigest() != m.header_sha256:
-            raise Refused(500, "the stored header does not match the catalog's manifest")
-        try:
-            decryptor = Decryptor(header, self.identities or [])
+        except ManifestMismatch:
+            raise Refused(500, "the stored header does not match the catalog's manifest") from None
         except NoMatchingIdentity:
+            m = Manifest.from_json(rec.manifest)
             raise Refused(409, f"this node's key ({', '.join(self.fingerprints)}) is not a recipient of this "
                           f"recording (encrypted to {', '.join(m.recipient_fingerprints)})") from None
-        nonce = self._get(payload, rec.object_key, rec.version_id or None, 0, NONCE_SIZE)
-        return Opened(rec, m, decryptor, nonce, expires_at)
 
     async def open(self, rec: Recording, grant: Entry) -> Opened:
         if self.identities is None:
             raise Refused(409, self.refusal)
         key = (rec.recording_id, grant.seq)
-        opened = self._opened.get(key)
-        if opened is None or opened.expires_at <= time.time():
-            opened = await asyncio.to_thread(self._open, rec, float(grant.data["expires_at"]))
-            self._opened[key] = opened
+        held = self._opened.get(key)
+        if held is None or held.expires_at <= time.time():
+            held = Grant(await asyncio.to_thread(self._open, rec), float(grant.data["expires_at"]))
+            self._opened[key] = held
             while len(self._opened) > CACHE_SIZE:
                 self._opened.popitem(last=False)
         self._opened.move_to_end(key)
-        return opened
-
-    def _window(self, o: Opened, pos: int, stop: int) -> bytes:
-        span = plaintext_range_to_chunks(pos, stop, o.manifest.payload_size)
-        data = self._get(self.stores()[0], o.rec.object_key, o.rec.version_id or None,
-                         span.payload_start, span.payload_end)
-        plain = o.decryptor.decrypt_chunks(data, span.first_chunk, span.includes_last, nonce=o.nonce)
-        base = span.first_chunk * CHUNK_SIZE
-        return plain[pos - base:stop - base]
+        return held.opened
 
     async def plaintext(self, o: Opened, start: int, end: int) -> AsyncIterator[bytes]:
         """Plaintext bytes [start, end] (inclusive), window by window."""
         pos, stop, chunks = start, end + 1, FIRST_WINDOW
         while pos < stop:
             window_end = min(stop, (pos // CHUNK_SIZE + chunks) * CHUNK_SIZE)
-            yield await asyncio.to_thread(self._window, o, pos, window_end)
+            yield await asyncio.to_thread(self.archive.read, o, pos, window_end)
             # Windows grow while the reader keeps reading: a seek that abandons this
             # response wastes at most the window in flight.
             pos, chunks = window_end, min(WINDOW, chunks * 2)
 
     async def ciphertext(self, rec: Recording) -> tuple[int, AsyncIterator[bytes]]:
         """The original age file (header || payload): size and pieces; no key is used."""
-        payload, keys = await asyncio.to_thread(self.stores)
-        m = Manifest.from_json(rec.manifest)
         try:
-            header = await asyncio.to_thread(keys.get, rec.header_key)
-        except NotFound:
+            size, pieces = await asyncio.to_thread(self.archive.ciphertext, rec, WINDOW * (CHUNK_SIZE + 16))
+        except Shredded:
             raise Refused(410, "the recording's key was destroyed (crypto-shredded)") from None
 
-        async def pieces() -> AsyncIterator[bytes]:
-            yield header
-            step = WINDOW * (CHUNK_SIZE + 16)
-            for pos in range(0, m.payload_size, step):
-                yield await asyncio.to_thread(self._get, payload, rec.object_key, rec.version_id or None,
-                                              pos, min(m.payload_size, pos + step))
+        async def stream() -> AsyncIterator[bytes]:
+            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+                yield piece
 
-        return len(header) + m.payload_size, pieces()
+        return size, stream()

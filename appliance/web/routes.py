@@ -117,12 +117,12 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
 
 
 async def _web_state(app: web.Application) -> AsyncIterator[None]:
-    metrics_ = Metrics()
+    metrics_ = Metrics(app[K.archive])
     app[W.metrics] = metrics_
     app[W.throttle] = LoginThrottle()
     users = await asyncio.to_thread(Users, app[K.db])
     app[W.users] = users
-    retrieval = Retrieval(app[K.config], app[K.catalog], app[K.ledger], metrics_)
+    retrieval = Retrieval(app[K.config], app[K.catalog], app[K.ledger], app[K.archive])
     await retrieval.start()
     app[W.retrieval] = retrieval
     live = LiveCalls(users=users, catalog=app[K.catalog], ledger=app[K.ledger], metrics=metrics_)
@@ -131,7 +131,7 @@ async def _web_state(app: web.Application) -> AsyncIterator[None]:
     app[W.admin] = Admin(app)
     yield
     await live.stop()
-    await asyncio.to_thread(retrieval.close)
+    retrieval.close()
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from agi.classic import PystSession, classic_environment
 from agi.errors import AgiHangup, AgiTimeout, CommandFailed, LocalProtocolError, ProtocolError
-from appliance.classicagi import UsageError, parse_argv, prompt_resolver
+from appliance.classicagi import UsageError, parse_argv
+from appliance.compose import prompt_resolver
 from appliance.lab.asterisk import AsteriskPaths
 from appliance.lab.calls import CallDriver
 from appliance.lab.classic import ClassicAgiError, _plan, classic_agi

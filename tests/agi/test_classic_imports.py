@@ -15,7 +15,8 @@ def test_consent_path_does_not_import_pydub():
         "import appliance.classicagi as c\n"
         "from agi.handlers import consent, revoke, status\n"
         "from announcements.library import resolve\n"
-        "c.prompt_resolver('/nonexistent')\n"
+        "import appliance.compose\n"
+        "appliance.compose.prompt_resolver('/nonexistent')\n"
         "print(sorted(m for m in sys.modules if m == 'pydub' or m.startswith('pydub.')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

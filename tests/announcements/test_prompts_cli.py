@@ -7,10 +7,11 @@ import pytest
 
 from announcements import cli
 from announcements.library import Progress
+from appliance.cli import main as callvault
 
 
 def run(argv, capsys):
-    code = cli.main(argv)
+    code = callvault(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -20,7 +21,7 @@ def test_wires_into_a_parent_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     cli.add_prompts_commands(sub, library_default="/srv/prompts")
     args = parser.parse_args(["prompts", "install", "--sounds-dir", "/usr/share/asterisk/sounds"])
-    assert args.func is cli.run_prompts
+    assert args.fn is cli.run_prompts
     assert args.library == "/srv/prompts" and args.sounds_dir == "/usr/share/asterisk/sounds"
     args = parser.parse_args(["prompts", "build", "--lang", "af", "--lang", "tn"])
     assert args.lang == ["af", "tn"] and args.force is False
@@ -105,11 +106,11 @@ def test_as_a_program(tmp_path):
     empty = tmp_path / "empty.mp3"
     empty.write_bytes(b"")
     proc = subprocess.run(
-        [sys.executable, "-m", "announcements.cli", "prompts", "import", "en", "will-record", str(empty),
+        [sys.executable, "-m", "appliance", "prompts", "import", "en", "will-record", str(empty),
          "--library", str(tmp_path / "lib")],
         capture_output=True, text=True,
     )
     assert proc.returncode == 2
     assert proc.stderr == f"callvault prompts: error: {empty}: is empty (0 bytes)\n"
-    usage = subprocess.run([sys.executable, "-m", "announcements.cli", "prompts"], capture_output=True, text=True)
+    usage = subprocess.run([sys.executable, "-m", "appliance", "prompts"], capture_output=True, text=True)
     assert usage.returncode == 2 and "COMMAND" in usage.stderr

@@ -60,14 +60,14 @@ def test_rgw_object_lock_round_trip_and_refused_delete(s3_client):
 
 
 def test_dev_users_are_made_once_with_working_passwords(tmp_path):
-    from appliance.labcli import DEV_USERS, _dev_users
+    from appliance.lab.devsetup import DEV_USERS, dev_users
     from storage.db import open_database
     from storage.users import Users
 
-    logins = _dev_users(tmp_path)
+    logins = dev_users(tmp_path)
     assert logins.stat().st_mode & 0o777 == 0o600
     first = logins.read_text()
-    assert _dev_users(tmp_path) == logins and logins.read_text() == first  # nothing added twice
+    assert dev_users(tmp_path) == logins and logins.read_text() == first  # nothing added twice
     pairs = [line.split() for line in first.splitlines()]
     assert [name for name, _ in pairs] == [name for name, _, _ in DEV_USERS]
     db = open_database(f"sqlite:///{tmp_path / 'callvault.db'}")

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from appliance import config as cfg
-from appliance.archivecli import init_stores
+from appliance.compose import init_archive
 from appliance.lab.asterisk import free_port
-from appliance.labcli import dev_config
+from appliance.lab.devsetup import dev_config
 from storage import keys
 from storage.crypto import Identity
 
@@ -38,7 +38,7 @@ def config_file(lab_state, tmp_path) -> Path:
     (tmp_path / "ami.secret").write_text(lab_state.product_ami_secret)
     path = tmp_path / "callvault.toml"
     path.write_text(dev_config(lab_state, tmp_path, free_port(), str(identity.recipient)))
-    init_stores(cfg.load(path, env={}, check_paths=False))
+    init_archive(cfg.load(path, env={}, check_paths=False))
     return path
 
 

@@ -1,6 +1,6 @@
 """Fixtures for the archiver: a catalog, a ledger, two stores and a spool to archive from.
 
-``archive_env`` is one archiver's world on local stores; ``make_env(payload, keys)``
+``archive_env`` is one archiver's world on local stores; ``make_env(payload, headers)``
 builds the same around other stores (the real RGW). ``Env.recording()`` plays the
 consent handler and MixMonitor: a ledger consent entry, a catalog row and a WAV file
 (with its ``.done`` marker) in the spool.
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.pipeline import Backoff, Pipeline, header_key, payload_key
+from archiver.archive import Archive
+from archiver.pipeline import Backoff, Pipeline
 from archiver.retention import RetentionPolicy, RetentionRule
 from archiver.spool import SpoolRules
 from storage.catalog import Catalog, Recording
@@ -47,7 +48,7 @@ TEST_RETENTION = RetentionPolicy({
 
 
 class Env:
-    def __init__(self, root: Path, identity: Identity, payload, keys, **pipeline_kw):
+    def __init__(self, root: Path, identity: Identity, payload, headers, **pipeline_kw):
         self.root = root
         self.identity = identity
         self.spool = root / "spool"
@@ -55,7 +56,7 @@ class Env:
         self.db = open_database(f"sqlite:///{root / 'callvault.db'}")
         self.catalog = Catalog(self.db)
         self.ledger = Ledger(self.db)
-        self.payload, self.keys = payload, keys
+        self.payload, self.headers = payload, headers
         self.wavs: dict[str, bytes] = {}
         self.pipeline = self.make_pipeline(**pipeline_kw)
 
@@ -64,8 +65,7 @@ class Env:
         kw.setdefault("spool_rules", SpoolRules(settle=0.2, quiet=1.0, missing_grace=0.5))
         kw.setdefault("backoff", Backoff(base=0.01, cap=0.05))
         kw.setdefault("max_attempts", 5)
-        kw.setdefault("payload_store", self.payload)
-        kw.setdefault("key_store", self.keys)
+        kw.setdefault("archive", self.archive())
         return Pipeline(catalog=self.catalog, ledger=self.ledger, recipients=[self.identity.recipient],
                         work_dir=self.spool / ".callvault-work", **kw)
 
@@ -130,8 +130,12 @@ class Env:
 
     write_wav = staticmethod(write_wav)
     Crash = SimulatedCrash
-    payload_key = staticmethod(payload_key)
-    header_key = staticmethod(header_key)
+    payload_key = staticmethod(Archive.payload_key)
+    header_key = staticmethod(Archive.header_key)
+
+    def archive(self, payload=None, headers=None) -> Archive:
+        """An Archive on this Env's stores, or on others put in their place."""
+        return Archive(payload or self.payload, headers or self.headers)
 
     def close(self) -> None:
         self.db.close()
@@ -145,8 +149,8 @@ def identity() -> Identity:
 @pytest.fixture
 def archive_env(tmp_path, identity):
     payload = LocalStore.create(tmp_path / "archive" / "payload")
-    keys = LocalStore.create(tmp_path / "archive" / "keys")
-    env = Env(tmp_path, identity, payload, keys)
+    headers = LocalStore.create(tmp_path / "archive" / "keys")
+    env = Env(tmp_path, identity, payload, headers)
     yield env
     env.close()
 
@@ -154,11 +158,11 @@ def archive_env(tmp_path, identity):
 
 @pytest.fixture
 def make_env(tmp_path, identity):
-    """``make_env(payload_store, key_store, **pipeline_kw)``: an Env around other stores."""
+    """``make_env(payload_store, header_store, **pipeline_kw)``: an Env around other stores."""
     envs = []
 
-    def make(payload, keys, **kw) -> Env:
-        env = Env(tmp_path / f"env{len(envs)}", identity, payload, keys, **kw)
+    def make(payload, headers, **kw) -> Env:
+        env = Env(tmp_path / f"env{len(envs)}", identity, payload, headers, **kw)
         envs.append(env)
         return env
 
@@ -178,7 +182,7 @@ def rgw_settings(lab_state):
 
 @pytest.fixture
 def rgw_buckets(rgw_settings):
-    """``rgw_buckets(settings=None, lock=True) -> (payload_store, key_store)`` on two new
+    """``rgw_buckets(settings=None, lock=True) -> (payload_store, header_store)`` on two new
     buckets. Locked objects stay behind: the lab's memstore dies with the lab."""
     from storage.s3store import S3Store
 
@@ -187,12 +191,12 @@ def rgw_buckets(rgw_settings):
     def make(settings=None, *, lock: bool = True):
         name = f"cva-{secrets.token_hex(6)}"
         payload = S3Store(settings or rgw_settings, name, object_lock=lock)
-        keys = S3Store(settings or rgw_settings, name + "-keys", object_lock=False)
-        made.extend([payload, keys])
+        headers = S3Store(settings or rgw_settings, name + "-keys", object_lock=False)
+        made.extend([payload, headers])
         payload.create_bucket(lock=lock)
-        keys.create_bucket(lock=False)
+        headers.create_bucket(lock=False)
         payload.object_lock = True  # what the archiver demands of a payload bucket
-        return payload, keys
+        return payload, headers
 
     yield make
     for store in made:

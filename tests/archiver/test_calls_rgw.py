@@ -28,12 +28,12 @@ ACTIVE = {"pending", "encrypting", "uploading", "verifying"}
 @pytest.fixture
 def on_rgw(rgw_buckets, lab_state):
     """Config overrides that put the appliance's archive on two new RGW buckets."""
-    payload, key_store = rgw_buckets()
+    payload, header_store = rgw_buckets()
     e = lab_state.s3_endpoint
     overrides = {"storage.backend": "s3", "storage.endpoint_url": e.endpoint_url, "storage.region": e.region,
-                 "storage.bucket": payload.bucket, "storage.key_bucket": key_store.bucket,
+                 "storage.bucket": payload.bucket, "storage.key_bucket": header_store.bucket,
                  "storage.access_key_id": e.access_key_id, "storage.secret_access_key": e.secret_access_key}
-    return overrides, payload, key_store
+    return overrides, payload, header_store
 
 
 async def consented_call(app, ami, calls, spool: Path, keep: Path):
@@ -63,14 +63,14 @@ def age_decrypt(s3_client, rec, payload_bucket: str, key_bucket: str, identity: 
 
 async def test_consented_call_lands_in_rgw_locked_tagged_and_age_gives_back_mixmonitors_bytes(
         appliance, on_rgw, ami, calls, s3_client, tmp_path):
-    overrides, payload, key_store = on_rgw
+    overrides, payload, header_store = on_rgw
     async with appliance(rules=[OPT_IN], **overrides) as app:
         kept = tmp_path / "mixmonitor.wav"
         rid = await consented_call(app, ami, calls, appliance.spool, kept)
         await wait_state(app, rid, "archived")
         rec = app[K.catalog].get(rid)
 
-    wav = age_decrypt(s3_client, rec, payload.bucket, key_store.bucket, tmp_path / "identity.txt", tmp_path)
+    wav = age_decrypt(s3_client, rec, payload.bucket, header_store.bucket, tmp_path / "identity.txt", tmp_path)
     original = kept.read_bytes()
     assert wav == original and original[:4] == b"RIFF" and len(original) > 8000
     assert not (appliance.spool / f"{rid}.wav").exists() and not (appliance.spool / f"{rid}.wav.done").exists()
@@ -79,7 +79,7 @@ async def test_consented_call_lands_in_rgw_locked_tagged_and_age_gives_back_mixm
 
 async def test_rgw_down_for_two_minutes_while_calls_end_then_the_backlog_drains(
         appliance, on_rgw, lab, ami, calls, s3_client, tmp_path):
-    overrides, payload, key_store = on_rgw
+    overrides, payload, header_store = on_rgw
     async with appliance(rules=[OPT_IN], **overrides) as app:
         archiver = app[K.archiver]
         archiver.probe_interval = 2.0
@@ -116,6 +116,6 @@ async def test_rgw_down_for_two_minutes_while_calls_end_then_the_backlog_drains(
     print(f"backlog of 3 drained {drained:.1f} s after RGW came back")
     for rec, keep in zip(recs, kept):
         assert versions(s3_client, payload.bucket, rec.object_key) == [rec.version_id]
-        wav = age_decrypt(s3_client, rec, payload.bucket, key_store.bucket, tmp_path / "identity.txt", tmp_path)
+        wav = age_decrypt(s3_client, rec, payload.bucket, header_store.bucket, tmp_path / "identity.txt", tmp_path)
         assert wav == keep.read_bytes()
     assert [p.name for p in appliance.spool.iterdir() if p.is_file()] == []

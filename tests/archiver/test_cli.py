@@ -1,8 +1,8 @@
-"""`callvault keys ...` and `callvault recordings ...`, and build_stores/build_archiver."""
+"""`callvault keys ...`, `callvault recordings ...` and `callvault storage init`, and the
+archive parts of the composition root."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import stat
@@ -10,7 +10,8 @@ import stat
 import pytest
 
 from appliance import config as cfg
-from appliance.archivecli import add_archive_commands, build_archiver, build_stores, init_stores
+from appliance import compose
+from appliance.cli import build_parser
 from archiver.errors import SetupError
 from storage import keys
 from storage.catalog import Catalog
@@ -21,9 +22,7 @@ from storage.localstore import LocalStore
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="callvault")
-    add_archive_commands(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     code = args.fn(args)
     out = capsys.readouterr()
     return code, out.out, out.err
@@ -58,14 +57,15 @@ def site(tmp_path, make_env, capsys):
     root = tmp_path / "env0"
     path = write_config(tmp_path, [recipient], root=root)
     config = cfg.load(path, env={}, check_paths=False)
-    init_stores(config)
-    env = make_env(*build_stores(config))
+    compose.init_archive(config)
+    archive = compose.build_archive(config)
+    env = make_env(archive.payload, archive.headers)
     assert env.root == root
-    archiver = build_archiver(config, env.catalog, env.ledger)
+    archiver = compose.build_archiver(config, env.catalog, env.ledger, archive)
     rids = [env.recording(100_000 + i) for i in range(2)]
     for rid in rids:
         assert archiver.pipeline.process(env.catalog.get(rid)).kind == "archived"
-    archiver.pipeline.close()
+    archive.close()
     yield path, config, rids, env
 
 
@@ -165,16 +165,17 @@ def test_recordings_adopt_queues_an_unknown_file(site, capsys):
 def test_storage_init_makes_the_local_stores_that_serve_refuses_without(tmp_path, identity, capsys):
     path = write_config(tmp_path, [str(identity.recipient)])
     config = cfg.load(path, env={}, check_paths=False)
-    payload, key_store = build_stores(config)
+    archive = compose.build_archive(config)
+    payload, header_store = archive.payload, archive.headers
     assert isinstance(payload, LocalStore) and payload.root == tmp_path / "archive" / "payload"
-    assert key_store.root == tmp_path / "archive" / "keys"
+    assert header_store.root == tmp_path / "archive" / "keys"
     with pytest.raises(StorageError, match="callvault storage init"):
         payload.check_setup()  # never created behind the administrator's back
     assert not (tmp_path / "archive").exists()
     code, out, _ = run(capsys, "storage", "init", "-c", str(path))
     assert code == 0 and f"payload: {tmp_path / 'archive' / 'payload'}" in out
     payload.check_setup()
-    key_store.check_setup()
+    header_store.check_setup()
     assert run(capsys, "storage", "init", "-c", str(path))[0] == 0  # idempotent
 
 
@@ -184,12 +185,13 @@ def test_missing_recipients_and_unknown_retention_classes_are_refused(tmp_path, 
         catalog, ledger = Catalog(db), Ledger(db)
         config = cfg.load(write_config(tmp_path, []), env={}, check_paths=False)
         with pytest.raises(SetupError, match=r"\[archive\] recipients"):
-            build_archiver(config, catalog, ledger)
+            compose.build_archiver(config, catalog, ledger, compose.build_archive(config))
         rules = '[[consent.rules]]\nname = "sales"\nretention = "sales-2y"\n'
         with pytest.raises(cfg.ConfigError, match="rule 'sales' retention = 'sales-2y': no such retention class"):
             cfg.load(write_config(tmp_path, [str(identity.recipient)], rules), env={}, check_paths=False)
         config = cfg.load(write_config(tmp_path, [str(identity.recipient)], rules), env={}, check_paths=False,
                           overrides={"archive.retention": ["sales-2y=GOVERNANCE:2y"]})
-        assert build_archiver(config, catalog, ledger).rule_retention["sales"] == "sales-2y"
+        archiver = compose.build_archiver(config, catalog, ledger, compose.build_archive(config))
+        assert archiver.rule_retention["sales"] == "sales-2y"
     finally:
         db.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from appliance.lab.asterisk import free_port
-from appliance.labcli import dev_config
+from appliance.lab.devsetup import dev_config
 from storage import keys
 
 pytestmark = [pytest.mark.s3, pytest.mark.asterisk]
@@ -30,26 +30,26 @@ MiB = 1 << 20
 
 @pytest.fixture
 def site(lab_state, tmp_path, rgw_buckets, make_env, identity):
-    payload, key_store = rgw_buckets()
+    payload, header_store = rgw_buckets()
     (tmp_path / "ami.secret").write_text(lab_state.product_ami_secret)
     keys.write_identity(tmp_path / "identity.txt", identity)
     text = dev_config(lab_state, tmp_path, free_port(), str(identity.recipient))
     e = lab_state.s3_endpoint
-    env = make_env(payload, key_store)  # for its catalog, ledger and recording factory
+    env = make_env(payload, header_store)  # for its catalog, ledger and recording factory
     text = re.sub(r"\[spool\]\n(.*\n)*?\n", f'[spool]\ndir = "{env.spool}"\nscan_interval = 1.0\n\n', text)
     text = re.sub(r"\[storage\]\n(.*\n)*?\n", f"""[storage]
 backend = "s3"
 endpoint_url = "{e.endpoint_url}"
 region = "{e.region}"
 bucket = "{payload.bucket}"
-key_bucket = "{key_store.bucket}"
+key_bucket = "{header_store.bucket}"
 access_key_id = "{e.access_key_id}"
 secret_access_key = "{e.secret_access_key}"
 
 """, text)
     text = re.sub(r'url = "sqlite:///.*"', f'url = "sqlite:///{env.root / "callvault.db"}"', text)
     (tmp_path / "callvault.toml").write_text(text)
-    return tmp_path / "callvault.toml", env, payload, key_store
+    return tmp_path / "callvault.toml", env, payload, header_store
 
 
 def start_serve(config: Path, log: Path, **env: str) -> subprocess.Popen:
@@ -78,7 +78,7 @@ def versions(s3_client, bucket: str, key: str) -> int:
 
 @pytest.mark.parametrize("point", ["encrypting", "uploading", "uploaded", "verified"])
 def test_kill_9_mid_archive_then_restart_archives_everything_once(site, s3_client, tmp_path, point):
-    config, env, payload, key_store = site
+    config, env, payload, header_store = site
     rids = [env.recording(20 * MiB, state="recording"), env.recording(300_000, state="recording"),
             env.recording(300_000, state="recording")]
     hooks = tmp_path / "hooks"
@@ -119,7 +119,7 @@ def test_kill_9_mid_archive_then_restart_archives_everything_once(site, s3_clien
     for rid in rids:
         rec = env.catalog.get(rid)
         assert versions(s3_client, payload.bucket, rec.object_key) == 1, (rid, before[rid])
-        assert versions(s3_client, key_store.bucket, rec.header_key) == 1, (rid, before[rid])
+        assert versions(s3_client, header_store.bucket, rec.header_key) == 1, (rid, before[rid])
         assert payload.head(rec.object_key).sha256 == rec.manifest.split('"payload_sha256":"')[1][:64]
         assert len(env.ledger.find(recording_id=rid, kind="archive")) == 1
     assert env.spool_files() == [] and env.work_files() == []

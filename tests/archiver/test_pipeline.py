@@ -46,11 +46,11 @@ def assert_archived_once(env, rid):
     rec = env.catalog.get(rid)
     assert rec.state == "archived", rec.last_error
     assert env.versions(env.payload, env.payload_key(rid)) == 1
-    assert env.versions(env.keys, env.header_key(rid)) == 1
+    assert env.versions(env.headers, env.header_key(rid)) == 1
     assert env.kinds(rid).count("archive") == 1
     assert not [n for n in env.spool_files() if n.startswith(rid)]
     assert not [n for n in env.work_files() if n.startswith(rid)]
-    header = env.keys.get(rec.header_key)
+    header = env.headers.get(rec.header_key)
     payload = env.payload.get(rec.object_key, rec.version_id)
     assert Decryptor(header, [env.identity]).decrypt(payload) == env.wavs[rid]
     return rec
@@ -72,7 +72,7 @@ def test_happy_path_archives_verifies_and_cleans_up(archive_env):
     assert abs((info.retention.until - expected).total_seconds()) <= 1
     assert rec.retain_until == info.retention.until.timestamp()
     assert info.tags == {"retention": "default", "consent": "granted", "jurisdiction": "ZA"}
-    assert env.keys.head(rec.header_key).retention is None  # the header stays deletable
+    assert env.headers.head(rec.header_key).retention is None  # the header stays deletable
     [entry] = env.ledger.find(recording_id=rid, kind="archive")
     assert entry.data["payload_sha256"] == m.payload_sha256 and entry.data["version_id"] == rec.version_id
     assert "27215550" not in json.dumps(info.tags)  # no personal data in tags
@@ -115,9 +115,9 @@ def test_crash_at_each_step_resumes_without_duplicates(archive_env, point):
 
 def test_crash_during_header_upload_then_resume(archive_env):
     env = archive_env
-    faulty = FaultyStore(env.keys)
+    faulty = FaultyStore(env.headers)
     faulty.faults[("put", "hdr/")] = [env.Crash("header put")]
-    env.pipeline = env.make_pipeline(key_store=faulty)
+    env.pipeline = env.make_pipeline(archive=env.archive(headers=faulty))
     rid = env.recording()
     with pytest.raises(env.Crash):
         env.process(rid)
@@ -160,7 +160,7 @@ def test_retryable_errors_back_off_then_succeed(archive_env):
     env = archive_env
     faulty = FaultyStore(env.payload)
     faulty.faults[("put", "rec/")] = [RetryableError("503 SlowDown"), RetryableError("connection reset")]
-    env.pipeline = env.make_pipeline(payload_store=faulty, rng=lambda: 1.0, backoff=Backoff(base=2.0, cap=300.0))
+    env.pipeline = env.make_pipeline(archive=env.archive(payload=faulty), rng=lambda: 1.0, backoff=Backoff(base=2.0, cap=300.0))
     rid = env.recording()
     first = env.process(rid)
     rec = env.catalog.get(rid)
@@ -187,7 +187,7 @@ def test_an_outage_never_makes_a_dead_letter(archive_env):
     env = archive_env
     faulty = FaultyStore(env.payload)
     faulty.faults[("put", "rec/")] = [RetryableError(f"outage {i}") for i in range(6)]
-    env.pipeline = env.make_pipeline(payload_store=faulty, max_attempts=3)
+    env.pipeline = env.make_pipeline(archive=env.archive(payload=faulty), max_attempts=3)
     rid = env.recording()
     outcomes = [o.kind for o in env.drive(rid)]
     assert outcomes == ["retry"] * 6 + ["archived"]
@@ -198,7 +198,7 @@ def test_repeated_integrity_errors_make_a_dead_letter(archive_env):
     env = archive_env
     faulty = FaultyStore(env.payload)
     faulty.faults[("put", "rec/")] = [IntegrityError(f"checksum mismatch {i}") for i in range(10)]
-    env.pipeline = env.make_pipeline(payload_store=faulty, max_attempts=3)
+    env.pipeline = env.make_pipeline(archive=env.archive(payload=faulty), max_attempts=3)
     rid = env.recording()
     outcomes = [o.kind for o in env.drive(rid)]
     rec = env.catalog.get(rid)
@@ -213,7 +213,7 @@ def test_permanent_error_fails_at_once(archive_env):
     env = archive_env
     faulty = FaultyStore(env.payload)
     faulty.faults[("put", "rec/")] = [PermanentError("AccessDenied: check the bucket policy")]
-    env.pipeline = env.make_pipeline(payload_store=faulty)
+    env.pipeline = env.make_pipeline(archive=env.archive(payload=faulty))
     rid = env.recording()
     assert env.process(rid).kind == "failed"
     rec = env.catalog.get(rid)
@@ -235,7 +235,7 @@ def test_erase_requested_shreds_and_stores_nothing(archive_env):
     rec = env.catalog.get(rid)
     assert rec.state == "erased" and rec.object_key == "" and rec.header_key == ""
     assert env.spool_files() == [] and env.work_files() == []
-    assert list(env.payload.list()) == [] and list(env.keys.list()) == []
+    assert list(env.payload.list()) == [] and list(env.headers.list()) == []
     [entry] = env.ledger.find(recording_id=rid, kind="erase")
     assert entry.data["payload"] == "none" and entry.data["reason"] == "consent revoked"
 
@@ -250,7 +250,7 @@ def test_erase_after_upload_crypto_shreds_the_locked_payload(archive_env):
     env.pipeline = env.make_pipeline()
     assert env.process(rid).kind == "erased"
     rec = env.catalog.get(rid)
-    assert list(env.keys.list()) == []  # header gone: the payload is unreadable
+    assert list(env.headers.list()) == []  # header gone: the payload is unreadable
     assert list(env.payload.list()) == [env.payload_key(rid)]  # locked, kept for the sweeper
     assert rec.state == "erased" and rec.object_key == env.payload_key(rid) and rec.retain_until
     assert env.ledger.find(recording_id=rid, kind="erase")[0].data["payload"] == "locked"
@@ -323,7 +323,7 @@ def test_part_digests_survive_a_crash_and_are_used_on_resume(archive_env):
             raise env.Crash(p)
 
     recorder = PutRecorder(env.payload)
-    env.pipeline = env.make_pipeline(payload_store=recorder, hook=hook)
+    env.pipeline = env.make_pipeline(archive=env.archive(payload=recorder), hook=hook)
     rid = env.recording(9 * MiB)  # a payload of two 8 MiB parts
     with pytest.raises(env.Crash):
         env.process(rid)
@@ -334,7 +334,7 @@ def test_part_digests_survive_a_crash_and_are_used_on_resume(archive_env):
                                                                                  8 * MiB)
     assert side["sha256"] == _slices_sha256(pay, 8 * MiB) and len(side["sha256"]) == 2
 
-    env.pipeline = env.make_pipeline(payload_store=recorder)  # a new process after the crash
+    env.pipeline = env.make_pipeline(archive=env.archive(payload=recorder))  # a new process after the crash
     env.drive(rid)
     assert_archived_once(env, rid)
     assert [p.sha256 if p else None for p in recorder.parts] == [tuple(side["sha256"])] * 2
@@ -346,7 +346,7 @@ def test_part_digests_that_do_not_belong_to_the_manifest_are_not_used(archive_en
     crashed = []
     recorder = PutRecorder(env.payload)
     env.pipeline = env.make_pipeline(
-        payload_store=recorder,
+        archive=env.archive(payload=recorder),
         hook=lambda p, rec: (crashed.append(p), (_ for _ in ()).throw(env.Crash()))
         if p == "uploading" and not crashed else None)
     rid = env.recording(9 * MiB)
@@ -364,7 +364,7 @@ def test_part_digests_that_do_not_belong_to_the_manifest_are_not_used(archive_en
     else:
         side["sha256"] = side["sha256"][:1]
         side_path.write_text(json.dumps(side))
-    env.pipeline = env.make_pipeline(payload_store=recorder)
+    env.pipeline = env.make_pipeline(archive=env.archive(payload=recorder))
     env.drive(rid)
     rec = assert_archived_once(env, rid)
     assert recorder.parts[-1] is None  # the store hashed the parts itself

@@ -20,7 +20,7 @@ def archived(env, **kw) -> str:
 
 
 def sweeper(env) -> RetentionSweeper:
-    return RetentionSweeper(env.catalog, env.ledger, env.payload, env.keys)
+    return RetentionSweeper(env.catalog, env.ledger, env.archive())
 
 
 def test_policy_defaults_and_overrides():
@@ -51,7 +51,7 @@ def test_expired_recordings_are_deleted_payload_and_header(archive_env):
     time.sleep(max(0.0, rec.retain_until - time.time()) + 0.2)  # the 3 s retention running out
     result = sweeper(env).sweep()
     assert result.deleted == [rid] and result.shredded == []
-    assert list(env.payload.list()) == [env.payload_key(keep)] and list(env.keys.list()) == [env.header_key(keep)]
+    assert list(env.payload.list()) == [env.payload_key(keep)] and list(env.headers.list()) == [env.header_key(keep)]
     rec = env.catalog.get(rid)
     assert rec.state == "erased" and rec.object_key == ""
     [entry] = env.ledger.find(recording_id=rid, kind="retention.delete")
@@ -65,7 +65,7 @@ def test_still_locked_payload_is_crypto_shredded_then_deleted_when_the_lock_ends
     # The catalog's clock says "expired" but the store's lock still holds: shred.
     result = sweeper(env).sweep(now=FAR)
     assert result.shredded == [rid]
-    assert list(env.keys.list()) == [] and list(env.payload.list()) == [env.payload_key(rid)]
+    assert list(env.headers.list()) == [] and list(env.payload.list()) == [env.payload_key(rid)]
     assert env.ledger.find(recording_id=rid, kind="retention.shred")[0].data["payload"] == "locked"
     rec = env.catalog.get(rid)
     assert rec.state == "erased" and rec.object_key == env.payload_key(rid)
@@ -86,7 +86,7 @@ def test_legal_hold_blocks_until_released(archive_env):
         env.payload.delete(rec.object_key)
     env.catalog.update(rid, erase_requested=1)  # an erasure request does not beat a hold
     assert s.sweep(now=FAR).shredded == []
-    assert list(env.keys.list()) == [env.header_key(rid)]
+    assert list(env.headers.list()) == [env.header_key(rid)]
     s.set_legal_hold(rid, False, actor="information-officer")
     assert s.sweep(now=FAR).shredded == [rid]
     kinds = [e.kind for e in env.ledger.find(recording_id=rid)]
@@ -103,7 +103,7 @@ def test_a_hold_placed_on_the_store_directly_is_honoured(archive_env):
     env.payload.set_legal_hold(rec.object_key, True, rec.version_id)
     result = sweeper(env).sweep(now=FAR)
     assert result.held == [rid] and result.shredded == []
-    assert list(env.keys.list()) == [env.header_key(rid)]
+    assert list(env.headers.list()) == [env.header_key(rid)]
 
 
 def test_hold_placed_before_archiving_is_applied_to_the_stored_version(archive_env):
@@ -123,7 +123,7 @@ def test_erase_request_after_archiving_shreds(archive_env):
     assert result.shredded == [rid]
     [entry] = env.ledger.find(recording_id=rid, kind="erase")
     assert entry.data == {**entry.data, "payload": "locked", "header": "deleted", "reason": "erasure requested"}
-    assert list(env.keys.list()) == []
+    assert list(env.headers.list()) == []
 
 
 def test_erase_request_on_a_held_recording_archives_it_held_until_release(archive_env):

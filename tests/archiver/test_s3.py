@@ -21,20 +21,20 @@ MiB = 1 << 20
 
 
 def test_archive_to_rgw_locked_tagged_and_readable_by_age(make_env, rgw_buckets, s3_client, tmp_path):
-    payload, key_store = rgw_buckets()
-    env = make_env(payload, key_store)
+    payload, header_store = rgw_buckets()
+    env = make_env(payload, header_store)
     rid = env.recording(20 * MiB)  # multipart: three 8 MiB parts
     assert env.process(rid).kind == "archived"
     rec = env.catalog.get(rid)
 
     assert_locked_default_za(payload, rec, s3_client)
-    assert key_store.head(rec.header_key).retention is None
+    assert header_store.head(rec.header_key).retention is None
 
     identity_file = tmp_path / "identity.txt"
     keys.write_identity(identity_file, env.identity)
     age_file = tmp_path / "recording.age"
     with open(age_file, "wb") as f:
-        f.write(key_store.get(rec.header_key))
+        f.write(header_store.get(rec.header_key))
         with payload.open_stream(rec.object_key, rec.version_id) as stream:
             for chunk in stream:
                 f.write(chunk)
@@ -45,7 +45,7 @@ def test_archive_to_rgw_locked_tagged_and_readable_by_age(make_env, rgw_buckets,
 
 
 def test_rerun_after_upload_does_not_make_a_second_version(make_env, rgw_buckets, s3_client):
-    payload, key_store = rgw_buckets()
+    payload, header_store = rgw_buckets()
     crashed = []
 
     def hook(point, rec):
@@ -53,7 +53,7 @@ def test_rerun_after_upload_does_not_make_a_second_version(make_env, rgw_buckets
             crashed.append(1)
             raise KeyboardInterrupt  # a BaseException: nothing in the pipeline catches it
 
-    env = make_env(payload, key_store, hook=hook)
+    env = make_env(payload, header_store, hook=hook)
     rid = env.recording(9 * MiB)
     with pytest.raises(KeyboardInterrupt):
         env.process(rid)
@@ -65,8 +65,8 @@ def test_rerun_after_upload_does_not_make_a_second_version(make_env, rgw_buckets
 
 
 async def test_payload_bucket_without_object_lock_is_refused_at_start(make_env, rgw_buckets):
-    payload, key_store = rgw_buckets(lock=False)
-    env = make_env(payload, key_store)
+    payload, header_store = rgw_buckets(lock=False)
+    env = make_env(payload, header_store)
     archiver = Archiver(env.spool, catalog=env.catalog, ledger=env.ledger, pipeline=env.pipeline)
     with pytest.raises(SetupError, match="does not have Object Lock enabled"):
         await archiver.start()
@@ -75,7 +75,7 @@ async def test_payload_bucket_without_object_lock_is_refused_at_start(make_env, 
 def test_a_part_changed_on_disk_after_encryption_is_refused_by_rgw(make_env, rgw_buckets, s3_client):
     # The part digests are taken while encrypting and the store hashes nothing itself:
     # RGW refuses the changed part (BadDigest), the job encrypts again, the spool stays.
-    payload, key_store = rgw_buckets()
+    payload, header_store = rgw_buckets()
     flipped = []
 
     def hook(point, rec):
@@ -88,7 +88,7 @@ def test_a_part_changed_on_disk_after_encryption_is_refused_by_rgw(make_env, rgw
                 f.write(bytes([b[0] ^ 0x01]))
             flipped.append(point)
 
-    env = make_env(payload, key_store, hook=hook)
+    env = make_env(payload, header_store, hook=hook)
     rid = env.recording(20 * MiB)
     outcome = env.process(rid)
     rec = env.catalog.get(rid)
@@ -104,5 +104,5 @@ def test_a_part_changed_on_disk_after_encryption_is_refused_by_rgw(make_env, rgw
     assert rec.state == "archived" and rec.attempts == 1
     assert versions(s3_client, payload.bucket, rec.object_key) == [rec.version_id]
     assert not (env.spool / f"{rid}.wav").exists()
-    got = Decryptor(key_store.get(rec.header_key), [env.identity]).decrypt(payload.get(rec.object_key, rec.version_id))
+    got = Decryptor(header_store.get(rec.header_key), [env.identity]).decrypt(payload.get(rec.object_key, rec.version_id))
     assert got == env.wavs[rid]

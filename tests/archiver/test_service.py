@@ -19,7 +19,7 @@ def make_archiver(env, **kw) -> Archiver:
     kw.setdefault("scan_interval", 30.0)
     kw.setdefault("workers", 2)
     return Archiver(env.spool, catalog=env.catalog, ledger=env.ledger, pipeline=kw.pop("pipeline", env.pipeline),
-                    sweeper=RetentionSweeper(env.catalog, env.ledger, env.payload, env.keys),
+                    sweeper=RetentionSweeper(env.catalog, env.ledger, env.archive()),
                     rule_retention={"za-opt-in": "default"}, **kw)
 
 
@@ -220,7 +220,7 @@ async def test_unusable_store_is_a_setup_error(archive_env):
             return getattr(self.inner, name)
 
     broken = Broken(env.payload)
-    archiver = make_archiver(env, pipeline=env.make_pipeline(payload_store=broken))
+    archiver = make_archiver(env, pipeline=env.make_pipeline(archive=env.archive(payload=broken)))
     with pytest.raises(SetupError, match="does not have Object Lock enabled"):
         await archiver.start()
     assert broken.closed

@@ -26,12 +26,11 @@ import pytest
 from aiohttp import web
 
 from appliance import config as cfg
-from appliance.archivecli import build_stores
 from appliance.keys import AppKeys as K
 from appliance.lab.asterisk import free_port
-from appliance.labcli import dev_config
+from appliance.lab.devsetup import dev_config
 from appliance.service import build_app
-from archiver.pipeline import header_key, payload_key
+from archiver.archive import Archive
 from storage import keys
 from storage.catalog import Recording
 from storage.crypto import Identity, encrypt_file
@@ -131,14 +130,10 @@ class Harness:
         tone_wav(wav, seconds)
         hdr, pay = self.tmp / f"{rid}.hdr", self.tmp / f"{rid}.pay"
         m = encrypt_file(wav, hdr, pay, [self.identity.recipient])
-        payload_store, key_store = build_stores(self.config)
-        try:
-            key_store.put(header_key(rid), hdr.read_bytes(), sha256=m.header_sha256)
-            with open(pay, "rb") as f:
-                put = payload_store.put(payload_key(rid), f, size=m.payload_size, sha256=m.payload_sha256)
-        finally:
-            payload_store.close()
-            key_store.close()
+        archive = self.app[K.archive]
+        archive.headers.put(Archive.header_key(rid), hdr.read_bytes(), sha256=m.header_sha256)
+        with open(pay, "rb") as f:
+            put = archive.payload.put(Archive.payload_key(rid), f, size=m.payload_size, sha256=m.payload_sha256)
         pay.unlink()
         start = started_at or time.time() - seconds - 60
         catalog = self.app[K.catalog]
@@ -148,7 +143,7 @@ class Harness:
             caller_hmac=caller_hmac(self.app[K.hmac_key], caller), did=did, agent=agent, rule="za-opt-in",
             jurisdiction="ZA", retention_class="default", consent_state="granted", started_at=start))
         catalog.update(rid, state="archived", ended_at=start + seconds, archived_at=start + seconds + 5,
-                       object_key=payload_key(rid), header_key=header_key(rid), version_id=put.version_id or "",
+                       object_key=Archive.payload_key(rid), header_key=Archive.header_key(rid), version_id=put.version_id or "",
                        manifest=m.to_json())
         return rid, wav
 

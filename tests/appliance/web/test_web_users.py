@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -10,7 +9,7 @@ import time
 
 import pytest
 
-from appliance.userscli import add_user_commands
+from appliance.cli import build_parser
 from storage.db import open_database
 from storage.errors import NotFound
 from storage.users import (SCRYPT_LOG_N, UserError, Users, hash_password, token_hash, verify_hash)
@@ -77,9 +76,7 @@ def test_sessions_store_only_a_hash_and_end_on_disable_expiry_and_idle(users):
 def run(tmp_path, capsys, *argv: str, stdin: str = "") -> tuple[int, str, str]:
     (tmp_path / "callvault.toml").write_text(
         f'[ami]\nsecret = "x"\n[database]\nurl = "sqlite:///{tmp_path / "cv.db"}"\n')
-    parser = argparse.ArgumentParser()
-    add_user_commands(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args([*argv[:2], "-c", str(tmp_path / "callvault.toml"), *argv[2:]])
+    args = build_parser().parse_args([*argv[:2], "-c", str(tmp_path / "callvault.toml"), *argv[2:]])
     import sys
 
     old = sys.stdin

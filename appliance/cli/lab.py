@@ -1,4 +1,4 @@
-"""`callvault lab up|down|call`: the sandbox Asterisk and S3 for people.
+"""`callvault lab up|down|call`: the sandbox Asterisk and S3 for people (appliance/lab/).
 
 `lab up` also writes a development config for `callvault serve` that points at
 the lab Asterisk, uses SQLite and the local encrypted store, and a freshly
@@ -27,52 +27,14 @@ def _port_or_free(preferred: int) -> int:
             return s.getsockname()[1]
 
 
-def dev_config(state, data: Path, web_port: int, recipient: str) -> str:
-    data = data.resolve()
-    return f"""# Development config written by `callvault lab up`; do not use in production.
-[agi]
-listen = "127.0.0.1:{state.agi_port}"
-
-[ami]
-host = "127.0.0.1"
-port = {state.ami_port}
-username = "{state.product_ami_user}"
-secret_file = "{data / 'ami.secret'}"
-
-[database]
-url = "sqlite:///{data / 'callvault.db'}"
-
-[spool]
-dir = "{state.spool_host}"
-asterisk_dir = "{state.spool_inside}"
-scan_interval = 10.0
-
-[archive]
-recipients = ["{recipient}"]
-
-[storage]
-backend = "local"
-path = "{data / 'archive'}"
-
-[web]
-listen = "127.0.0.1:{web_port}"
-# Development only: the private key sits beside the archive so recordings play here.
-identity_file = "{data / 'identity.txt'}"
-
-[privacy]
-hmac_key_file = "{data / 'hmac.key'}"
-
-[prompts]
-sounds_dir = "{state.sounds_host}"
-library = "{data / 'prompts'}"
-"""
-
-
 def cmd_lab_up(args: argparse.Namespace) -> int:
     from storage import keys
     from storage.crypto import Identity
 
-    from .lab.harness import Lab
+    from .. import compose
+    from .. import config as cfg
+    from ..lab.devsetup import dev_config, dev_users
+    from ..lab.harness import Lab
 
     Lab.stop_by_name(args.name)
     lab = Lab(args.name, agi_port=_port_or_free(4573), with_s3=not args.no_s3)
@@ -94,11 +56,8 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         print(f"prompts: {len(built.generated)} generated, installed for the lab Asterisk")
     config_path = data / "callvault.toml"
     config_path.write_text(dev_config(state, data, _port_or_free(args.web_port), str(recipient)))
-    from . import config as cfg
-    from .archivecli import init_stores
-
-    init_stores(cfg.load(config_path, check_paths=False))
-    logins = _dev_users(data)
+    compose.init_archive(cfg.load(config_path, check_paths=False))
+    logins = dev_users(data)
     print(f"lab '{args.name}' is up: Asterisk AMI 127.0.0.1:{state.ami_port}"
           + (f", S3 {state.s3['endpoint_url']}" if state.s3 else ""))
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in lab.timings.items()))
@@ -108,45 +67,8 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     return 0
 
 
-DEV_USERS = (("agent", "agent", ["did:27215550100"]), ("supervisor", "supervisor", []), ("admin", "admin", []))
-
-
-def _dev_users(data: Path) -> Path:
-    """Development web users, made once with random passwords written to a 0600 file.
-
-    The agent owns the lab's default DID, so `callvault lab call` shows on their page.
-    """
-    import secrets
-
-    from storage.db import open_database
-    from storage.users import UserError, Users
-
-    logins = data / "web-logins.txt"
-    db = open_database(f"sqlite:///{data / 'callvault.db'}")
-    try:
-        users = Users(db)
-        known = {u.name for u in users.list()}
-        lines = []
-        for name, role, ids in DEV_USERS:
-            if name in known:
-                continue
-            password = secrets.token_urlsafe(12)
-            try:
-                users.add(name, role, password, ids)
-            except UserError as e:
-                raise SystemExit(f"lab up: cannot create the development user {name!r}: {e}") from None
-            lines.append(f"{name} {password}\n")
-    finally:
-        db.close()
-    if lines:
-        fd = os.open(logins, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as f:
-            f.writelines(lines)
-    return logins
-
-
 def cmd_lab_down(args: argparse.Namespace) -> int:
-    from .lab.harness import Lab
+    from ..lab.harness import Lab
 
     if Lab.stop_by_name(args.name):
         print(f"lab '{args.name}' stopped")
@@ -158,8 +80,8 @@ def cmd_lab_down(args: argparse.Namespace) -> int:
 async def _call(args: argparse.Namespace) -> int:
     from agi.ami import AmiClient
 
-    from .lab.calls import CallDriver
-    from .lab.harness import Lab
+    from ..lab.calls import CallDriver
+    from ..lab.harness import Lab
 
     state = Lab.load_state(args.name)
     ami = AmiClient("127.0.0.1", state.ami_port, state.ami_user, state.ami_secret)
@@ -196,7 +118,7 @@ def cmd_lab_call(args: argparse.Namespace) -> int:
     return asyncio.run(_call(args))
 
 
-def add_lab_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     lab = sub.add_parser("lab", help="sandbox Asterisk 22 + S3 for trying things out")
     lsub = lab.add_subparsers(dest="lab_cmd", required=True)
     up = lsub.add_parser("up", help="build (once) and start the lab; write a dev config")

@@ -18,33 +18,35 @@ from pathlib import Path
 from storage.errors import NotFound, StorageError
 from storage.users import ROLES, UserError, Users
 
-from . import config as cfg
-from .cli import DEFAULT_CONFIG, with_config
+from .common import database, load_config, with_config
 
 
 @contextlib.contextmanager
 def _users(args: argparse.Namespace) -> Iterator[Users]:
-    from storage.db import open_database
-
-    path = args.config
-    if path == DEFAULT_CONFIG and not Path(path).exists():
-        path = None
-    config = cfg.load(path, check_paths=False)
-    db = open_database(config.database.url)
-    try:
+    with database(load_config(args)) as db:
         yield Users(db)
-    finally:
-        db.close()
 
 
 def _password(args: argparse.Namespace) -> str:
-    if args.password_file == "-":
-        return sys.stdin.readline().rstrip("\r\n")
+    """From ``--password-stdin`` or ``--password-file`` (first line), else asked twice on
+    the terminal. Without a terminal there is nobody to ask: say which option to use."""
+    if args.password_stdin or args.password_file == "-":
+        line = sys.stdin.readline()
+        if not line:
+            raise UserError("no password on standard input")
+        return line.rstrip("\r\n")
     if args.password_file:
         lines = Path(args.password_file).read_text("utf-8").splitlines()
         return lines[0] if lines else ""
-    first = getpass.getpass(f"password for {args.name}: ")
-    if getpass.getpass("again: ") != first:
+    if not sys.stdin.isatty():
+        raise UserError("no terminal to ask for the password on; pipe it with --password-stdin "
+                        "or name a file with --password-file FILE")
+    try:
+        first = getpass.getpass(f"password for {args.name}: ")
+        again = getpass.getpass("again: ")
+    except EOFError:
+        raise UserError("no password given") from None
+    if again != first:
         raise UserError("the passwords differ")
     return first
 
@@ -97,16 +99,20 @@ def _guard(fn):
     return run
 
 
-def add_user_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     users = sub.add_parser("users", help="web users and roles").add_subparsers(dest="users_cmd", required=True)
-    add = with_config(users.add_parser("add", help="add a user (password asked unless --password-file)"))
+    add = with_config(users.add_parser("add", help="add a user (password asked on the terminal, or "
+                                                   "--password-stdin, or --password-file)"))
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=ROLES)
     add.add_argument("--agent-channel", action="append", metavar="CHANNEL",
                      help="the agent's phone, e.g. PJSIP/1001 (repeatable); calls bridged to it are theirs")
     add.add_argument("--did", action="append", metavar="NUMBER",
                      help="a direct line: calls to this DID are the agent's (repeatable)")
-    add.add_argument("--password-file", metavar="FILE", help="read the password from FILE's first line ('-': stdin)")
+    given = add.add_mutually_exclusive_group()
+    given.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of standard input")
+    given.add_argument("--password-file", metavar="FILE", help="read the password from FILE's first line ('-': stdin)")
     add.set_defaults(fn=_guard(cmd_users_add))
     ls = with_config(users.add_parser("list", help="list users"))
     ls.add_argument("--json", action="store_true")

@@ -1,0 +1,261 @@
+"""The composition root: the appliance's parts built from a ``Config``, in one place.
+
+Everything that turns configuration into working objects lives here, and only here:
+the database, the Archive (both blob stores), the archiver, the AGI routes with the
+prompt resolver, the AMI client and the intake that tells the archiver a recording
+ended. ``callvault serve`` (appliance/service.py), the classic AGI entry point
+(appliance/classicagi.py), the CLI (appliance/cli/) and the web app take what they
+need from it; none of them builds a part on its own.
+
+Builders never create storage: a local root that is missing (a volume not mounted)
+or an S3 bucket without Object Lock is refused at start. ``init_archive`` (`callvault
+storage init`) creates it, once, on purpose.
+
+Imports are made where they are needed: the classic AGI entry point runs one process
+per call and must not pay for boto3 or the archiver to build its routes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+if TYPE_CHECKING:
+    from agi.ami import AmiClient
+    from agi.routes import RouteTable
+    from archiver.archive import Archive
+    from archiver.retention import RetentionSweeper
+    from archiver.service import Archiver
+    from storage.age import Recipient
+    from storage.blobstore import BlobStore
+    from storage.catalog import Catalog
+    from storage.db import Database
+    from storage.ledger import Ledger
+
+    from .config import Config
+
+WORK_DIR_NAME = ".callvault-work"  # in the spool: same filesystem, ciphertext only
+PAYLOAD_PART_SIZE = 8 << 20
+PAYLOAD_CONCURRENCY = 2
+
+StopMixMonitor = Callable[[str], Awaitable[bool]]
+
+
+# -- storage -----------------------------------------------------------------------------
+
+def open_database(config: Config) -> Database:
+    from storage.db import open_database as open_url
+
+    return open_url(config.database.url)
+
+
+def _stores(config: Config) -> tuple[BlobStore, BlobStore]:
+    """(payload store, header store). Local: ``payload/`` and ``keys/`` under ``[storage]
+    path``. S3: ``bucket`` (Object Lock) and ``key_bucket`` (the header bucket, deletable)."""
+    s = config.storage
+    if s.backend == "local":
+        from storage.localstore import LocalStore
+
+        return LocalStore(s.path / "payload"), LocalStore(s.path / "keys")
+    from storage.s3store import S3Settings, S3Store
+
+    aws = s.endpoint_url.split("//", 1)[-1].split("/", 1)[0].endswith("amazonaws.com")
+    settings = S3Settings(endpoint_url=s.endpoint_url or None, region=s.region or None,
+                          access_key_id=s.access_key_id or None,
+                          secret_access_key=s.secret_access_key.reveal() if s.secret_access_key else None,
+                          addressing_style="auto" if aws else "path")
+    payload = S3Store(settings, s.bucket, object_lock=True, part_size=PAYLOAD_PART_SIZE,
+                      max_concurrency=PAYLOAD_CONCURRENCY)
+    try:
+        headers = S3Store(settings, s.key_bucket, object_lock=False)
+    except BaseException:
+        payload.close()
+        raise
+    return payload, headers
+
+
+def build_archive(config: Config) -> Archive:
+    """The Archive the config names (not created, not checked: see ``init_archive``)."""
+    from archiver.archive import Archive
+
+    return Archive(*_stores(config))
+
+
+def init_archive(config: Config) -> list[str]:
+    """Create the archive storage ``config`` names (idempotent), check it, and say what
+    it is. Local: the two store layouts. S3: the payload bucket with Object Lock and the
+    header bucket without; an existing payload bucket without Object Lock is refused
+    (Object Lock cannot be turned on for a bucket S3 already holds objects in)."""
+    from archiver.archive import Archive
+
+    s = config.storage
+    if s.backend == "local":
+        from storage.localstore import LocalStore
+
+        archive = Archive(LocalStore.create(s.path / "payload"), LocalStore.create(s.path / "keys"))
+        where = [f"payload: {s.path / 'payload'}", f"headers: {s.path / 'keys'}"]
+    else:
+        archive = build_archive(config)
+        where = [f"payload (Object Lock): s3://{s.bucket} at {s.endpoint_url or 'AWS'}",
+                 f"headers: s3://{s.key_bucket} at {s.endpoint_url or 'AWS'}"]
+    try:
+        if s.backend == "s3":
+            archive.payload.create_bucket(lock=True)  # type: ignore[attr-defined]
+            archive.headers.create_bucket(lock=False)  # type: ignore[attr-defined]
+        archive.check_setup()
+        return where
+    finally:
+        archive.close()
+
+
+# -- the archiver --------------------------------------------------------------------------
+
+def recipients(config: Config) -> list[Recipient]:
+    """``[archive] recipients``; ``SetupError`` naming the key when they cannot be used."""
+    from archiver.errors import SetupError
+    from storage.errors import StorageError
+    from storage.keys import load_recipients
+
+    try:
+        return load_recipients(config.archive.recipients)
+    except StorageError as e:
+        raise SetupError(f"[archive] recipients: {e}; run `callvault keys generate` and add the "
+                         "public key (age1...)") from None
+
+
+def rule_retention(config: Config) -> dict[str, str]:
+    """Consent rule name -> retention class (the built-in default rule included)."""
+    return {"default": "default", **{r.name: r.retention for r in config.consent.rules}}
+
+
+def build_archiver(config: Config, catalog: Catalog, ledger: Ledger, archive: Archive, *,
+                   sweeper: RetentionSweeper | None = None) -> Archiver:
+    """The archiver `serve` runs, on the process's one Archive (and its sweeper, which
+    the web app's legal holds share). Raises ``SetupError`` naming the key to fix."""
+    from archiver.pipeline import Pipeline
+    from archiver.retention import RetentionPolicy, RetentionSweeper
+    from archiver.service import Archiver
+
+    keys = recipients(config)
+    policy = RetentionPolicy.parse(config.archive.retention)  # validated by config.load
+    pipeline = Pipeline(catalog=catalog, ledger=ledger, archive=archive, recipients=keys,
+                        work_dir=config.spool.dir / WORK_DIR_NAME, retention=policy,
+                        max_attempts=config.archive.max_attempts)
+    return Archiver(config.spool.dir, scan_interval=config.spool.scan_interval, catalog=catalog, ledger=ledger,
+                    pipeline=pipeline, sweeper=sweeper or RetentionSweeper(catalog, ledger, archive),
+                    workers=config.archive.workers, rule_retention=rule_retention(config))
+
+
+def connect_intake(ami: AmiClient, archiver: Archiver) -> None:
+    """A recording is complete when its channel hangs up or MixMonitor is stopped.
+
+    Asterisk raises no MixMonitorStop for a MixMonitor still running at hangup,
+    so both events count; the spool scan catches anything missed while AMI was down.
+    """
+    from agi.ami import AmiEvent
+
+    async def ended(event: AmiEvent) -> None:
+        uniqueid = event.get("Uniqueid")
+        if uniqueid:
+            await archiver.recording_ended(uniqueid=uniqueid)
+
+    ami.on_event("Hangup", ended)
+    ami.on_event("MixMonitorStop", ended)
+
+
+# -- Asterisk ---------------------------------------------------------------------------------
+
+def ami_client(config: Config) -> AmiClient:
+    """The product's AMI session (not started)."""
+    from agi.ami import AmiClient
+
+    c = config.ami
+    return AmiClient(c.host, c.port, c.username, c.secret.reveal() if c.secret else "",
+                     reconnect_min=c.reconnect_min, reconnect_max=c.reconnect_max)
+
+
+def prompt_resolver(sounds_dir: Path):
+    """callvault/<lang>/<name> along the language's fallback chain, else a core sound.
+
+    Resolving costs a dozen stat() calls (languages x formats), three times per
+    call: 10% of the FastAGI server's CPU per consent flow. Installs swap the
+    ``callvault`` symlink to a new, never modified stage directory, so answers are
+    cached per link target: one readlink() per prompt, and a new install is seen
+    at once. A hand-made ``callvault`` directory (not a link) is never cached.
+    """
+    from agi.handlers.consent import CORE_FALLBACK
+    from announcements.catalog import fallback_chain
+    from announcements.errors import AnnouncementError
+    from announcements.library import SOUNDS_SUBDIR, resolve
+
+    link = Path(sounds_dir) / SOUNDS_SUBDIR
+    cache: dict[tuple[str, str], str] = {}
+    cached_for: list[str | None] = [None]
+
+    def lookup(language: str, name: str) -> str:
+        try:
+            return resolve(fallback_chain(language), name, sounds_dir)
+        except AnnouncementError:
+            return CORE_FALLBACK[name]
+
+    def prompt(language: str, name: str) -> str:
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            target = ""  # nothing installed: core sounds until an install
+        except OSError:
+            return lookup(language, name)  # a real directory: may change in place
+        if target != cached_for[0] or len(cache) > 1000:
+            cache.clear()
+            cached_for[0] = target
+        key = (language, name)
+        if key not in cache:
+            cache[key] = lookup(language, name)
+        return cache[key]
+
+    return prompt
+
+
+def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: bytes,
+               stop_mixmonitor: StopMixMonitor) -> RouteTable:
+    """The AGI routes with their dependencies; FastAGI and classic AGI differ only in
+    how MixMonitor is stopped (AMI vs ``EXEC StopMixMonitor``)."""
+    from agi.handlers.consent import ConsentDeps, RecordingStart, consent
+    from agi.handlers.revoke import RevokeDeps, revoke
+    from agi.handlers.status import StatusDeps, status
+    from agi.routes import RouteTable
+    from storage.catalog import Catalog, Recording
+    from storage.hmac_index import caller_hmac
+
+    prompt = prompt_resolver(config.prompts.sounds_dir)
+
+    def recording(start: RecordingStart) -> Recording:
+        return Recording(
+            recording_id=start.recording_id, consent_id=start.consent_id, uniqueid=start.uniqueid,
+            linkedid=start.linkedid, channel=start.channel,
+            spool_path=str(config.spool.dir / Path(start.path).name), caller_hmac=start.caller_hmac,
+            did=start.did, agent="", rule=start.rule.name, jurisdiction=start.rule.jurisdiction,
+            retention_class=start.rule.retention, consent_state="granted", started_at=start.started_at)
+
+    async def on_recording(start: RecordingStart) -> None:
+        await catalog.add_async(recording(start))
+
+    async def append_recording(body: dict, start: RecordingStart, *, call_id: str | None,
+                               recording_id: str) -> None:
+        # The consent entry and the catalog row commit together (one fsync).
+        await ledger.append_async("consent", body, call_id=call_id, recording_id=recording_id,
+                                  also=Catalog.add_op(recording(start)))
+
+    consent_deps = ConsentDeps(policy=config.consent, append=ledger.append_async,
+                               caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,
+                               spool_dir=config.spool.asterisk_path, on_recording=on_recording,
+                               append_recording=append_recording)
+    revoke_deps = RevokeDeps(catalog=catalog, append=ledger.append_async,
+                             stop_mixmonitor=stop_mixmonitor, prompt=prompt)
+    status_deps = StatusDeps(ledger=ledger)
+    return RouteTable([
+        ("consent", lambda s: consent(s, consent_deps)),
+        ("revoke", lambda s: revoke(s, revoke_deps)),
+        ("status", lambda s: status(s, status_deps)),
+    ])
