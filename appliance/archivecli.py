@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from archiver.errors import ArchiverError, SetupError
+from archiver.manifest import Manifest
 from archiver.pipeline import Pipeline
 from archiver.retention import RetentionPolicy, RetentionSweeper
 from archiver.service import Archiver
+from storage.age import VERSION_LINE, Decryptor, Identity
 from storage.blobstore import BlobStore, MiB
 from storage.catalog import Catalog, Recording
-from storage.crypto import VERSION_LINE, Decryptor, Identity, Manifest
 from storage.errors import NotFound, StorageError
 from storage.ledger import Ledger
 

@@ -70,7 +70,7 @@ library = "{data / 'prompts'}"
 
 def cmd_lab_up(args: argparse.Namespace) -> int:
     from storage import keys
-    from storage.crypto import Identity
+    from storage.age import Identity
 
     from .lab.harness import Lab
 

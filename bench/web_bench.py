@@ -70,16 +70,17 @@ def with_identity(config, path: Path):
 def store_recording(config, identity, work: Path) -> tuple[str, int, int]:
     """Encrypt and store a one-hour recording; returns (id, plaintext size, payload size)."""
     from appliance.archivecli import build_stores
+    from archiver.manifest import Manifest
     from archiver.pipeline import header_key, payload_key
+    from storage.age import encrypt_file
     from storage.catalog import Catalog, Recording
-    from storage.crypto import encrypt_file
     from storage.db import open_database
     from storage.users import Users
 
     rid = "r" + secrets.token_hex(12)
     wav, hdr, pay = work / "hour.wav", work / "hour.hdr", work / "hour.pay"
     write_wav(wav, HOUR)
-    m = encrypt_file(wav, hdr, pay, [identity.recipient])
+    m = Manifest.of(encrypt_file(wav, hdr, pay, [identity.recipient]))
     payload, keys = build_stores(config)
     try:
         keys.put(header_key(rid), hdr.read_bytes(), sha256=m.header_sha256)
@@ -109,7 +110,7 @@ def store_recording(config, identity, work: Path) -> tuple[str, int, int]:
 def baseline_ms(config, rid: str, offset: int, n: int = 15) -> float:
     """A bare ranged GET of one 128 KiB window from RGW (no web app, no decryption)."""
     from archiver.pipeline import payload_key
-    from storage.crypto import CHUNK_SIZE, ENC_CHUNK_SIZE, NONCE_SIZE
+    from storage.age import CHUNK_SIZE, ENC_CHUNK_SIZE, NONCE_SIZE
     from storage.s3store import S3Settings
 
     s = config.storage
@@ -183,7 +184,7 @@ async def measure_http(config, rid: str, plain_size: int) -> dict:
 def measure(endpoint, work: Path) -> dict:
     from appliance import config as cfg
     from storage import keys
-    from storage.crypto import Identity
+    from storage.age import Identity
     from storage.s3store import S3Settings, S3Store
 
     bucket = f"webbench-{secrets.token_hex(4)}"

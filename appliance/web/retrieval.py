@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance.archivecli import build_stores
+from archiver.manifest import Manifest
+from storage.age import CHUNK_SIZE, Decryptor, Identity, NoMatchingIdentity, plaintext_range_to_chunks
 from storage.blobstore import BlobStore
 from storage.catalog import Catalog, Recording
-from storage.crypto import CHUNK_SIZE, Decryptor, Identity, Manifest, NoMatchingIdentity, plaintext_range_to_chunks
 from storage.errors import NotFound, StorageError
 from storage.keys import load_identities
 from storage.ledger import Entry, Ledger

@@ -31,10 +31,11 @@ from appliance.keys import AppKeys as K
 from appliance.lab.asterisk import free_port
 from appliance.labcli import dev_config
 from appliance.service import build_app
+from archiver.manifest import Manifest
 from archiver.pipeline import header_key, payload_key
 from storage import keys
+from storage.age import Identity, encrypt_file
 from storage.catalog import Recording
-from storage.crypto import Identity, encrypt_file
 from storage.db import open_database
 from storage.hmac_index import caller_hmac
 from storage.users import Users
@@ -130,7 +131,7 @@ class Harness:
         wav = self.tmp / f"{rid}.wav"
         tone_wav(wav, seconds)
         hdr, pay = self.tmp / f"{rid}.hdr", self.tmp / f"{rid}.pay"
-        m = encrypt_file(wav, hdr, pay, [self.identity.recipient])
+        m = Manifest.of(encrypt_file(wav, hdr, pay, [self.identity.recipient]))
         payload_store, key_store = build_stores(self.config)
         try:
             key_store.put(header_key(rid), hdr.read_bytes(), sha256=m.header_sha256)
