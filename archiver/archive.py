@@ -22,10 +22,11 @@ from typing import BinaryIO
 
 from storage.blobstore import BlobStore, ObjectInfo
 from storage.catalog import Recording
-from storage.crypto import CHUNK_SIZE, Decryptor, Identity, Manifest, plaintext_range_to_chunks
+from storage.age import CHUNK_SIZE, Decryptor, Identity, plaintext_range_to_chunks
 from storage.errors import NotFound
 
 from .errors import ArchiverError
+from .manifest import Manifest
 
 NONCE_SIZE = 16  # the payload's first bytes: the STREAM nonce
 
@@ -134,7 +135,7 @@ class Archive:
 
     def open(self, rec: Recording, identities: Sequence[Identity]) -> Opened:
         """Unwrap the file key with ``identities`` and read the payload nonce. Raises
-        ``Shredded``, ``ManifestMismatch`` or ``storage.crypto.NoMatchingIdentity``."""
+        ``Shredded``, ``ManifestMismatch`` or ``storage.age.NoMatchingIdentity``."""
         decryptor = Decryptor(self.header(rec), identities)
         nonce = self.payload_range(rec, 0, NONCE_SIZE)
         return Opened(rec, Manifest.from_json(rec.manifest), decryptor, nonce)

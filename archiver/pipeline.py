@@ -37,15 +37,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from storage.age import Encryptor, Recipient, payload_size_for
 from storage.blobstore import PartDigests, part_size_for, validate_parts
 from storage.catalog import Catalog, Recording
-from storage.crypto import Encryptor, Manifest, Recipient, payload_size_for
 from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError
 from storage.ledger import Ledger
 
 from . import spool
 from .archive import Archive
 from .errors import Abandoned
+from .manifest import Manifest
 from .retention import RetentionPolicy
 
 log = logging.getLogger(__name__)
@@ -324,10 +325,10 @@ class Pipeline:
                         self._hook("encrypting", job)
                     job.check()
 
-                # Sealing, the digests and the writes side by side (storage/crypto.py);
+                # Sealing, the digests and the writes side by side (storage/age/encryptor.py);
                 # the part digests come from the very buffers that are written.
                 enc.encrypt_to(src, out.write, progress=progress, part_size=part_size)
-            m = enc.manifest
+            m = Manifest.of(enc.summary)
             with open(hdr_part, "xb") as out:
                 out.write(enc.header)
             if enc.part_digests is not None:

@@ -3,7 +3,7 @@
     python -m bench archiver            # starts its own Ceph RGW from the lab root
     CALLVAULT_BENCH_LAB=lab python -m bench archiver   # or uses a running `callvault lab up`
 
-1. encryption: ``storage.crypto.Encryptor`` (age STREAM: ChaCha20-Poly1305 plus the
+1. encryption: ``storage.age.Encryptor`` (age STREAM: ChaCha20-Poly1305 plus the
    SHA-256 of plaintext and ciphertext for the manifest) vs raw ChaCha20-Poly1305 over
    the same 64 KiB chunks, 256 MiB in memory.
 2. pipeline: one recording (256 MiB, then 1 GiB) archived (encrypt, upload with
@@ -158,7 +158,7 @@ def run_child(kind: str, args: dict) -> dict:
 def bench_encryption(size: int = 256 * MiB) -> tuple[float, float]:
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-    from storage.crypto import Encryptor, Identity
+    from storage.age import Encryptor, Identity
 
     data = memoryview(os.urandom(size))
     recipient = Identity.generate().recipient
@@ -251,7 +251,7 @@ async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int
 def measure(endpoint, work: Path, pipeline_only: bool = False) -> dict:
     import boto3
 
-    from storage.crypto import Identity
+    from storage.age import Identity
     from storage.s3store import S3Settings, S3Store
 
     results: dict = {}

@@ -71,15 +71,16 @@ def store_recording(config, identity, work: Path) -> tuple[str, int, int]:
     """Encrypt and store a one-hour recording; returns (id, plaintext size, payload size)."""
     from appliance.compose import build_archive
     from archiver.archive import Archive
+    from archiver.manifest import Manifest
+    from storage.age import encrypt_file
     from storage.catalog import Catalog, Recording
-    from storage.crypto import encrypt_file
     from storage.db import open_database
     from storage.users import Users
 
     rid = "r" + secrets.token_hex(12)
     wav, hdr, pay = work / "hour.wav", work / "hour.hdr", work / "hour.pay"
     write_wav(wav, HOUR)
-    m = encrypt_file(wav, hdr, pay, [identity.recipient])
+    m = Manifest.of(encrypt_file(wav, hdr, pay, [identity.recipient]))
     archive = build_archive(config)
     try:
         archive.headers.put(Archive.header_key(rid), hdr.read_bytes(), sha256=m.header_sha256)
@@ -108,7 +109,7 @@ def store_recording(config, identity, work: Path) -> tuple[str, int, int]:
 def baseline_ms(config, rid: str, offset: int, n: int = 15) -> float:
     """A bare ranged GET of one 128 KiB window from RGW (no web app, no decryption)."""
     from archiver.archive import Archive
-    from storage.crypto import CHUNK_SIZE, ENC_CHUNK_SIZE, NONCE_SIZE
+    from storage.age import CHUNK_SIZE, ENC_CHUNK_SIZE, NONCE_SIZE
     from storage.s3store import S3Settings
 
     s = config.storage
@@ -182,7 +183,7 @@ async def measure_http(config, rid: str, plain_size: int) -> dict:
 def measure(endpoint, work: Path) -> dict:
     from appliance import config as cfg
     from storage import keys
-    from storage.crypto import Identity
+    from storage.age import Identity
     from storage.s3store import S3Settings, S3Store
 
     bucket = f"webbench-{secrets.token_hex(4)}"

@@ -7,6 +7,11 @@ bucket set-up), ``RetentionError`` (refused by a retention rule or legal hold),
 ``IntegrityError`` (data or a chain does not verify).
 """
 
+from __future__ import annotations
+
+import sqlite3
+from os import PathLike
+
 
 class StorageError(Exception):
     """Root of every error raised by the storage package."""
@@ -30,3 +35,12 @@ class RetentionError(PermanentError):
 
 class IntegrityError(StorageError):
     """Data, a checksum, a signature or a hash chain does not verify."""
+
+
+def sqlite_error(exc: sqlite3.Error, path: str | PathLike[str]) -> StorageError:
+    """The storage error for ``exc`` from the SQLite database at ``path``: locked or
+    busy is retryable, anything else permanent."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return RetryableError(f"{path}: {text}")
+    return PermanentError(f"{path}: {text}")

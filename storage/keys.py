@@ -1,4 +1,4 @@
-"""Identity and recipient files on top of ``storage.crypto`` (no primitives here).
+"""Identity and recipient files on top of ``storage.age`` (no primitives here).
 
 Identity files use age-keygen's format, so ``age -d -i FILE`` reads ours and we
 read theirs::
@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from storage.crypto import (
+from storage.age import (
     VERSION_LINE,
     Identity,
     KeyFormatError,

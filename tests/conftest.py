@@ -76,7 +76,7 @@ def appliance(lab_state: LabState, tmp_path):
     from appliance.lab.devsetup import dev_config
     from appliance.service import build_app
     from storage import keys
-    from storage.crypto import Identity
+    from storage.age import Identity
     from storage.localstore import LocalStore
 
     identity = Identity.generate()

@@ -17,7 +17,7 @@ _guard = guarded(StorageError, ArchiverError, ValueError)
 
 @_guard
 def cmd_generate(args: argparse.Namespace) -> int:
-    from storage.crypto import Identity
+    from storage.age import Identity
     from storage.keys import identity_file_text, write_identity
 
     identity = Identity.generate()

@@ -29,7 +29,7 @@ def _port_or_free(preferred: int) -> int:
 
 def cmd_lab_up(args: argparse.Namespace) -> int:
     from storage import keys
-    from storage.crypto import Identity
+    from storage.age import Identity
 
     from .. import compose
     from .. import config as cfg

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import database, load_config, with_config
+from storage.errors import StorageError
+
+from .common import database, guarded, load_config, with_config
 
 
+@guarded(StorageError, OSError)
 def cmd_verify(args: argparse.Namespace) -> int:
     from storage.ledger import Ledger
 
@@ -20,6 +23,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+@guarded(StorageError, OSError)
 def cmd_export(args: argparse.Namespace) -> int:
     from storage.ledger import Ledger
 

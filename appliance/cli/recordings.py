@@ -19,7 +19,7 @@ from typing import Any
 from archiver.archive import Archive
 from archiver.errors import ArchiverError
 from storage.catalog import Catalog, Recording
-from storage.crypto import VERSION_LINE, Identity
+from storage.age import VERSION_LINE, Identity
 from storage.errors import NotFound, StorageError
 from storage.ledger import Ledger
 

@@ -17,8 +17,8 @@ from aiohttp import web
 from agi import variables as v
 from agi.controls import ControlError, set_paused
 from agi.errors import AmiError
+from archiver.manifest import Manifest
 from storage.catalog import STATES, Recording
-from storage.crypto import Manifest
 from storage.errors import NotFound, PermanentError, RetryableError, StorageError
 from storage.hmac_index import caller_hmac, normalise_number
 

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from archiver.archive import Archive, ManifestMismatch, Opened, Shredded
+from archiver.manifest import Manifest
+from storage.age import CHUNK_SIZE, Identity, NoMatchingIdentity
 from storage.catalog import Catalog, Recording
-from storage.crypto import CHUNK_SIZE, Identity, Manifest, NoMatchingIdentity
 from storage.errors import NotFound, StorageError
 from storage.keys import load_identities
 from storage.ledger import Entry, Ledger

@@ -21,7 +21,7 @@ from appliance.compose import init_archive
 from appliance.lab.asterisk import free_port
 from appliance.lab.devsetup import dev_config
 from storage import keys
-from storage.crypto import Identity
+from storage.age import Identity
 
 pytestmark = pytest.mark.asterisk
 

@@ -20,8 +20,8 @@ from archiver.archive import Archive
 from archiver.pipeline import Backoff, Pipeline
 from archiver.retention import RetentionPolicy, RetentionRule
 from archiver.spool import SpoolRules
+from storage.age import Identity
 from storage.catalog import Catalog, Recording
-from storage.crypto import Identity
 from storage.db import open_database
 from storage.ledger import Ledger
 from storage.localstore import LocalStore

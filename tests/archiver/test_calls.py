@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from appliance.keys import AppKeys as K
+from archiver.manifest import Manifest
 from callhelpers import OPT_IN, finish, mixmonitor_stopped, run_call, wait_state
-from storage.crypto import Decryptor, Manifest
+from storage.age import Decryptor
 
 pytestmark = pytest.mark.asterisk
 

@@ -11,9 +11,10 @@ import time
 
 import pytest
 
+from archiver.manifest import Manifest
 from archiver.pipeline import Backoff
+from storage.age import Decryptor
 from storage.blobstore import BlobStore
-from storage.crypto import Decryptor, Manifest
 from storage.errors import IntegrityError, PermanentError, RetryableError
 
 MiB = 1 << 20

@@ -13,7 +13,7 @@ from archivehelpers import assert_locked_default_za, versions
 from archiver.errors import SetupError
 from archiver.service import Archiver
 from storage import keys
-from storage.crypto import Decryptor
+from storage.age import Decryptor
 
 pytestmark = pytest.mark.s3
 

@@ -1,11 +1,15 @@
-"""Blob store fixtures: each test gets a fresh store (local dir or new RGW bucket)."""
+"""Blob store fixtures (each test gets a fresh store: local dir or new RGW bucket), and an
+age identity with its key file for the key and age tests (module-scoped)."""
 
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pytest
 
+from agehelpers import write_key
+from storage.age import Identity
 from storage.localstore import LocalStore
 from storage.s3store import S3Settings, S3Store
 
@@ -46,3 +50,13 @@ def store(request, tmp_path):
             yield local
     else:
         yield request.getfixturevalue("make_s3_store")()
+
+
+@pytest.fixture(scope="module")
+def ident() -> Identity:
+    return Identity.generate()
+
+
+@pytest.fixture(scope="module")
+def keyfile(ident, tmp_path_factory) -> Path:
+    return write_key(tmp_path_factory.mktemp("keys") / "id.txt", ident)

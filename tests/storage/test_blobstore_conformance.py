@@ -1,71 +1,21 @@
-"""One behaviour, every store: the same cases run on LocalStore and on S3Store (real RGW)."""
+"""One behaviour, every store: the same cases run on LocalStore and on S3Store (real RGW).
+
+What each store says when it cannot work: test_blobstore_setup.py; precomputed part
+digests (``put(parts=...)``): test_blobstore_parts.py.
+"""
 
 from __future__ import annotations
 
 import datetime
 import hashlib
 import io
-import os
-import random
-import shutil
-import subprocess
 import tracemalloc
 
 import pytest
 
-from storage.blobstore import BlobStore, PartDigests, PartHasher, Retention
-from storage.errors import IntegrityError, NotFound, PermanentError, RetentionError
-from storage.localstore import LocalStore
-
-MiB = 1 << 20
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def later(**delta) -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(**(delta or {"days": 1}))
-
-
-class GeneratedFile(io.RawIOBase):
-    """A read-only file whose bytes come from a generator: never all in memory."""
-
-    def __init__(self, size: int, seed: int = 7, chunk: int = 1 << 16):
-        self.size = size
-        self._chunks = self._generate(size, seed, chunk)
-        self._pending = b""
-        self.max_read = 0
-
-    @staticmethod
-    def _generate(size: int, seed: int, chunk: int):
-        rng = random.Random(seed)
-        left = size
-        while left:
-            n = min(chunk, left)
-            yield rng.randbytes(n)
-            left -= n
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        if not self._pending:
-            self._pending = next(self._chunks, b"")
-        n = min(len(buf), len(self._pending))
-        buf[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
-
-    @classmethod
-    def digest(cls, size: int, seed: int = 7) -> str:
-        h = hashlib.sha256()
-        for chunk in cls._generate(size, seed, 1 << 16):
-            h.update(chunk)
-        return h.hexdigest()
-
-
-DATA = os.urandom(100_003)
+from blobhelpers import DATA, GeneratedFile, MiB, assert_no_leftovers, later, sha
+from storage.blobstore import BlobStore, Retention
+from storage.errors import IntegrityError, NotFound, RetentionError
 
 
 def test_store_satisfies_protocol(store):
@@ -189,7 +139,7 @@ def test_wrong_sha256_is_refused_and_leaves_nothing(store, size):
     with pytest.raises(NotFound):
         store.head("bad/x")
     assert list(store.list("bad/")) == []
-    _assert_no_leftovers(store)
+    assert_no_leftovers(store)
 
 
 def test_wrong_size_is_refused(store):
@@ -197,14 +147,7 @@ def test_wrong_size_is_refused(store):
         store.put("sz", DATA, size=len(DATA) + 1, sha256=sha(DATA))
     with pytest.raises(NotFound):
         store.head("sz")
-    _assert_no_leftovers(store)
-
-
-def _assert_no_leftovers(store):
-    if isinstance(store, LocalStore):
-        assert list((store.root / "tmp").iterdir()) == []
-    else:
-        assert store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []
+    assert_no_leftovers(store)
 
 
 def test_compliance_retention_refuses_delete(store):
@@ -378,199 +321,3 @@ def test_list_by_prefix(store):
     assert list(store.list("a/")) == ["a/1", "a/b/3"]
     with pytest.raises(ValueError):
         list(store.list("../"))
-
-
-# -- set-up checks: what each store says when it cannot work -------------------------------
-
-@pytest.mark.s3
-def test_s3_check_setup_wants_object_lock_on_the_payload_bucket(make_s3_store):
-    plain = make_s3_store(lock=False)
-    plain.check_setup()  # fine as a header bucket
-    payload = make_s3_store(lock=True, create=False)
-    payload.bucket = plain.bucket
-    with pytest.raises(PermanentError, match=rf"{plain.bucket}.*Object Lock") as e:
-        payload.check_setup()
-    assert payload.endpoint in str(e.value)
-
-
-@pytest.mark.s3
-def test_s3_check_setup_on_a_missing_bucket(make_s3_store):
-    store = make_s3_store(create=False)
-    with pytest.raises(PermanentError, match=rf"bucket {store.bucket} does not exist at {store.endpoint}"):
-        store.check_setup()
-    with pytest.raises(PermanentError, match=store.bucket):
-        store.put("k", b"x", sha256=sha(b"x"))
-
-
-@pytest.mark.s3
-def test_s3_header_bucket_must_not_have_default_retention(make_s3_store):
-    store = make_s3_store(lock=False, create=False)
-    store.create_bucket(lock=False)
-    locked = make_s3_store(lock=True)
-    locked.client.put_object_lock_configuration(Bucket=locked.bucket, ObjectLockConfiguration={
-        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
-    store.bucket = locked.bucket
-    with pytest.raises(PermanentError, match="crypto-shredding"):
-        store.check_setup()
-
-
-def test_local_check_setup_on_a_missing_root(tmp_path):
-    with pytest.raises(PermanentError, match="does not exist"):
-        LocalStore(tmp_path / "not-mounted").check_setup()
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(PermanentError, match="not initialised"):
-        LocalStore(tmp_path / "empty").check_setup()
-    with pytest.raises(PermanentError, match="not initialised"):
-        LocalStore(tmp_path / "empty").put("k", b"x", sha256=sha(b"x"))
-    (tmp_path / "file").write_bytes(b"")
-    with pytest.raises(PermanentError):
-        LocalStore(tmp_path / "file").check_setup()
-
-
-def test_local_check_setup_on_an_unwritable_root(tmp_path):
-    store = LocalStore.create(tmp_path / "ro")
-    protect, release = _read_only(tmp_path / "ro" / "tmp")
-    try:
-        with pytest.raises(PermanentError, match="not writable"):
-            store.check_setup()
-        with pytest.raises(PermanentError, match=str(store.root)):
-            store.put("k", b"x", sha256=sha(b"x"))
-    finally:
-        release()
-    store.check_setup()
-
-
-def _read_only(path):
-    """Make ``path`` unwritable, also for root (immutable attribute)."""
-    if os.geteuid() != 0:
-        os.chmod(path, 0o555)
-        return None, lambda: os.chmod(path, 0o755)
-    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
-        return None, lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
-    pytest.fail("cannot make a directory unwritable for root: chattr +i failed on this filesystem")
-
-
-@pytest.mark.s3
-@pytest.mark.parametrize("versioning", [False, True], ids=["unversioned", "versioned"])
-def test_s3_header_bucket_delete_leaves_no_copy(make_s3_store, versioning):
-    """Crypto-shredding: deleting a header must leave no version and no marker behind."""
-    store = make_s3_store(lock=False)
-    if versioning:
-        store.client.put_bucket_versioning(Bucket=store.bucket, VersioningConfiguration={"Status": "Enabled"})
-    first = store.put("hdr/1", b"header-a", sha256=sha(b"header-a"))
-    store.put("hdr/1", b"header-b", sha256=sha(b"header-b"))
-    assert (first.version_id is None) is (not versioning)
-    assert store.get("hdr/1") == b"header-b"
-    store.delete("hdr/1")
-    with pytest.raises(NotFound):
-        store.head("hdr/1")
-    left = store.client.list_object_versions(Bucket=store.bucket, Prefix="hdr/")
-    assert left.get("Versions", []) == [] and left.get("DeleteMarkers", []) == []
-
-
-# --- precomputed part digests (put(parts=...)) ---------------------------------------------
-
-def _parts_of(data: bytes, part_size: int = 8 * MiB) -> PartDigests:
-    hasher = PartHasher(part_size)
-    hasher.update(data)
-    return hasher.digests()
-
-
-BIG = b"".join(GeneratedFile._generate(20 * MiB + 12_345, 7, 1 << 16))
-
-
-@pytest.mark.parametrize("data", [b"", DATA, BIG], ids=["empty", "single", "multipart"])
-def test_put_with_part_digests_round_trips(store, data):
-    parts = _parts_of(data)
-    assert len(parts.sha256) == (3 if data is BIG else 1)
-    r = store.put("p/ok", io.BytesIO(data), size=len(data), sha256=sha(data), parts=parts)
-    assert (r.size, r.sha256) == (len(data), sha(data))
-    assert (store.head("p/ok").size, store.head("p/ok").sha256) == (len(data), sha(data))
-    assert store.get("p/ok") == data
-
-
-@pytest.mark.parametrize("offset", [100, 8 * MiB + 100, 20 * MiB + 1], ids=["part1", "part2", "last"])
-def test_bytes_changed_after_their_part_digests_were_taken_are_refused(store, offset):
-    # The archiver's case: digests taken while encrypting, then the work file changed on
-    # disk. On S3 nothing is hashed locally: the service refuses the part (BadDigest).
-    parts = _parts_of(BIG)
-    changed = bytearray(BIG)
-    changed[offset] ^= 0x01
-    with pytest.raises(IntegrityError):
-        store.put("p/bad", io.BytesIO(changed), size=len(BIG), sha256=sha(BIG), parts=parts)
-    with pytest.raises(NotFound):
-        store.head("p/bad")
-    _assert_no_leftovers(store)
-
-
-def test_changed_single_part_object_is_refused(store):
-    changed = bytearray(DATA)
-    changed[5] ^= 0x80
-    with pytest.raises(IntegrityError):
-        store.put("p/bad1", bytes(changed), size=len(DATA), sha256=sha(DATA), parts=_parts_of(DATA))
-    with pytest.raises(NotFound):
-        store.head("p/bad1")
-    _assert_no_leftovers(store)
-
-
-def test_a_source_with_more_or_fewer_parts_than_digests_is_refused(store):
-    parts = _parts_of(BIG)  # three parts
-    with pytest.raises(IntegrityError):  # size unknown: found out while reading
-        store.put("p/short", io.BytesIO(BIG[:17 * MiB]), sha256=sha(BIG), parts=parts)
-    with pytest.raises(IntegrityError):
-        store.put("p/long", io.BytesIO(BIG + bytes(8 * MiB)), sha256=sha(BIG), parts=parts)
-    with pytest.raises(NotFound):
-        store.head("p/short")
-    with pytest.raises(NotFound):
-        store.head("p/long")
-    _assert_no_leftovers(store)
-
-
-def test_part_digests_that_cannot_fit_are_the_callers_mistake(store):
-    with pytest.raises(ValueError):  # three digests cannot describe 100,003 bytes
-        store.put("p/v", DATA, size=len(DATA), sha256=sha(DATA), parts=_parts_of(BIG))
-    with pytest.raises(ValueError):  # one part is the whole object: same digest
-        store.put("p/v", DATA, size=len(DATA), sha256=sha(DATA), parts=PartDigests(8 * MiB, ("0" * 64,)))
-    with pytest.raises(ValueError):
-        PartDigests(MiB, (sha(DATA),))  # below the smallest part size
-    with pytest.raises(ValueError):
-        PartDigests(8 * MiB, ())
-    with pytest.raises(NotFound):
-        store.head("p/v")
-
-
-class _CountingSha256:
-    """Stands in for ``hashlib.sha256``: counts the bytes hashed, anywhere in the process."""
-
-    def __init__(self, real):
-        self.real, self.hashed = real, 0
-
-    def __call__(self, data=b"", **kw):
-        outer = self
-        h = self.real(data, **kw)
-        self.hashed += len(memoryview(data).cast("B")) if data else 0
-
-        class Counted:
-            def update(self, more):
-                outer.hashed += len(memoryview(more).cast("B"))
-                h.update(more)
-
-            def __getattr__(self, name):
-                return getattr(h, name)
-
-        return Counted()
-
-
-def test_s3_put_with_part_digests_hashes_no_payload_byte(make_s3_store, monkeypatch):
-    store = make_s3_store()
-    parts, digest = _parts_of(BIG), sha(BIG)
-    counting = _CountingSha256(hashlib.sha256)
-    monkeypatch.setattr(hashlib, "sha256", counting)
-    store.put("p/nohash", io.BytesIO(BIG), size=len(BIG), sha256=digest, parts=parts)
-    with_parts = counting.hashed
-    store.put("p/hash", io.BytesIO(BIG), size=len(BIG), sha256=digest)
-    without = counting.hashed - with_parts
-    monkeypatch.undo()
-    assert with_parts < 64 * 1024, f"{with_parts} bytes hashed with the digests given"
-    assert without >= 2 * len(BIG)  # the whole and each part: what the digests spare
-    assert store.get("p/nohash") == BIG

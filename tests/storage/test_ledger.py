@@ -1,7 +1,8 @@
+"""storage.ledger: the Ledger class: appends (one at a time, from many threads, from
+two Database objects), reads, the SQL triggers, and tampering with the database
+file detected by Ledger.verify. The chain's pure functions: test_chain.py."""
+
 import asyncio
-import hashlib
-import io
-import json
 import sqlite3
 import threading
 from contextlib import closing
@@ -9,16 +10,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from ledgerhelpers import fill, independent_hash
 from storage.db import Database
 from storage.errors import IntegrityError, NotFound, PermanentError
-from storage.ledger import (
-    GENESIS_HASH,
-    Entry,
-    Ledger,
-    canonical_json,
-    entry_hash,
-    verify_jsonl,
-)
+from storage.ledger import GENESIS_HASH, Entry, Ledger, entry_hash
 
 
 @pytest.fixture
@@ -38,13 +33,6 @@ def ledger(db):
     return Ledger(db)
 
 
-def fill(ledger, n=10):
-    return [
-        ledger.append("consent", {"n": i, "choice": "accept"}, call_id=f"call-{i}", recording_id=f"rec-{i}")
-        for i in range(1, n + 1)
-    ]
-
-
 def tamper(db_path, *statements):
     """What an attacker with file access does: drop the triggers, then edit."""
     with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
@@ -53,61 +41,6 @@ def tamper(db_path, *statements):
         conn.execute("DROP TRIGGER IF EXISTS ledger_insert_extends_head")
         for statement, *params in statements:
             conn.execute(statement, *params)
-
-
-# -- encoding -----------------------------------------------------------------------
-
-
-def _independent_hash(seq, ts, kind, call_id, recording_id, body, prev_hash):
-    """The encoding exactly as docs/ledger.md states it, written separately."""
-
-    def lp(s):
-        b = s.encode("utf-8")
-        return len(b).to_bytes(4, "big") + b
-
-    def opt(s):
-        return b"\x00" if s is None else b"\x01" + lp(s)
-
-    data = (
-        b"callvault-ledger-v1\x00" + seq.to_bytes(8, "big") + lp(ts) + lp(kind)
-        + opt(call_id) + opt(recording_id) + lp(body) + lp(prev_hash)
-    )
-    return hashlib.sha256(data).hexdigest()
-
-
-def test_documented_test_vector():
-    body1 = canonical_json({"mode": "dtmf", "choice": "accept", "digits": "1"})
-    assert body1 == '{"choice":"accept","digits":"1","mode":"dtmf"}'
-    h1 = entry_hash(1, "2025-01-31T12:00:00.123Z", "consent", "1700000000.42", None, body1, GENESIS_HASH)
-    assert h1 == "26a692561d217a5759abf9ad6c0372c18c8d7bf9749d084dc8c8b1c3bce4ff26"
-    body2 = canonical_json({"actor": "supervisor:alice", "reason": "QA review"})
-    h2 = entry_hash(2, "2025-01-31T12:05:10.004Z", "audit.play", None, "rec_7QF2", body2, h1)
-    assert h2 == "34eb46bbc671c72ef2b7bd7bf0e87bbf09dd3a13bccaed6a1c57462d3dc23e9e"
-    assert h1 == _independent_hash(1, "2025-01-31T12:00:00.123Z", "consent", "1700000000.42", None, body1, GENESIS_HASH)
-
-
-def test_encoding_is_unambiguous():
-    base = (1, "2025-01-31T12:00:00.123Z", "consent", "ab", None, "{}", GENESIS_HASH)
-    variants = {
-        entry_hash(*base),
-        entry_hash(1, base[1], "consent", "a", "b", "{}", GENESIS_HASH),  # field boundary moved
-        entry_hash(1, base[1], "consent", "ab", "", "{}", GENESIS_HASH),  # "" is not null
-        entry_hash(1, base[1], "consent", None, "ab", "{}", GENESIS_HASH),  # which id
-        entry_hash(1, base[1], "consentab", None, None, "{}", GENESIS_HASH),
-    }
-    assert len(variants) == 5
-
-
-def test_canonical_json_rules():
-    assert canonical_json({"b": [1, 2.5, None], "a": "ü"}) == '{"a":"ü","b":[1,2.5,null]}'
-    with pytest.raises(ValueError):
-        canonical_json({"x": float("nan")})
-    with pytest.raises(ValueError):
-        canonical_json({1: "int key"})
-    with pytest.raises(ValueError):
-        canonical_json({"x": object()})
-    with pytest.raises(TypeError):
-        canonical_json(["not", "a", "dict"])
 
 
 # -- appends ------------------------------------------------------------------------
@@ -121,7 +54,7 @@ def test_append_builds_chain(ledger):
     for prev, cur in zip(entries, entries[1:]):
         assert cur.prev_hash == prev.hash
     for e in entries:
-        assert e.hash == _independent_hash(e.seq, e.ts, e.kind, e.call_id, e.recording_id, e.body, e.prev_hash)
+        assert e.hash == independent_hash(e.seq, e.ts, e.kind, e.call_id, e.recording_id, e.body, e.prev_hash)
     assert ledger.head() == (5, entries[-1].hash)
     assert ledger.get(3) == entries[2]
     assert list(ledger.iter_entries()) == entries
@@ -410,98 +343,6 @@ def test_wrong_type_in_column_detected(db_path, ledger):
     tamper(db_path, ("UPDATE ledger SET body = X'7B7D' WHERE seq = 2",))  # a blob, not text
     result = ledger.verify()
     assert result.bad_seq == 2 and "body" in result.reason
-
-
-# -- export and offline verification ------------------------------------------------
-
-
-def test_export_then_verify_offline(ledger):
-    entries = fill(ledger, 30)
-    ledger.append("audit.export", {"who": "officer", "note": "Zoë — DSAR"}, call_id=None)
-    text = io.StringIO()
-    head = ledger.export_jsonl(text)
-    assert head == ledger.head() == (31, ledger.get(31).hash)
-    lines = text.getvalue().splitlines()
-    assert len(lines) == 31
-    first = json.loads(lines[0])
-    assert first == entries[0].to_record()
-    assert verify_jsonl(io.StringIO(text.getvalue()), expected_head=head).ok
-
-    binary = io.BytesIO()
-    ledger.export_jsonl(binary)
-    assert binary.getvalue() == text.getvalue().encode("utf-8")
-    binary.seek(0)
-    result = verify_jsonl(binary, expected_head=head)
-    assert result.ok and result.checked == 31
-
-
-def test_export_to_file_and_verify(tmp_path, ledger):
-    fill(ledger, 5)
-    path = tmp_path / "ledger.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        head = ledger.export_jsonl(f)
-    with open(path, "rb") as f:
-        assert verify_jsonl(f, expected_head=head).ok
-
-
-def _exported(ledger, n=10):
-    fill(ledger, n)
-    buf = io.StringIO()
-    head = ledger.export_jsonl(buf)
-    return [json.loads(line) for line in buf.getvalue().splitlines()], head
-
-
-def _verify(records, **kw):
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    return verify_jsonl(io.StringIO(text), **kw)
-
-
-def test_tampered_export_edited_body(ledger):
-    records, _ = _exported(ledger)
-    records[3]["body"] = '{"choice":"decline","n":4}'
-    result = _verify(records)
-    assert (result.ok, result.bad_seq) == (False, 4)
-
-
-def test_tampered_export_deleted_line(ledger):
-    records, head = _exported(ledger)
-    del records[5]
-    result = _verify(records, expected_head=head)
-    assert (result.ok, result.bad_seq, result.checked) == (False, 6, 5)
-
-
-def test_tampered_export_truncated_tail(ledger):
-    records, head = _exported(ledger)
-    assert _verify(records[:-2]).ok
-    assert _verify(records[:-2], expected_head=head).bad_seq == 9
-
-
-def test_tampered_export_swapped_lines(ledger):
-    records, _ = _exported(ledger)
-    records[2], records[3] = records[3], records[2]
-    result = _verify(records)
-    assert result.bad_seq == 3 and "missing" in result.reason
-
-
-def test_tampered_export_rehashed_line(ledger):
-    records, _ = _exported(ledger)
-    r = records[4]
-    r["body"] = "{}"
-    r["hash"] = entry_hash(r["seq"], r["ts"], r["kind"], r["call_id"], r["recording_id"], "{}", r["prev_hash"])
-    assert _verify(records).bad_seq == 6
-
-
-def test_malformed_export_lines(ledger):
-    records, _ = _exported(ledger, 3)
-    good = "".join(json.dumps(r) + "\n" for r in records)
-    bad_json = verify_jsonl(io.StringIO(good + "{not json\n"))
-    assert bad_json.bad_seq == 4 and "line 4" in bad_json.reason
-    extra = dict(records[0], extra=1)
-    assert verify_jsonl(io.StringIO(json.dumps(extra) + "\n")).bad_seq == 1
-    assert verify_jsonl(io.BytesIO(b"\xff\xfe\n")).bad_seq == 1
-    empty = verify_jsonl(io.StringIO(""))
-    assert empty.ok and empty.head == (0, GENESIS_HASH)
-    assert not verify_jsonl(io.StringIO(""), expected_head=(1, "a" * 64)).ok
 
 
 def test_entry_is_frozen(ledger):

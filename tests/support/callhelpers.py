@@ -92,7 +92,8 @@ async def wait_state(app, rid: str, state: str, timeout: float = 30) -> None:
 async def archived_wav(app, appliance, rid: str) -> bytes:
     """Wait until the archiver has stored ``rid``; return the decrypted WAV, checked
     against the manifest's plaintext digest."""
-    from storage.crypto import Decryptor, Manifest
+    from archiver.manifest import Manifest
+    from storage.age import Decryptor
 
     await wait_state(app, rid, "archived")
     rec = app[K.catalog].get(rid)

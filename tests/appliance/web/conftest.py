@@ -31,9 +31,10 @@ from appliance.lab.asterisk import free_port
 from appliance.lab.devsetup import dev_config
 from appliance.service import build_app
 from archiver.archive import Archive
+from archiver.manifest import Manifest
 from storage import keys
+from storage.age import Identity, encrypt_file
 from storage.catalog import Recording
-from storage.crypto import Identity, encrypt_file
 from storage.db import open_database
 from storage.hmac_index import caller_hmac
 from storage.users import Users
@@ -129,7 +130,7 @@ class Harness:
         wav = self.tmp / f"{rid}.wav"
         tone_wav(wav, seconds)
         hdr, pay = self.tmp / f"{rid}.hdr", self.tmp / f"{rid}.pay"
-        m = encrypt_file(wav, hdr, pay, [self.identity.recipient])
+        m = Manifest.of(encrypt_file(wav, hdr, pay, [self.identity.recipient]))
         archive = self.app[K.archive]
         archive.headers.put(Archive.header_key(rid), hdr.read_bytes(), sha256=m.header_sha256)
         with open(pay, "rb") as f:

@@ -19,8 +19,8 @@ import pytest
 
 from appliance.keys import AppKeys as K
 from appliance.web.state import WebKeys as W
+from archiver.manifest import Manifest
 from callhelpers import OPT_IN
-from storage.crypto import Manifest
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.s3]
 

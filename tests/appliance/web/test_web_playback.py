@@ -16,7 +16,7 @@ from appliance.keys import AppKeys as K
 from appliance.web import retrieval
 from appliance.web.retrieval import parse_range
 from appliance.web.state import WebKeys as W
-from storage.crypto import CHUNK_SIZE, Decryptor
+from storage.age import CHUNK_SIZE, Decryptor
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.s3]
 

@@ -1,0 +1,190 @@
+"""The group-commit writer behind :meth:`storage.db.Database.submit` and
+:meth:`storage.db.Database.write_async`.
+
+One thread takes queued write operations from many concurrent callers and runs them
+back to back inside ONE ``BEGIN IMMEDIATE ... COMMIT`` (through
+:meth:`Database.write`, so under the same lock), i.e. one fsync for the whole batch.
+Each operation runs in its own ``SAVEPOINT``: one that raises is rolled back alone
+and its caller gets the exception, the others still commit. Every caller is told its
+result only after the COMMIT has returned, so "returned" still means "on disk".
+Operations run in submission order, so a ledger append submitted before another gets
+the lower ``seq``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import PermanentError, sqlite_error
+
+if TYPE_CHECKING:
+    from .db import Database
+
+__all__ = ["MAX_BATCH", "GroupCommitWriter"]
+
+T = TypeVar("T")
+WriteOp = Callable[[sqlite3.Connection], Any]
+
+# Operations per group-commit transaction at most: bounds the time the write lock is
+# held (sync writers such as the archiver wait behind a batch) and the work lost to
+# one failed COMMIT.
+MAX_BATCH = 512
+
+
+class _Pending:
+    __slots__ = ("op", "loop", "future", "result", "error")
+
+    def __init__(self, op: WriteOp, loop: asyncio.AbstractEventLoop | None, future: Any) -> None:
+        self.op = op
+        self.loop = loop
+        self.future = future  # asyncio.Future when loop is set, else concurrent.futures.Future
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+_STOP = object()
+
+
+def _settle_async(batch: list[_Pending]) -> None:
+    """In the event loop: resolve the futures of one committed (or failed) batch."""
+    for p in batch:
+        if p.future.done():  # the awaiting task was cancelled
+            continue
+        if p.error is not None:
+            p.future.set_exception(p.error)
+        else:
+            p.future.set_result(p.result)
+
+
+class GroupCommitWriter:
+    """One thread committing queued write operations in batches: one fsync per batch.
+
+    Made by :class:`Database` on first use (:meth:`Database.submit`,
+    :meth:`Database.write_async`) and closed by :meth:`Database.close`, which runs
+    every operation already queued before it returns (nothing accepted is dropped).
+
+    A batch is whatever is queued when the thread comes back from the previous
+    COMMIT (up to ``max_batch``): the thread never waits to fill a batch, so a lone
+    write costs what :meth:`Database.write` costs.
+    """
+
+    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders submissions against the stop marker
+        self._closing = False
+        self.batches = 0  # committed or failed transactions (for tests and stats)
+        self.ops = 0
+        self._thread = threading.Thread(target=self._run, name="callvault-db-writer", daemon=True)
+        self._thread.start()
+
+    # -- submitting ------------------------------------------------------------------
+
+    def _put(self, pending: _Pending) -> None:
+        with self._lock:
+            if self._closing:
+                raise PermanentError(f"database {self._db.path} is closed")
+            self._queue.put(pending)
+
+    def submit(self, op: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("a group-commit operation cannot submit another and wait for it")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._put(_Pending(op, None, future))
+        return future
+
+    def submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._put(_Pending(op, loop, future))
+        return future
+
+    def close(self) -> None:
+        """Stop taking operations, commit every one already queued, stop the thread."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("Database.close() called inside a group-commit operation")
+        with self._lock:
+            if not self._closing:
+                self._closing = True
+                self._queue.put(_STOP)
+        self._thread.join()
+
+    # -- the writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        stop = False
+        while not stop:
+            batch = [get()]
+            if batch[0] is _STOP:
+                return
+            while len(batch) < self._max_batch:
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True  # nothing can be queued after it: finish this batch, then exit
+                    break
+                batch.append(item)
+            self._commit(batch)
+            self._notify(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        db = self._db
+        self.batches += 1
+        self.ops += len(batch)
+        try:
+            with db.write() as conn:
+                if len(batch) == 1:
+                    p = batch[0]
+                    p.result = p.op(conn)  # an error rolls back the transaction: same effect
+                    return
+                for i, p in enumerate(batch):
+                    conn.execute("SAVEPOINT callvault_op")
+                    try:
+                        p.result = p.op(conn)
+                    except Exception as exc:
+                        p.error = sqlite_error(exc, db.path) if isinstance(exc, sqlite3.Error) else exc
+                        p.result = None
+                        if not conn.in_transaction:
+                            # SQLite gave up the whole transaction (disk full, I/O error):
+                            # the earlier operations of the batch are undone as well.
+                            lost = PermanentError(
+                                f"database {db.path}: write transaction aborted by a failed "
+                                f"write in the same batch: {p.error}")
+                            for other in batch[:i] + batch[i + 1:]:
+                                other.error, other.result = lost, None
+                            return
+                        conn.execute("ROLLBACK TO callvault_op")
+                    conn.execute("RELEASE callvault_op")
+        except BaseException as exc:  # BEGIN or COMMIT failed, or a lone op raised
+            error = exc
+            if isinstance(exc, sqlite3.Error):
+                error = sqlite_error(exc, db.path)
+            for p in batch:
+                if p.error is None:
+                    p.error, p.result = error, None
+
+    def _notify(self, batch: list[_Pending]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+        for p in batch:
+            if p.loop is None:
+                if p.error is not None:
+                    p.future.set_exception(p.error)
+                else:
+                    p.future.set_result(p.result)
+            else:
+                by_loop.setdefault(p.loop, []).append(p)
+        for loop, waiting in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_async, waiting)
+            except RuntimeError:
+                pass  # that event loop is closed: nobody is waiting any more
