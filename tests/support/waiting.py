@@ -2,8 +2,7 @@
 
 ``await until(lambda: ..., what="the job archived")`` polls ``predicate`` until it is
 true and fails with ``timed out after N s waiting for <what>`` (plus ``detail()``,
-the state seen last, if given) when the deadline passes. ``until_sync`` is the same
-for code outside an event loop.
+the state seen last, if given) when the deadline passes.
 """
 
 from __future__ import annotations
@@ -29,11 +28,3 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str =
             raise _timed_out(timeout, what, detail)
         await asyncio.sleep(interval)
 
-
-def until_sync(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "the condition", *,
-               detail: Callable[[], Any] | None = None, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise _timed_out(timeout, what, detail)
-        time.sleep(interval)
