@@ -42,7 +42,7 @@ def add_prompts_commands(
     )
     prompts = subparsers.add_parser("prompts", help="build, import, install and list the recording-notice prompts")
     prompts.set_defaults(fn=run_prompts)
-    sub = prompts.add_subparsers(dest="prompts_command", metavar="COMMAND", required=True)
+    sub = prompts.add_subparsers(dest="prompts_command", required=True)
 
     build = sub.add_parser("build", parents=[common], help="generate missing or outdated prompts with espeak-ng")
     build.add_argument("--lang", action="append", metavar="L", help="only this language (repeatable)")
@@ -171,7 +171,3 @@ def _list(library: PromptLibrary, out: TextIO) -> int:
             line += f"; lacks {', '.join(missing)}"
         print(line, file=out)
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,6 +24,7 @@ from storage.keys import load_recipients
 
 from ..keys import AppKeys as K
 from .auth import requires
+from .health import health
 from .jsonio import BadRequest, error, json_body
 from .state import WebKeys as W
 
@@ -103,9 +104,7 @@ class Admin:
                                                         "<the [ami] secret from callvault.toml>")}
 
     async def health(self) -> dict[str, Any]:
-        from .routes import health  # the public part, as /healthz shows it
-
-        basic = health(self.app)
+        basic = health(self.app)  # the public part, as /healthz shows it
         queue, dead, last = await asyncio.to_thread(self._catalog_facts)
         archiver = basic["archiver"]
         return {

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -27,6 +26,7 @@ from .admin import Admin, add_admin_routes
 from .api import add_api_routes
 from .auth import (SESSION_IDLE, LoginThrottle, allowed, make_middleware, public, requires, same_origin,
                    security_headers, session_of)
+from .health import health
 from .live import LiveCalls
 from .metrics import Metrics
 from .openapi import document
@@ -36,20 +36,6 @@ from .views import add_view_routes
 
 STATIC = Path(__file__).resolve().parent / "static"
 SESSION_RECHECK = 30.0
-
-
-def health(app: web.Application) -> dict:
-    """What is connected and running: no personal data, safe to show unauthenticated."""
-    ami = app.get(K.ami)
-    agi = app.get(K.agi)
-    archiver = app.get(K.archiver)
-    return {
-        "status": "ok",
-        "uptime_s": round(time.time() - app[K.started], 1),
-        "ami": ami.status.as_dict() if ami else {"state": "stopped"},
-        "agi": agi.stats() if agi else {"listening": False},
-        "archiver": archiver.stats.as_dict() if archiver else {"running": False},
-    }
 
 
 @public

@@ -452,7 +452,7 @@ async def test_classic_agi_fails_closed_on_a_bad_config(classic_lab, ami):
     async with after_agi(ami, call) as done, mixmonitor_started(ami, call) as mixmon:
         await calls.place(call)
         event = await asyncio.wait_for(done, 20)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # let a MixMonitorStart raised just before arrive
         assert not mixmon.done()
     assert (event.get("Consent"), event.get("Record")) == ("error", "no")
     async with calls.hangup_of(call) as gone:

@@ -10,6 +10,8 @@ import pytest
 from agi.errors import AgiHangup, AgiTimeout, CommandFailed, ProtocolError
 from agi.session import AgiProtocol, ProtocolSession
 
+from waiting import until
+
 ENV = b"agi_network_script: consent\nagi_uniqueid: 1.1\n\n"
 WAIT = 5.0
 
@@ -221,10 +223,8 @@ async def test_protocol_pauses_reading_when_the_peer_floods():
     transport, protocol, pbx = await _protocol_pair()
     s = await ProtocolSession.accept(protocol, env_timeout=WAIT, read_timeout=WAIT)
     pbx.writer.write(b"2" * (1024 * 1024))  # no newline, no command outstanding
-    async with asyncio.timeout(WAIT):
-        while not protocol._read_paused:
-            await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
+    await until(lambda: protocol._read_paused, WAIT, what="reading to pause")
+    await asyncio.sleep(0.05)  # not a wait for an event: time in which a wrong reader would read on
     assert protocol.conn.buffered < 2 * 256 * 1024  # the rest waits in the kernel
     with pytest.raises(ProtocolError, match="line longer"):
         await s.answer()

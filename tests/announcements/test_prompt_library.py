@@ -9,7 +9,7 @@ import pytest
 from announcements import audio
 from announcements import library as library_mod
 from announcements.catalog import PROMPT_NAMES, fallback_chain, load_catalog
-from announcements.errors import AnnouncementError, PromptNotFound, UnknownPrompt, UsageError
+from announcements.errors import AnnouncementError, BadAudio, PromptNotFound, UnknownPrompt, UsageError
 from announcements.library import PromptLibrary, Status, resolve
 
 
@@ -76,7 +76,7 @@ def test_import_rejects_unknown_language_name_and_bad_audio(library, stereo_mp3,
     empty = tmp_path / "e.wav"
     empty.write_bytes(b"")
     before = library.master_path("af", "will-record").read_bytes()
-    with pytest.raises(Exception, match="is empty"):
+    with pytest.raises(BadAudio, match="is empty"):
         library.import_prompt("af", "will-record", empty)
     assert library.master_path("af", "will-record").read_bytes() == before
 

@@ -113,4 +113,4 @@ def test_as_a_program(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == f"callvault prompts: error: {empty}: is empty (0 bytes)\n"
     usage = subprocess.run([sys.executable, "-m", "appliance", "prompts"], capture_output=True, text=True)
-    assert usage.returncode == 2 and "COMMAND" in usage.stderr
+    assert usage.returncode == 2 and "{build,import,install,list}" in usage.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import secrets
 
@@ -11,6 +10,8 @@ import pytest
 
 from agi.ami import AmiClient
 from agi.errors import AmiActionError
+
+from waiting import until
 
 pytestmark = [pytest.mark.asterisk]
 
@@ -36,8 +37,8 @@ async def test_wrong_secret_is_reported_as_auth_failed(lab_state):
                        reconnect_min=5, reconnect_max=5)
     client.start()
     try:
-        while client.status.state.value != "auth-failed":
-            await asyncio.sleep(0.05)
+        await until(lambda: client.status.state.value == "auth-failed", what="the login to be refused",
+                    detail=lambda: client.status)
         assert "refused" in client.status.last_error
     finally:
         await client.close()

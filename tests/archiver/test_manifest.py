@@ -15,7 +15,7 @@ def test_manifest_json_round_trip_and_validation(identity):
     m = Manifest.of(enc.summary)
     assert Manifest.from_json(m.to_json()) == m
     assert isinstance(m.recipient_fingerprints, tuple)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError, match="cannot assign to field"):
         m.plaintext_size = 3  # frozen
     bad = m.to_json().replace(f'"payload_size":{m.payload_size}', '"payload_size":1')
     with pytest.raises(IntegrityError):

@@ -69,7 +69,7 @@ def test_still_locked_payload_is_crypto_shredded_then_deleted_when_the_lock_ends
     assert env.ledger.find(recording_id=rid, kind="retention.shred")[0].data["payload"] == "locked"
     rec = env.catalog.get(rid)
     assert rec.state == "erased" and rec.object_key == env.payload_key(rid)
-    time.sleep(max(0.0, rec.retain_until - time.time()) + 0.2)
+    time.sleep(max(0.0, rec.retain_until - time.time()) + 0.2)  # the store's lock running out
     assert sweeper(env).sweep().deleted == [rid]
     assert list(env.payload.list()) == []
     assert env.catalog.get(rid).object_key == ""

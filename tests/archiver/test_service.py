@@ -12,6 +12,8 @@ from archiver.retention import RetentionSweeper
 from archiver.service import Archiver
 from storage.errors import PermanentError
 
+from waiting import until
+
 ACTIVE = ("pending", "encrypting", "uploading", "verifying")
 
 
@@ -21,15 +23,6 @@ def make_archiver(env, **kw) -> Archiver:
     return Archiver(env.spool, catalog=env.catalog, ledger=env.ledger, pipeline=kw.pop("pipeline", env.pipeline),
                     sweeper=RetentionSweeper(env.catalog, env.ledger, env.archive()),
                     rule_retention={"za-opt-in": "default"}, **kw)
-
-
-async def until(predicate, timeout: float = 10.0, what: str = "condition"):
-    """Wait for a state the archiver reaches on its own (polls the catalog)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def states(env, rids):
@@ -81,8 +74,11 @@ async def test_hangup_before_the_file_is_closed_waits_for_the_marker(archive_env
     await archiver.start()
     try:
         with open(env.spool / f"{rid}.wav", "ab"):  # MixMonitor closes a moment after hangup
-            await archiver.recording_ended(uniqueid="lab-x-2")
-            await asyncio.sleep(0.5)
+            assert await archiver.recording_ended(uniqueid="lab-x-2") == 1
+            # mark_ended zeroes next_try_at; a worker that finds the file still open
+            # puts the job back with a later one.
+            await until(lambda: env.catalog.get(rid).next_try_at > 0, what="a worker to look at the open file",
+                        detail=lambda: env.catalog.get(rid))
             assert env.catalog.get(rid).state == "pending"
         (env.spool / f"{rid}.wav.done").touch()  # the post-command ran
         await until(lambda: states(env, [rid]) == ["archived"], timeout=15, what="archived")
@@ -153,7 +149,9 @@ async def test_row_without_file_long_after_start_becomes_a_dead_letter(archive_e
     await archiver.start()
     try:
         await until(lambda: states(env, [rid]) == ["failed"], what="dead letter")
-        assert archiver.stats.as_dict()["dead_letters"] in (0, 1)
+        # The worker marks the row failed, then refreshes its counts: the stats follow.
+        await until(lambda: archiver.stats.as_dict()["dead_letters"] == 1, what="the stats to count it",
+                    detail=archiver.stats.as_dict)
         await archiver.scan()
         assert archiver.stats.as_dict()["dead_letters"] == 1
     finally:

@@ -6,7 +6,6 @@ captures); the real-Asterisk path is covered by the browser test.
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
@@ -17,6 +16,8 @@ from storage.catalog import Catalog, Recording
 from storage.db import open_database
 from storage.ledger import Ledger
 from storage.users import Users
+
+from waiting import until
 
 
 @pytest.fixture
@@ -72,10 +73,8 @@ async def test_a_queue_call_belongs_to_the_agent_who_answers_not_to_those_it_ran
                    Channel="PJSIP/2002-00000003"))
     live.handle(ev("Hangup", Uniqueid="1700000000.2", Linkedid=linked, Channel="PJSIP/1001-00000002"))
     assert call.agents == ["bob"]
-    for _ in range(50):
-        if live.catalog.get("rq").agent:
-            break
-        await asyncio.sleep(0.02)
+    # The agent is written to the catalog by a task LiveCalls spawns.
+    await until(lambda: live.catalog.get("rq").agent, what="the agent stored in the catalog")
     assert live.catalog.get("rq").agent == "bob"
     assert (call.consent, call.recording, call.recording_ids) == ("granted", "recording", ["rq"])
 

@@ -22,6 +22,8 @@ from appliance.web.state import WebKeys as W
 from archiver.manifest import Manifest
 from callhelpers import OPT_IN
 
+from waiting import until
+
 pytestmark = [pytest.mark.asterisk, pytest.mark.s3]
 
 SHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
@@ -168,14 +170,9 @@ async def test_admin_sees_health_and_places_a_lab_test_call(webapp):
         await save(page, "admin")
         call_id = text.split()[2]
         # The test call runs the real consent flow (implied: recorded after the notice).
-        await wait_until(lambda: h.app[W.live].calls.get(call_id) is not None
-                         and h.app[W.live].calls[call_id].consent == "implied", 20)
+        await until(lambda: h.app[W.live].calls.get(call_id) is not None
+                    and h.app[W.live].calls[call_id].consent == "implied", 20,
+                    what=f"live call {call_id} with implied consent",
+                    detail=lambda: h.app[W.live].calls.get(call_id))
         await h.app[K.ami].action("Hangup", Channel=next(iter(h.app[W.live].calls[call_id].channels.values())))
         await h.app[K.agi].wait_idle(15)
-
-
-async def wait_until(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)

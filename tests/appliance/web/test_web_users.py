@@ -62,7 +62,7 @@ def test_sessions_store_only_a_hash_and_end_on_disable_expiry_and_idle(users):
     assert users.session(token, idle=-1) is None  # idle too long
 
     short, _ = users.create_session("alice", ttl=0.01)
-    time.sleep(0.02)
+    time.sleep(0.02)  # ages the session past its 10 ms lifetime
     assert users.session(short) is None  # expired
 
     users.end_session(token)
