@@ -52,7 +52,7 @@ def open_database(config: Config) -> Database:
 
 def _stores(config: Config) -> tuple[BlobStore, BlobStore]:
     """(payload store, header store). Local: ``payload/`` and ``keys/`` under ``[storage]
-    path``. S3: ``bucket`` (Object Lock) and ``key_bucket`` (the header bucket, deletable)."""
+    path``. S3: ``bucket`` (Object Lock) and ``header_bucket`` (deletable)."""
     s = config.storage
     if s.backend == "local":
         from storage.localstore import LocalStore
@@ -68,7 +68,7 @@ def _stores(config: Config) -> tuple[BlobStore, BlobStore]:
     payload = S3Store(settings, s.bucket, object_lock=True, part_size=PAYLOAD_PART_SIZE,
                       max_concurrency=PAYLOAD_CONCURRENCY)
     try:
-        headers = S3Store(settings, s.key_bucket, object_lock=False)
+        headers = S3Store(settings, s.header_bucket, object_lock=False)
     except BaseException:
         payload.close()
         raise
@@ -98,7 +98,7 @@ def init_archive(config: Config) -> list[str]:
     else:
         archive = build_archive(config)
         where = [f"payload (Object Lock): s3://{s.bucket} at {s.endpoint_url or 'AWS'}",
-                 f"headers: s3://{s.key_bucket} at {s.endpoint_url or 'AWS'}"]
+                 f"headers: s3://{s.header_bucket} at {s.endpoint_url or 'AWS'}"]
     try:
         if s.backend == "s3":
             archive.payload.create_bucket(lock=True)  # type: ignore[attr-defined]

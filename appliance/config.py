@@ -123,7 +123,7 @@ class StorageConfig:
     endpoint_url: str = ""
     region: str = "us-east-1"
     bucket: str = ""
-    key_bucket: str = ""
+    header_bucket: str = ""
     access_key_id: str = ""
     secret_access_key: Secret | None = None
 
@@ -171,6 +171,8 @@ class Config:
 
 SECTIONS: dict[str, type] = {f.name: get_type_hints(Config)[f.name]
                              for f in dataclasses.fields(Config) if f.name != "consent"}
+# Keys that were renamed: the error for the old name suggests the new one.
+RENAMED = {("storage", "key_bucket"): "header_bucket"}
 SECRET_KEYS = {("ami", "secret"), ("storage", "secret_access_key"), ("web", "identity_passphrase")}
 CHOICES = {("storage", "backend"): ("local", "s3")}
 # Paths the process must be able to write to (created if missing).
@@ -285,7 +287,8 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
                 values[section][base] = (secret, True)
                 continue
             if key not in known:
-                hint = difflib.get_close_matches(key, known, n=1)
+                hint = [RENAMED[section, key]] if (section, key) in RENAMED else \
+                    difflib.get_close_matches(key, known, n=1)
                 fix = f"did you mean {hint[0]!r}?" if hint else f"known keys: {', '.join(known)}"
                 problems.append(f"{where}: {_fmt(section, key)}: unknown key; {fix}")
                 continue
@@ -372,14 +375,14 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         bad("web", "identity_file", str(c.web.identity_file), "no such file; point it at the age identity "
             "written by `callvault keys generate`, or remove the key on nodes that never decrypt")
     if c.storage.backend == "s3":
-        for key in ("endpoint_url", "bucket", "key_bucket", "access_key_id"):
+        for key in ("endpoint_url", "bucket", "header_bucket", "access_key_id"):
             if not getattr(c.storage, key):
                 bad("storage", key, "", "required when backend = \"s3\"")
         if not c.storage.secret_access_key:
             out.append(f"{where}: [storage] secret_access_key: missing; set it, secret_access_key_file, "
                        "or CALLVAULT_STORAGE_SECRET_ACCESS_KEY")
-        if c.storage.bucket and c.storage.bucket == c.storage.key_bucket:
-            bad("storage", "key_bucket", c.storage.key_bucket, "must differ from bucket: headers must "
+        if c.storage.bucket and c.storage.bucket == c.storage.header_bucket:
+            bad("storage", "header_bucket", c.storage.header_bucket, "must differ from bucket: headers must "
                 "stay deletable while payloads are locked")
     if check_paths:
         paths = [(s, k, getattr(getattr(c, s), k)) for s, k in WRITABLE]

@@ -57,7 +57,7 @@ def run_with_rgw(measure: Callable[[Any, Path], dict], prefix: str, memstore_byt
     return results
 
 
-def s3_config(d: Path, endpoint: Any, bucket: str, key_bucket: str, recipient: str) -> str:
+def s3_config(d: Path, endpoint: Any, bucket: str, header_bucket: str, recipient: str) -> str:
     """A config for the appliance's parts against ``endpoint``, with its files under ``d``
     and nothing listening where a real appliance might."""
     from appliance.lab.asterisk import free_port
@@ -79,7 +79,7 @@ backend = "s3"
 endpoint_url = "{endpoint.endpoint_url}"
 region = "{endpoint.region}"
 bucket = "{bucket}"
-key_bucket = "{key_bucket}"
+header_bucket = "{header_bucket}"
 access_key_id = "{endpoint.access_key_id}"
 secret_access_key = "{endpoint.secret_access_key}"
 [web]

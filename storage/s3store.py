@@ -65,7 +65,7 @@ class S3Store:
     ``client`` is ``S3Settings`` or a factory returning a boto3 S3 client; the
     store owns (and closes) that client. ``object_lock`` says which bucket this
     is: True for the payload bucket (Object Lock required), False for the
-    header/key bucket (must allow deletion). Uploads larger than ``part_size``
+    header bucket (must allow deletion). Uploads larger than ``part_size``
     go multipart with at most ``max_concurrency`` parts in flight, so memory
     stays near ``(max_concurrency + 1) * part_size`` whatever the object size.
     Safe to share between threads (boto3 clients are).

@@ -90,12 +90,12 @@ def test_unknown_section_and_bad_toml(tmp_path):
 
 def test_s3_backend_requires_its_keys_and_hides_secret(tmp_path):
     text = good(tmp_path).replace(
-        "[storage]\npath", "[storage]\nbackend = \"s3\"\nbucket = \"rec\"\nkey_bucket = \"rec\"\npath")
+        "[storage]\npath", "[storage]\nbackend = \"s3\"\nbucket = \"rec\"\nheader_bucket = \"rec\"\npath")
     with pytest.raises(cfg.ConfigError) as e:
         cfg.load(write(tmp_path, text), env={"CALLVAULT_STORAGE_SECRET_ACCESS_KEY": "topsecret"})
     text_all = "\n".join(e.value.problems)
     assert "[storage] endpoint_url = '': required when backend = \"s3\"" in text_all
-    assert "[storage] key_bucket = 'rec': must differ from bucket" in text_all
+    assert "[storage] header_bucket = 'rec': must differ from bucket" in text_all
     assert "topsecret" not in text_all
 
 
@@ -125,3 +125,10 @@ identity_passphrase = "hunter2-hunter2"
     assert config.archive.retention == ("short=GOVERNANCE:30d",)
     assert config.web.identity_passphrase.reveal() == "hunter2-hunter2"
     assert "hunter2" not in repr(config)
+
+
+def test_the_renamed_key_bucket_names_its_new_name(tmp_path):
+    text = good(tmp_path).replace("[storage]\npath", "[storage]\nkey_bucket = \"hdr\"\npath")
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(write(tmp_path, text), env={})
+    assert any("[storage] key_bucket: unknown key; did you mean 'header_bucket'?" in p for p in e.value.problems)

@@ -31,7 +31,7 @@ def on_rgw(rgw_buckets, lab_state):
     payload, header_store = rgw_buckets()
     e = lab_state.s3_endpoint
     overrides = {"storage.backend": "s3", "storage.endpoint_url": e.endpoint_url, "storage.region": e.region,
-                 "storage.bucket": payload.bucket, "storage.key_bucket": header_store.bucket,
+                 "storage.bucket": payload.bucket, "storage.header_bucket": header_store.bucket,
                  "storage.access_key_id": e.access_key_id, "storage.secret_access_key": e.secret_access_key}
     return overrides, payload, header_store
 
@@ -50,10 +50,10 @@ async def consented_call(app, ami, calls, spool: Path, keep: Path):
     return rec.recording_id
 
 
-def age_decrypt(s3_client, rec, payload_bucket: str, key_bucket: str, identity: Path, tmp_path: Path) -> bytes:
+def age_decrypt(s3_client, rec, payload_bucket: str, header_bucket: str, identity: Path, tmp_path: Path) -> bytes:
     """``header || payload`` fetched with plain boto3 and opened by Debian's age."""
     age_file = tmp_path / f"{rec.recording_id}.age"
-    header = s3_client.get_object(Bucket=key_bucket, Key=rec.header_key)["Body"].read()
+    header = s3_client.get_object(Bucket=header_bucket, Key=rec.header_key)["Body"].read()
     body = s3_client.get_object(Bucket=payload_bucket, Key=rec.object_key, VersionId=rec.version_id)["Body"].read()
     age_file.write_bytes(header + body)
     out = subprocess.run(["/usr/bin/age", "-d", "-i", str(identity), str(age_file)], capture_output=True, timeout=60)

@@ -42,7 +42,7 @@ backend = "s3"
 endpoint_url = "{e.endpoint_url}"
 region = "{e.region}"
 bucket = "{payload.bucket}"
-key_bucket = "{header_store.bucket}"
+header_bucket = "{header_store.bucket}"
 access_key_id = "{e.access_key_id}"
 secret_access_key = "{e.secret_access_key}"
 

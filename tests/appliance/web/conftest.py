@@ -163,7 +163,7 @@ def make_config(lab_state, tmp_path: Path, users_template: Path, buckets: tuple[
     e = lab_state.s3_endpoint
     config = cfg.load(tmp_path / "callvault.toml", env={}, overrides={
         "storage.backend": "s3", "storage.endpoint_url": e.endpoint_url, "storage.region": e.region,
-        "storage.bucket": buckets[0], "storage.key_bucket": buckets[1],
+        "storage.bucket": buckets[0], "storage.header_bucket": buckets[1],
         "storage.access_key_id": e.access_key_id, "storage.secret_access_key": e.secret_access_key})
     if rules is not None:
         policy, problems = parse_policy({"rules": rules}, "test")
