@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.spool_names import DONE_SUFFIX, RECORDING_ID_RE
+
 RECORDING_SUFFIXES = (".wav", ".WAV", ".gsm", ".sln", ".sln16")
-MARKER_SUFFIX = ".done"
-# The consent handler's ids (agi.handlers.consent.new_id("r")): the only names the
-# archiver adopts without a catalog row.
-RECORDING_ID_RE = re.compile(r"r[0-9a-f]{24}")
+MARKER_SUFFIX = DONE_SUFFIX
+# RECORDING_ID_RE (from storage.spool_names): the consent handler's recording ids, the
+# only names the archiver adopts without a catalog row.
 
 
 @dataclass(frozen=True)
