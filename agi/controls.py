@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from storage.catalog import Catalog, Recording
+from storage.entries import PauseBody
 
 from .ami import AmiClient
 from .handlers.consent import AppendEvent
@@ -35,7 +36,6 @@ async def set_paused(ami: AmiClient, catalog: Catalog, append: AppendEvent, chan
     await ami.action("MixMonitorMute", Channel=channel, Direction="both", State="1" if paused else "0")
     now = time.time()
     await asyncio.to_thread(catalog.add_pause if paused else catalog.end_pause, rec.recording_id, now)
-    await append("pause" if paused else "resume",
-                     {"recording_id": rec.recording_id, "channel": channel, "at": now, "actor": actor},
-                     call_id=rec.linkedid, recording_id=rec.recording_id)
+    await append(PauseBody.kind(paused), PauseBody(rec.recording_id, channel, now, actor).to_body(),
+                 call_id=rec.linkedid, recording_id=rec.recording_id)
     return await asyncio.to_thread(catalog.get, rec.recording_id)

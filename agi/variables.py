@@ -30,5 +30,16 @@ YES = "yes"
 NO = "no"
 RECORD_VALUES = (YES, NO)
 
-# The UserEvent name raised after a consent decision (agent pages listen for it).
+# The UserEvent name raised after a consent decision and after a revoke (agent pages
+# listen for it), and its fields (AMI headers of the event).
 USER_EVENT = "CallvaultConsent"
+EVENT_CONSENT_ID = "ConsentId"
+EVENT_CONSENT = "Consent"  # a CONSENT value
+EVENT_RECORD = "Record"  # a RECORD value
+EVENT_RECORDING_ID = "RecordingId"  # comma-separated recording ids, or empty
+EVENT_RULE = "Rule"
+
+
+def user_event(name: str, *fields: tuple[str, str]) -> str:
+    """The argument of the ``UserEvent`` application: ``name,Field: value,...``."""
+    return ",".join([name, *(f"{key}: {value}" for key, value in fields)])

@@ -231,11 +231,8 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     prompt = prompt_resolver(config.prompts.sounds_dir)
 
     def recording(start: RecordingStart) -> Recording:
-        return Recording(
-            recording_id=start.recording_id, consent_id=start.consent_id, uniqueid=start.uniqueid,
-            linkedid=start.linkedid, channel=start.channel,
-            spool_path=str(config.spool.dir / Path(start.path).name), caller_hmac=start.caller_hmac,
-            did=start.did, agent="", rule=start.rule.name, jurisdiction=start.rule.jurisdiction,
+        return Recording.from_consent(
+            start.consent, spool_path=str(config.spool.dir / Path(start.path).name),
             retention_class=start.rule.retention, consent_state="granted", started_at=start.started_at)
 
     async def on_recording(start: RecordingStart) -> None:

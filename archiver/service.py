@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage.catalog import ACTIVE, Catalog, Recording
+from storage.entries import ConsentBody, RevokeBody
 from storage.errors import NotFound, PermanentError, RetryableError, StorageError
 from storage.ledger import Ledger
+from storage.spool_names import DONE_SUFFIX, RECORDING_ID_RE
 
 from . import spool
 from .errors import SetupError
@@ -260,7 +262,7 @@ class Archiver:
         return sorted(p for p in self.spool_dir.iterdir() if spool.is_recording_file(p) and p.is_file())
 
     def _row_for(self, path: Path) -> Recording | None:
-        if spool.RECORDING_ID_RE.fullmatch(path.stem):
+        if RECORDING_ID_RE.fullmatch(path.stem):
             try:
                 return self.catalog.get(path.stem)
             except NotFound:
@@ -289,8 +291,8 @@ class Archiver:
             elif rec.state in ACTIVE:
                 queued += 1
         names = {p.name for p in files}
-        for marker in self.spool_dir.glob("*" + spool.MARKER_SUFFIX):
-            target = marker.with_name(marker.name[:-len(spool.MARKER_SUFFIX)])
+        for marker in self.spool_dir.glob("*" + DONE_SUFFIX):
+            target = marker.with_name(marker.name[:-len(DONE_SUFFIX)])
             if target.name in names or not spool.is_recording_file(target):
                 continue
             rec = self._row_for(target)
@@ -316,26 +318,21 @@ class Archiver:
         ``unclaimed_files``, until an operator runs ``callvault recordings adopt``.
         """
         rid = path.stem
-        if not spool.RECORDING_ID_RE.fullmatch(rid):
+        if not RECORDING_ID_RE.fullmatch(rid):
             return None
-        consents = [e for e in self.ledger.find(recording_id=rid, kind="consent") if e.data.get("record")]
+        consents = [(e, c) for e in self.ledger.find(recording_id=rid, kind=ConsentBody.KIND)
+                    if (c := ConsentBody.from_body(e.data)).record]
         if not consents:
             return None
-        entry = consents[-1]
-        d = entry.data
-        linkedid = str(d.get("linkedid") or "")
-        revoked = bool(linkedid) and any(rid in (e.data.get("recording_ids") or [])
-                                         for e in self.ledger.find(call_id=linkedid, kind="revoke"))
-        rule = str(d.get("rule") or "")
-        self.catalog.add(Recording(
-            recording_id=rid, consent_id=str(d.get("consent_id") or ""), uniqueid=str(d.get("uniqueid") or ""),
-            linkedid=linkedid, channel=str(d.get("channel") or ""), spool_path=str(path),
-            caller_hmac=str(d.get("caller_hmac") or ""), did=str(d.get("did") or ""), agent="", rule=rule,
-            jurisdiction=str(d.get("jurisdiction") or ""),
-            retention_class=self.rule_retention.get(rule, "default"),
-            consent_state="revoked" if revoked else str(d.get("outcome") or "unknown"),
-            started_at=float(d.get("started_at") or path.stat().st_mtime),
-            erase_requested=1 if revoked else 0))
+        entry, consent = consents[-1]
+        linkedid = consent.linkedid
+        revoked = bool(linkedid) and any(rid in RevokeBody.from_body(e.data).recording_ids
+                                         for e in self.ledger.find(call_id=linkedid, kind=RevokeBody.KIND))
+        self.catalog.add(Recording.from_consent(
+            consent, recording_id=rid, spool_path=str(path),
+            retention_class=self.rule_retention.get(consent.rule, "default"),
+            consent_state="revoked" if revoked else consent.outcome or "unknown",
+            started_at=consent.started_at or path.stat().st_mtime, erase_requested=1 if revoked else 0))
         self.ledger.append("archive.adopt", {"recording_id": rid, "spool_file": path.name,
                                              "consent_seq": entry.seq, "revoked": revoked,
                                              "reason": "spool file without a catalog row"},

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.spool_names import done_marker
+
 RECORDING_SUFFIXES = (".wav", ".WAV", ".gsm", ".sln", ".sln16")
-MARKER_SUFFIX = ".done"
-# The consent handler's ids (agi.handlers.consent.new_id("r")): the only names the
-# archiver adopts without a catalog row.
-RECORDING_ID_RE = re.compile(r"r[0-9a-f]{24}")
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,7 @@ class SpoolRules:
 
 
 def marker_for(path: Path) -> Path:
-    return path.with_name(path.name + MARKER_SUFFIX)
+    return Path(done_marker(str(path)))
 
 
 def is_recording_file(path: Path) -> bool:

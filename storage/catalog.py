@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterable
 
 from .db import Database
+from .entries import ConsentBody
 from .errors import NotFound
 
 STATES = ("recording", "pending", "encrypting", "uploading", "verifying", "archived",
@@ -104,6 +105,24 @@ class Recording:
     @property
     def pause_intervals(self) -> list[list[float | None]]:
         return json.loads(self.paused)
+
+    @classmethod
+    def from_consent(cls, consent: ConsentBody, *, spool_path: str, retention_class: str,
+                     consent_state: str, started_at: float, erase_requested: int = 0,
+                     recording_id: str | None = None) -> Recording:
+        """The row of the recording that ``consent`` allowed, MixMonitor writing
+        ``spool_path``; its id is ``recording_id`` if given, else the consent's.
+
+        ``consent_state``: ``granted`` when the consent handler starts the recording
+        (for an implied consent too); the consent's outcome (or ``revoked``) when the
+        archiver rebuilds a lost row from the ledger.
+        """
+        return cls(
+            recording_id=recording_id or consent.recording_id or "", consent_id=consent.consent_id,
+            uniqueid=consent.uniqueid, linkedid=consent.linkedid, channel=consent.channel, spool_path=spool_path,
+            caller_hmac=consent.caller_hmac, did=consent.did, agent="", rule=consent.rule,
+            jurisdiction=consent.jurisdiction, retention_class=retention_class, consent_state=consent_state,
+            started_at=started_at, erase_requested=erase_requested)
 
 
 _COLUMNS = [f.name for f in fields(Recording)]

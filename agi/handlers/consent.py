@@ -14,6 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
+from storage.entries import ConsentBody
+from storage.spool_names import done_marker, recording_file
+
 from .. import variables as v
 from ..errors import AgiHangup, CommandFailed
 from ..policy import ALLOW_DIGIT, REFUSE_DIGIT, Policy, Rule
@@ -49,15 +52,9 @@ class AppendEvent(Protocol):
 
 @dataclass(frozen=True)
 class RecordingStart:
-    recording_id: str
-    consent_id: str
-    uniqueid: str
-    linkedid: str
-    channel: str
-    path: str
+    consent: ConsentBody  # the entry that allows it: ``record`` and ``recording_id`` set
+    path: str  # as Asterisk names it
     rule: Rule
-    caller_hmac: str
-    did: str
     started_at: float
 
 
@@ -133,44 +130,46 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     rule = deps.policy.resolve(did=did, caller=caller, language=env.language)
     linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
     notice = deps.prompt(rule.prompt_language, f"notice-{rule.mode}")
-    body = {
-        "consent_id": consent_id, "uniqueid": env.uniqueid, "linkedid": linkedid,
-        "channel": env.channel, "caller_hmac": deps.caller_hmac(caller), "did": did,
-        "rule": rule.name, "jurisdiction": rule.jurisdiction, "mode": rule.mode,
-        "language": rule.prompt_language, "notice": notice, "started_at": started,
-    }
+    caller_hmac = deps.caller_hmac(caller)
+
+    def decided(**outcome: object) -> ConsentBody:
+        return ConsentBody(consent_id=consent_id, uniqueid=env.uniqueid, linkedid=linkedid, channel=env.channel,
+                           caller_hmac=caller_hmac, did=did, rule=rule.name, jurisdiction=rule.jurisdiction,
+                           mode=rule.mode, language=rule.prompt_language, notice=notice, started_at=started,
+                           **outcome)
+
     try:
         outcome = await _ask(session, rule, notice, deps.prompt(rule.prompt_language, "invalid-choice"))
     except AgiHangup:
-        body.update(outcome="abandoned", reason="hangup-during-notice", record=False,
-                    ended_at=time.time())
-        await deps.append("consent", body, call_id=linkedid, recording_id=None)
+        body = decided(outcome=ConsentBody.ABANDONED, reason="hangup-during-notice", record=False,
+                       ended_at=time.time())
+        await deps.append(ConsentBody.KIND, body.to_body(), call_id=linkedid, recording_id=None)
         return
     recording_id = new_id("r") if outcome.record else None
-    body.update(outcome=outcome.consent, reason=outcome.reason, digits=outcome.digits,
-                attempts=outcome.attempts, record=outcome.record, recording_id=recording_id,
-                ended_at=time.time())
+    body = decided(outcome=outcome.consent, reason=outcome.reason, digits=outcome.digits,
+                   attempts=outcome.attempts, record=outcome.record, recording_id=recording_id,
+                   ended_at=time.time())
     if recording_id is None:
-        await deps.append("consent", body, call_id=linkedid, recording_id=None)
+        await deps.append(ConsentBody.KIND, body.to_body(), call_id=linkedid, recording_id=None)
     else:
-        path = f"{deps.spool_dir.rstrip('/')}/{recording_id}.wav"
-        start = RecordingStart(recording_id, consent_id, env.uniqueid, linkedid, env.channel,
-                               path, rule, body["caller_hmac"], did, time.time())
+        path = f"{deps.spool_dir.rstrip('/')}/{recording_file(recording_id)}"
+        start = RecordingStart(body, path, rule, time.time())
         if deps.append_recording is not None:
-            await deps.append_recording(body, start, call_id=linkedid, recording_id=recording_id)
+            await deps.append_recording(body.to_body(), start, call_id=linkedid, recording_id=recording_id)
         else:
-            await deps.append("consent", body, call_id=linkedid, recording_id=recording_id)
+            await deps.append(ConsentBody.KIND, body.to_body(), call_id=linkedid, recording_id=recording_id)
             await deps.on_recording(start)
         # The post-command runs in a shell: only our generated id goes into it.
-        await session.exec("MixMonitor", f"{path},,/bin/touch {path}.done")
+        await session.exec("MixMonitor", f"{path},,/bin/touch {done_marker(path)}")
         await session.set_variable(v.RECORDING_ID, recording_id)
     await session.set_variable(v.CONSENT_ID, consent_id)
     await session.set_variable(v.RULE, rule.name)
     await session.set_variable(v.CONSENT, outcome.consent)
-    await session.set_variable(v.RECORD, "yes" if outcome.record else "no")
-    await session.exec("UserEvent", f"{v.USER_EVENT},ConsentId: {consent_id},Consent: {outcome.consent},"
-                       f"Record: {'yes' if outcome.record else 'no'},RecordingId: {recording_id or ''},"
-                       f"Rule: {rule.name}")
+    record = v.YES if outcome.record else v.NO
+    await session.set_variable(v.RECORD, record)
+    await session.exec("UserEvent", v.user_event(
+        v.USER_EVENT, (v.EVENT_CONSENT_ID, consent_id), (v.EVENT_CONSENT, outcome.consent),
+        (v.EVENT_RECORD, record), (v.EVENT_RECORDING_ID, recording_id or ""), (v.EVENT_RULE, rule.name)))
     confirm = "will-record" if outcome.record else "will-not-record"
     try:
         await session.stream_file(deps.prompt(rule.prompt_language, confirm))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from storage.catalog import Catalog
+from storage.entries import RevokeBody
 
 from .. import variables as v
 from ..session import AgiSession
@@ -51,14 +52,15 @@ async def revoke(session: AgiSession, deps: RevokeDeps) -> None:
                         rec.channel, e, rec.recording_id)
             ok = False
         (stopped if ok else not_stopped).append(rec.recording_id)
-    await deps.append("revoke", {
-        "linkedid": linkedid, "by_channel": env.channel, "at": time.time(),
-        "recording_ids": [r.recording_id for r in live], "action": "stop-and-erase",
-        "stopped": stopped, "not_stopped": not_stopped,
-    }, call_id=linkedid, recording_id=live[0].recording_id if live else None)
-    await session.set_variable(v.CONSENT, "revoked")
-    await session.set_variable(v.RECORD, "no")
-    await session.exec("UserEvent", f"{v.USER_EVENT},Consent: revoked,Record: no,"
-                       f"RecordingId: {','.join(r.recording_id for r in live)}")
+    body = RevokeBody(linkedid=linkedid, by_channel=env.channel, at=time.time(),
+                      recording_ids=tuple(r.recording_id for r in live), stopped=tuple(stopped),
+                      not_stopped=tuple(not_stopped))
+    await deps.append(RevokeBody.KIND, body.to_body(), call_id=linkedid,
+                      recording_id=live[0].recording_id if live else None)
+    await session.set_variable(v.CONSENT, v.REVOKED)
+    await session.set_variable(v.RECORD, v.NO)
+    await session.exec("UserEvent", v.user_event(
+        v.USER_EVENT, (v.EVENT_CONSENT, v.REVOKED), (v.EVENT_RECORD, v.NO),
+        (v.EVENT_RECORDING_ID, ",".join(body.recording_ids))))
     language = env.language or "en"
     await session.stream_file(deps.prompt(language, "recording-stopped"))

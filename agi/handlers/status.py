@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from storage.entries import ConsentBody, RevokeBody
 from storage.ledger import Ledger
 
 from .. import variables as v
@@ -26,11 +27,11 @@ async def status(session: AgiSession, deps: StatusDeps) -> None:
     entries = await asyncio.to_thread(deps.ledger.find, call_id=linkedid)
     consent, record, consent_id = "none", "no", ""
     for entry in entries:  # oldest first: later facts (revoke) override
-        data = entry.data
-        if entry.kind == "consent":
-            consent, consent_id = data["outcome"], data["consent_id"]
-            record = "yes" if data.get("record") else "no"
-        elif entry.kind == "revoke":
+        if entry.kind == ConsentBody.KIND:
+            body = ConsentBody.from_body(entry.data)
+            consent, consent_id = body.outcome, body.consent_id
+            record = "yes" if body.record else "no"
+        elif entry.kind == RevokeBody.KIND:
             consent, record = "revoked", "no"
     await session.set_variable(v.CONSENT, consent)
     await session.set_variable(v.RECORD, record)

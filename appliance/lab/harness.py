@@ -31,14 +31,18 @@ def lab_dialplan(agi_port: int) -> str:
     The extension is the DID. After consent the call stays up (the Local
     channel's other half is the caller, and decides when the call ends).
     """
+    from agi import variables as v
     from agi.dialplan import CONSENT_CONTEXT, consent_context
+
+    def after(event: str) -> str:  # what the channel's variables say, as consent's UserEvent fields
+        return v.user_event(event, (v.EVENT_CONSENT, f"${{{v.CONSENT}}}"), (v.EVENT_RECORD, f"${{{v.RECORD}}}"))
 
     agi = f"agi://127.0.0.1:{agi_port}"
     return consent_context(agi) + f"""
 [{LAB_CONTEXT}]
 exten => _X.,1,Answer()
  same => n,Gosub({CONSENT_CONTEXT},s,1(${{EXTEN}}))
- same => n,UserEvent(CallvaultLabAfterAgi,Consent: ${{CALLVAULT_CONSENT}},Record: ${{CALLVAULT_RECORD}})
+ same => n,UserEvent({after("CallvaultLabAfterAgi")})
  same => n,Goto({LAB_TALK_CONTEXT},s,1)
 
 ; The "conversation": a steady tone (so recordings have audio to check) while
@@ -48,7 +52,7 @@ exten => _X.,1,Answer()
 exten => s,1,Playtones(440)
  same => n,WaitExten(3600)
 exten => 0,1,AGI({agi}/revoke)
- same => n,UserEvent(CallvaultLabAfterRevoke,Consent: ${{CALLVAULT_CONSENT}},Record: ${{CALLVAULT_RECORD}})
+ same => n,UserEvent({after("CallvaultLabAfterRevoke")})
  same => n,Goto(s,1)
 """
 

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from agi import variables as v
 from agi.ami import AmiClient, AmiEvent
 from storage.catalog import Catalog
+from storage.entries import ConsentBody
 from storage.errors import NotFound
 from storage.ledger import Ledger
 from storage.users import User, Users
@@ -255,15 +256,15 @@ class LiveCalls:
         call = self._call_for(event)
         if call is None:
             return
-        consent, record = event.get("Consent"), event.get("Record")
-        rids = [r for r in str(event.get("RecordingId", "")).split(",") if r]
+        consent, record = event.get(v.EVENT_CONSENT), event.get(v.EVENT_RECORD)
+        rids = [r for r in str(event.get(v.EVENT_RECORDING_ID, "")).split(",") if r]
         if consent == v.REVOKED:
             if call.recording in ("recording", "paused"):
                 call.recording = "stopped"
         else:
             self.metrics.calls += 1
             self.metrics.consent[consent or "unknown"] += 1
-            call.rule = event.get("Rule") or call.rule
+            call.rule = event.get(v.EVENT_RULE) or call.rule
             if record == v.YES and rids:
                 call.recorded_channel = event.get("Channel")
                 if call.recording != "paused":
@@ -280,9 +281,9 @@ class LiveCalls:
         self._changed(call)
 
     async def _did_from_ledger(self, call: LiveCall) -> None:
-        entries = await asyncio.to_thread(self.ledger.find, call_id=call.call_id, kind="consent")
+        entries = await asyncio.to_thread(self.ledger.find, call_id=call.call_id, kind=ConsentBody.KIND)
         if entries and not call.did:
-            call.did = str(entries[-1].data.get("did", ""))
+            call.did = ConsentBody.from_body(entries[-1].data).did
             self._match_did(call)
             self._changed(call)
 

@@ -1,0 +1,151 @@
+"""The bodies of ledger entries that one package writes and another reads.
+
+The agi package writes ``consent``, ``revoke``, ``pause`` and ``resume`` entries; the
+archiver (adopting a spool file whose catalog row was lost), the live view and the
+status route read them back. These frozen dataclasses are that contract: writers
+append ``x.to_body()``, readers take ``Cls.from_body(entry.data)``.
+
+``to_body`` gives exactly the dict the handlers have always written (the same keys
+and values), so new entries hash as before. ``from_body`` is lenient, as the readers
+always were: a key missing from an entry (hand-written, or from a test) reads as an
+empty value, never as an error, and keys it does not know are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+__all__ = ["ConsentBody", "RevokeBody", "PauseBody"]
+
+
+def _str(d: Mapping[str, Any], key: str) -> str:
+    return str(d.get(key) or "")
+
+
+def _float(d: Mapping[str, Any], key: str) -> float:
+    return float(d.get(key) or 0.0)
+
+
+def _strs(d: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    return tuple(str(x) for x in d.get(key) or ())
+
+
+@dataclass(frozen=True)
+class ConsentBody:
+    """A ``consent`` entry: the notice played and what the caller's answer decided.
+
+    An ``abandoned`` consent (hang-up during the notice) was never answered: its body
+    has no ``digits``, ``attempts`` nor ``recording_id`` (they read back as ``""``, 0
+    and None). Every other outcome's body has all three, ``recording_id`` being null
+    unless ``record``.
+    """
+
+    KIND: ClassVar[str] = "consent"
+    ABANDONED: ClassVar[str] = "abandoned"
+
+    consent_id: str
+    uniqueid: str
+    linkedid: str
+    channel: str
+    caller_hmac: str
+    did: str
+    rule: str
+    jurisdiction: str
+    mode: str
+    language: str
+    notice: str
+    started_at: float
+    outcome: str  # granted | declined | implied | abandoned
+    reason: str
+    record: bool
+    ended_at: float
+    digits: str = ""
+    attempts: int = 0
+    recording_id: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.outcome != self.ABANDONED
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "consent_id": self.consent_id, "uniqueid": self.uniqueid, "linkedid": self.linkedid,
+            "channel": self.channel, "caller_hmac": self.caller_hmac, "did": self.did,
+            "rule": self.rule, "jurisdiction": self.jurisdiction, "mode": self.mode,
+            "language": self.language, "notice": self.notice, "started_at": self.started_at,
+            "outcome": self.outcome, "reason": self.reason,
+        }
+        if self.answered:
+            body.update(digits=self.digits, attempts=self.attempts, record=self.record,
+                        recording_id=self.recording_id, ended_at=self.ended_at)
+        else:
+            body.update(record=self.record, ended_at=self.ended_at)
+        return body
+
+    @classmethod
+    def from_body(cls, d: Mapping[str, Any]) -> ConsentBody:
+        rid = d.get("recording_id")
+        return cls(
+            consent_id=_str(d, "consent_id"), uniqueid=_str(d, "uniqueid"), linkedid=_str(d, "linkedid"),
+            channel=_str(d, "channel"), caller_hmac=_str(d, "caller_hmac"), did=_str(d, "did"),
+            rule=_str(d, "rule"), jurisdiction=_str(d, "jurisdiction"), mode=_str(d, "mode"),
+            language=_str(d, "language"), notice=_str(d, "notice"), started_at=_float(d, "started_at"),
+            outcome=_str(d, "outcome"), reason=_str(d, "reason"), record=bool(d.get("record")),
+            ended_at=_float(d, "ended_at"), digits=_str(d, "digits"), attempts=int(d.get("attempts") or 0),
+            recording_id=str(rid) if rid else None)
+
+
+@dataclass(frozen=True)
+class RevokeBody:
+    """A ``revoke`` entry: consent withdrawn mid-call, the call's live recordings
+    flagged for erasure, and which of them MixMonitor could be stopped on."""
+
+    KIND: ClassVar[str] = "revoke"
+    STOP_AND_ERASE: ClassVar[str] = "stop-and-erase"
+
+    linkedid: str
+    by_channel: str
+    at: float
+    recording_ids: tuple[str, ...]
+    stopped: tuple[str, ...]
+    not_stopped: tuple[str, ...]  # go on being written until their channel hangs up
+    action: str = STOP_AND_ERASE
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "linkedid": self.linkedid, "by_channel": self.by_channel, "at": self.at,
+            "recording_ids": list(self.recording_ids), "action": self.action,
+            "stopped": list(self.stopped), "not_stopped": list(self.not_stopped),
+        }
+
+    @classmethod
+    def from_body(cls, d: Mapping[str, Any]) -> RevokeBody:
+        return cls(linkedid=_str(d, "linkedid"), by_channel=_str(d, "by_channel"), at=_float(d, "at"),
+                   recording_ids=_strs(d, "recording_ids"), stopped=_strs(d, "stopped"),
+                   not_stopped=_strs(d, "not_stopped"), action=_str(d, "action"))
+
+
+@dataclass(frozen=True)
+class PauseBody:
+    """A ``pause`` or ``resume`` entry (PCI: MixMonitor muted or unmuted)."""
+
+    PAUSE: ClassVar[str] = "pause"
+    RESUME: ClassVar[str] = "resume"
+
+    recording_id: str
+    channel: str
+    at: float
+    actor: str
+
+    @classmethod
+    def kind(cls, paused: bool) -> str:
+        return cls.PAUSE if paused else cls.RESUME
+
+    def to_body(self) -> dict[str, Any]:
+        return {"recording_id": self.recording_id, "channel": self.channel, "at": self.at, "actor": self.actor}
+
+    @classmethod
+    def from_body(cls, d: Mapping[str, Any]) -> PauseBody:
+        return cls(recording_id=_str(d, "recording_id"), channel=_str(d, "channel"), at=_float(d, "at"),
+                   actor=_str(d, "actor"))

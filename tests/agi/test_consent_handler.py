@@ -1,0 +1,130 @@
+"""The consent and revoke handlers against a scripted channel: the ledger bodies,
+MixMonitor's arguments and the UserEvent are exactly what they were before the typed
+contracts (tests/support/captured_bodies.py), and the catalog row is built from the
+consent."""
+
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+
+import pytest
+
+import agi.handlers.consent as consent_mod
+import agi.handlers.revoke as revoke_mod
+from agi.errors import AgiHangup
+from agi.policy import Policy, Rule
+from storage.catalog import Recording
+from storage.ledger import canonical_json
+from storage.spool_names import RECORDING_ID_RE
+
+from captured_bodies import ABANDONED, DECLINED, GRANTED, HMAC, IMPLIED, REVOKE
+
+SPOOL = "/var/spool/asterisk/callvault"
+
+
+class Channel:
+    """Answers like Asterisk would; the caller presses ``digits`` (or hangs up)."""
+
+    def __init__(self, digits: str = "", *, hang_up: bool = False):
+        self.env = SimpleNamespace(args=["27215550100"], query={}, extension="s", callerid="27215550123",
+                                   language="en", uniqueid="1795329357.7", channel="Local/100@lab-0001;2")
+        self.digits, self.hang_up, self.execs, self.vars = digits, hang_up, [], {}
+
+    async def get_variable(self, name):
+        return "1795329357.6"
+
+    async def get_data(self, prompt, timeout_ms, max_digits):
+        if self.hang_up:
+            raise AgiHangup("caller hung up")
+        return self.digits, not self.digits
+
+    async def stream_file(self, name, escape_digits=""):
+        return None, 0
+
+    async def exec(self, app, args=""):
+        self.execs.append((app, args))
+        return 0
+
+    async def set_variable(self, name, value):
+        self.vars[name] = value
+
+
+@pytest.fixture
+def fixed(monkeypatch):
+    """The clock and ids the captured bodies were written with; returns the calls' ledger."""
+    clock = itertools.count(1700000000)
+    fake_time = SimpleNamespace(time=lambda: float(next(clock)) + 0.25)
+    ids = itertools.count(1)
+    monkeypatch.setattr(consent_mod, "time", fake_time)
+    monkeypatch.setattr(revoke_mod, "time", fake_time)
+    monkeypatch.setattr(consent_mod, "new_id", lambda prefix: f"{prefix}{next(ids):024x}")
+    return []
+
+
+def deps(ledger: list, mode: str, starts: list) -> consent_mod.ConsentDeps:
+    async def append(kind, body, *, call_id=None, recording_id=None):
+        ledger.append((kind, canonical_json(body), call_id, recording_id))
+
+    async def on_recording(start):
+        starts.append(start)
+
+    return consent_mod.ConsentDeps(
+        policy=Policy((Rule("za", mode=mode, repeats=0, retention="short"),)), append=append,
+        caller_hmac=lambda number: HMAC, prompt=lambda lang, name: f"callvault/{lang}/{name}",
+        spool_dir=SPOOL + "/", on_recording=on_recording)
+
+
+async def test_consent_writes_the_bodies_and_commands_it_always_did(fixed):
+    ledger, starts, channels = fixed, [], []
+    for digits, hang_up, mode in (("1", False, "opt-in"), ("2", False, "opt-in"), ("", True, "opt-in"),
+                                  ("", False, "opt-out")):
+        channels.append(Channel(digits, hang_up=hang_up))
+        await consent_mod.consent(channels[-1], deps(ledger, mode, starts))
+    granted, implied = "r000000000000000000000002", "r000000000000000000000006"
+    assert ledger == [("consent", GRANTED, "1795329357.6", granted), ("consent", DECLINED, "1795329357.6", None),
+                      ("consent", ABANDONED, "1795329357.6", None), ("consent", IMPLIED, "1795329357.6", implied)]
+    assert channels[0].execs == [
+        ("MixMonitor", f"{SPOOL}/{granted}.wav,,/bin/touch {SPOOL}/{granted}.wav.done"),
+        ("UserEvent", f"CallvaultConsent,ConsentId: c000000000000000000000001,Consent: granted,Record: yes,"
+                      f"RecordingId: {granted},Rule: za")]
+    assert channels[1].execs == [("UserEvent", "CallvaultConsent,ConsentId: c000000000000000000000003,"
+                                               "Consent: declined,Record: no,RecordingId: ,Rule: za")]
+    assert channels[2].execs == [] and channels[2].vars == {}
+    assert [s.consent.recording_id for s in starts] == [granted, implied]
+    assert [s.path for s in starts] == [f"{SPOOL}/{granted}.wav", f"{SPOOL}/{implied}.wav"]
+
+    row = Recording.from_consent(starts[1].consent, spool_path=f"/host/spool/{implied}.wav",
+                                 retention_class=starts[1].rule.retention, consent_state="granted",
+                                 started_at=starts[1].started_at)
+    assert row == Recording(recording_id=implied, consent_id="c000000000000000000000005", uniqueid="1795329357.7",
+                            linkedid="1795329357.6", channel="Local/100@lab-0001;2",
+                            spool_path=f"/host/spool/{implied}.wav", caller_hmac=HMAC, did="27215550100", agent="",
+                            rule="za", jurisdiction="ZA", retention_class="short", consent_state="granted",
+                            started_at=starts[1].started_at)
+
+
+def test_generated_recording_ids_have_the_shape_the_archiver_adopts():
+    assert RECORDING_ID_RE.fullmatch(consent_mod.new_id("r"))
+
+
+async def test_revoke_writes_the_body_and_event_it_always_did(fixed):
+    rid = "r000000000000000000000001"
+    rec = SimpleNamespace(recording_id=rid, state="recording", erase_requested=0, channel="PJSIP/1-1")
+    catalog = SimpleNamespace(by_linkedid=lambda linkedid: [rec], update=lambda *a, **k: None)
+    ledger = fixed
+
+    async def append(kind, body, *, call_id=None, recording_id=None):
+        ledger.append((kind, canonical_json(body), call_id, recording_id))
+
+    async def stop(channel):
+        return True
+
+    for _ in range(10):  # the captured revoke came after the four consent calls' clock readings
+        consent_mod.time.time()
+    channel = Channel()
+    await revoke_mod.revoke(channel, revoke_mod.RevokeDeps(catalog=catalog, append=append, stop_mixmonitor=stop,
+                                                           prompt=lambda lang, name: name))
+    assert ledger == [("revoke", REVOKE, "1795329357.6", rid)]
+    assert channel.execs == [("UserEvent", f"CallvaultConsent,Consent: revoked,Record: no,RecordingId: {rid}")]
+    assert channel.vars == {"CALLVAULT_CONSENT": "revoked", "CALLVAULT_RECORD": "no"}
