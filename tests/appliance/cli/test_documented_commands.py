@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 CALLVAULT = BIN / "callvault"
 CALLVAULT_AGI = BIN / "callvault-agi"
@@ -191,8 +191,8 @@ NOT_RUN_HERE = {
     ("lab", "up"): "is the lab (tests/appliance/test_lab.py)",
     ("lab", "down"): "is the lab",
     ("lab", "call"): "needs the lab",
-    ("recordings", "get"): "needs an archived recording (tests/archiver/test_cli.py)",
-    ("recordings", "adopt"): "needs a spool file and an archiver (tests/archiver/test_cli.py)",
+    ("recordings", "get"): "needs an archived recording (tests/appliance/cli/test_archive_commands.py)",
+    ("recordings", "adopt"): "needs a spool file and an archiver (tests/appliance/cli/test_archive_commands.py)",
     ("prompts", "build"): "speaks every prompt with espeak-ng (tests/announcements/test_prompts_cli.py)",
     ("prompts", "import"): "needs an audio file (tests/announcements/test_prompts_cli.py)",
     ("prompts", "install"): "needs built prompts (tests/announcements/test_prompts_cli.py)",
@@ -285,7 +285,7 @@ def test_documented_agi_routes_exist(tmp_path):
     The script has no --help (its arguments come from the dialplan, and it always
     exits 0); an unknown route fails the call closed naming the known ones, which is
     cheap to ask. The consent flow itself runs through this entry point in
-    tests/agi/test_classic_agi.py."""
+    tests/appliance/test_classicagi.py."""
     routes = documented_agi_routes(DOCS)
     assert "consent" in routes
     (tmp_path / "db").mkdir()

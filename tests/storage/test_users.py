@@ -1,15 +1,12 @@
-"""Users, password hashes and sessions (storage/users.py) and `callvault users add|list|disable`."""
+"""Users, password hashes and sessions (storage/users.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import time
 
 import pytest
 
-from appliance.cli import build_parser
 from storage.db import open_database
 from storage.errors import NotFound
 from storage.users import (SCRYPT_LOG_N, UserError, Users, hash_password, token_hash, verify_hash)
@@ -71,49 +68,3 @@ def test_sessions_store_only_a_hash_and_end_on_disable_expiry_and_idle(users):
     users.disable("alice")
     assert users.session(again) is None
     assert users.authenticate("alice", "alice-password-1") is None
-
-
-def run(tmp_path, capsys, *argv: str, stdin: str = "") -> tuple[int, str, str]:
-    (tmp_path / "callvault.toml").write_text(
-        f'[ami]\nsecret = "x"\n[database]\nurl = "sqlite:///{tmp_path / "cv.db"}"\n')
-    args = build_parser().parse_args([*argv[:2], "-c", str(tmp_path / "callvault.toml"), *argv[2:]])
-    import sys
-
-    old = sys.stdin
-    sys.stdin = io.StringIO(stdin)
-    try:
-        code = args.fn(args)
-    finally:
-        sys.stdin = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_users_cli_add_list_disable(tmp_path, capsys):
-    pw = tmp_path / "pw.txt"
-    pw.write_text("alice-password-1\n")
-    code, out, _ = run(tmp_path, capsys, "users", "add", "alice", "--role", "agent", "--agent-channel",
-                       "PJSIP/1001", "--did", "27215550100", "--password-file", str(pw))
-    assert code == 0 and out.strip() == "user alice added as agent (PJSIP/1001, did:27215550100)"
-    code, out, _ = run(tmp_path, capsys, "users", "add", "sam", "--role", "supervisor", "--password-file", "-",
-                       stdin="sam-password-12\n")
-    assert code == 0
-    code, out, err = run(tmp_path, capsys, "users", "add", "sam", "--role", "supervisor", "--password-file", "-",
-                         stdin="sam-password-12\n")
-    assert code == 2 and "exists" in err
-    code, out, err = run(tmp_path, capsys, "users", "add", "bo", "--role", "admin", "--agent-channel", "PJSIP/1",
-                         "--password-file", str(pw))
-    assert code == 2 and "agents only" in err
-    code, out, err = run(tmp_path, capsys, "users", "add", "bo", "--role", "admin", "--password-file", "-",
-                         stdin="short\n")
-    assert code == 2 and "at least 10" in err
-
-    code, out, _ = run(tmp_path, capsys, "users", "list", "--json")
-    assert [(u["name"], u["role"], u["disabled"]) for u in json.loads(out)] == [("alice", "agent", False),
-                                                                                ("sam", "supervisor", False)]
-    code, out, _ = run(tmp_path, capsys, "users", "disable", "alice")
-    assert code == 0 and "disabled" in out
-    code, out, _ = run(tmp_path, capsys, "users", "list")
-    assert "alice" in out and "disabled" in out and "PJSIP/1001" in out
-    code, _, err = run(tmp_path, capsys, "users", "disable", "nobody")
-    assert code == 1 and "nobody" in err
