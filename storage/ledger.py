@@ -3,8 +3,8 @@ in table ``ledger`` of a :class:`storage.db.Database`.
 
 The chain itself (entry fields, canonical bodies, the version-1 hash encoding and
 what verification detects) is in :mod:`storage.chain`, as pure functions this
-module uses; its names are re-exported here. :meth:`Ledger.verify` checks the
-stored chain with :func:`storage.chain.verify_entries`; :func:`verify_jsonl`
+module uses. :meth:`Ledger.verify` checks the
+stored chain with :func:`storage.chain.verify_entries`; :func:`storage.chain.verify_jsonl`
 checks an export without the database. With ``expected_head=(seq, hash)`` (an
 anchored head kept outside the database) verification also detects a truncated
 tail or a database rewritten from scratch.
@@ -27,32 +27,15 @@ from typing import IO, Any
 from .chain import (
     FIELDS,
     GENESIS_HASH,
-    MAX_BODY_BYTES,
     Entry,
     VerifyResult,
-    canonical_json,
-    entry_hash,
     format_ts,
     next_entry,
     prepare_body,
     verify_entries,
-    verify_jsonl,
 )
 from .db import Database
 from .errors import NotFound
-
-__all__ = [
-    "GENESIS_HASH",
-    "MAX_BODY_BYTES",
-    "MIGRATIONS",
-    "Entry",
-    "Ledger",
-    "VerifyResult",
-    "canonical_json",
-    "entry_hash",
-    "verify_entries",
-    "verify_jsonl",
-]
 
 _COLUMNS = ", ".join(FIELDS)
 _INSERT = f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

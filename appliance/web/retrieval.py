@@ -36,7 +36,8 @@ from storage.age import CHUNK_SIZE, Identity, NoMatchingIdentity
 from storage.catalog import Catalog, Recording
 from storage.errors import NotFound, StorageError
 from storage.keys import load_identities
-from storage.ledger import Entry, Ledger
+from storage.chain import Entry
+from storage.ledger import Ledger
 from storage.users import Session
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import agi.handlers.revoke as revoke_mod
 from agi.errors import AgiHangup
 from agi.policy import Policy, Rule
 from storage.catalog import Recording
-from storage.ledger import canonical_json
+from storage.chain import canonical_json
 from storage.spool_names import RECORDING_ID_RE
 
 from captured_bodies import ABANDONED, DECLINED, GRANTED, HMAC, IMPLIED, REVOKE

@@ -9,7 +9,7 @@ import json
 from hypothesis import given, strategies as st
 
 from storage.entries import ConsentBody, PauseBody, RevokeBody
-from storage.ledger import canonical_json
+from storage.chain import canonical_json
 
 from captured_bodies import ABANDONED, DECLINED, GRANTED, HMAC, IMPLIED, PAUSE, REVOKE
 

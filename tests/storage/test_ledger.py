@@ -13,7 +13,8 @@ import pytest
 from ledgerhelpers import fill, independent_hash
 from storage.db import Database
 from storage.errors import IntegrityError, NotFound, PermanentError
-from storage.ledger import GENESIS_HASH, Entry, Ledger, entry_hash
+from storage.chain import GENESIS_HASH, Entry, entry_hash
+from storage.ledger import Ledger
 
 
 @pytest.fixture
