@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from appliance.keys import AppKeys as K
-from appliance.web import retrieval
 from appliance.web.retrieval import parse_range
+from archiver import archive
 from appliance.web.state import WebKeys as W
 from storage.age import CHUNK_SIZE, Decryptor
 
@@ -68,7 +68,7 @@ async def test_ranges_are_the_wav_bytes_and_grants_belong_to_one_session(webapp,
                 unwrapped.append(entries[-1].seq)
                 super().__init__(header, identities)
 
-        monkeypatch.setattr(retrieval, "Decryptor", Checked)
+        monkeypatch.setattr(archive, "Decryptor", Checked)  # where the Archive unwraps the key
         async with sam.get(f"/api/recordings/{rid}/audio") as r:
             assert r.status == 403  # no grant yet, and no key touched
         assert unwrapped == []
@@ -136,7 +136,7 @@ async def test_officer_places_a_legal_hold_on_the_stored_object(webapp):
         async with olga.post(f"/api/recordings/{rid}/legal-hold", json=body, headers={"X-CSRF-Token": olga.csrf}) as r:
             assert r.status == 200 and (await r.json())["legal_hold"] is True
         rec = h.app[K.catalog].get(rid)
-        payload, _ = h.app[W.retrieval].stores()
+        payload = h.app[K.archive].payload
         assert rec.legal_hold == 1 and payload.head(rec.object_key, rec.version_id).legal_hold
         kinds = [e.kind for e in h.app[K.ledger].find(recording_id=rid)]
         assert kinds == ["audit.legal_hold", "legal_hold.set"]
