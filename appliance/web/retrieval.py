@@ -34,9 +34,9 @@ from archiver.archive import Archive, ManifestMismatch, Opened, Shredded
 from archiver.manifest import Manifest
 from storage.age import CHUNK_SIZE, Identity, NoMatchingIdentity
 from storage.catalog import Catalog, Recording
+from storage.chain import Entry
 from storage.errors import NotFound, StorageError
 from storage.keys import load_identities
-from storage.chain import Entry
 from storage.ledger import Ledger
 from storage.users import Session
 
