@@ -1,4 +1,8 @@
-"""Run benchmarks: every ``bench/*_bench.py`` module's ``main()``, or those named."""
+"""Run benchmarks: every ``bench/*_bench.py`` module's ``main()``, or those named.
+
+    python -m bench                  all of them
+    python -m bench agi archiver     these
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,17 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     here = Path(__file__).resolve().parent
-    names = argv or sorted(p.stem[:-len("_bench")] for p in here.glob("*_bench.py"))
+    known = sorted(p.stem[:-len("_bench")] for p in here.glob("*_bench.py"))
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip() + f"\n\nbenchmarks: {', '.join(known)}")
+        return 0
+    unknown = [a for a in argv if a not in known]
+    if unknown:
+        print(f"python -m bench: no benchmark {', '.join(map(repr, unknown))} (known: {', '.join(known)})",
+              file=sys.stderr)
+        return 2
     status = 0
-    for name in names:
+    for name in argv or known:
         module = importlib.import_module(f"bench.{name}_bench")
         status = module.main([]) or status
     return status
