@@ -226,6 +226,7 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     from agi.handlers.status import StatusDeps, status
     from agi.routes import RouteTable
     from storage.catalog import Catalog, Recording
+    from storage.entries import ConsentBody
     from storage.hmac_index import caller_hmac
 
     prompt = prompt_resolver(config.prompts.sounds_dir)
@@ -238,10 +239,10 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     async def on_recording(start: RecordingStart) -> None:
         await catalog.add_async(recording(start))
 
-    async def append_recording(body: dict, start: RecordingStart, *, call_id: str | None,
-                               recording_id: str) -> None:
+    async def append_recording(start: RecordingStart) -> None:
         # The consent entry and the catalog row commit together (one fsync).
-        await ledger.append_async("consent", body, call_id=call_id, recording_id=recording_id,
+        c = start.consent
+        await ledger.append_async(ConsentBody.KIND, c.to_body(), call_id=c.linkedid, recording_id=c.recording_id,
                                   also=Catalog.add_op(recording(start)))
 
     consent_deps = ConsentDeps(policy=config.consent, append=ledger.append_async,

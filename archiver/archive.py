@@ -121,10 +121,9 @@ class Archive:
 
     # -- reading ----------------------------------------------------------------------
 
-    def header(self, rec: Recording) -> bytes:
-        """The stored header, checked against the manifest. Raises ``Shredded`` or
-        ``ManifestMismatch``."""
-        m = Manifest.from_json(rec.manifest)
+    def header(self, rec: Recording, m: Manifest) -> bytes:
+        """The stored header, checked against ``m`` (the recording's manifest). Raises
+        ``Shredded`` or ``ManifestMismatch``."""
         try:
             data = self.headers.get(rec.header_key)
         except NotFound:
@@ -136,9 +135,10 @@ class Archive:
     def open(self, rec: Recording, identities: Sequence[Identity]) -> Opened:
         """Unwrap the file key with ``identities`` and read the payload nonce. Raises
         ``Shredded``, ``ManifestMismatch`` or ``storage.age.NoMatchingIdentity``."""
-        decryptor = Decryptor(self.header(rec), identities)
+        m = Manifest.from_json(rec.manifest)
+        decryptor = Decryptor(self.header(rec, m), identities)
         nonce = self.payload_range(rec, 0, NONCE_SIZE)
-        return Opened(rec, Manifest.from_json(rec.manifest), decryptor, nonce)
+        return Opened(rec, m, decryptor, nonce)
 
     def payload_range(self, rec: Recording, start: int, stop: int) -> bytes:
         """Payload bytes ``[start, stop)`` of the stored version (one ranged GET)."""
@@ -159,7 +159,7 @@ class Archive:
         """Decrypt the whole recording into ``out``; the plaintext is checked against the
         manifest (``ManifestMismatch``). Returns its size."""
         m = Manifest.from_json(rec.manifest)
-        decryptor = Decryptor(self.header(rec), identities)
+        decryptor = Decryptor(self.header(rec, m), identities)
         digest, size = hashlib.sha256(), 0
         with self.payload.open_stream(rec.object_key, rec.version_id or None) as stream:
             for piece in decryptor.decrypt_stream(stream):
@@ -174,7 +174,7 @@ class Archive:
         """The original age file (header || payload): its size and its pieces, each at
         most ``window`` bytes of payload. No key is used. Raises ``Shredded``."""
         m = Manifest.from_json(rec.manifest)
-        header = self.header(rec)
+        header = self.header(rec, m)
 
         def pieces() -> Iterator[bytes]:
             yield header

@@ -19,12 +19,10 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
 
 from .errors import PermanentError, sqlite_error
-
-if TYPE_CHECKING:
-    from .db import Database
 
 __all__ = ["MAX_BATCH", "GroupCommitWriter"]
 
@@ -62,6 +60,15 @@ def _settle_async(batch: list[_Pending]) -> None:
             p.future.set_result(p.result)
 
 
+class Writable(Protocol):
+    """What the writer needs of its ``storage.db.Database``: where it is, and its write
+    transaction (the same lock single writes take)."""
+
+    path: Any
+
+    def write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+
 class GroupCommitWriter:
     """One thread committing queued write operations in batches: one fsync per batch.
 
@@ -74,7 +81,7 @@ class GroupCommitWriter:
     write costs what :meth:`Database.write` costs.
     """
 
-    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: Writable, *, max_batch: int = MAX_BATCH) -> None:
         self._db = db
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -59,10 +59,9 @@ class RecordingStart:
 
 
 class AppendConsent(Protocol):
-    """Appends the consent entry AND registers its recording, in one durable step."""
+    """Appends ``start.consent`` AND registers its recording, in one durable step."""
 
-    async def __call__(self, body: dict, start: RecordingStart, *, call_id: str | None,
-                       recording_id: str) -> object: ...
+    async def __call__(self, start: RecordingStart) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
         path = f"{deps.spool_dir.rstrip('/')}/{recording_file(recording_id)}"
         start = RecordingStart(body, path, rule, time.time())
         if deps.append_recording is not None:
-            await deps.append_recording(body.to_body(), start, call_id=linkedid, recording_id=recording_id)
+            await deps.append_recording(start)
         else:
             await deps.append(ConsentBody.KIND, body.to_body(), call_id=linkedid, recording_id=recording_id)
             await deps.on_recording(start)

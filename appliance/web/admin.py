@@ -129,19 +129,22 @@ class Admin:
         return call_id
 
 
+ADMIN: web.AppKey[Admin] = web.AppKey("web.admin", Admin)
+
+
 @requires("admin")
 async def admin_health(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[W.admin].health())
+    return web.json_response(await request.app[ADMIN].health())
 
 
 @requires("admin")
 async def admin_dialplan(request: web.Request) -> web.Response:
-    return web.json_response(request.app[W.admin].dialplan())
+    return web.json_response(request.app[ADMIN].dialplan())
 
 
 @requires("admin")
 async def test_call(request: web.Request) -> web.Response:
-    admin = request.app[W.admin]
+    admin = request.app[ADMIN]
     try:
         body = await json_body(request, {"did": str})
         did = body["did"].strip().lstrip("+")

@@ -22,7 +22,7 @@ from storage.users import Users
 
 from ..keys import AppKeys as K
 from . import pages
-from .admin import Admin, add_admin_routes
+from .admin import ADMIN, Admin, add_admin_routes
 from .api import add_api_routes
 from .auth import (SESSION_IDLE, LoginThrottle, allowed, make_middleware, public, requires, same_origin,
                    security_headers, session_of)
@@ -114,7 +114,7 @@ async def _web_state(app: web.Application) -> AsyncIterator[None]:
     live = LiveCalls(users=users, catalog=app[K.catalog], ledger=app[K.ledger], metrics=metrics_)
     await live.start(app[K.ami])
     app[W.live] = live
-    app[W.admin] = Admin(app)
+    app[ADMIN] = Admin(app)
     yield
     await live.stop()
     retrieval.close()

@@ -9,7 +9,6 @@ from aiohttp import web
 if TYPE_CHECKING:
     from storage.users import Users
 
-    from .admin import Admin
     from .auth import LoginThrottle
     from .live import LiveCalls
     from .metrics import Metrics
@@ -22,4 +21,3 @@ class WebKeys:
     retrieval: "web.AppKey[Retrieval]" = web.AppKey("web.retrieval")
     metrics: "web.AppKey[Metrics]" = web.AppKey("web.metrics")
     throttle: "web.AppKey[LoginThrottle]" = web.AppKey("web.throttle")
-    admin: "web.AppKey[Admin]" = web.AppKey("web.admin")

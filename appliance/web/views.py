@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from .admin import ADMIN
 from .api import find_recordings, public_recording
 from .auth import (ANY_ROLE, SESSION, allowed, clear_session_cookie, login_csrf, public, requires, session_of,
                    set_login_cookie, set_session_cookie, SESSION_TTL)
@@ -113,7 +114,7 @@ async def supervisor_view(request: web.Request) -> web.Response:
 
 @requires("admin")
 async def admin_view(request: web.Request) -> web.Response:
-    admin = request.app[W.admin]
+    admin = request.app[ADMIN]
     html = pages.admin_page(session_of(request), await admin.health(), admin.dialplan())
     return web.Response(text=html, content_type="text/html")
 

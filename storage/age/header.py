@@ -10,15 +10,13 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 from storage.age.errors import HeaderError, HeaderMacError, KeyFormatError, NoMatchingIdentity
 from storage.age.primitives import b64decode, b64encode, hkdf
 
-if TYPE_CHECKING:
-    from storage.age.keys import Recipient
 
-__all__ = ["FILE_KEY_SIZE", "FORMAT", "MAX_HEADER_SIZE", "VERSION_LINE", "Stanza", "Unwrapper",
+__all__ = ["FILE_KEY_SIZE", "FORMAT", "MAX_HEADER_SIZE", "VERSION_LINE", "Stanza", "Unwrapper", "Wrapper",
            "build_header", "header_with_mac", "parse_header", "read_header", "unwrap_file_key"]
 
 FILE_KEY_SIZE = 16
@@ -50,6 +48,12 @@ class Unwrapper(Protocol):
     def _unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None: ...
 
 
+class Wrapper(Protocol):
+    """A recipient (``storage.age.keys.Recipient``): wraps a file key into its stanza."""
+
+    def _wrap(self, file_key: bytes, ephemeral: bytes | None = None) -> Stanza: ...
+
+
 
 def header_with_mac(file_key: bytes, stanzas: Sequence[Stanza]) -> bytes:
     body = VERSION_LINE + b"".join(s.encode() for s in stanzas) + b"---"
@@ -57,7 +61,7 @@ def header_with_mac(file_key: bytes, stanzas: Sequence[Stanza]) -> bytes:
     return body + b" " + b64encode(mac) + b"\n"
 
 
-def build_header(file_key: bytes, recipients: Sequence[Recipient], *,
+def build_header(file_key: bytes, recipients: Sequence[Wrapper], *,
                  _ephemeral_secrets: Sequence[bytes] | None = None) -> bytes:
     """The age header wrapping ``file_key`` to every recipient, MAC line included.
     ``_ephemeral_secrets`` is a test hook for deterministic vectors."""
