@@ -135,6 +135,8 @@ class WebConfig:
     # on the retrieval node; without it the web app lists and audits but never decrypts.
     identity_file: Path | None = None
     identity_passphrase: Secret | None = None
+    # When set, /metrics answers only requests with "Authorization: Bearer <token>".
+    metrics_token: Secret | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -155,6 +157,13 @@ class PromptsConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    # "text" for people, "json" (one object a line) for log collectors.
+    format: str = "text"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
 class Config:
     agi: AgiConfig = field(default_factory=AgiConfig)
     ami: AmiConfig = field(default_factory=AmiConfig)
@@ -165,6 +174,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     # [consent] holds a list of rules; parsed by agi.policy, not field by field.
     consent: Policy = field(default_factory=Policy)
 
@@ -173,8 +183,10 @@ SECTIONS: dict[str, type] = {f.name: get_type_hints(Config)[f.name]
                              for f in dataclasses.fields(Config) if f.name != "consent"}
 # Keys that were renamed: the error for the old name suggests the new one.
 RENAMED = {("storage", "key_bucket"): "header_bucket"}
-SECRET_KEYS = {("ami", "secret"), ("storage", "secret_access_key"), ("web", "identity_passphrase")}
-CHOICES = {("storage", "backend"): ("local", "s3")}
+SECRET_KEYS = {("ami", "secret"), ("storage", "secret_access_key"), ("web", "identity_passphrase"),
+               ("web", "metrics_token")}
+CHOICES = {("storage", "backend"): ("local", "s3"), ("log", "format"): ("text", "json"),
+           ("log", "level"): ("debug", "info", "warning", "error")}
 # Paths the process must be able to write to (created if missing).
 WRITABLE = (("spool", "dir"), ("storage", "path"), ("privacy", "hmac_key_file"))
 
@@ -347,6 +359,10 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
     if c.ami.secret is None or not c.ami.secret:
         out.append(f"{where}: [ami] secret: missing; set secret or secret_file in [ami], "
                    "or CALLVAULT_AMI_SECRET in the environment")
+    if c.web.metrics_token is not None and not c.web.metrics_token.reveal().strip():
+        # An empty token file must not quietly turn the check off.
+        out.append(f"{where}: [web] metrics_token: empty; put a random token in it (or remove the key "
+                   "to leave /metrics open)")
     if c.database.sqlite_path is None:
         bad("database", "url", c.database.url, "expected sqlite:////absolute/path.db")
     for (section, key), choices in CHOICES.items():

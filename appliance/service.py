@@ -6,6 +6,9 @@ SIGTERM aiohttp stops the web site, then the archiver finishes the step it is on
 the FastAGI listener stops accepting and waits for calls in progress (each ends
 with a defined dialplan outcome), the AMI session closes, the archive's stores
 close and the database closes last. The process then exits 0.
+
+Under systemd (``Type=notify``, appliance/systemd.py) READY=1 is sent once every part
+is up and both listeners accept, STOPPING=1 when SIGTERM starts the drain.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from storage.ledger import Ledger
 
 from . import compose
 from .config import Config
+from .systemd import notify, watchdog
 from .keys import AppKeys as K
 
 log = logging.getLogger(__name__)
@@ -102,14 +106,25 @@ def build_app(config: Config) -> web.Application:
     return app
 
 
+async def _stopping(app: web.Application) -> None:
+    notify("STOPPING=1", "STATUS=stopping: draining calls in progress and the archive step running")
+
+
 def serve(config: Config) -> int:
     host, port = config.web.address
     app = build_app(config)
+    app.cleanup_ctx.append(watchdog)
+    app.on_shutdown.insert(0, _stopping)
 
     def announce(_: str) -> None:
-        print(f"callvault: web on http://{host}:{port}/  (FastAGI {config.agi.listen}, "
-              f"AMI {config.ami.host}:{config.ami.port})", flush=True)
+        # aiohttp calls this once the web site is listening, after every cleanup_ctx
+        # step (database ... FastAGI listener, web state) has started.
+        what = (f"web on http://{host}:{port}/  (FastAGI {config.agi.listen}, "
+                f"AMI {config.ami.host}:{config.ami.port})")
+        print(f"callvault: {what}", flush=True)
+        notify("READY=1", f"STATUS=serving: {what}")
 
+    notify("STATUS=starting: database, archive, AMI, archiver, FastAGI, web")
     web.run_app(app, host=host, port=port, print=announce, shutdown_timeout=DRAIN_SECONDS,
                 handle_signals=True, loop=new_event_loop())
     return 0

@@ -24,6 +24,7 @@ archiver runs ``process`` in a worker thread. docs/archiver.md has the why of ea
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import json
 import logging
@@ -37,6 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from storage import logcontext
 from storage.age import Encryptor, Recipient, payload_size_for
 from storage.blobstore import PartDigests, part_size_for, validate_parts
 from storage.catalog import Catalog, Recording
@@ -214,7 +216,12 @@ class Pipeline:
 
     def process(self, rec: Recording, stop: threading.Event | None = None) -> Outcome:
         """Run ``rec`` (a claimed row) as far as it can go now. Never raises for job
-        failures: they become catalog state. ``stop`` set -> abandon at the next check."""
+        failures: they become catalog state. ``stop`` set -> abandon at the next check.
+        Runs in a context of its own, where the job's ids label its log lines."""
+        return contextvars.copy_context().run(self._process, rec, stop)
+
+    def _process(self, rec: Recording, stop: threading.Event | None) -> Outcome:
+        logcontext.bind(linkedid=rec.linkedid, consent_id=rec.consent_id, recording_id=rec.recording_id)
         job = _Job(self, rec, stop)
         try:
             while True:
@@ -440,6 +447,7 @@ class Pipeline:
         job.move(state="archived", archived_at=self.clock(), lease_until=0, next_try_at=0, last_error="")
         self._hook("verified", job)
         self._remove_local(rec)
+        log.info("archive %s: archived and verified (%d bytes)", rec.recording_id, m.payload_size)
         return Outcome("archived")
 
     def _remove_local(self, rec: Recording) -> None:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
+from storage import logcontext
 from storage.entries import ConsentBody
 from storage.spool_names import done_marker, recording_file
 
@@ -128,6 +129,7 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     caller = env.callerid if env.callerid not in ("", "unknown") else ""
     rule = deps.policy.resolve(did=did, caller=caller, language=env.language)
     linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
+    logcontext.bind(linkedid=linkedid, consent_id=consent_id)  # this connection's task only
     notice = deps.prompt(rule.prompt_language, f"notice-{rule.mode}")
     caller_hmac = deps.caller_hmac(caller)
 
@@ -143,8 +145,11 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
         body = decided(outcome=ConsentBody.ABANDONED, reason="hangup-during-notice", record=False,
                        ended_at=time.time())
         await deps.append(ConsentBody.KIND, body.to_body(), call_id=linkedid, recording_id=None)
+        log.info("consent abandoned: hung up during the notice")
         return
     recording_id = new_id("r") if outcome.record else None
+    logcontext.bind(recording_id=recording_id)
+    log.info("consent %s (%s) by rule %s", outcome.consent, outcome.reason, rule.name)
     body = decided(outcome=outcome.consent, reason=outcome.reason, digits=outcome.digits,
                    attempts=outcome.attempts, record=outcome.record, recording_id=recording_id,
                    ended_at=time.time())

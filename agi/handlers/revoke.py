@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from storage import logcontext
 from storage.catalog import Catalog
 from storage.entries import RevokeBody
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 async def revoke(session: AgiSession, deps: RevokeDeps) -> None:
     env = session.env
     linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
+    logcontext.bind(linkedid=linkedid)  # this connection's task only
     recordings = await asyncio.to_thread(deps.catalog.by_linkedid, linkedid)
     live = [r for r in recordings if r.state == "recording" and not r.erase_requested]
     stopped, not_stopped = [], []

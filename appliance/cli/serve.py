@@ -1,4 +1,4 @@
-"""`callvault serve|status|config check|dialplan|call pause|resume`: running the appliance."""
+"""`callvault serve|status|config check|dialplan|systemd-unit|call pause|resume`: running the appliance."""
 
 from __future__ import annotations
 
@@ -10,16 +10,34 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from .. import compose
 from .. import config as cfg
-from .common import database, load_config, with_config
+from .common import database, fail, load_config, with_config
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ..logs import configure
     from ..service import serve
 
-    return serve(load_config(args, check_paths=True))
+    config = load_config(args, check_paths=True)
+    configure(config.log, verbose=args.verbose)
+    return serve(config)
+
+
+def cmd_systemd_unit(args: argparse.Namespace) -> int:
+    from .. import systemd
+    from ..service import DRAIN_SECONDS
+
+    config = load_config(args)
+    try:
+        exec_path = Path(args.exec) if args.exec else systemd.executable()
+    except FileNotFoundError as e:
+        return fail(str(e))
+    print(systemd.unit(config, Path(args.config), user=args.user, group=args.group or args.user,
+                       exec_path=exec_path, drain=DRAIN_SECONDS), end="")
+    return 0
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -117,6 +135,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     with_config(sub.add_parser("dialplan", help="print dialplan, features and manager snippets")
                 ).set_defaults(fn=cmd_dialplan)
+
+    unit = with_config(sub.add_parser("systemd-unit", help="print the systemd service unit for this config"))
+    unit.add_argument("--user", default="callvault", help="the account serve runs as (default callvault)")
+    unit.add_argument("--group", default="", help="its group (default: the same name as --user)")
+    unit.add_argument("--exec", default="", help="the callvault command (default: the installed one)")
+    unit.set_defaults(fn=cmd_systemd_unit)
 
     call = sub.add_parser("call", help="mid-call controls").add_subparsers(dest="call_cmd", required=True)
     for name, text in (("pause", "mute the recording (PCI: card details)"), ("resume", "unmute it")):

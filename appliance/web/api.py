@@ -264,7 +264,7 @@ async def pause_call(request: web.Request) -> web.Response:
         return error(409, str(e))
     except (AmiError, asyncio.TimeoutError) as e:
         return error(503, f"Asterisk did not take the command: {e}")
-    app[W.metrics].pauses["pause" if body["paused"] else "resume"] += 1
+    app[W.metrics].pauses.labels("pause" if body["paused"] else "resume").inc()
     app[W.live].set_recording(call.call_id, "paused" if body["paused"] else "recording")
     return web.json_response(call.public())
 

@@ -262,8 +262,8 @@ class LiveCalls:
             if call.recording in ("recording", "paused"):
                 call.recording = "stopped"
         else:
-            self.metrics.calls += 1
-            self.metrics.consent[consent or "unknown"] += 1
+            self.metrics.calls.inc()
+            self.metrics.consent.labels(consent or "unknown").inc()
             call.rule = event.get(v.EVENT_RULE) or call.rule
             if record == v.YES and rids:
                 call.recorded_channel = event.get("Channel")

@@ -1,56 +1,127 @@
-"""Prometheus metrics at ``/metrics`` (text exposition format 0.0.4, no client library).
+"""Prometheus metrics at ``/metrics``, through ``prometheus_client``.
 
-Counters kept by this process (calls and consent outcomes seen over AMI, playback)
-reset on restart, as Prometheus expects. Gauges and the archive-latency histogram
-come from the catalog, so they agree with it across restarts: the histogram takes in
-each recording archived since the last scrape (``archived_at - ended_at``).
+Each web app has its own ``CollectorRegistry`` (a process may run several apps, the
+tests do). Counters kept by this process (calls and consent outcomes seen over AMI,
+PCI pauses, playback) reset on restart, as Prometheus expects. The other figures are
+read at scrape time from the parts that own them (catalog, archiver, FastAGI server,
+AMI session, spool file system): ``render`` takes a snapshot of them and the
+registry's collector reports it. The archive-latency histogram comes from the
+catalog, so it agrees with it across restarts: each scrape takes in the recordings
+archived since the previous one (``archived_at - ended_at``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-from collections import Counter
+import platform
+import shutil
 from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info,
+                               PlatformCollector, ProcessCollector, generate_latest)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from archiver.archive import Archive
 from storage.catalog import ACTIVE, STATES, Catalog
 
 LATENCY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def version() -> str:
+    try:
+        return metadata.version("callvault")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 @dataclass
-class Histogram:
-    buckets: tuple[float, ...] = LATENCY_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    total: float = 0.0
-    count: int = 0
+class Snapshot:
+    """What the other parts of the process report, read once per scrape."""
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.count += 1
+    live_calls: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    retrying: int = 0
+    ami_connected: bool = False
+    agi_total: int = 0
+    agi_errors: int = 0
+    agi_active: int = 0
+    playback_fetched_bytes: int = 0
+    storage_up: bool = False
+    last_archive: float = 0.0
+    spool_free_bytes: float = float("nan")
 
-    def lines(self, name: str) -> list[str]:
-        out, running = [], 0
-        for bound, n in zip(self.buckets, self.counts):
-            running += n
-            out.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
-        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        out.append(f"{name}_sum {self.total:.3f}")
-        out.append(f"{name}_count {self.count}")
-        return out
+
+class _StateCollector(Collector):
+    def __init__(self) -> None:
+        self.snapshot = Snapshot()
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.snapshot
+
+        def gauge(name: str, help_: str, value: float | None = None, label: str = "",
+                  values: dict[str, float] | None = None) -> GaugeMetricFamily:
+            if values is None:
+                return GaugeMetricFamily(name, help_, value=value)
+            g = GaugeMetricFamily(name, help_, labels=[label])
+            for key, n in values.items():
+                g.add_metric([key], n)
+            return g
+
+        yield gauge("callvault_live_calls", "Calls in progress known to the agent pages.", s.live_calls)
+        yield gauge("callvault_archive_queue_depth", "Archive jobs by state.", label="state",
+                    values={st: s.counts.get(st, 0) for st in (*ACTIVE, "failed")})
+        yield gauge("callvault_recordings", "Catalog rows by state.", label="state",
+                    values={st: s.counts.get(st, 0) for st in STATES})
+        yield gauge("callvault_archive_dead_letters", "Archive jobs that gave up (state failed).",
+                    s.counts.get("failed", 0))
+        yield gauge("callvault_archive_retrying", "Archive jobs waiting for a retry after a failure.", s.retrying)
+        yield gauge("callvault_archive_last_success_timestamp_seconds",
+                    "Unix time of the newest verified archive copy (0: none yet).", s.last_archive)
+        yield gauge("callvault_storage_up", "1 while the archiver runs and its stores answer.", int(s.storage_up))
+        yield gauge("callvault_spool_free_bytes", "Free bytes on the spool file system (for this user).",
+                    s.spool_free_bytes)
+        yield gauge("callvault_ami_connected", "1 while the AMI session is logged in.", int(s.ami_connected))
+        yield gauge("callvault_agi_active_calls", "FastAGI connections in progress.", s.agi_active)
+        yield CounterMetricFamily("callvault_agi_requests", "FastAGI requests handled.", value=s.agi_total)
+        yield CounterMetricFamily("callvault_agi_errors", "FastAGI requests that failed closed.",
+                                  value=s.agi_errors)
+        yield CounterMetricFamily("callvault_playback_fetched_bytes",
+                                  "Ciphertext bytes read from storage for playback and download.",
+                                  value=s.playback_fetched_bytes)
 
 
 class Metrics:
-    def __init__(self, archive: Archive | None = None) -> None:
+    def __init__(self, archive: Archive | None = None, spool_dir: Path | None = None) -> None:
         self.archive = archive
-        self.calls = 0
-        self.consent: Counter[str] = Counter()
-        self.pauses: Counter[str] = Counter()
-        self.playback_requests = 0
-        self.playback_served_bytes = 0
-        self.archive_latency = Histogram()
+        self.spool_dir = spool_dir
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.calls = Counter("callvault_calls", "Calls that went through the consent flow (seen over AMI).",
+                             registry=r)
+        self.consent = Counter("callvault_consent_outcomes", "Consent decisions by outcome.", ["outcome"],
+                               registry=r)
+        self.pauses = Counter("callvault_recording_pauses", "PCI pause and resume actions from the web.",
+                              ["action"], registry=r)
+        self.playback_requests = Counter("callvault_playback_requests", "Audio and download requests served.",
+                                         registry=r)
+        self.playback_served_bytes = Counter("callvault_playback_served_bytes",
+                                             "Bytes sent to browsers for playback and download.", registry=r)
+        self.archive_latency = Histogram("callvault_archive_latency_seconds",
+                                         "Seconds from the end of a recording to its verified archive copy.",
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        Info("callvault_build", "The running callvault.", registry=r).info(
+            {"version": version(), "python": platform.python_version()})
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self._state = _StateCollector()
+        r.register(self._state)
         self._archived_after = 0.0
         self._lock = asyncio.Lock()
 
@@ -58,49 +129,32 @@ class Metrics:
     def playback_fetched_bytes(self) -> int:
         return self.archive.ranged_read_bytes if self.archive is not None else 0
 
+    def value(self, name: str, **labels: str) -> float:
+        """One sample's current value (0 when it has none yet)."""
+        return self.registry.get_sample_value(name, labels) or 0.0
+
     async def render(self, *, catalog: Catalog | None, ami_connected: bool, agi: dict, archiver: dict,
-                     live_calls: int) -> str:
-        counts: dict[str, int] = {}
-        if catalog is not None:
-            async with self._lock:  # one scrape at a time moves the watermark
+                     live_calls: int) -> bytes:
+        """The exposition text (``CONTENT_TYPE``) for one scrape."""
+        async with self._lock:  # one scrape at a time moves the watermark and owns the snapshot
+            counts: dict[str, int] = {}
+            if catalog is not None:
                 for archived_at, latency in await asyncio.to_thread(catalog.archived_since, self._archived_after):
                     self.archive_latency.observe(max(0.0, latency))
                     self._archived_after = max(self._archived_after, archived_at)
-            counts = await asyncio.to_thread(catalog.queue_counts)
-        out: list[str] = []
+                counts = await asyncio.to_thread(catalog.queue_counts)
+            self._state.snapshot = Snapshot(
+                live_calls=live_calls, counts=counts, retrying=archiver.get("retrying", 0),
+                ami_connected=ami_connected, agi_total=agi.get("total", 0), agi_errors=agi.get("errors", 0),
+                agi_active=agi.get("active", 0), playback_fetched_bytes=self.playback_fetched_bytes,
+                storage_up=bool(archiver.get("running")) and archiver.get("storage_down_since") is None,
+                last_archive=self._archived_after, spool_free_bytes=await asyncio.to_thread(self._spool_free))
+            return await asyncio.to_thread(generate_latest, self.registry)
 
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            out.append(f"# HELP {name} {help_}")
-            out.append(f"# TYPE {name} {kind}")
-            out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
-
-        metric("callvault_calls_total", "counter", "Calls that went through the consent flow (seen over AMI).",
-               [("", self.calls)])
-        metric("callvault_consent_outcomes_total", "counter", "Consent decisions by outcome.",
-               [(f'{{outcome="{o}"}}', n) for o, n in sorted(self.consent.items())])
-        metric("callvault_live_calls", "gauge", "Calls in progress known to the agent pages.", [("", live_calls)])
-        metric("callvault_recording_pauses_total", "counter", "PCI pause and resume actions from the web.",
-               [(f'{{action="{a}"}}', n) for a, n in sorted(self.pauses.items())])
-        metric("callvault_archive_latency_seconds", "histogram",
-               "Seconds from the end of a recording to its verified archive copy.", [])
-        out.extend(self.archive_latency.lines("callvault_archive_latency_seconds"))
-        metric("callvault_archive_queue_depth", "gauge", "Archive jobs by state.",
-               [(f'{{state="{s}"}}', counts.get(s, 0)) for s in (*ACTIVE, "failed")])
-        metric("callvault_recordings", "gauge", "Catalog rows by state.",
-               [(f'{{state="{s}"}}', counts.get(s, 0)) for s in STATES])
-        metric("callvault_archive_failures", "gauge", "Dead-lettered archive jobs (state failed).",
-               [("", counts.get("failed", 0))])
-        metric("callvault_archive_retrying", "gauge", "Archive jobs waiting for a retry after a failure.",
-               [("", archiver.get("retrying", 0))])
-        metric("callvault_ami_connected", "gauge", "1 while the AMI session is logged in.",
-               [("", 1 if ami_connected else 0)])
-        metric("callvault_agi_requests_total", "counter", "FastAGI requests handled.", [("", agi.get("total", 0))])
-        metric("callvault_agi_errors_total", "counter", "FastAGI requests that failed closed.",
-               [("", agi.get("errors", 0))])
-        metric("callvault_playback_requests_total", "counter", "Audio and download requests served.",
-               [("", self.playback_requests)])
-        metric("callvault_playback_fetched_bytes_total", "counter",
-               "Ciphertext bytes read from storage for playback and download.", [("", self.playback_fetched_bytes)])
-        metric("callvault_playback_served_bytes_total", "counter", "Bytes sent to browsers for playback and download.",
-               [("", self.playback_served_bytes)])
-        return "\n".join(out) + "\n"
+    def _spool_free(self) -> float:
+        if self.spool_dir is None:
+            return float("nan")
+        try:
+            return float(shutil.disk_usage(self.spool_dir).free)
+        except OSError:  # not there (yet): unknown, not "full"
+            return float("nan")

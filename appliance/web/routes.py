@@ -4,8 +4,9 @@
 the web app's own lifecycle step (users, live calls, retrieval), started after the
 database and the AMI session and stopped before them.
 
-Public (no sign-in): ``/`` (status), ``/healthz``, ``/metrics``, ``/api/openapi.json``,
-``/login``, ``/static/``. None of them shows personal data. Everything else needs a
+Public (no sign-in): ``/`` (status), ``/healthz``, ``/metrics`` (a bearer token when
+``[web] metrics_token`` is set), ``/api/openapi.json``, ``/login``, ``/static/``. None of
+them shows personal data. Everything else needs a
 session with the right role (``auth.py``).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -28,6 +30,7 @@ from .auth import (SESSION_IDLE, LoginThrottle, allowed, make_middleware, public
                    security_headers, session_of)
 from .health import health
 from .live import LiveCalls
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import document
 from .retrieval import Retrieval
@@ -51,13 +54,21 @@ async def index(request: web.Request) -> web.Response:
 @public
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
+    token = app[K.config].web.metrics_token
+    if token is not None and not _bearer_matches(request, token.reveal()):
+        return web.Response(status=401, text="a bearer token is required for /metrics\n",
+                            headers={"WWW-Authenticate": 'Bearer realm="callvault metrics"'})
     ami, agi, archiver, live = app.get(K.ami), app.get(K.agi), app.get(K.archiver), app.get(W.live)
-    text = await app[W.metrics].render(
+    body = await app[W.metrics].render(
         catalog=app.get(K.catalog), ami_connected=bool(ami and ami.connected), agi=agi.stats() if agi else {},
         archiver=archiver.stats.as_dict() if archiver else {},
         live_calls=sum(1 for c in live.calls.values() if c.ended_at is None) if live else 0)
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+def _bearer_matches(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 @public
@@ -103,7 +114,7 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
 
 
 async def _web_state(app: web.Application) -> AsyncIterator[None]:
-    metrics_ = Metrics(app[K.archive])
+    metrics_ = Metrics(app[K.archive], app[K.config].spool.dir)
     app[W.metrics] = metrics_
     app[W.throttle] = LoginThrottle()
     users = await asyncio.to_thread(Users, app[K.db])

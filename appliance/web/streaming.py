@@ -21,12 +21,12 @@ OPEN_RANGE_CAP = 2 * 1024 * 1024
 
 async def _write(request: web.Request, response: web.StreamResponse, pieces: AsyncIterator[bytes]) -> None:
     metrics = request.app[W.metrics]
-    metrics.playback_requests += 1
+    metrics.playback_requests.inc()
     async with contextlib.aclosing(pieces):
         try:
             async for piece in pieces:
                 await response.write(piece)
-                metrics.playback_served_bytes += len(piece)
+                metrics.playback_served_bytes.inc(len(piece))
                 if request.transport is None or request.transport.is_closing():
                     return  # gone: do not fetch the next window
         except ConnectionResetError:

@@ -160,13 +160,13 @@ async def test_metrics_expose_calls_consent_latency_queue_and_failures(webapp):
             text = await r.text()
             assert r.headers["Content-Type"].startswith("text/plain")
         lines = set(text.splitlines())
-        assert "callvault_calls_total 1" in lines
-        assert 'callvault_consent_outcomes_total{outcome="declined"} 1' in lines
-        assert 'callvault_archive_latency_seconds_bucket{le="2"} 0' in lines
-        assert 'callvault_archive_latency_seconds_bucket{le="5"} 2' in lines
-        assert "callvault_archive_latency_seconds_count 2" in lines
-        assert 'callvault_archive_queue_depth{state="failed"} 1' in lines
-        assert "callvault_archive_failures 1" in lines and "callvault_ami_connected 1" in lines
+        assert "callvault_calls_total 1.0" in lines
+        assert 'callvault_consent_outcomes_total{outcome="declined"} 1.0' in lines
+        assert 'callvault_archive_latency_seconds_bucket{le="2.0"} 0.0' in lines
+        assert 'callvault_archive_latency_seconds_bucket{le="5.0"} 2.0' in lines
+        assert "callvault_archive_latency_seconds_count 2.0" in lines
+        assert 'callvault_archive_queue_depth{state="failed"} 1.0' in lines
+        assert "callvault_archive_dead_letters 1.0" in lines and "callvault_ami_connected 1.0" in lines
         # A second scrape adds nothing already counted.
         async with anon.get("/metrics") as r:
-            assert "callvault_archive_latency_seconds_count 2" in (await r.text()).splitlines()
+            assert "callvault_archive_latency_seconds_count 2.0" in (await r.text()).splitlines()

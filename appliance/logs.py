@@ -1,0 +1,75 @@
+"""Logging for `callvault serve`: ``[log] format`` text (for people) or json (one object
+a line, for collectors), ``[log] level``.
+
+Every record carries the ids of the call it was logged for, where known
+(``linkedid``, ``consent_id``, ``recording_id``; bound by the FastAGI handlers and the
+archive jobs, storage/logcontext.py). JSON lines hold them as fields; text lines end
+with them in brackets. Messages never carry caller data (numbers, names): the modules
+that log keep to ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import TextIO
+
+from storage import logcontext
+
+from .config import LogConfig
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class CallContext(logging.Filter):
+    """Copies the ids bound for the current call onto each record (as attributes)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ids = logcontext.current()
+        record.call_ids = ids
+        for name, value in ids.items():
+            setattr(record, name, value)
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        ids = getattr(record, "call_ids", None)
+        if ids:
+            text += " [" + " ".join(f"{k}={v}" for k, v in ids.items()) + "]"
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **getattr(record, "call_ids", {}),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exception"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure(log: LogConfig, *, verbose: bool = False, stream: TextIO | None = None) -> None:
+    """Replace the root logger's handlers with one writing ``log.format`` to stderr."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(CallContext())
+    handler.setFormatter(JsonFormatter() if log.format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else getattr(logging, log.level.upper()))
