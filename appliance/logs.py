@@ -70,6 +70,5 @@ def configure(log: LogConfig, *, verbose: bool = False, stream: TextIO | None = 
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
-        old.close()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else getattr(logging, log.level.upper()))

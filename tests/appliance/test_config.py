@@ -132,3 +132,29 @@ def test_the_renamed_key_bucket_names_its_new_name(tmp_path):
     with pytest.raises(cfg.ConfigError) as e:
         cfg.load(write(tmp_path, text), env={})
     assert any("[storage] key_bucket: unknown key; did you mean 'header_bucket'?" in p for p in e.value.problems)
+
+
+def test_log_format_and_level_are_checked(tmp_path):
+    c = cfg.load(write(tmp_path, good(tmp_path, '[log]\nformat = "json"\nlevel = "warning"\n')), env={})
+    assert (c.log.format, c.log.level) == ("json", "warning")
+    assert (cfg.load(write(tmp_path, good(tmp_path)), env={}).log.format) == "text"
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(write(tmp_path, good(tmp_path, '[log]\nformat = "xml"\nlevel = "loud"\n')), env={})
+    assert e.value.problems == [
+        f"{tmp_path}/callvault.toml: [log] format = 'xml': expected one of text, json",
+        f"{tmp_path}/callvault.toml: [log] level = 'loud': expected one of debug, info, warning, error"]
+
+
+def test_metrics_token_is_a_secret_and_never_empty(tmp_path):
+    token = tmp_path / "metrics.token"
+    token.write_text("tok-9f2c\n")
+    c = cfg.load(write(tmp_path, good(tmp_path, f'[web]\nmetrics_token_file = "{token}"\n')), env={})
+    assert c.web.metrics_token.reveal() == "tok-9f2c" and "tok-9f2c" not in repr(c)
+    token.write_text("\n")  # an empty file must not quietly open /metrics
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(write(tmp_path, good(tmp_path, f'[web]\nmetrics_token_file = "{token}"\n')), env={})
+    assert e.value.problems == [f"{tmp_path}/callvault.toml: [web] metrics_token: empty; put a random token "
+                                "in it (or remove the key to leave /metrics open)"]
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(write(tmp_path, good(tmp_path, '[web]\nmetrics_token = 42\n')), env={})
+    assert e.value.problems == [f"{tmp_path}/callvault.toml: [web] metrics_token = (hidden): expected a string"]

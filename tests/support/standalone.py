@@ -22,13 +22,14 @@ from appliance.lab.asterisk import free_port
 from storage.age import Identity
 
 
-def standalone_config(root: Path, extra: str = "") -> Path:
-    """A config for `serve` under ``root``; ``extra`` is appended TOML (e.g. a [log] table)."""
+def standalone_config(root: Path, extra: str = "", **sections: str) -> Path:
+    """A config for `serve` under ``root``. ``sections`` add lines to a table
+    (``web='metrics_token = "x"'``); ``extra`` is appended TOML (e.g. a [log] table)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "ami.secret").write_text("not-used-nobody-answers\n")
     (root / "sounds").mkdir(exist_ok=True)
     path = root / "callvault.toml"
-    path.write_text(f"""[agi]
+    text = f"""[agi]
 listen = "127.0.0.1:{free_port()}"
 
 [ami]
@@ -60,7 +61,10 @@ sounds_dir = "{root / 'sounds'}"
 library = "{root / 'prompts'}"
 
 {extra}
-""")
+"""
+    for section, lines in sections.items():
+        text = text.replace(f"[{section}]\n", f"[{section}]\n{lines}\n", 1)
+    path.write_text(text)
     init_archive(cfg.load(path, env={}, check_paths=False))
     return path
 

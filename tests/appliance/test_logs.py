@@ -1,0 +1,123 @@
+"""[log] format = "json": every line `serve` writes is one JSON object, and the lines of a
+call carry its ids (linkedid, consent_id, recording_id), from the FastAGI consent
+handler and from the archive job that later stores the recording."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+import time
+import wave
+from pathlib import Path
+
+from appliance.config import LogConfig
+from appliance.logs import configure
+from storage import logcontext
+from storage.spool_names import done_marker, recording_file
+
+from standalone import standalone_config, start_serve
+
+LINKEDID = "1795329357.41"
+ENV = ("agi_network_script: consent\nagi_request: agi://127.0.0.1/consent\n"
+       "agi_channel: PJSIP/trunk-0000002a\nagi_language: en\nagi_uniqueid: 1795329357.42\n"
+       "agi_callerid: 27215550123\nagi_calleridname: Test Caller\nagi_extension: 27215550100\n"
+       "agi_arg_1: 27215550100\n\n")
+
+
+def reply_to(command: str) -> str:
+    """Asterisk's answers for a caller who presses 1."""
+    if command == 'GET VARIABLE "CHANNEL(linkedid)"':
+        return f"200 result=1 ({LINKEDID})"
+    if command.startswith("GET DATA"):
+        return "200 result=1"
+    if command.startswith("STREAM FILE"):
+        return "200 result=0 endpos=8000"
+    if command.startswith("EXEC"):
+        return "200 result=0"
+    return "200 result=1"
+
+
+def consent_call(port: int) -> list[str]:
+    """One FastAGI consent call as Asterisk places it; returns the commands received."""
+    commands = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(ENV.encode())
+        f = s.makefile("rwb")
+        while line := f.readline():
+            command = line.decode().rstrip("\n")
+            commands.append(command)
+            f.write(reply_to(command).encode() + b"\n")
+            f.flush()
+    return commands
+
+
+def json_lines(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]  # every line must parse
+
+
+def test_json_log_lines_carry_the_call_ids(tmp_path):
+    config = standalone_config(tmp_path / "site", '[log]\nformat = "json"\n', spool="scan_interval = 0.5")
+    serve = start_serve(config, tmp_path / "serve.log")
+    try:
+        serve.wait_ready()
+        commands = consent_call(serve.config.agi.address[1])
+        [rid] = [c.split('"')[3] for c in commands if c.startswith('SET VARIABLE "CALLVAULT_RECORDING_ID"')]
+        [cid] = [c.split('"')[3] for c in commands if c.startswith('SET VARIABLE "CALLVAULT_CONSENT_ID"')]
+        # MixMonitor's part: the recording, then the marker that says it is closed.
+        spool = serve.config.spool.dir / recording_file(rid)
+        with wave.open(str(spool), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(b"\0\0" * 8000)
+        Path(done_marker(str(spool))).touch()
+        deadline = time.monotonic() + 30
+        while "archived and verified" not in serve.log.read_text():
+            assert time.monotonic() < deadline, serve.log.read_text()[-3000:]
+            time.sleep(0.1)
+        assert serve.stop() == 0
+    finally:
+        serve.kill()
+
+    lines = json_lines(serve.log)
+    assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
+    ids = {"linkedid": LINKEDID, "consent_id": cid, "recording_id": rid}
+    [decided] = [line for line in lines if line["logger"] == "agi.handlers.consent"]
+    assert decided["message"] == "consent granted (pressed-allow) by rule default" and decided["level"] == "info"
+    assert {k: decided[k] for k in ids} == ids
+    [archived] = [line for line in lines if "archived and verified" in line["message"]]
+    assert {k: archived[k] for k in ids} == ids
+    # Lines about no call carry no ids; caller data is never in the log.
+    started = [line for line in lines if line["message"].startswith("FastAGI listening")]
+    assert started and not set(ids) & set(started[0])
+    assert "27215550123" not in serve.log.read_text() and "Test Caller" not in serve.log.read_text()
+
+
+def test_text_format_appends_the_ids_and_json_keeps_exceptions():
+    out = io.StringIO()
+    log = logging.getLogger("callvault.test.logs")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure(LogConfig(format="text", level="info"), stream=out)
+        logcontext.bind(linkedid="1.2", recording_id="r1")
+        log.debug("hidden at info")
+        log.info("stored")
+        assert out.getvalue().endswith("INFO callvault.test.logs: stored [linkedid=1.2 recording_id=r1]\n")
+
+        out.truncate(0), out.seek(0)
+        configure(LogConfig(format="json", level="debug"), stream=out)
+        logcontext.bind(recording_id=None)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+        line = json.loads(out.getvalue())
+        assert line["message"] == "failed" and line["level"] == "error" and line["linkedid"] == "1.2"
+        assert "recording_id" not in line and line["exception"].endswith("ValueError: boom")
+    finally:
+        logcontext.bind(linkedid=None, recording_id=None)
+        root.handlers[:] = handlers
+        root.setLevel(level)

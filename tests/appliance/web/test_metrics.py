@@ -1,0 +1,128 @@
+"""/metrics of a real `callvault serve`, read with prometheus_client's own parser:
+types, ``_total`` names, build info, live figures, and the bearer token."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import time
+import urllib.error
+import urllib.request
+from importlib import metadata
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+
+from standalone import standalone_config, start_serve
+
+TOKEN = "metrics-9c1e0d7b2f"
+
+
+def scrape(url: str, token: str | None = None) -> tuple[int, str, dict]:
+    request = urllib.request.Request(url + "/metrics")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), dict(e.headers)
+
+
+def families(text: str) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def value(fams: dict, family: str, sample: str | None = None, **labels: str) -> float:
+    [v] = [s.value for s in fams[family].samples if s.name == (sample or family) and s.labels == labels]
+    return v
+
+
+def junk_agi_connection(port: int) -> None:
+    """What a port scanner does to the FastAGI port: counted as a failed request."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        s.settimeout(5)
+        while s.recv(4096):
+            pass
+
+
+def test_scrape_is_valid_prometheus_text_with_token_enforced(tmp_path):
+    (tmp_path / "metrics.token").write_text(TOKEN + "\n")
+    config = standalone_config(tmp_path / "site", web=f'metrics_token_file = "{tmp_path / "metrics.token"}"')
+    serve = start_serve(config, tmp_path / "serve.log")
+    try:
+        url = serve.wait_ready()
+        # The token is enforced: none, a wrong one, another scheme.
+        status, body, headers = scrape(url)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        assert "callvault_" not in body
+        assert scrape(url, "wrong-token")[0] == 401
+        assert scrape(url, TOKEN[:-1])[0] == 401
+        basic = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Basic {TOKEN}"})
+        try:
+            urllib.request.urlopen(basic, timeout=10)
+            raise AssertionError("Basic accepted")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
+        # /healthz stays open: the token guards /metrics only.
+        assert urllib.request.urlopen(url + "/healthz", timeout=10).status == 200
+
+        junk_agi_connection(serve.config.agi.address[1])
+        status, text, headers = scrape(url, TOKEN)
+        assert status == 200 and headers["Content-Type"] == CONTENT_TYPE_LATEST
+        fams = families(text)
+
+        # Counter families expose only name_total (and name_created); nothing else ends in _total.
+        for fam in fams.values():
+            for s in fam.samples:
+                if fam.type == "counter":
+                    assert s.name in (fam.name + "_total", fam.name + "_created"), (fam.name, s.name)
+                else:
+                    assert not s.name.endswith("_total"), (fam.name, fam.type, s.name)
+        expected = {
+            "callvault_calls": "counter", "callvault_consent_outcomes": "counter",
+            "callvault_recording_pauses": "counter", "callvault_agi_requests": "counter",
+            "callvault_agi_errors": "counter", "callvault_playback_requests": "counter",
+            "callvault_playback_fetched_bytes": "counter", "callvault_playback_served_bytes": "counter",
+            "callvault_archive_latency_seconds": "histogram", "callvault_build_info": "gauge",
+            "callvault_live_calls": "gauge", "callvault_archive_queue_depth": "gauge",
+            "callvault_recordings": "gauge", "callvault_archive_dead_letters": "gauge",
+            "callvault_archive_retrying": "gauge", "callvault_ami_connected": "gauge",
+            "callvault_storage_up": "gauge", "callvault_archive_last_success_timestamp_seconds": "gauge",
+            "callvault_spool_free_bytes": "gauge", "callvault_agi_active_calls": "gauge",
+            "process_resident_memory_bytes": "gauge", "process_cpu_seconds": "counter",
+            "process_start_time_seconds": "gauge", "process_open_fds": "gauge",
+        }
+        assert {name: fams[name].type for name in expected if name in fams} == expected
+
+        [build] = fams["callvault_build_info"].samples
+        assert build.name == "callvault_build_info" and build.value == 1
+        assert build.labels == {"version": metadata.version("callvault"), "python": platform.python_version()}
+
+        # The live figures of this process: the archiver runs with its store reachable,
+        # nobody answers on the AMI port, the junk connection was refused and counted.
+        assert value(fams, "callvault_storage_up") == 1
+        assert value(fams, "callvault_ami_connected") == 0
+        assert value(fams, "callvault_agi_requests", "callvault_agi_requests_total") == 1
+        assert value(fams, "callvault_agi_errors", "callvault_agi_errors_total") == 1
+        assert value(fams, "callvault_spool_free_bytes") > 0
+        assert value(fams, "callvault_archive_last_success_timestamp_seconds") == 0
+        assert value(fams, "callvault_archive_queue_depth", state="failed") == 0
+        assert value(fams, "callvault_archive_latency_seconds", "callvault_archive_latency_seconds_count") == 0
+        started = value(fams, "process_start_time_seconds")
+        assert time.time() - 120 < started <= time.time()
+        assert serve.stop() == 0
+    finally:
+        serve.kill()
+
+
+def test_without_a_token_metrics_are_open(tmp_path):
+    serve = start_serve(standalone_config(tmp_path / "site"), tmp_path / "serve.log")
+    try:
+        status, text, _ = scrape(serve.wait_ready())
+        assert status == 200 and families(text)["callvault_build_info"].samples[0].value == 1
+        # A token sent anyway changes nothing.
+        assert scrape(serve.url, "anything")[0] == 200
+    finally:
+        serve.kill()
