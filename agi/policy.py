@@ -92,7 +92,11 @@ def parse_policy(raw: Any, where: str) -> tuple[Policy, list[str]]:
     for key in sorted(unknown):
         problems.append(f"{where}: [consent] {key}: unknown key; rules go in [[consent.rules]]")
     rules, names = [], set()
-    for i, body in enumerate(raw.get("rules", [])):
+    listed = raw.get("rules", [])
+    if not isinstance(listed, list):
+        problems.append(f"{where}: [consent] rules = {listed!r}: expected [[consent.rules]] tables")
+        listed = []
+    for i, body in enumerate(listed):
         at = f"{where}: [[consent.rules]] #{i + 1}"
         if not isinstance(body, dict):
             problems.append(f"{at}: expected a table")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -216,7 +217,8 @@ def _coerce(section: str, key: str, typ: Any, value: Any, from_text: bool) -> An
             raise ValueError("expected true or false")
         return value
     if typ is int:
-        if from_text and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if from_text and isinstance(value, str) and value.strip().lstrip("-").isascii() \
+                and value.strip().lstrip("-").isdigit():
             return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("expected a whole number")
@@ -233,18 +235,26 @@ def _coerce(section: str, key: str, typ: Any, value: Any, from_text: bool) -> An
     if typ is str:
         if not isinstance(value, str):
             raise ValueError("expected a string in quotes")
+        if "\0" in value:  # no file, socket or URL may hold one: refused here, not at start
+            raise ValueError("expected text without NUL characters")
         return value
     if typ is Path:
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or "\0" in value:
             raise ValueError("expected a path in quotes")
         return Path(value)
     if origin is tuple:
         if from_text and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, str) and "\0" not in v for v in value):
             raise ValueError("expected a list of strings, e.g. [\"a\", \"b\"]")
         return tuple(value)
     raise TypeError(f"unsupported config type {typ!r} for {section}.{key}")
+
+
+def _read_secret(path: Any) -> str:
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise TypeError("not a path")
+    return Path(path).read_text().strip()
 
 
 def _show(section: str, key: str, value: Any) -> str:
@@ -291,8 +301,8 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
             base = key[:-5] if key.endswith("_file") else None
             if base and (section, base) in SECRET_KEYS:
                 try:
-                    secret = Path(value).read_text().strip()
-                except (OSError, TypeError) as e:
+                    secret = _read_secret(value)
+                except (OSError, TypeError, ValueError) as e:
                     problems.append(f"{where}: {_fmt(section, key)} = {value!r}: cannot read the secret "
                                     f"file ({e.__class__.__name__}); point it at a readable file")
                     continue
@@ -314,8 +324,8 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
             file_name = name + "_FILE"
             if (section, key) in SECRET_KEYS and file_name in env:
                 try:
-                    values[section][key] = (Path(env[file_name]).read_text().strip(), True)
-                except OSError as e:
+                    values[section][key] = (_read_secret(env[file_name]), True)
+                except (OSError, ValueError) as e:
                     problems.append(f"{file_name}={env[file_name]!r}: cannot read the secret file "
                                     f"({e.__class__.__name__}); point it at a readable file")
     for dotted, value in (overrides or {}).items():
@@ -373,8 +383,15 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         if not r.startswith("age1"):
             bad("archive", "recipients", r, "expected an age public key (age1...); "
                 "never put a private AGE-SECRET-KEY here: run `callvault keys generate`")
-    if c.archive.workers < 1:
-        bad("archive", "workers", c.archive.workers, "expected at least 1")
+    for section, key in (("archive", "workers"), ("archive", "max_attempts")):
+        if getattr(getattr(c, section), key) < 1:
+            bad(section, key, getattr(getattr(c, section), key), "expected at least 1")
+    for section in SECTIONS:  # timeouts and intervals: nan, inf, 0 or less would hang or spin
+        for key, value in vars(getattr(c, section)).items():
+            if isinstance(value, float) and not (math.isfinite(value) and value > 0):
+                bad(section, key, value, "expected a number of seconds above 0")
+    if c.ami.reconnect_min > c.ami.reconnect_max:
+        bad("ami", "reconnect_min", c.ami.reconnect_min, f"expected at most reconnect_max ({c.ami.reconnect_max:g})")
     from archiver.retention import RetentionPolicy
 
     try:

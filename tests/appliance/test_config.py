@@ -158,3 +158,24 @@ def test_metrics_token_is_a_secret_and_never_empty(tmp_path):
     with pytest.raises(cfg.ConfigError) as e:
         cfg.load(write(tmp_path, good(tmp_path, '[web]\nmetrics_token = 42\n')), env={})
     assert e.value.problems == [f"{tmp_path}/callvault.toml: [web] metrics_token = (hidden): expected a string"]
+
+
+def test_found_by_fuzzing_bad_shapes_are_problems_not_crashes(tmp_path):
+    """Each of these raised TypeError or ValueError out of load() (tests/appliance/test_config_fuzz.py)."""
+    base = good(tmp_path)
+    cases = {
+        good(tmp_path, '[consent]\nrules = 5\n'): "[consent] rules = 5: expected [[consent.rules]] tables",
+        base.replace('secret = "s3cret-value"', 'secret_file = "a\\u0000b"'):
+            "[ami] secret_file = 'a\\x00b': cannot read the secret file (TypeError); point it at a readable file",
+        base.replace(f'dir = "{tmp_path}/spool"', 'dir = "/tmp/a\\u0000b"'):
+            "[spool] dir = '/tmp/a\\x00b': expected a path in quotes",
+        base.replace("[spool]\n", "[spool]\nscan_interval = 0\n"):
+            "[spool] scan_interval = 0.0: expected a number of seconds above 0",
+        good(tmp_path, '[agi]\nread_timeout = nan\n'): "[agi] read_timeout = nan: expected a number of seconds above 0",
+        good(tmp_path, '[archive]\nmax_attempts = 0\n'): "[archive] max_attempts = 0: expected at least 1",
+    }
+    for text, problem in cases.items():
+        path = write(tmp_path, text)
+        with pytest.raises(cfg.ConfigError) as e:
+            cfg.load(path, env={})
+        assert f"{path}: {problem}" in e.value.problems, (text, e.value.problems)
