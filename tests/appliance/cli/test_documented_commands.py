@@ -192,7 +192,7 @@ NOT_RUN_HERE = {
     ("prompts", "import"): "needs an audio file (tests/announcements/test_prompts_cli.py)",
     ("prompts", "install"): "needs built prompts (tests/announcements/test_prompts_cli.py)",
 }
-RUN_BELOW = {("config", "check"), ("dialplan",), ("keys", "generate"), ("keys", "list"),
+RUN_BELOW = {("config", "check"), ("dialplan",), ("systemd-unit",), ("keys", "generate"), ("keys", "list"),
              ("storage", "init"), ("ledger", "verify"), ("ledger", "export"), ("users", "add"),
              ("users", "list"), ("users", "disable"), ("recordings", "list"), ("recordings", "verify"),
              ("prompts", "list")}
@@ -212,6 +212,15 @@ def test_dialplan(site):
     _, config, _ = site
     out = callvault("dialplan", "-c", str(config)).stdout
     assert "[callvault-consent]" in out and "exten => s,1,Set(CALLVAULT_CONSENT=error)" in out
+
+
+def test_systemd_unit(site):
+    tmp_path, config, _ = site
+    out = callvault("systemd-unit", "-c", str(config), "--user", "voice").stdout
+    lines = out.splitlines()  # checked with systemd-analyze in tests/appliance/test_systemd.py
+    assert "Type=notify" in lines and f"ExecStart={CALLVAULT} serve -c {config}" in lines and "User=voice" in lines
+    # The site's own directory, and the prompt library it leaves at its default.
+    assert f"ReadWritePaths=-{tmp_path} -/var/lib/callvault/prompts" in lines
 
 
 def test_keys_generate_writes_0600_and_never_overwrites(tmp_path):
