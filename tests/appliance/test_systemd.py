@@ -5,6 +5,7 @@ STOPPING=1 at SIGTERM)."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from appliance import config as cfg
-from appliance.systemd import notify, writable_paths
+from appliance.systemd import notify, watchdog_interval, writable_paths
 
 from standalone import standalone_config, start_serve
 
@@ -100,7 +101,8 @@ def accepts(port: int) -> bool:
 @pytest.mark.parametrize("abstract", [True, False], ids=["abstract", "path"])
 def test_serve_notifies_ready_after_listeners_accept_and_stopping_on_sigterm(tmp_path, abstract):
     sock, address, cleanup = datagram_socket(abstract)
-    serve = start_serve(standalone_config(tmp_path / "site"), tmp_path / "serve.log", NOTIFY_SOCKET=address)
+    serve = start_serve(standalone_config(tmp_path / "site"), tmp_path / "serve.log", NOTIFY_SOCKET=address,
+                        WATCHDOG_USEC="300000")
     try:
         seen: list[str] = []
         receive_until(sock, "READY=1", seen)
@@ -111,6 +113,11 @@ def test_serve_notifies_ready_after_listeners_accept_and_stopping_on_sigterm(tmp
         assert health["agi"]["listening"] and health["archiver"]["running"]
         assert any(line.startswith("STATUS=starting") for line in seen[:seen.index("READY=1")])
         assert any(line.startswith("STATUS=serving: web on") for line in seen)
+        # The watchdog pings keep coming from the event loop (every 0.15 s here).
+        pings = seen.count("WATCHDOG=1")
+        for _ in range(2):
+            receive_until(sock, "WATCHDOG=1", seen, timeout=5)
+        assert seen.count("WATCHDOG=1") >= pings + 2
 
         serve.proc.send_signal(15)
         receive_until(sock, "STOPPING=1", seen)
@@ -136,3 +143,18 @@ def test_notify_without_a_manager_does_nothing_and_with_one_sends_lines(monkeypa
         assert notify("READY=1") is False  # nobody bound: logged, not raised
     finally:
         sock.close()
+
+
+def test_watchdog_interval_is_half_the_timeout_for_this_process_only(monkeypatch):
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    assert watchdog_interval() == 15.0
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert watchdog_interval() == 15.0
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
+    assert watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    monkeypatch.setenv("WATCHDOG_USEC", "0")
+    assert watchdog_interval() is None
