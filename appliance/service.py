@@ -28,8 +28,8 @@ from storage.ledger import Ledger
 
 from . import compose
 from .config import Config
-from .systemd import notify, watchdog
 from .keys import AppKeys as K
+from .systemd import notify, watchdog
 
 log = logging.getLogger(__name__)
 

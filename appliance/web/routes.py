@@ -5,9 +5,9 @@ the web app's own lifecycle step (users, live calls, retrieval), started after t
 database and the AMI session and stopped before them.
 
 Public (no sign-in): ``/`` (status), ``/healthz``, ``/metrics`` (a bearer token when
-``[web] metrics_token`` is set), ``/api/openapi.json``, ``/login``, ``/static/``. None of
-them shows personal data. Everything else needs a
-session with the right role (``auth.py``).
+``[web] metrics_token`` is set), ``/api/openapi.json``, ``/login``, ``/static/``. None
+of them shows personal data. Everything else needs a session with the right role
+(``auth.py``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from .auth import (SESSION_IDLE, LoginThrottle, allowed, make_middleware, public
                    security_headers, session_of)
 from .health import health
 from .live import LiveCalls
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import Metrics
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .openapi import document
 from .retrieval import Retrieval
 from .state import WebKeys as W
