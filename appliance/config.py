@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import tomllib
@@ -138,6 +139,14 @@ class WebConfig:
     identity_passphrase: Secret | None = None
     # When set, /metrics answers only requests with "Authorization: Bearer <token>".
     metrics_token: Secret | None = None
+    # Native TLS: PEM certificate chain and private key (both or neither).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Reverse proxies (addresses or networks) whose forwarding headers are believed,
+    # and which headers they set: "x-forwarded" (X-Forwarded-For/-Proto) or
+    # "forwarded" (RFC 7239). From any other peer those headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_headers: str = "x-forwarded"
 
     @property
     def address(self) -> tuple[str, int]:
@@ -187,6 +196,7 @@ RENAMED = {("storage", "key_bucket"): "header_bucket"}
 SECRET_KEYS = {("ami", "secret"), ("storage", "secret_access_key"), ("web", "identity_passphrase"),
                ("web", "metrics_token")}
 CHOICES = {("storage", "backend"): ("local", "s3"), ("log", "format"): ("text", "json"),
+           ("web", "proxy_headers"): ("x-forwarded", "forwarded"),
            ("log", "level"): ("debug", "info", "warning", "error")}
 # Paths the process must be able to write to (created if missing).
 WRITABLE = (("spool", "dir"), ("storage", "path"), ("privacy", "hmac_key_file"))
@@ -407,6 +417,7 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
     if check_paths and c.web.identity_file is not None and not c.web.identity_file.is_file():
         bad("web", "identity_file", str(c.web.identity_file), "no such file; point it at the age identity "
             "written by `callvault keys generate`, or remove the key on nodes that never decrypt")
+    out += _web_problems(c.web, where, check_paths)
     if c.storage.backend == "s3":
         for key in ("endpoint_url", "bucket", "header_bucket", "access_key_id"):
             if not getattr(c.storage, key):
@@ -429,6 +440,42 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
             problem = _unwritable(Path(target))
             if problem:
                 bad(section, key, str(p), problem)
+    return out
+
+
+def _web_problems(w: WebConfig, where: str, check_paths: bool) -> list[str]:
+    out = []
+    for value in w.trusted_proxies:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            out.append(f"{where}: [web] trusted_proxies = {list(w.trusted_proxies)!r}: {value!r} is not an IP "
+                       "address or network; list the proxies' addresses, e.g. [\"127.0.0.1\", \"10.0.0.0/8\"]")
+    if (w.tls_cert is None) != (w.tls_key is None):
+        given, missing = ("tls_cert", "tls_key") if w.tls_cert is not None else ("tls_key", "tls_cert")
+        out.append(f"{where}: [web] {missing}: missing while {given} is set; set both (PEM files) or neither")
+    elif w.tls_cert is not None and w.tls_key is not None and check_paths:
+        from .tls import TlsError, server_context
+
+        try:
+            server_context(w.tls_cert, w.tls_key)
+        except TlsError as e:
+            out.append(f"{where}: {e}")
+    return out
+
+
+def cautions(c: Config, where: str = "config") -> list[str]:
+    """What works but is probably a mistake: printed by `config check` and logged by `serve`."""
+    out = []
+    host, _ = _listen(c.web.listen)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and c.web.tls_cert is None and not c.web.trusted_proxies:
+        out.append(f"{where}: warning: [web] listen = {c.web.listen!r}: reachable beyond this host over plain "
+                   "HTTP (passwords and session cookies in clear); set tls_cert and tls_key, or put a TLS "
+                   "proxy in front and list it in trusted_proxies")
     return out
 
 

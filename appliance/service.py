@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import AsyncIterator
 
@@ -30,6 +31,7 @@ from . import compose
 from .config import Config
 from .keys import AppKeys as K
 from .systemd import notify, watchdog
+from .tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +112,18 @@ async def _stopping(app: web.Application) -> None:
     notify("STOPPING=1", "STATUS=stopping: draining calls in progress and the archive step running")
 
 
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The web listener's TLS context, or None for plain HTTP (raises tls.TlsError)."""
+    web_ = config.web
+    if web_.tls_cert is None or web_.tls_key is None:
+        return None
+    return server_context(web_.tls_cert, web_.tls_key)
+
+
 def serve(config: Config) -> int:
     host, port = config.web.address
+    context = tls_context(config)
+    scheme = "http" if context is None else "https"
     app = build_app(config)
     app.cleanup_ctx.append(watchdog)
     app.on_shutdown.insert(0, _stopping)
@@ -119,12 +131,12 @@ def serve(config: Config) -> int:
     def announce(_: str) -> None:
         # aiohttp calls this once the web site is listening, after every cleanup_ctx
         # step (database ... FastAGI listener, web state) has started.
-        what = (f"web on http://{host}:{port}/  (FastAGI {config.agi.listen}, "
+        what = (f"web on {scheme}://{host}:{port}/  (FastAGI {config.agi.listen}, "
                 f"AMI {config.ami.host}:{config.ami.port})")
         print(f"callvault: {what}", flush=True)
         notify("READY=1", f"STATUS=serving: {what}")
 
     notify("STATUS=starting: database, archive, AMI, archiver, FastAGI, web")
     web.run_app(app, host=host, port=port, print=announce, shutdown_timeout=DRAIN_SECONDS,
-                handle_signals=True, loop=new_event_loop())
+                handle_signals=True, loop=new_event_loop(), ssl_context=context)
     return 0

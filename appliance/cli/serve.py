@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -23,6 +25,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args, check_paths=True)
     configure(config.log, verbose=args.verbose)
+    for line in cfg.cautions(config, args.config):
+        logging.getLogger("callvault").warning("%s", line)
     return serve(config)
 
 
@@ -41,7 +45,9 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    cfg.load(args.config)
+    config = cfg.load(args.config)
+    for line in cfg.cautions(config, str(args.config)):
+        print(line, file=sys.stderr)
     print(f"{args.config}: ok")
     return 0
 
@@ -49,18 +55,34 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args)
     host, port = config.web.address
-    url = f"http://{host}:{port}/healthz"
+    scheme, context = "http", None
+    if config.web.tls_cert is not None:
+        from ..tls import pinned_client_context
+
+        try:
+            scheme, context = "https", pinned_client_context(config.web.tls_cert)
+        except (OSError, ValueError) as e:
+            return fail(f"[web] tls_cert = {str(config.web.tls_cert)!r}: cannot read it ({e}); "
+                        "`callvault config check` says more", 2)
+    base = f"{scheme}://{_url_host(host)}:{port}"
+    url = f"{base}/healthz"
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(url, timeout=5, context=context) as r:
             health = json.load(r)
     except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            print(f"the web at {base} does not present the certificate in [web] tls_cert "
+                  f"({reason.verify_message}); is another service on that port, or was the certificate "
+                  "replaced without restarting serve?")
+            return 1
         print(f"callvault is not running (no answer from {url}: {getattr(e, 'reason', e)})")
         return 1
     if args.json:
         print(json.dumps(health, indent=2))
     else:
         ami, agi, arch = health["ami"], health["agi"], health["archiver"]
-        print(f"web:      running at http://{host}:{port}/ (up {health['uptime_s']:.0f} s)")
+        print(f"web:      running at {base}/ (up {health['uptime_s']:.0f} s)")
         extra = ami.get("asterisk_version") or ami.get("last_error") or ""
         print(f"ami:      {ami['state']}  {extra}".rstrip())
         print(f"agi:      {'listening' if agi.get('listening') else 'stopped'} "
@@ -75,6 +97,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         if arch.get("dead_letters"):
             print(f"          {arch['dead_letters']} dead letter(s): `callvault recordings list --state failed`")
     return 0 if health["ami"]["state"] == "connected" else 1
+
+
+def _url_host(host: str) -> str:
+    """The address to reach a listener bound to ``host`` from this machine."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def cmd_dialplan(args: argparse.Namespace) -> int:

@@ -12,7 +12,9 @@ state-changing request (POST, PUT, PATCH, DELETE) must carry it in the
 ``X-CSRF-Token`` header (or a ``csrf`` form field), and a request whose ``Origin``
 is another site is refused whatever it carries. The login form, which has no
 session yet, uses a double-submit cookie. Cookies are ``HttpOnly``,
-``SameSite=Strict``, and ``Secure`` when the request came over HTTPS.
+``SameSite=Strict``, and ``Secure`` when the request came over HTTPS, which is also
+when responses carry ``Strict-Transport-Security`` (for a request through a trusted
+reverse proxy, the scheme the proxy saw: web/proxy.py).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 HOME = {"agent": "/agent", "supervisor": "/supervisor", "officer": "/supervisor", "admin": "/admin"}
 
+HSTS = "max-age=31536000"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
@@ -227,6 +230,8 @@ def _headers(request: web.Request, response: web.StreamResponse) -> None:
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "same-origin")  # "no-referrer" makes Chromium send Origin: null
     h.setdefault("X-Frame-Options", "DENY")
+    if request.secure:  # over HTTPS, natively or through a trusted proxy (web/proxy.py)
+        h.setdefault("Strict-Transport-Security", HSTS)
     if not request.path.startswith("/static/"):
         h.setdefault("Cache-Control", "no-store")
 

@@ -32,6 +32,7 @@ from .health import health
 from .live import LiveCalls
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .openapi import document
+from .proxy import make_middleware as proxy_middleware
 from .retrieval import Retrieval
 from .state import WebKeys as W
 from .views import add_view_routes
@@ -139,7 +140,10 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.middlewares.extend([security_headers, make_middleware(W.users)])
+    web_ = app[K.config].web
+    # The proxy middleware runs first: everything after it sees the client's scheme and address.
+    app.middlewares.extend([proxy_middleware(web_.trusted_proxies, web_.proxy_headers), security_headers,
+                            make_middleware(W.users)])
     app.cleanup_ctx.append(_web_state)
     app.on_shutdown.append(_close_sockets)
     r = app.router
