@@ -1,9 +1,10 @@
 """Fixtures for the web app: the whole appliance serving HTTP on a real port.
 
-``webapp(rules=..., identity=True)`` starts `serve`'s application (database, AMI against
+``webapp(rules=..., identity=True, web_={...})`` starts `serve`'s application (database, AMI against
 the lab Asterisk, archiver, FastAGI, web) with users already made, archive storage
 on the lab's Ceph RGW, and, unless ``identity=False``, the private identity on this
-node (the retrieval node). ``harness.recording(seconds)`` stores an archived
+node (the retrieval node); ``web_`` replaces ``[web]`` keys (TLS, trusted proxies),
+and with ``tls_cert`` the site listens with `serve`'s TLS context. ``harness.recording(seconds)`` stores an archived
 recording the way the archiver would (age-encrypted header and payload objects in
 RGW, a catalog row), so playback is tested without waiting for a call to archive.
 """
@@ -29,7 +30,7 @@ from appliance import config as cfg
 from appliance.keys import AppKeys as K
 from appliance.lab.asterisk import free_port
 from appliance.lab.devsetup import dev_config
-from appliance.service import build_app
+from appliance.service import build_app, tls_context
 from archiver.archive import Archive
 from archiver.manifest import Manifest
 from storage import keys
@@ -150,7 +151,8 @@ class Harness:
 
 
 def make_config(lab_state, tmp_path: Path, users_template: Path, buckets: tuple[str, str], *,
-                rules: list[dict] | None = None, identity: bool = True) -> tuple[cfg.Config, Identity, int]:
+                rules: list[dict] | None = None, identity: bool = True,
+                web_: dict | None = None) -> tuple[cfg.Config, Identity, int]:
     """The dev config `callvault lab up` writes, with archive storage on RGW and the test users."""
     from agi.policy import parse_policy
 
@@ -171,20 +173,24 @@ def make_config(lab_state, tmp_path: Path, users_template: Path, buckets: tuple[
         config = dataclasses.replace(config, consent=policy)
     if not identity:  # a node that never decrypts
         config = dataclasses.replace(config, web=dataclasses.replace(config.web, identity_file=None))
+    if web_:  # e.g. tls_cert, tls_key, trusted_proxies
+        config = dataclasses.replace(config, web=dataclasses.replace(config.web, **web_))
     return config, ident, port
 
 
 @pytest.fixture
 def webapp(lab_state, tmp_path, users_template, web_buckets):
     @contextlib.asynccontextmanager
-    async def start(rules: list[dict] | None = None, *, identity: bool = True):
+    async def start(rules: list[dict] | None = None, *, identity: bool = True, web_: dict | None = None):
         config, ident, port = make_config(lab_state, tmp_path, users_template, web_buckets, rules=rules,
-                                          identity=identity)
+                                          identity=identity, web_=web_)
         runner = web.AppRunner(build_app(config), shutdown_timeout=5)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port)
+        context = tls_context(config)  # what `serve` listens with
+        site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=context)
         await site.start()
-        h = Harness(runner.app, f"http://127.0.0.1:{port}", config, ident, tmp_path)
+        scheme = "http" if context is None else "https"
+        h = Harness(runner.app, f"{scheme}://127.0.0.1:{port}", config, ident, tmp_path)
         try:
             await runner.app[K.ami].wait_connected(10)
             yield h
