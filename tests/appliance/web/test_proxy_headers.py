@@ -44,3 +44,17 @@ def test_x_forwarded_lists_are_matched_from_the_right():
 ])
 def test_resolve_walks_only_through_trusted_proxies(peer, hops, expected):
     assert resolve(peer, "http", hops, trusted) == expected
+
+
+def test_the_documented_nginx_block_is_the_one_the_tests_run():
+    from pathlib import Path
+
+    from nginxproxy import SERVER
+
+    def location(text: str) -> list[str]:
+        block = text[text.index("location / {"):]
+        block = block[:block.index("}") + 1]
+        return [line.split("#")[0].strip() for line in block.splitlines()]
+
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    assert location(docs) == location(SERVER.format(port=443, cert="c", key="k", upstream=8080))
