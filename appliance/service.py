@@ -17,7 +17,7 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 

@@ -24,7 +24,7 @@ import hmac
 import secrets
 import time
 from collections import deque
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -67,7 +67,7 @@ def requires(*permissions: str) -> Callable[[Handler], Handler]:
     return mark
 
 
-SESSION: "web.RequestKey[Session | None]" = web.RequestKey("session", object)  # type: ignore[arg-type]
+SESSION: web.RequestKey[Session | None] = web.RequestKey("session", object)  # type: ignore[arg-type]
 ANY_ROLE = "*"  # any signed-in user
 
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import hmac
 from pathlib import Path
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
@@ -94,7 +94,7 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
         while True:
             try:
                 message = await asyncio.wait_for(sub.queue.get(), SESSION_RECHECK)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if await asyncio.to_thread(users.session, token, idle=SESSION_IDLE) is None:
                     await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"session ended")
                     return

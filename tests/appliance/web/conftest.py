@@ -242,7 +242,7 @@ class ThreadedServer:
         finally:
             loop.close()
 
-    def __enter__(self) -> "ThreadedServer":
+    def __enter__(self) -> ThreadedServer:
         self._thread.start()
         self._ready.wait(60)
         if self._error is not None or self.harness is None:
