@@ -8,6 +8,8 @@ would be; the callers hang up themselves with a BYE.
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 
 import pytest
 from callhelpers import OPT_IN, OPT_OUT, archived_wav, wait_state
@@ -106,3 +108,18 @@ async def test_fifty_concurrent_sip_calls(appliance, lab_state, ami):
         assert len(set(granted)) == CALLS // 2
         await asyncio.gather(*(wait_state(app, rid, "archived", timeout=60) for rid in granted))
         assert await sip_channels(ami) == []
+
+
+async def test_lab_call_sip_command(appliance, lab_state):
+    """`callvault lab call --sip` places the same kind of call by hand and prints the outcome."""
+    async with appliance(rules=[OPT_IN]) as app:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "callvault"), "lab", "call", "--sip", "--name", lab_state.name,
+            "--did", "27215550177", "--digit", "2", "--wait", "1", "--hangup-after", "2.5",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL)
+        out = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+        assert proc.returncode == 0, out
+        assert "consent: declined  record: no" in out, out
+        await app[K.agi].wait_idle(15)
+        [entry] = [e for e in app[K.ledger].find(kind="consent") if e.data["did"] == "27215550177"]
+        assert entry.data["channel"].startswith("PJSIP/") and entry.data["digits"] == "2"
