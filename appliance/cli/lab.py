@@ -79,7 +79,6 @@ def cmd_lab_down(args: argparse.Namespace) -> int:
 async def _call(args: argparse.Namespace) -> int:
     from agi.ami import AmiClient
 
-    from ..lab.calls import CallDriver
     from ..lab.harness import Lab
 
     state = Lab.load_state(args.name)
@@ -87,34 +86,86 @@ async def _call(args: argparse.Namespace) -> int:
     ami.start()
     try:
         await ami.wait_connected(10)
-        driver = CallDriver(ami)
-        call = driver.new_call(args.did, args.caller)
-        async with driver.agi_command(call, "GET DATA") as asked, \
-                ami.expect(lambda e: e.name == "UserEvent" and call.is_callee(e)
-                           and e.get("UserEvent") == "CallvaultLabAfterAgi") as done:
-            await driver.place(call, hold=args.hold)
-            print(f"call placed: {call.callee_channel} (DID {args.did}, caller {args.caller})")
-            if args.digits:
-                try:
-                    await asyncio.wait_for(asked, 30)
-                except asyncio.TimeoutError:
-                    print("the consent flow did not ask for digits (is `callvault serve` running?)")
-                    return 1
-                await driver.send_dtmf(call, args.digits)
-                print(f"pressed {args.digits}")
-            try:
-                event = await asyncio.wait_for(done, 60)
-            except asyncio.TimeoutError:
-                print("no consent outcome within 60 s")
-                return 1
-        print(f"consent: {event.get('Consent') or '(none)'}  record: {event.get('Record') or '(none)'}")
-        return 0
+        return await (_sip_call(args, state, ami) if args.sip else _local_call(args, ami))
     finally:
         await ami.close()
 
 
+def _print_outcome(event) -> None:
+    print(f"consent: {event.get('Consent') or '(none)'}  record: {event.get('Record') or '(none)'}")
+
+
+async def _local_call(args: argparse.Namespace, ami) -> int:
+    from ..lab.calls import CallDriver
+
+    driver = CallDriver(ami)
+    call = driver.new_call(args.did, args.caller)
+    async with driver.agi_command(call, "GET DATA") as asked, \
+            ami.expect(lambda e: e.name == "UserEvent" and call.is_callee(e)
+                       and e.get("UserEvent") == "CallvaultLabAfterAgi") as done:
+        await driver.place(call, hold=args.hangup_after)
+        print(f"call placed: {call.callee_channel} (DID {args.did}, caller {args.caller})")
+        if args.digit:
+            try:
+                await asyncio.wait_for(asked, 30)
+            except TimeoutError:
+                print("the consent flow did not ask for digits (is `callvault serve` running?)")
+                return 1
+            await driver.send_dtmf(call, args.digit)
+            print(f"pressed {args.digit}")
+        try:
+            event = await asyncio.wait_for(done, 60)
+        except TimeoutError:
+            print("no consent outcome within 60 s")
+            return 1
+    _print_outcome(event)
+    return 0
+
+
+async def _sip_call(args: argparse.Namespace, state, ami) -> int:
+    from ..lab.sip import CallerScript, SipCall, SippError, place_sip_calls
+
+    if not state.sip_port:
+        print(f"lab '{args.name}' has no SIP port: restart it with `callvault lab up`")
+        return 1
+    script = CallerScript(args.digit or None, wait=args.wait, hangup_after=args.hangup_after)
+    print(f"SIP call to 127.0.0.1:{state.sip_port} (DID {args.did}, caller {args.caller}): "
+          + (f"presses {args.digit} after {args.wait:g} s, " if script.presses else "presses nothing, ")
+          + f"hangs up after {args.hangup_after:g} s")
+    async with ami.expect(lambda e: e.name == "UserEvent" and e.get("UserEvent") == "CallvaultLabAfterAgi"
+                          and str(e.get("Channel")).startswith("PJSIP/") and e.get("Exten") == args.did
+                          and e.get("CallerIDNum") == args.caller) as done:
+        try:
+            run = await place_sip_calls(state.sip_port, [SipCall(args.caller, args.did)], script)
+        except SippError as e:
+            print(e)
+            return 1
+        await asyncio.sleep(0.2)  # an outcome raised just before the BYE
+        if done.done():
+            _print_outcome(done.result())
+        else:
+            print("consent: (none: no outcome before the caller hung up; is `callvault serve` running?)")
+    if not run.ok:
+        print(f"SIPp exited {run.returncode}: {run.errors}")
+        return 1
+    return 0
+
+
 def cmd_lab_call(args: argparse.Namespace) -> int:
     return asyncio.run(_call(args))
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _key(text: str) -> str:
+    if len(text) != 1 or text not in "0123456789":
+        raise argparse.ArgumentTypeError(f"{text!r} is not one digit 0-9")
+    return text
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -133,10 +184,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     down.set_defaults(fn=cmd_lab_down)
     call = lsub.add_parser("call", help="place a test call through the lab Asterisk")
     call.add_argument("--name", default=DEFAULT_NAME)
+    call.add_argument("--sip", action="store_true",
+                      help="a real SIP call from SIPp to the lab's PJSIP endpoint (default: a Local "
+                           "channel driven over AMI)")
     call.add_argument("--did", default="27215550100")
     call.add_argument("--caller", default="27215550123")
-    call.add_argument("--digits", default="", help="DTMF the caller presses when asked")
-    call.add_argument("--hold", type=int, default=10, help="seconds the caller stays on")
+    call.add_argument("--digit", type=_key, default="", help="the key the caller presses when asked")
+    call.add_argument("--wait", type=_seconds, default=2.0,
+                      help="with --sip: seconds after the answer before the key is pressed")
+    call.add_argument("--hangup-after", type=_seconds, default=10.0,
+                      help="seconds after the answer when the caller hangs up")
     call.set_defaults(fn=cmd_lab_call)
 
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agi.dialplan import LAB_CONTEXT
+
 from . import rootfs
 
 AMI_USER = "lab"
@@ -24,8 +26,6 @@ MODULES_CONF = """\
 autoload=yes
 ; Channel drivers and resources the lab does not need, and that log noise or
 ; open ports when loaded.
-noload => chan_pjsip.so
-noload => res_pjsip.so
 noload => chan_dahdi.so
 noload => chan_mobile.so
 noload => chan_iax2.so
@@ -49,13 +49,60 @@ noload => res_phoneprov.so
 noload => res_http_websocket.so
 noload => chan_websocket.so
 noload => res_ari.so
+; PJSIP is loaded (the SIP test phones); these parts of it are not used.
+noload => res_pjsip_outbound_publish.so
+noload => res_pjsip_publish_asterisk.so
+noload => res_pjsip_phoneprov_provider.so
+noload => res_pjsip_stir_shaken.so
+noload => res_pjsip_config_wizard.so
+noload => res_pjsip_geolocation.so
+"""
+
+# The test phones: SIP user agents on this machine (SIPp), calling in the way a
+# trunk would, so a call's Request-URI user is the DID the dialplan routes on.
+SIP_ENDPOINT = "lab-phone"
+
+
+def pjsip_conf(sip_port: int, context: str) -> str:
+    return f"""[global]
+type = global
+user_agent = callvault-lab
+
+[lab-udp]
+type = transport
+protocol = udp
+bind = 127.0.0.1:{sip_port}
+
+[{SIP_ENDPOINT}]
+type = endpoint
+transport = lab-udp
+context = {context}
+disallow = all
+allow = ulaw,alaw
+dtmf_mode = rfc4733
+rtp_symmetric = yes
+direct_media = no
+
+[{SIP_ENDPOINT}]
+type = identify
+endpoint = {SIP_ENDPOINT}
+match = 127.0.0.1
 """
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def udp_port_bound(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -97,15 +144,18 @@ class AsteriskPaths:
 class LabAsterisk:
     """Start, reconfigure and stop one Asterisk instance inside the lab root."""
 
-    def __init__(self, root: Path, name: str | None = None, *, ami_port: int | None = None):
+    def __init__(self, root: Path, name: str | None = None, *, ami_port: int | None = None,
+                 sip_port: int | None = None):
         self.paths = AsteriskPaths(root, name or f"t{os.getpid()}-{secrets.token_hex(3)}")
         self.ami_port = ami_port or free_port()
+        self.sip_port = sip_port or free_port(socket.SOCK_DGRAM)
         self.ami_user = AMI_USER
         self.ami_secret = secrets.token_hex(12)
         self.proc: subprocess.Popen | None = None
 
     # -- configuration -------------------------------------------------------
-    def write_configs(self, dialplan: str, *, manager_extra: str = "", features: str = "") -> None:
+    def write_configs(self, dialplan: str, *, manager_extra: str = "", features: str = "",
+                      sip_context: str = LAB_CONTEXT) -> None:
         p, inside = self.paths, self.paths.inside
         etc = p.host / "etc"
         for sub in ("etc", "spool/callvault", "run", "log", "lib", "monitor"):
@@ -150,7 +200,9 @@ write = all
             "cdr.conf": "[general]\nenable=no\n",
             "cel.conf": "[general]\nenable=no\n",
             "http.conf": "[general]\nenabled=no\n",
-            "rtp.conf": "[general]\nrtpstart=30000\nrtpend=30100\n",
+            "pjsip.conf": pjsip_conf(self.sip_port, sip_context),
+            # Below the kernel's ephemeral range; wide enough for many SIP calls at once.
+            "rtp.conf": "[general]\nrtpstart=20000\nrtpend=29999\n",
             "indications.conf": "[general]\ncountry=za\n[za]\ndescription=South Africa\n",
         }
         for fname, text in files.items():
@@ -178,13 +230,12 @@ write = all
     def start(self, timeout: float = 60.0) -> None:
         rootfs.mount_pseudo(self.paths.root)
         (self.paths.host_path("/var/run/asterisk")).mkdir(parents=True, exist_ok=True)
-        out = open(self.paths.host / "log" / "console.log", "ab")
-        self.proc = subprocess.Popen(
-            ["chroot", str(self.paths.root), "/usr/sbin/asterisk", "-C",
-             f"{self.paths.inside}/etc/asterisk.conf", "-f", "-n", "-q"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        out.close()
+        with open(self.paths.host / "log" / "console.log", "ab") as out:
+            self.proc = subprocess.Popen(
+                ["chroot", str(self.paths.root), "/usr/sbin/asterisk", "-C",
+                 f"{self.paths.inside}/etc/asterisk.conf", "-f", "-n", "-q"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
         (self.paths.host / "asterisk.pid").write_text(str(self.proc.pid))
         self._wait_ami(timeout)
 
@@ -196,19 +247,20 @@ write = all
                                    f"{self.paths.host / 'log' / 'console.log'}")
             try:
                 with socket.create_connection(("127.0.0.1", self.ami_port), timeout=1) as s:
-                    if s.recv(64).startswith(b"Asterisk Call Manager"):
+                    if s.recv(64).startswith(b"Asterisk Call Manager") and udp_port_bound(self.sip_port):
                         return
             except OSError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"Asterisk AMI did not answer on port {self.ami_port} in {timeout} s")
+        raise TimeoutError(f"Asterisk did not answer on AMI port {self.ami_port} and SIP port "
+                           f"{self.sip_port} in {timeout} s")
 
     def cli(self, command: str, timeout: float = 20.0) -> str:
         """Run an Asterisk CLI command over the control socket."""
         out = subprocess.run(
             ["chroot", str(self.paths.root), "/usr/sbin/asterisk", "-C",
              f"{self.paths.inside}/etc/asterisk.conf", "-rx", command],
-            capture_output=True, text=True, timeout=timeout)
+            check=False, capture_output=True, text=True, timeout=timeout)
         return out.stdout
 
     def stop(self, timeout: float = 15.0) -> None:

@@ -1,7 +1,7 @@
 """The lab: a real Asterisk 22 and a real Ceph RGW, up and down together.
 
 Used by the pytest fixtures and by `callvault lab up|down|call`. A lab's state
-(ports, credentials) is written to ``<root>/callvault-lab/<name>/lab.json`` so a
+(ports, including the PJSIP UDP port test phones call, and credentials) is written to ``<root>/callvault-lab/<name>/lab.json`` so a
 later command can find and stop it.
 """
 
@@ -77,6 +77,7 @@ class LabState:
     spool_inside: str
     sounds_host: str
     s3: dict | None
+    sip_port: int = 0  # the PJSIP UDP transport on 127.0.0.1, for the test phones
 
     @property
     def s3_endpoint(self) -> S3Endpoint | None:
@@ -140,7 +141,7 @@ class Lab:
             product_ami_user=PRODUCT_AMI_USER, product_ami_secret=self.product_ami_secret,
             agi_port=self.agi_port, spool_host=str(p.spool_host), spool_inside=p.spool_inside,
             sounds_host=str(p.sounds_host),
-            s3=asdict(self.rgw.endpoint) if self.rgw else None)
+            s3=asdict(self.rgw.endpoint) if self.rgw else None, sip_port=self.asterisk.sip_port)
 
     def down(self) -> None:
         if self.rgw is not None:
