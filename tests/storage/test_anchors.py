@@ -53,7 +53,7 @@ def anchor_head(store, ledger):
 
 def test_anchor_object_is_locked_and_listed(store, ledger):
     fill(ledger, 5)
-    seq, digest = ledger.head()
+    digest = ledger.head()[1]
     a = anchor_head(store, ledger)
     assert a.key == f"anchors/node-1/000000000005-{digest}.json"
     info = store.head(a.key)
