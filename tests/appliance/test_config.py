@@ -189,12 +189,11 @@ def test_ledger_anchor_keys_are_checked(tmp_path):
     with pytest.raises(cfg.ConfigError) as e:
         cfg.load(write(tmp_path, good(tmp_path, bad)), env={}, check_paths=False)
     where = f"{tmp_path}/callvault.toml"
+    duration = 'expected a whole number and a unit (s, m, h, d, y), e.g. "15m" or "7y"'
     assert e.value.problems == [
-        f"{where}: [ledger] node = 'a/b': expected 1-63 letters, digits, '_', '.' or '-', starting with a letter "
-        "or digit (or empty for the host name)",
+        (f"{where}: [ledger] node = 'a/b': expected 1-63 letters, digits, '_', '.' or '-', starting with a "
+         "letter or digit (or empty for the host name)"),
         f"{where}: [ledger] anchor_every = 0: expected at least 1 (entries between anchors)",
-        f"{where}: [ledger] anchor_interval = '15 minutes': expected a whole number and a unit (s, m, h, d, y), "
-        "e.g. \"15m\" or \"7y\"",
-        f"{where}: [ledger] anchor_retention = '0y': expected a whole number and a unit (s, m, h, d, y), "
-        "e.g. \"15m\" or \"7y\"",
+        f"{where}: [ledger] anchor_interval = '15 minutes': {duration}",
+        f"{where}: [ledger] anchor_retention = '0y': {duration}",
     ]

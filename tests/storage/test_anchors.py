@@ -9,14 +9,20 @@ import io
 import sqlite3
 
 import pytest
-
 from ledgerhelpers import fill
-from storage.anchors import Anchor, anchors_in, load_dir, read_anchor, save_anchor, write_anchor
+
+from appliance.anchoring import AnchorKeeper
+from storage.anchors import (
+    Anchor,
+    anchors_in,
+    load_dir,
+    read_anchor,
+    save_anchor,
+    write_anchor,
+)
 from storage.db import open_database
 from storage.errors import IntegrityError, RetentionError
 from storage.ledger import Ledger
-
-from appliance.anchoring import AnchorKeeper
 
 
 @pytest.fixture
