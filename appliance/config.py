@@ -14,6 +14,7 @@ import difflib
 import ipaddress
 import math
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from agi.policy import Policy, parse_policy
+from storage.anchors import NODE_RE, duration_seconds, parse_duration
 
 
 class ConfigError(Exception):
@@ -120,6 +122,25 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class LedgerConfig:
+    # This appliance's name in anchor keys (anchors/<node>/...); empty = the host name.
+    node: str = ""
+    # The ledger head is anchored (written under Object Lock COMPLIANCE) after this many
+    # new entries or this long, whichever comes first, and at a clean shutdown.
+    anchor_every: int = 1000
+    anchor_interval: str = "15m"
+    anchor_retention: str = "7y"
+
+    @property
+    def node_name(self) -> str:
+        return self.node or socket.gethostname().split(".")[0][:63] or "callvault"
+
+    @property
+    def interval_seconds(self) -> float:
+        return duration_seconds(self.anchor_interval)
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     backend: str = "local"
     path: Path = Path("/var/lib/callvault/archive")
@@ -181,6 +202,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     web: WebConfig = field(default_factory=WebConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -401,6 +423,16 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         for key, value in vars(getattr(c, section)).items():
             if isinstance(value, float) and not (math.isfinite(value) and value > 0):
                 bad(section, key, value, "expected a number of seconds above 0")
+    if c.ledger.node and not NODE_RE.match(c.ledger.node):
+        bad("ledger", "node", c.ledger.node, "expected 1-63 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit (or empty for the host name)")
+    if c.ledger.anchor_every < 1:
+        bad("ledger", "anchor_every", c.ledger.anchor_every, "expected at least 1 (entries between anchors)")
+    for key in ("anchor_interval", "anchor_retention"):
+        try:
+            parse_duration(getattr(c.ledger, key))
+        except ValueError as e:
+            bad("ledger", key, getattr(c.ledger, key), str(e))
     if c.ami.reconnect_min > c.ami.reconnect_max:
         bad("ami", "reconnect_min", c.ami.reconnect_min, f"expected at most reconnect_max ({c.ami.reconnect_max:g})")
     from archiver.retention import RetentionPolicy

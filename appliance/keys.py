@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from storage.db import Database
     from storage.ledger import Ledger
 
+    from .anchoring import AnchorKeeper
     from .config import Config
 
 
@@ -31,3 +32,4 @@ class AppKeys:
     archive: "web.AppKey[Archive]" = web.AppKey("archive")
     sweeper: "web.AppKey[RetentionSweeper]" = web.AppKey("sweeper")
     archiver: "web.AppKey[Archiver]" = web.AppKey("archiver")
+    anchors: "web.AppKey[AnchorKeeper]" = web.AppKey("anchors")

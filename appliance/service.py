@@ -4,8 +4,9 @@ The parts come from the composition root (appliance/compose.py). Each long-lived
 part is a ``cleanup_ctx`` generator: started in order, stopped in reverse. On
 SIGTERM aiohttp stops the web site, then the archiver finishes the step it is on,
 the FastAGI listener stops accepting and waits for calls in progress (each ends
-with a defined dialplan outcome), the AMI session closes, the archive's stores
-close and the database closes last. The process then exits 0.
+with a defined dialplan outcome), the AMI session closes, the ledger head is
+anchored (appliance/anchoring.py), the archive's stores close and the database
+closes last. The process then exits 0.
 
 Under systemd (``Type=notify``, appliance/systemd.py) READY=1 is sent once every part
 is up and both listeners accept, STOPPING=1 when SIGTERM starts the drain.
@@ -28,6 +29,7 @@ from storage.hmac_index import load_hmac_key
 from storage.ledger import Ledger
 
 from . import compose
+from .anchoring import anchoring
 from .config import Config
 from .keys import AppKeys as K
 from .systemd import notify, watchdog
@@ -103,7 +105,7 @@ def build_app(config: Config) -> web.Application:
     app = web.Application()
     app[K.config] = config
     app[K.started] = time.time()
-    app.cleanup_ctx.extend([_database, _archive, _ami, _archiver, _fastagi])
+    app.cleanup_ctx.extend([_database, _archive, anchoring, _ami, _archiver, _fastagi])
     setup_routes(app)
     return app
 

@@ -32,8 +32,8 @@ Verification (:meth:`Ledger.verify`, :func:`verify_jsonl`) walks the chain in ``
 order and stops at the first bad entry: a missing seq (deleted row), a ``prev_hash``
 that is not the previous entry's hash (deleted, reordered or re-hashed row), a
 ``hash`` that does not match the recomputed one (edited row), or a malformed field.
-With ``expected_head=(seq, hash)`` (an anchored head kept outside the database) it
-also detects a truncated tail or a database rewritten from scratch.
+With anchors (``(seq, hash)`` heads kept outside the database, :mod:`storage.anchors`)
+it also detects a truncated tail, a database rewritten from scratch or an older copy.
 """
 
 from __future__ import annotations
@@ -245,31 +245,46 @@ def _check(record: Mapping[str, Any], expected_seq: int, prev_hash: str) -> str 
 
 
 def verify_entries(
-    records: Iterable[Mapping[str, Any] | str], *, expected_head: tuple[int, str] | None = None
+    records: Iterable[Mapping[str, Any] | str], *, expected_head: tuple[int, str] | None = None,
+    anchors: Iterable[tuple[int, str, str]] = (), start: tuple[int, str] = (0, GENESIS_HASH),
 ) -> VerifyResult:
-    """Check a chain given in ``seq`` order; a ``str`` item stands for an unreadable record."""
-    seq, prev_hash = 0, GENESIS_HASH  # last good entry
-    anchored_hash = GENESIS_HASH if expected_head is not None and expected_head[0] == 0 else None
+    """Check a chain given in ``seq`` order; a ``str`` item stands for an unreadable record.
+
+    ``anchors`` are ``(seq, hash, name)``: heads recorded outside the chain. Entry
+    ``seq`` must exist and have that hash; ``name`` (the anchor's key) is quoted in
+    the reason when it does not. ``expected_head`` is one such anchor. ``start`` is
+    the ``(seq, hash)`` the first record follows (the genesis by default): a walk
+    from an anchored entry instead of from entry 1 (anchors up to it are not checked).
+    """
+    wanted: dict[int, list[tuple[str, str]]] = {}
+    for a_seq, a_hash, name in anchors:
+        wanted.setdefault(a_seq, []).append((a_hash, f"anchor {name}"))
+    if expected_head is not None:
+        wanted.setdefault(expected_head[0], []).append((expected_head[1], "the anchored head"))
+    seq, prev_hash = start
+    for a_hash, name in wanted.get(0, ()):
+        if a_hash != GENESIS_HASH:
+            return VerifyResult(False, 0, start, 0, f"{name} records entry 0 with a hash that is not the genesis")
     for record in records:
         reason = record if isinstance(record, str) else _check(record, seq + 1, prev_hash)
         if reason is not None:
-            return VerifyResult(False, seq, (seq, prev_hash), seq + 1, reason)
+            return VerifyResult(False, seq - start[0], (seq, prev_hash), seq + 1, reason)
+        last = (seq, prev_hash)
         seq, prev_hash = seq + 1, record["hash"]
-        if expected_head is not None and seq == expected_head[0]:
-            anchored_hash = prev_hash
-    if expected_head is not None:
-        want_seq, want_hash = expected_head
-        if seq < want_seq:
-            return VerifyResult(
-                False, seq, (seq, prev_hash), seq + 1,
-                f"chain ends at entry {seq} but the anchored head is entry {want_seq} (truncated)",
-            )
-        if anchored_hash != want_hash:
-            return VerifyResult(
-                False, seq, (seq, prev_hash), want_seq,
-                f"entry {want_seq} does not match the anchored head hash (chain rewritten)",
-            )
-    return VerifyResult(True, seq, (seq, prev_hash))
+        for a_hash, name in wanted.get(seq, ()):
+            if a_hash != prev_hash:
+                return VerifyResult(
+                    False, seq - 1 - start[0], last, seq,
+                    f"entry {seq} has hash {prev_hash[:16]}… but {name} records {a_hash[:16]}… (chain rewritten)")
+    beyond = [(a_seq, name) for a_seq, hashes in wanted.items() if a_seq > seq for _, name in hashes]
+    if beyond:
+        want_seq, name = max(beyond)
+        return VerifyResult(
+            False, seq - start[0], (seq, prev_hash), seq + 1,
+            f"chain ends at entry {seq} but {name} records entry {want_seq} "
+            "(truncated: its tail deleted, or an older copy of the database)",
+        )
+    return VerifyResult(True, seq - start[0], (seq, prev_hash))
 
 
 def _read_jsonl(fileobj: IO[Any]) -> Iterator[Mapping[str, Any] | str]:
@@ -291,6 +306,7 @@ def _read_jsonl(fileobj: IO[Any]) -> Iterator[Mapping[str, Any] | str]:
         yield record
 
 
-def verify_jsonl(fileobj: IO[Any], *, expected_head: tuple[int, str] | None = None) -> VerifyResult:
+def verify_jsonl(fileobj: IO[Any], *, expected_head: tuple[int, str] | None = None,
+                 anchors: Iterable[tuple[int, str, str]] = ()) -> VerifyResult:
     """Verify an :meth:`Ledger.export_jsonl` file (text or binary) without the database."""
-    return verify_entries(_read_jsonl(fileobj), expected_head=expected_head)
+    return verify_entries(_read_jsonl(fileobj), expected_head=expected_head, anchors=anchors)

@@ -5,9 +5,9 @@ The chain itself (entry fields, canonical bodies, the version-1 hash encoding an
 what verification detects) is in :mod:`storage.chain`, as pure functions this
 module uses. :meth:`Ledger.verify` checks the
 stored chain with :func:`storage.chain.verify_entries`; :func:`storage.chain.verify_jsonl`
-checks an export without the database. With ``expected_head=(seq, hash)`` (an
-anchored head kept outside the database) verification also detects a truncated
-tail or a database rewritten from scratch.
+checks an export without the database. Checked against anchors (heads
+kept in WORM storage, :mod:`storage.anchors`) verification also detects a truncated
+tail, a database rewritten from scratch or an older copy of it.
 
 SQL triggers refuse ``UPDATE`` and ``DELETE`` and any ``INSERT`` that does not extend
 the head. They are defence in depth against mistakes; anyone who can write the file
@@ -18,9 +18,10 @@ See ``docs/ledger.md``.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import IO, Any
 
@@ -195,14 +196,53 @@ class Ledger:
             ).fetchall()
         return [_row_entry(row) for row in rows]
 
-    def verify(self, *, expected_head: tuple[int, str] | None = None) -> VerifyResult:
-        """Walk the whole chain; see the module docstring for what is detected."""
+    def verify(self, *, expected_head: tuple[int, str] | None = None,
+               anchors: Iterable[tuple[int, str, str]] = ()) -> VerifyResult:
+        """Walk the whole chain, checking it against ``anchors`` (``(seq, hash, name)``);
+        see the module docstring for what is detected."""
 
         def records() -> Iterator[dict[str, Any]]:
             for row in self._rows(1):
                 yield dict(zip(FIELDS, row))
 
-        return verify_entries(records(), expected_head=expected_head)
+        return verify_entries(records(), expected_head=expected_head, anchors=anchors)
+
+    def verify_since(self, anchors: Sequence[tuple[int, str, str]]) -> VerifyResult:
+        """Check the entries since the newest anchor (and that anchor's own entry) and
+        that every older anchor's entry still has the anchored hash: O(new entries +
+        anchors), where :meth:`verify` reads everything. Without anchors, :meth:`verify`.
+
+        What it leaves out: an entry edited between two older anchors whose own stored
+        hash was left alone is found only by the full walk.
+        """
+        if not anchors:
+            return self.verify()
+        newest = max(anchors)
+        stored = self._hashes([a[0] for a in anchors if a[0] < newest[0]])
+        for a_seq, a_hash, name in sorted(anchors):
+            if a_seq >= newest[0]:
+                break
+            if stored.get(a_seq) != a_hash:
+                what = "is missing" if a_seq not in stored else f"has hash {stored[a_seq][:16]}…"
+                return VerifyResult(False, 0, (0, GENESIS_HASH), a_seq,
+                                    f"entry {a_seq} {what} but anchor {name} records {a_hash[:16]}… "
+                                    "(chain truncated or rewritten)")
+        rows = self._rows(newest[0])
+        first = next(rows, None)
+        start = (newest[0] - 1, first[FIELDS.index("prev_hash")] if first and first[0] == newest[0]
+                 else GENESIS_HASH)
+        records = (dict(zip(FIELDS, row)) for row in itertools.chain([first] if first else [], rows))
+        late = [a for a in anchors if a[0] >= newest[0]]
+        return verify_entries(records, anchors=late, start=start)
+
+    def _hashes(self, seqs: list[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        with self._db.read() as conn:
+            for i in range(0, len(seqs), _BATCH):
+                chunk = seqs[i:i + _BATCH]
+                out.update(conn.execute(f"SELECT seq, hash FROM ledger WHERE seq IN ({','.join('?' * len(chunk))})",
+                                        chunk).fetchall())
+        return out
 
     def export_jsonl(self, fileobj: IO[Any]) -> tuple[int, str]:
         """Write every entry up to the current head as one JSON object per line.

@@ -54,6 +54,8 @@ class Snapshot:
     storage_up: bool = False
     last_archive: float = 0.0
     spool_free_bytes: float = float("nan")
+    anchored_seq: int = 0
+    anchor_check_failures: int = 0
 
 
 class _StateCollector(Collector):
@@ -93,6 +95,11 @@ class _StateCollector(Collector):
         yield CounterMetricFamily("callvault_agi_requests", "FastAGI requests handled.", value=s.agi_total)
         yield CounterMetricFamily("callvault_agi_errors", "FastAGI requests that failed closed.",
                                   value=s.agi_errors)
+        yield gauge("callvault_ledger_anchored_seq", "Ledger seq of the newest anchor in WORM storage (0: none).",
+                    s.anchored_seq)
+        yield CounterMetricFamily("callvault_ledger_anchor_check_failures",
+                                  "Checks of the ledger against its anchors that failed (tampering).",
+                                  value=s.anchor_check_failures)
         yield CounterMetricFamily("callvault_playback_fetched_bytes",
                                   "Ciphertext bytes read from storage for playback and download.",
                                   value=s.playback_fetched_bytes)
@@ -134,7 +141,7 @@ class Metrics:
         return self.registry.get_sample_value(name, labels) or 0.0
 
     async def render(self, *, catalog: Catalog | None, ami_connected: bool, agi: dict, archiver: dict,
-                     live_calls: int) -> bytes:
+                     live_calls: int, anchors: dict | None = None) -> bytes:
         """The exposition text (``CONTENT_TYPE``) for one scrape."""
         async with self._lock:  # one scrape at a time moves the watermark and owns the snapshot
             counts: dict[str, int] = {}
@@ -148,7 +155,9 @@ class Metrics:
                 ami_connected=ami_connected, agi_total=agi.get("total", 0), agi_errors=agi.get("errors", 0),
                 agi_active=agi.get("active", 0), playback_fetched_bytes=self.playback_fetched_bytes,
                 storage_up=bool(archiver.get("running")) and archiver.get("storage_down_since") is None,
-                last_archive=self._archived_after, spool_free_bytes=await asyncio.to_thread(self._spool_free))
+                last_archive=self._archived_after, spool_free_bytes=await asyncio.to_thread(self._spool_free),
+                anchored_seq=(anchors or {}).get("anchored_seq", 0),
+                anchor_check_failures=(anchors or {}).get("check_failures", 0))
             return await asyncio.to_thread(generate_latest, self.registry)
 
     def _spool_free(self) -> float:

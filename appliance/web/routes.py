@@ -59,10 +59,12 @@ async def metrics(request: web.Request) -> web.Response:
         return web.Response(status=401, text="a bearer token is required for /metrics\n",
                             headers={"WWW-Authenticate": 'Bearer realm="callvault metrics"'})
     ami, agi, archiver, live = app.get(K.ami), app.get(K.agi), app.get(K.archiver), app.get(W.live)
+    anchors = app.get(K.anchors)
     body = await app[W.metrics].render(
         catalog=app.get(K.catalog), ami_connected=bool(ami and ami.connected), agi=agi.stats() if agi else {},
         archiver=archiver.stats.as_dict() if archiver else {},
-        live_calls=sum(1 for c in live.calls.values() if c.ended_at is None) if live else 0)
+        live_calls=sum(1 for c in live.calls.values() if c.ended_at is None) if live else 0,
+        anchors=anchors.stats() if anchors else None)
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 

@@ -193,7 +193,8 @@ NOT_RUN_HERE = {
     ("prompts", "install"): "needs built prompts (tests/announcements/test_prompts_cli.py)",
 }
 RUN_BELOW = {("config", "check"), ("dialplan",), ("systemd-unit",), ("keys", "generate"), ("keys", "list"),
-             ("storage", "init"), ("ledger", "verify"), ("ledger", "export"), ("users", "add"),
+             ("storage", "init"), ("ledger", "verify"), ("ledger", "export"), ("ledger", "anchor"),
+             ("ledger", "anchors"), ("users", "add"),
              ("users", "list"), ("users", "disable"), ("recordings", "list"), ("recordings", "verify"),
              ("prompts", "list")}
 
@@ -245,11 +246,14 @@ def test_storage_init(site):
     assert out == f"ready: payload: {tmp_path}/archive/payload\nready: headers: {tmp_path}/archive/keys\n"
 
 
-def test_ledger_verify_and_export_of_a_new_database(site):
+def test_ledger_verify_export_and_anchors_of_a_new_database(site):
     _, config, _ = site
+    callvault("storage", "init", "-c", str(config))
     assert callvault("ledger", "verify", "-c", str(config)).stdout.startswith("ledger ok: 0 entries")
     done = callvault("ledger", "export", "-c", str(config))
     assert done.stdout == "" and done.stderr.startswith("exported 0 entries")
+    assert callvault("ledger", "anchor", "-c", str(config)).stdout == "ledger is empty: nothing to anchor\n"
+    assert callvault("ledger", "anchors", "-c", str(config)).stdout == ""
 
 
 def test_users_add_list_disable(site):

@@ -23,7 +23,9 @@ def ledger_config(tmp_path):
         ledger.append("consent", {"consent_id": f"c{i}", "outcome": "granted"}, call_id=f"call{i}")
     db.close()
     cfg = tmp_path / "callvault.toml"
-    cfg.write_text(f'[ami]\nsecret = "x"\n[database]\nurl = "sqlite:///{db_path}"\n')
+    cfg.write_text(f'[ami]\nsecret = "x"\n[database]\nurl = "sqlite:///{db_path}"\n'
+                   f'[storage]\npath = "{tmp_path / "archive"}"\n[ledger]\nnode = "pbx-1"\n')
+    assert run("storage", "init", "-c", str(cfg)).returncode == 0
     return cfg, db_path
 
 
@@ -46,7 +48,8 @@ def tamper(db_path, *statements):
 def test_verify_ok_and_export(ledger_config, tmp_path):
     cfg, _ = ledger_config
     ok = run("ledger", "verify", "-c", str(cfg))
-    assert ok.returncode == 0 and "ledger ok: 6 entries" in ok.stdout
+    assert ok.returncode == 0 and "ledger ok: 6 entries" in ok.stdout and "0 anchors" in ok.stdout
+    assert "no anchors" in ok.stderr
     out = tmp_path / "ledger.jsonl"
     assert run("ledger", "export", "-c", str(cfg), "-o", str(out)).returncode == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -66,3 +69,27 @@ def test_verify_names_the_first_bad_entry(ledger_config, statements, bad_seq):
     result = run("ledger", "verify", "-c", str(cfg))
     assert result.returncode == 1
     assert f"ledger BROKEN at entry {bad_seq}:" in result.stdout
+
+
+def test_anchor_then_delete_the_tail_and_check_offline(ledger_config, tmp_path):
+    cfg, db_path = ledger_config
+    made = run("ledger", "anchor", "-c", str(cfg))
+    assert made.returncode == 0 and "anchored seq 6" in made.stdout, made.stderr
+    saved = tmp_path / "saved"
+    listed = run("ledger", "anchors", "-c", str(cfg), "--save", str(saved))
+    [key] = [w for w in listed.stdout.split() if w.startswith("anchors/pbx-1/000000000006-")]
+    assert (saved / "pbx-1" / key.rsplit("/", 1)[1]).is_file()
+    export = tmp_path / "ledger.jsonl"
+    assert run("ledger", "export", "-c", str(cfg), "-o", str(export)).returncode == 0
+    offline = run("ledger", "verify", "--export", str(export), "--anchors", str(saved))
+    assert offline.returncode == 0 and "1 anchors match" in offline.stdout
+
+    tamper(db_path, "DELETE FROM ledger WHERE seq = 6")
+    for extra in ((), ("--from-anchor",)):
+        result = run("ledger", "verify", "-c", str(cfg), *extra)
+        assert result.returncode == 1 and key in result.stdout and "entry 6" in result.stdout, result.stdout
+    refused = run("ledger", "anchor", "-c", str(cfg))
+    assert refused.returncode == 1 and "no anchor written" in refused.stdout
+    export.write_text("".join(export.read_text().splitlines(keepends=True)[:5]))
+    offline = run("ledger", "verify", "--export", str(export), "--anchors", str(saved))
+    assert offline.returncode == 1 and key.rsplit("/", 1)[1] in offline.stdout

@@ -126,3 +126,59 @@ def test_without_a_token_metrics_are_open(tmp_path):
         assert scrape(serve.url, "anything")[0] == 200
     finally:
         serve.kill()
+
+
+def test_serve_anchors_the_ledger_every_n_entries_and_at_shutdown(tmp_path):
+    import sqlite3
+
+    from storage.anchors import anchors_in
+    from storage.db import open_database
+    from storage.ledger import Ledger
+    from storage.localstore import LocalStore
+
+    config = standalone_config(tmp_path / "site", '[ledger]\nnode = "n1"\nanchor_every = 2\nanchor_interval = "1h"\n')
+    serve = start_serve(config, tmp_path / "serve.log")
+    db_url = serve.config.database.url
+    anchors = LocalStore(serve.config.storage.path / "payload")
+    try:
+        url = serve.wait_ready()
+        db = open_database(db_url)  # another process appending, as classic AGI does
+        try:
+            ledger = Ledger(db)
+            for i in range(2):
+                ledger.append("consent", {"n": i})
+            deadline = time.monotonic() + 30
+            while value(families(scrape(url)[1]), "callvault_ledger_anchored_seq") != 2:
+                assert time.monotonic() < deadline, "no anchor after 2 entries"
+                time.sleep(0.2)
+            ledger.append("consent", {"n": 2})  # 1 < anchor_every: anchored only at shutdown
+        finally:
+            db.close()
+        fams = families(scrape(url)[1])
+        assert value(fams, "callvault_ledger_anchored_seq") == 2
+        assert value(fams, "callvault_ledger_anchor_check_failures", "callvault_ledger_anchor_check_failures_total") == 0
+        assert serve.stop() == 0
+    finally:
+        serve.kill()
+    assert [a.seq for a in anchors_in(anchors, "n1")] == [2, 3]
+
+    # The tail deleted while the service was down: its first check fails, nothing is anchored.
+    conn = sqlite3.connect(serve.config.database.sqlite_path)
+    conn.execute("DROP TRIGGER ledger_no_delete")
+    conn.execute("DELETE FROM ledger WHERE seq = 3")
+    conn.commit()
+    conn.close()
+    serve = start_serve(config, tmp_path / "serve.log")
+    try:
+        url = serve.wait_ready()
+        deadline = time.monotonic() + 30
+        while value(fams := families(scrape(url)[1]), "callvault_ledger_anchor_check_failures",
+                    "callvault_ledger_anchor_check_failures_total") != 1:
+            assert time.monotonic() < deadline, "the deleted tail was not reported"
+            time.sleep(0.2)
+        assert value(fams, "callvault_ledger_anchored_seq") == 3
+        assert serve.stop() == 0
+    finally:
+        serve.kill()
+    assert "anchors/n1/000000000003-" in (tmp_path / "serve.log").read_text()
+    assert [a.seq for a in anchors_in(anchors, "n1")] == [2, 3]

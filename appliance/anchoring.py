@@ -1,0 +1,105 @@
+"""Anchoring the ledger while `serve` runs: the head goes to WORM storage every
+``[ledger] anchor_every`` entries or ``anchor_interval``, whichever comes first, and
+once more at a clean shutdown; before each anchor the entries since the previous one
+are checked against every anchor (``Ledger.verify_since``), so a tampered chain is
+never anchored and is reported at once (log and metrics).
+
+Entries come from this process and from classic AGI processes alike, so the head is
+polled (one indexed read) rather than announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from storage.anchors import Anchor, anchors_in, write_anchor
+from storage.blobstore import BlobStore
+from storage.chain import VerifyResult
+from storage.errors import StorageError
+from storage.ledger import Ledger
+
+from .keys import AppKeys as K
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 5.0
+SHUTDOWN_SECONDS = 10.0
+
+
+class AnchorKeeper:
+    """Decides when to anchor, checks, writes. Blocking: run it in a thread."""
+
+    def __init__(self, ledger: Ledger, store: BlobStore, *, node: str, every: int, interval: float,
+                 retention: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ledger, self.store, self.node = ledger, store, node
+        self.every, self.interval, self.retention = every, interval, retention
+        self.clock = clock
+        self.anchors: list[Anchor] | None = None  # listed from the store on the first step
+        self.anchored_seq = 0
+        self.check_failures = 0
+        self.last_result: VerifyResult | None = None
+        self._last_check = clock()
+
+    def stats(self) -> dict[str, int]:
+        return {"anchored_seq": self.anchored_seq, "check_failures": self.check_failures}
+
+    def step(self, force: bool = False) -> Anchor | None:
+        """Check and anchor if due (``force``: now). Returns the anchor written, if any."""
+        if self.anchors is None:
+            self.anchors = anchors_in(self.store, self.node)
+            self.anchored_seq = max((a.seq for a in self.anchors), default=0)
+            force = True  # check at start: what happened while the service was down
+        new = self.ledger.head()[0] - self.anchored_seq
+        elapsed = self.clock() - self._last_check
+        if not (force or new >= self.every or (new != 0 and elapsed >= self.interval)):
+            return None
+        self._last_check = self.clock()
+        result = self.ledger.verify_since([(a.seq, a.hash, a.key) for a in self.anchors])
+        self.last_result = result
+        if not result.ok:
+            self.check_failures += 1
+            log.error("ledger check against its anchors FAILED at entry %s: %s (no anchor written)",
+                      result.bad_seq, result.reason)
+            return None
+        if result.head[0] <= self.anchored_seq:
+            return None
+        anchor = write_anchor(self.store, result.head[0], result.head[1], self.node, self.retention)
+        self.anchors.append(anchor)
+        self.anchored_seq = anchor.seq
+        log.info("ledger anchored at entry %s: %s", anchor.seq, anchor.key)
+        return anchor
+
+    async def run(self, poll: float) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.step)
+            except StorageError as e:  # storage down or the database busy: try again next poll
+                log.warning("ledger anchoring: %s", e)
+            await asyncio.sleep(poll)
+
+
+async def anchoring(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``: after the archive (its payload store holds the anchors), before
+    AMI, the archiver and FastAGI, so it stops after them and anchors their last entries."""
+    c = app[K.config].ledger
+    keeper = AnchorKeeper(app[K.ledger], app[K.archive].payload, node=c.node_name, every=c.anchor_every,
+                          interval=c.interval_seconds, retention=c.anchor_retention)
+    app[K.anchors] = keeper
+    task = asyncio.create_task(keeper.run(min(POLL_SECONDS, c.interval_seconds)))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    try:
+        anchor = await asyncio.wait_for(asyncio.to_thread(keeper.step, True), SHUTDOWN_SECONDS)
+    except (StorageError, TimeoutError) as e:
+        log.error("ledger not anchored at shutdown: %s", e or "timed out")
+    else:
+        if anchor is None and keeper.last_result is not None and keeper.last_result.ok:
+            log.info("ledger head %s already anchored", keeper.anchored_seq)
