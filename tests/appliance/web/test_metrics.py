@@ -3,6 +3,7 @@ types, ``_total`` names, build info, live figures, and the bearer token."""
 
 from __future__ import annotations
 
+import json
 import platform
 import socket
 import time
@@ -65,8 +66,13 @@ def test_scrape_is_valid_prometheus_text_with_token_enforced(tmp_path):
             raise AssertionError("Basic accepted")
         except urllib.error.HTTPError as e:
             assert e.code == 401
-        # /healthz stays open: the token guards /metrics only.
-        assert urllib.request.urlopen(url + "/healthz", timeout=10).status == 200
+        # /healthz stays open: the token guards /metrics only (503 here: no Asterisk).
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=10)
+            raise AssertionError("/healthz up without Asterisk")
+        except urllib.error.HTTPError as e:
+            with e:
+                assert e.code == 503 and json.load(e) == {"status": "down", "down": ["ami"]}
 
         junk_agi_connection(serve.config.agi.address[1])
         status, text, headers = scrape(url, TOKEN)
