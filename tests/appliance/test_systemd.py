@@ -17,18 +17,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from standalone import standalone_config, start_serve
 
 from appliance import config as cfg
 from appliance.systemd import notify, watchdog_interval, writable_paths
-
-from standalone import standalone_config, start_serve
 
 CALLVAULT = Path(sys.executable).parent / "callvault"  # the installed entry point
 
 
 def unit_for(config: Path, *args: str) -> str:
     result = subprocess.run([str(CALLVAULT), "systemd-unit", "-c", str(config), *args],
-                            capture_output=True, text=True, timeout=30)
+                            capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -37,7 +36,8 @@ def verify(unit_text: str, where: Path) -> str:
     """`systemd-analyze verify` output (empty when the unit is clean)."""
     path = where / "callvault.service"
     path.write_text(unit_text)
-    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60,
+                            check=False)
     return (result.stdout + result.stderr).strip() + ("" if result.returncode == 0 else f"\nexit {result.returncode}")
 
 

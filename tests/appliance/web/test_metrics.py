@@ -13,7 +13,6 @@ from importlib import metadata
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
-
 from standalone import standalone_config, start_serve
 
 TOKEN = "metrics-9c1e0d7b2f"

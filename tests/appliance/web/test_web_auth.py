@@ -163,7 +163,7 @@ async def test_failed_logins_are_throttled_and_disabled_users_lose_their_session
 
 async def test_a_node_without_the_identity_refuses_playback_with_a_clear_message(webapp):
     async with webapp(identity=False) as h:
-        rid, wav = await asyncio.to_thread(h.recording, 3)
+        rid, _ = await asyncio.to_thread(h.recording, 3)
         sam = await h.client("sam")
         async with sam.post(f"/api/recordings/{rid}/access", json={"purpose": "play", "reason": "quality check"},
                             headers={"X-CSRF-Token": sam.csrf}) as r:

@@ -12,13 +12,12 @@ import time
 
 import aiohttp
 import pytest
+from waiting import until
 
 from agi.ami import AmiEvent
 from appliance.keys import AppKeys as K
 from appliance.web.state import WebKeys as W
 from storage.catalog import Recording
-
-from waiting import until
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.s3]
 

@@ -6,8 +6,8 @@ captures); the real-Asterisk path is covered by the browser test.
 
 from __future__ import annotations
 
-
 import pytest
+from waiting import until
 
 from agi.ami import AmiEvent
 from appliance.web.live import LiveCalls, endpoint_of
@@ -16,8 +16,6 @@ from storage.catalog import Catalog, Recording
 from storage.db import open_database
 from storage.ledger import Ledger
 from storage.users import Users
-
-from waiting import until
 
 
 @pytest.fixture
