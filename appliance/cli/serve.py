@@ -9,7 +9,6 @@ import logging
 import os
 import ssl
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -53,6 +52,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Up or down per part, from `/healthz`; the archive queue from the catalog."""
+    from ..web.health import PARTS
+
     config = load_config(args)
     host, port = config.web.address
     scheme, context = "http", None
@@ -67,8 +69,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     base = f"{scheme}://{_url_host(host)}:{port}"
     url = f"{base}/healthz"
     try:
-        with urllib.request.urlopen(url, timeout=5, context=context) as r:
+        with urllib.request.urlopen(url, timeout=10, context=context) as r:
             health = json.load(r)
+    except urllib.error.HTTPError as e:  # 503: answered, something is down
+        with e:
+            health = json.load(e) if e.code == 503 else {"status": "down", "down": [f"web (HTTP {e.code})"]}
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         if isinstance(reason, ssl.SSLCertVerificationError):
@@ -78,25 +83,32 @@ def cmd_status(args: argparse.Namespace) -> int:
             return 1
         print(f"callvault is not running (no answer from {url}: {getattr(e, 'reason', e)})")
         return 1
+    down = health.get("down", [])
     if args.json:
         print(json.dumps(health, indent=2))
     else:
-        ami, agi, arch = health["ami"], health["agi"], health["archiver"]
-        print(f"web:      running at {base}/ (up {health['uptime_s']:.0f} s)")
-        extra = ami.get("asterisk_version") or ami.get("last_error") or ""
-        print(f"ami:      {ami['state']}  {extra}".rstrip())
-        print(f"agi:      {'listening' if agi.get('listening') else 'stopped'} "
-              f"({agi.get('active', 0)} active, {agi.get('total', 0)} handled)")
-        queue = ", ".join(f"{k} {v}" for k, v in sorted(arch.get("queue", {}).items())) or "empty"
-        print(f"archiver: {'running' if arch.get('running') else 'stopped'}; queue: {queue}; "
-              f"spool files: {arch.get('spool_files', 0)}")
-        if arch.get("storage_down_since"):
-            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(arch["storage_down_since"]))
-            print(f"storage:  UNREACHABLE since {since}; {arch.get('backlog', 0)} recording(s) wait "
-                  f"(kept in the spool): {arch.get('last_error', '')}")
-        if arch.get("dead_letters"):
-            print(f"          {arch['dead_letters']} dead letter(s): `callvault recordings list --state failed`")
-    return 0 if health["ami"]["state"] == "connected" else 1
+        print(f"web:      up at {base}/")
+        for part in PARTS:
+            print(f"{part + ':':<9} {'DOWN' if part in down else 'up'}")
+        _print_queue(config)
+    return 0 if health.get("status") == "up" else 1
+
+
+def _print_queue(config: cfg.Config) -> None:
+    from storage.catalog import Catalog
+    from storage.errors import StorageError
+
+    try:
+        with database(config) as db:
+            catalog = Catalog(db)
+            queue = catalog.queue_counts()
+    except (StorageError, OSError) as e:
+        print(f"queue:    unknown ({e})")
+        return
+    waiting = ", ".join(f"{k} {v}" for k, v in sorted(queue.items()) if k != "archived") or "empty"
+    print(f"queue:    {waiting}")
+    if queue.get("failed"):
+        print(f"          {queue['failed']} dead letter(s): `callvault recordings list --state failed`")
 
 
 def _url_host(host: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import secrets
-import time
 from typing import Any
 
 from aiohttp import web
@@ -24,12 +23,10 @@ from storage.keys import load_recipients
 
 from ..keys import AppKeys as K
 from .auth import requires
-from .health import health
+from .health import details, down_parts
 from .jsonio import BadRequest, error, json_body
 from .state import WebKeys as W
 
-STORAGE_CHECK_EVERY = 30.0
-STORAGE_CHECK_TIMEOUT = 5.0
 TEST_CALL_SECONDS = 30
 
 
@@ -42,23 +39,7 @@ def _iso(ts: float | None) -> str | None:
 class Admin:
     def __init__(self, app: web.Application):
         self.app = app
-        self._storage: dict[str, Any] = {"reachable": None, "detail": "not checked yet", "checked_at": None}
-        self._storage_at = 0.0
         self._lab: tuple[int, bool] | None = None  # (AMI connects, lab?) for the session it was asked on
-
-    async def storage(self) -> dict[str, Any]:
-        if time.monotonic() - self._storage_at < STORAGE_CHECK_EVERY:
-            return self._storage
-        try:
-            await asyncio.wait_for(asyncio.to_thread(self.app[K.archive].check_setup), STORAGE_CHECK_TIMEOUT)
-            result = {"reachable": True, "detail": "payload and header stores answer"}
-        except (StorageError, OSError, ValueError) as e:
-            result = {"reachable": False, "detail": str(e)}
-        except asyncio.TimeoutError:
-            result = {"reachable": False, "detail": f"no answer within {STORAGE_CHECK_TIMEOUT:g} s"}
-        self._storage = {**result, "checked_at": _iso(time.time())}
-        self._storage_at = time.monotonic()
-        return self._storage
 
     async def lab_mode(self) -> bool:
         ami = self.app[K.ami]
@@ -68,7 +49,7 @@ class Admin:
             try:
                 await ami.action_list("ShowDialPlan", Context=LAB_CONTEXT, timeout=5)
                 lab = True
-            except (AgiError, asyncio.TimeoutError):
+            except (TimeoutError, AgiError):
                 lab = False
             self._lab = (ami.status.connects, lab)
         return self._lab[1]
@@ -104,17 +85,22 @@ class Admin:
                                                         "<the [ami] secret from callvault.toml>")}
 
     async def health(self) -> dict[str, Any]:
-        basic = health(self.app)  # the public part, as /healthz shows it
+        basic = details(self.app)
+        down = await down_parts(self.app)  # also refreshes the storage probe shown below
         queue, dead, last = await asyncio.to_thread(self._catalog_facts)
         archiver = basic["archiver"]
         return {
+            "status": "down" if down else "up",
+            "down": down,
+            "uptime_s": basic["uptime_s"],
             "ami": {"connected": basic["ami"]["state"] == "connected", **basic["ami"]},
             "agi": basic["agi"],
             "archiver": archiver,
             "queue": queue,
             "last_archive_at": _iso(archiver.get("last_archive_at") or last),
             "dead_letters": dead,
-            "storage": await self.storage(),
+            "storage": self.app[W.probe].storage,
+            "database": "down" if "database" in down else "up",
             "keys": self.keys(),
             "lab_mode": await self.lab_mode(),
         }
@@ -157,7 +143,7 @@ async def test_call(request: web.Request) -> web.Response:
                           f"{LAB_CONTEXT} context")
     try:
         call_id = await admin.test_call(did)
-    except (AgiError, asyncio.TimeoutError) as e:
+    except (TimeoutError, AgiError) as e:
         return error(503, f"Asterisk did not place the call: {e}")
     return web.json_response({"call_id": call_id, "did": did, "seconds": TEST_CALL_SECONDS}, status=202)
 

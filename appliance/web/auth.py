@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Self
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -86,20 +88,59 @@ def session_of(request: web.Request) -> Session:
 
 # -- throttling ---------------------------------------------------------------------------
 
+class Throttled(Exception):
+    """A login refused before its password is hashed: 429 (this name or address) or 503 (overload)."""
+
+    def __init__(self, status: int, retry_after: float, why: str):
+        super().__init__(why)
+        self.status, self.retry_after = status, max(1, math.ceil(retry_after))
+
+
+class Attempt:
+    """A reserved login slot: report the outcome, then ``release`` (``with`` does it)."""
+
+    def __init__(self, throttle: LoginThrottle, name: str, addr: str):
+        self.throttle, self.name, self.addr = throttle, name, addr
+
+    def failed(self) -> None:
+        self.throttle._failed(self.name, self.addr)
+
+    def succeeded(self) -> None:
+        self.throttle._fails.pop(("name", self.name), None)
+
+    def release(self) -> None:
+        self.throttle._release(self.name, self.addr)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class LoginThrottle:
     """Failed logins slow down further tries, per user name and per client address.
 
     After ``free`` failures within ``window`` seconds, each further try must wait
-    ``base * 2**(extra failures)`` seconds (at most ``cap``) after the last failure;
-    the check happens before the password is hashed, so a flood costs no scrypt.
+    ``base * 2**(extra failures)`` seconds (at most ``cap``) after the last failure.
+    ``attempt`` checks and reserves in one step on the event loop, before the password
+    is hashed: a try still in flight counts as a failure for the check, and at most
+    ``per_name`` tries per user name, ``per_addr`` per client address and ``total``
+    in all may wait for or run a hash at once. So parallel guesses cannot slip past
+    the count, and a flood cannot queue scrypt work (~128 MiB each) without bound.
     In memory, per process: each node of a cluster throttles on its own.
     """
 
     def __init__(self, *, window: float = 900.0, free_per_name: int = 5, free_per_addr: int = 20,
-                 base: float = 15.0, cap: float = 900.0, max_keys: int = 10_000):
+                 base: float = 15.0, cap: float = 900.0, max_keys: int = 10_000,
+                 per_name: int = 2, per_addr: int = 8, total: int = 32):
         self.window, self.base, self.cap, self.max_keys = window, base, cap, max_keys
         self.free = {"name": free_per_name, "addr": free_per_addr}
+        self.limit = {"name": per_name, "addr": per_addr}
+        self.total = total
         self._fails: dict[tuple[str, str], deque[float]] = {}
+        self._busy: dict[tuple[str, str], int] = {}  # tries reserved and not yet released
+        self._busy_total = 0
         self.hashing = asyncio.Semaphore(2)  # password hashes computed at once (create inside the loop)
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
@@ -109,17 +150,43 @@ class LoginThrottle:
         return q
 
     def retry_after(self, name: str, addr: str, now: float | None = None) -> float:
-        """Seconds until a login may be tried (0: now)."""
+        """Seconds until a login may be tried (0: now), counting tries in flight as failures."""
         now = time.time() if now is None else now
         wait = 0.0
         for kind, value in (("name", name), ("addr", addr)):
             q = self._recent((kind, value), now)
-            extra = len(q) - self.free[kind]
+            busy = self._busy.get((kind, value), 0)
+            extra = len(q) + busy - self.free[kind]
             if extra >= 0:
-                wait = max(wait, q[-1] + min(self.cap, self.base * 2 ** extra) - now)
+                last = now if busy else q[-1]
+                wait = max(wait, last + min(self.cap, self.base * 2 ** extra) - now)
         return max(0.0, wait)
 
-    def failed(self, name: str, addr: str, now: float | None = None) -> None:
+    def attempt(self, name: str, addr: str, now: float | None = None) -> Attempt:
+        """Reserve a try for ``name`` from ``addr`` or raise ``Throttled`` (no await: atomic)."""
+        if self._busy_total >= self.total:
+            raise Throttled(503, 1, "too many sign-ins in progress")
+        for kind, value in (("name", name), ("addr", addr)):
+            if self._busy.get((kind, value), 0) >= self.limit[kind]:
+                raise Throttled(429, 1, f"sign-ins for this {kind} already in progress")
+        wait = self.retry_after(name, addr, now)
+        if wait > 0:
+            raise Throttled(429, wait, "too many failed sign-ins")
+        for key in (("name", name), ("addr", addr)):
+            self._busy[key] = self._busy.get(key, 0) + 1
+        self._busy_total += 1
+        return Attempt(self, name, addr)
+
+    def _release(self, name: str, addr: str) -> None:
+        for key in (("name", name), ("addr", addr)):
+            left = self._busy.get(key, 0) - 1
+            if left > 0:
+                self._busy[key] = left
+            else:
+                self._busy.pop(key, None)
+        self._busy_total -= 1
+
+    def _failed(self, name: str, addr: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
         if len(self._fails) >= self.max_keys:
             for key in [k for k, q in self._fails.items() if not q or now - q[-1] > self.window]:
@@ -128,9 +195,6 @@ class LoginThrottle:
             q = self._recent(key, now)
             q.append(now)
             self._fails[key] = q
-
-    def succeeded(self, name: str) -> None:
-        self._fails.pop(("name", name), None)
 
 
 # -- the middleware --------------------------------------------------------------------------

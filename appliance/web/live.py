@@ -6,8 +6,10 @@ Attribution (which agent a call is): a user's *agent identifiers*
 - ``did:NUMBER`` matches a call whose DID (the dialled number of its first channel,
   or the DID in its consent ledger entry) is NUMBER: a direct line;
 - ``TECH/resource`` (``PJSIP/1001``, ``Local/1001@agents``) matches a call bridged
-  with that phone's channel (``BridgeEnter``: the agent answered, from a queue, a
-  ring group or a plain Dial), or a call that the phone itself started (outbound).
+  with a channel of exactly that device (``BridgeEnter``: the agent answered, from a
+  queue, a ring group or a plain Dial), or a call that the phone itself started
+  (outbound). ``endpoint_of`` gives a channel's device: ``PJSIP/1001-0000002a`` is
+  ``PJSIP/1001``, ``PJSIP/1001-2-0000002b`` is ``PJSIP/1001-2``, not ``PJSIP/1001``.
 
 Ringing alone attributes nothing (a ring-all queue rings many phones). The first agent
 matched is written to the catalog's ``agent`` column of each of the call's recordings;
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from agi import variables as v
 from agi.ami import AmiClient, AmiEvent
@@ -43,12 +47,15 @@ RULES_REFRESH = 5.0
 RECORDING_STATES = ("not-recorded", "recording", "paused", "stopped")
 
 
-def channel_matches(ident: str, channel: str) -> bool:
-    """``PJSIP/1001`` matches ``PJSIP/1001`` and ``PJSIP/1001-0000002a``, not ``PJSIP/10010-...``;
-    ``Local/1001@agents`` matches ``Local/1001@agents-00000012;1``."""
-    if ident.startswith("did:") or not channel.startswith(ident):
-        return False
-    return len(channel) == len(ident) or channel[len(ident)] in "-;"
+_CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]+(?:;[12])?\Z")
+
+
+def endpoint_of(channel: str) -> str:
+    """The device a channel belongs to: Asterisk names each channel ``<device>-<hex>``
+    (``PJSIP/sales-2-00000007``), and each half of a Local channel also ``;1``/``;2``
+    (``Local/1001@agents-00000012;1``). Identifiers are compared with this exactly, so
+    ``PJSIP/sales`` is not ``PJSIP/sales-2``."""
+    return _CHANNEL_SUFFIX.sub("", channel, count=1)
 
 
 def _mask(number: str) -> str:
@@ -80,10 +87,12 @@ class LiveCall:
 
 
 class Subscriber:
-    def __init__(self, user: User, sees_all: bool):
-        self.user, self.sees_all = user, sees_all
+    def __init__(self, user: User, sees_all: bool, session_id: str = ""):
+        self.user, self.sees_all, self.session_id = user, sees_all, session_id
         self.queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=256)
         self.ws: Any = None  # the WebSocket it feeds, closed at shutdown
+        self.ended = asyncio.Event()  # its session was signed out: close now
+        self.closing = False
 
     def may_see(self, call: LiveCall) -> bool:
         return self.sees_all or self.user.name in call.agents
@@ -151,10 +160,16 @@ class LiveCalls:
         task.add_done_callback(self._tasks.discard)
 
     # -- subscribers ------------------------------------------------------------------------
-    def subscribe(self, user: User, sees_all: bool) -> Subscriber:
-        sub = Subscriber(user, sees_all)
+    def subscribe(self, user: User, sees_all: bool, session_id: str = "") -> Subscriber:
+        sub = Subscriber(user, sees_all, session_id)
         self._subscribers.add(sub)
         return sub
+
+    def end_session(self, session_id: str) -> None:
+        """Close the sockets of a session that was signed out."""
+        for sub in list(self._subscribers):
+            if sub.session_id == session_id:
+                sub.ended.set()
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
@@ -199,8 +214,9 @@ class LiveCalls:
                     self._attribute(call, user)
 
     def _match_channel(self, call: LiveCall, channel: str) -> None:
+        device = endpoint_of(channel)
         for ident, user in self._rules:
-            if channel_matches(ident, channel):
+            if ident == device:
                 self._attribute(call, user)
 
     async def _store_agent(self, recording_ids: list[str], user: str) -> None:

@@ -7,12 +7,14 @@ in ``static/*.js``, looks in ``static/app.css``.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from html import escape
-from typing import Any, Iterable
+from typing import Any
 
 from storage.users import Session
 
 from .auth import HOME, PERMISSIONS
+from .health import PARTS
 
 CONSENT_CHOICES = ("granted", "implied", "declined", "revoked", "abandoned", "error", "unknown")
 NAV = (("/agent", "My calls", ("calls.own",)), ("/supervisor", "Recordings", ("recordings.read",)),
@@ -50,19 +52,14 @@ def layout(title: str, body: str, *, session: Session | None = None, scripts: It
             f"<body>{nav}<main><h1>{escape(title)}</h1>{body}</main></body></html>")
 
 
-def status_page(h: dict) -> str:
-    ami, agi, arch = h["ami"], h["agi"], h["archiver"]
-    rows = [
-        ("Asterisk (AMI)", _state(ami["state"] == "connected", ami["state"]),
-         escape(ami.get("asterisk_version", "") or ami.get("last_error", ""))),
-        ("FastAGI listener", _state(bool(agi.get("listening")), "listening" if agi.get("listening") else "stopped"),
-         escape(f"{agi.get('active', 0)} calls in progress, {agi.get('total', 0)} handled")),
-        ("Archiver", _state(bool(arch.get("running")), "running" if arch.get("running") else "stopped"),
-         escape(f"{arch.get('spool_files', 0)} files in spool")),
-    ]
-    table = "".join(f"<tr><th>{a}</th><td id='{a.split()[0].lower()}-state'>{b}</td><td>{c}</td></tr>"
-                    for a, b, c in rows)
-    return layout("callvault", f'<table>{table}</table><p><a href="/login">Sign in</a></p>')
+def status_page(down: list[str]) -> str:
+    """Up or down, part by part: no versions, addresses or errors before sign-in."""
+    names = {"ami": "Asterisk (AMI)", "storage": "Archive storage", "database": "Database"}
+    rows = "".join(f"<tr><th>{escape(names[p])}</th><td id='{p}-state'>"
+                   f"{_state(p not in down, 'down' if p in down else 'up')}</td></tr>" for p in PARTS)
+    overall = _state(not down, "down" if down else "up")
+    return layout("callvault", f'<p id="overall">callvault is {overall}</p><table id="parts">{rows}</table>'
+                               f'<p><a href="/login">Sign in</a></p>')
 
 
 def login_page(*, csrf: str, next_url: str, message: str = "") -> str:
@@ -171,6 +168,7 @@ def admin_page(session: Session, h: dict[str, Any], snippets: dict[str, str]) ->
         ("Last archived", _when(h["last_archive_at"]), ""),
         ("Storage", _state(bool(storage["reachable"]), "reachable" if storage["reachable"] else "not reachable"),
          escape(storage["detail"])),
+        ("Database", _state(h["database"] == "up", "answers" if h["database"] == "up" else "not answering"), ""),
         ("Playback on this node", _state(keys["playback"], "available" if keys["playback"] else "refused"),
          escape(keys["playback_refusal"])),
     ]

@@ -4,7 +4,7 @@
 the web app's own lifecycle step (users, live calls, retrieval), started after the
 database and the AMI session and stopped before them.
 
-Public (no sign-in): ``/`` (status), ``/healthz``, ``/metrics`` (a bearer token when
+Public (no sign-in): ``/`` (up or down), ``/healthz`` (the same as JSON), ``/metrics`` (a bearer token when
 ``[web] metrics_token`` is set), ``/api/openapi.json``, ``/login``, ``/static/``. None
 of them shows personal data. Everything else needs a session with the right role
 (``auth.py``).
@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from pathlib import Path
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
@@ -26,11 +26,21 @@ from ..keys import AppKeys as K
 from . import pages
 from .admin import ADMIN, Admin, add_admin_routes
 from .api import add_api_routes
-from .auth import (SESSION_IDLE, LoginThrottle, allowed, make_middleware, public, requires, same_origin,
-                   security_headers, session_of)
-from .health import health
+from .auth import (
+    SESSION_IDLE,
+    LoginThrottle,
+    allowed,
+    make_middleware,
+    public,
+    requires,
+    same_origin,
+    security_headers,
+    session_of,
+)
+from .health import Probe, down_parts
 from .live import LiveCalls
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
 from .openapi import document
 from .proxy import make_middleware as proxy_middleware
 from .retrieval import Retrieval
@@ -38,17 +48,22 @@ from .state import WebKeys as W
 from .views import add_view_routes
 
 STATIC = Path(__file__).resolve().parent / "static"
-SESSION_RECHECK = 30.0
+SESSION_RECHECK = 5.0
 
 
 @public
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response(health(request.app))
+    """200 ``{"status": "up"}``, or 503 ``{"status": "down", "down": [parts]}``: nothing more."""
+    down = await down_parts(request.app)
+    if down:
+        return web.json_response({"status": "down", "down": down}, status=503)
+    return web.json_response({"status": "up"})
 
 
 @public
 async def index(request: web.Request) -> web.Response:
-    return web.Response(text=pages.status_page(health(request.app)), content_type="text/html")
+    down = await down_parts(request.app)
+    return web.Response(text=pages.status_page(down), content_type="text/html", status=503 if down else 200)
 
 
 @public
@@ -80,7 +95,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 @requires("calls.own", "calls.all")
 async def live_socket(request: web.Request) -> web.StreamResponse:
-    """Live call updates: a snapshot, then one message per change (``{"type": "call", ...}``)."""
+    """Live call updates: a snapshot, then one message per change (``{"type": "call", ...}``).
+
+    The session is checked again every ``SESSION_RECHECK`` seconds whatever the traffic,
+    and the socket closed (1008) once it is gone (signed out elsewhere, expired, the
+    user disabled) or the user's role changed; signing out of this session closes it
+    at once."""
     if not same_origin(request):  # a WebSocket is a GET: no CSRF token, so the origin decides
         return web.json_response({"error": "forbidden"}, status=403)
     session, live, users = session_of(request), request.app[W.live], request.app[W.users]
@@ -88,30 +108,40 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     sees_all = allowed(session, "calls.all")
     ws = web.WebSocketResponse(heartbeat=20.0)
     await ws.prepare(request)
-    sub = live.subscribe(session.user, sees_all)
+    sub = live.subscribe(session.user, sees_all, session.id)
     sub.ws = ws
 
     async def send() -> None:
         await ws.send_json({"type": "snapshot", "calls": [c.public() for c in live.visible(session.user, sees_all)]})
         while True:
-            try:
-                message = await asyncio.wait_for(sub.queue.get(), SESSION_RECHECK)
-            except TimeoutError:
-                if await asyncio.to_thread(users.session, token, idle=SESSION_IDLE) is None:
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"session ended")
-                    return
-                continue
-            await ws.send_json(message)
+            await ws.send_json(await sub.queue.get())
 
-    sender = asyncio.create_task(send())
+    async def still_valid() -> bool:
+        if sub.ended.is_set():
+            return False
+        current = await asyncio.to_thread(users.session, token, idle=SESSION_IDLE)
+        return current is not None and current.user.role == session.user.role
+
+    async def watch() -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(sub.ended.wait(), SESSION_RECHECK)
+            if not await still_valid():
+                sub.closing = True
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"session ended")
+                return
+
+    sender, watcher = asyncio.create_task(send()), asyncio.create_task(watch())
     try:
         async for _ in ws:  # the page sends nothing; this waits for it to go away
             pass
     finally:
         live.unsubscribe(sub)
         sender.cancel()
+        if not sub.closing:
+            watcher.cancel()  # else let it finish the close handshake it started
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await sender
+            await asyncio.gather(sender, watcher)
     return ws
 
 
@@ -119,6 +149,7 @@ async def _web_state(app: web.Application) -> AsyncIterator[None]:
     metrics_ = Metrics(app[K.archive], app[K.config].spool.dir)
     app[W.metrics] = metrics_
     app[W.throttle] = LoginThrottle()
+    app[W.probe] = Probe(app)
     users = await asyncio.to_thread(Users, app[K.db])
     app[W.users] = users
     retrieval = Retrieval(app[K.config], app[K.catalog], app[K.ledger], app[K.archive])

@@ -10,14 +10,16 @@ if TYPE_CHECKING:
     from storage.users import Users
 
     from .auth import LoginThrottle
+    from .health import Probe
     from .live import LiveCalls
     from .metrics import Metrics
     from .retrieval import Retrieval
 
 
 class WebKeys:
-    users: "web.AppKey[Users]" = web.AppKey("web.users")
-    live: "web.AppKey[LiveCalls]" = web.AppKey("web.live")
-    retrieval: "web.AppKey[Retrieval]" = web.AppKey("web.retrieval")
-    metrics: "web.AppKey[Metrics]" = web.AppKey("web.metrics")
-    throttle: "web.AppKey[LoginThrottle]" = web.AppKey("web.throttle")
+    users: web.AppKey[Users] = web.AppKey("web.users")
+    live: web.AppKey[LiveCalls] = web.AppKey("web.live")
+    retrieval: web.AppKey[Retrieval] = web.AppKey("web.retrieval")
+    metrics: web.AppKey[Metrics] = web.AppKey("web.metrics")
+    throttle: web.AppKey[LoginThrottle] = web.AppKey("web.throttle")
+    probe: web.AppKey[Probe] = web.AppKey("web.probe")

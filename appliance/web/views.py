@@ -9,11 +9,23 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from . import pages
 from .admin import ADMIN
 from .api import find_recordings, public_recording
-from .auth import (ANY_ROLE, SESSION, allowed, clear_session_cookie, login_csrf, public, requires, session_of,
-                   set_login_cookie, set_session_cookie, SESSION_TTL)
-from . import pages
+from .auth import (
+    ANY_ROLE,
+    SESSION,
+    SESSION_TTL,
+    Throttled,
+    allowed,
+    clear_session_cookie,
+    login_csrf,
+    public,
+    requires,
+    session_of,
+    set_login_cookie,
+    set_session_cookie,
+)
 from .jsonio import BadRequest
 from .state import WebKeys as W
 
@@ -47,7 +59,7 @@ async def login_form(request: web.Request) -> web.Response:
 @public
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
-    get = lambda k: form.get(k) if isinstance(form.get(k), str) else ""  # noqa: E731
+    get = lambda k: form.get(k) if isinstance(form.get(k), str) else ""
     cookie = request.cookies.get("cv_login", "")
     given = get("csrf")
     if not cookie or not given or not hmac.compare_digest(cookie, given):
@@ -55,19 +67,22 @@ async def login(request: web.Request) -> web.Response:
     name, password, next_url = get("name").strip().lower()[:64], get("password")[:1024], _next(get("next"))
     throttle, users = request.app[W.throttle], request.app[W.users]
     addr = request.remote or ""
-    wait = throttle.retry_after(name, addr)
-    if wait > 0:
-        response = _login_response(request, status=429, next_url=next_url,
-                                   message=f"Too many failed sign-ins. Try again in {int(wait) + 1} s.")
-        response.headers["Retry-After"] = str(int(wait) + 1)
+    try:
+        attempt = throttle.attempt(name, addr)
+    except Throttled as e:
+        message = (f"Too many failed sign-ins. Try again in {e.retry_after} s." if e.status == 429
+                   else f"Too many sign-ins in progress. Try again in {e.retry_after} s.")
+        response = _login_response(request, status=e.status, next_url=next_url, message=message)
+        response.headers["Retry-After"] = str(e.retry_after)
         return response
-    async with throttle.hashing:  # scrypt costs ~128 MiB and ~0.4 s: a few at a time
-        user = await asyncio.to_thread(users.authenticate, name, password)
-    if user is None:
-        throttle.failed(name, addr)
-        log.info("sign-in refused for %r from %s", name, addr)
-        return _login_response(request, status=401, next_url=next_url, message="Wrong user name or password.")
-    throttle.succeeded(name)
+    with attempt:
+        async with throttle.hashing:  # scrypt costs ~128 MiB and ~0.4 s: a few at a time
+            user = await asyncio.to_thread(users.authenticate, name, password)
+        if user is None:
+            attempt.failed()
+            log.info("sign-in refused for %r from %s", name, addr)
+            return _login_response(request, status=401, next_url=next_url, message="Wrong user name or password.")
+        attempt.succeeded()
     token, session = await asyncio.to_thread(users.create_session, user.name, SESSION_TTL)
     log.info("%s signed in from %s", user.name, addr)
     response = web.HTTPSeeOther(next_url or pages.home_for(session))
@@ -80,6 +95,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     token = request.cookies.get("cv_session", "")
     await asyncio.to_thread(request.app[W.users].end_session, token)
+    request.app[W.live].end_session(session_of(request).id)
     response = web.HTTPSeeOther("/login")
     clear_session_cookie(response)
     raise response

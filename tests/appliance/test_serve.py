@@ -1,7 +1,7 @@
 """`callvault serve` as administrators run it: a real process against the lab.
 
-Start-up prints the web address, the page answers, `callvault status` reports the
-lab Asterisk connected, and SIGTERM drains and exits 0.
+Start-up prints the web address, the page answers, `callvault status` reports every
+part up (the lab Asterisk connected), and SIGTERM drains and exits 0.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.asterisk
 
 def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture
@@ -60,19 +60,18 @@ def test_serve_status_and_clean_sigterm(config_file):
         line = wait_for_line(proc, "callvault: web on ")
         url = line.split("web on ", 1)[1].split()[0]
         page = urllib.request.urlopen(url, timeout=5).read().decode()
-        assert "callvault" in page and "FastAGI listener" in page
+        assert "callvault is" in page
 
-        # The AMI session logs in asynchronously: status reports it once connected.
+        # The AMI session logs in asynchronously: status reports up once connected.
         for _ in range(100):
             status = cli("status", "-c", str(config_file), "--json")
-            health = json.loads(status.stdout)
-            if health["ami"]["state"] == "connected":
+            if json.loads(status.stdout)["status"] == "up":
                 break
-        assert health["ami"]["state"] == "connected", health
-        assert health["ami"]["asterisk_version"].startswith("22.")
-        assert health["agi"]["listening"] and health["archiver"]["running"]
+        assert status.returncode == 0 and json.loads(status.stdout) == {"status": "up"}, status.stdout
         human = cli("status", "-c", str(config_file))
-        assert human.returncode == 0 and "ami:      connected" in human.stdout
+        assert human.returncode == 0, human.stdout
+        for line in ("ami:      up", "storage:  up", "database: up", "queue:    empty"):
+            assert line in human.stdout, human.stdout
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

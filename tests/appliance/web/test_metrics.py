@@ -3,6 +3,7 @@ types, ``_total`` names, build info, live figures, and the bearer token."""
 
 from __future__ import annotations
 
+import json
 import platform
 import socket
 import time
@@ -12,7 +13,6 @@ from importlib import metadata
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
-
 from standalone import standalone_config, start_serve
 
 TOKEN = "metrics-9c1e0d7b2f"
@@ -65,8 +65,13 @@ def test_scrape_is_valid_prometheus_text_with_token_enforced(tmp_path):
             raise AssertionError("Basic accepted")
         except urllib.error.HTTPError as e:
             assert e.code == 401
-        # /healthz stays open: the token guards /metrics only.
-        assert urllib.request.urlopen(url + "/healthz", timeout=10).status == 200
+        # /healthz stays open: the token guards /metrics only (503 here: no Asterisk).
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=10)
+            raise AssertionError("/healthz up without Asterisk")
+        except urllib.error.HTTPError as e:
+            with e:
+                assert e.code == 503 and json.load(e) == {"status": "down", "down": ["ami"]}
 
         junk_agi_connection(serve.config.agi.address[1])
         status, text, headers = scrape(url, TOKEN)

@@ -6,18 +6,16 @@ captures); the real-Asterisk path is covered by the browser test.
 
 from __future__ import annotations
 
-
 import pytest
+from waiting import until
 
 from agi.ami import AmiEvent
-from appliance.web.live import LiveCalls, channel_matches
+from appliance.web.live import LiveCalls, endpoint_of
 from appliance.web.metrics import Metrics
 from storage.catalog import Catalog, Recording
 from storage.db import open_database
 from storage.ledger import Ledger
 from storage.users import Users
-
-from waiting import until
 
 
 @pytest.fixture
@@ -46,12 +44,22 @@ def row(catalog: Catalog, rid: str, linkedid: str) -> None:
                           started_at=1.0))
 
 
-def test_channel_identifiers_match_whole_devices_only():
-    assert channel_matches("PJSIP/1001", "PJSIP/1001-0000002a")
-    assert channel_matches("PJSIP/1001", "PJSIP/1001")
-    assert not channel_matches("PJSIP/1001", "PJSIP/10010-0000002a")
-    assert channel_matches("Local/1001@agents", "Local/1001@agents-00000012;1")
-    assert not channel_matches("did:1001", "PJSIP/1001-1")
+def test_a_channel_belongs_to_exactly_one_device():
+    assert endpoint_of("PJSIP/1001-0000002a") == "PJSIP/1001"
+    assert endpoint_of("PJSIP/10010-0000002a") == "PJSIP/10010"
+    assert endpoint_of("PJSIP/sales-2-00000007") == "PJSIP/sales-2"  # not PJSIP/sales
+    assert endpoint_of("PJSIP/sales-0000000b") == "PJSIP/sales"
+    assert endpoint_of("Local/1001@agents-00000012;1") == "Local/1001@agents"
+    assert endpoint_of("Local/1001@agents-00000012;2") == "Local/1001@agents"
+    assert endpoint_of("DAHDI/1-1") == "DAHDI/1"
+
+
+async def test_prefix_sharing_devices_are_different_agents(live):
+    live.users.add("sales", "agent", "sales-password-x", ["PJSIP/sales"])
+    live.users.add("sales-2", "agent", "sales-2-password-x", ["PJSIP/sales-2"])
+    await live.refresh_rules()
+    live.handle(ev("Newchannel", Uniqueid="7.1", Linkedid="7.1", Channel="PJSIP/sales-2-00000007", Exten="0821234567"))
+    assert live.calls["7.1"].agents == ["sales-2"]
 
 
 async def test_a_queue_call_belongs_to_the_agent_who_answers_not_to_those_it_rang(live):

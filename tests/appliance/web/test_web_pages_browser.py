@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from callhelpers import OPT_IN
+from waiting import until
 
 from appliance.keys import AppKeys as K
 from appliance.web.state import WebKeys as W
 from archiver.manifest import Manifest
-from callhelpers import OPT_IN
-
-from waiting import until
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.s3]
 
@@ -157,10 +156,17 @@ async def test_supervisor_finds_plays_seeks_and_downloads(webapp):
 async def test_admin_sees_health_and_places_a_lab_test_call(webapp):
     async with webapp(rules=[{"name": "us-implied", "mode": "implied", "jurisdiction": "US-NY"}]) as h, \
             chromium() as page:
+        # Before sign-in: up or down per part, nothing more.
+        await page.goto(h.url + "/")
+        assert await page.inner_text("#overall") == "callvault is up"
+        assert await page.inner_text("#storage-state") == "up"
+        assert "22." not in await page.inner_text("main")
+        await save(page, "status")
         await sign_in(page, h, "ada")
         assert page.url.endswith("/admin")
         health = await page.inner_text("#health")
         assert "connected" in health and "22." in health and "reachable" in health and "available" in health
+        assert "Database" in health and "answers" in health
         assert "exten => s,1" in await page.inner_text("main")
         assert await page.locator("#keys code").count() >= 2
         await page.click("#test-call-form button")
