@@ -50,10 +50,10 @@ def test_serve_over_tls_and_status_pins_the_configured_certificate(lab_state, tm
         for _ in range(100):  # the AMI session logs in asynchronously
             status = cli("status", "-c", str(path), "--json")
             assert status.returncode in (0, 1), status.stderr
-            if json.loads(status.stdout)["ami"]["state"] == "connected":
+            if json.loads(status.stdout)["status"] == "up":
                 break
         human = cli("status", "-c", str(path))
-        assert human.returncode == 0 and "running at https://127.0.0.1:" in human.stdout, human
+        assert human.returncode == 0 and "up at https://127.0.0.1:" in human.stdout, human
         # Another certificate configured than the one served: refused, and said so.
         wrong = cli("status", "-c", str(path), env={"CALLVAULT_WEB_TLS_CERT": str(stranger)})
         assert wrong.returncode == 1 and "does not present the certificate in [web] tls_cert" in wrong.stdout
