@@ -13,12 +13,15 @@ import dataclasses
 import difflib
 import math
 import os
+import re
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
 from agi.policy import Policy, parse_policy
+from storage.dburl import mask, parse_url
 
 
 class ConfigError(Exception):
@@ -84,13 +87,22 @@ class AmiConfig:
 
 @dataclass(frozen=True)
 class DatabaseConfig:
+    # sqlite:////path.db (one node, the default) or postgresql://user@host:5432/db (shared).
     url: str = "sqlite:////var/lib/callvault/callvault.db"
 
     @property
     def sqlite_path(self) -> Path | None:
-        if self.url.startswith("sqlite:///"):
-            return Path(self.url[len("sqlite:///"):])
-        return None
+        try:
+            return parse_url(self.url).path
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    # This node's name: its recordings' archive jobs are its own (its spool holds the
+    # files). Unique among the nodes sharing one PostgreSQL database.
+    name: str = field(default_factory=socket.gethostname)
 
 
 @dataclass(frozen=True)
@@ -169,6 +181,7 @@ class Config:
     agi: AgiConfig = field(default_factory=AgiConfig)
     ami: AmiConfig = field(default_factory=AmiConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -190,6 +203,9 @@ CHOICES = {("storage", "backend"): ("local", "s3"), ("log", "format"): ("text", 
            ("log", "level"): ("debug", "info", "warning", "error")}
 # Paths the process must be able to write to (created if missing).
 WRITABLE = (("spool", "dir"), ("storage", "path"), ("privacy", "hmac_key_file"))
+
+
+_NODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _fields(cls: type) -> dict[str, Any]:
@@ -260,6 +276,8 @@ def _read_secret(path: Any) -> str:
 def _show(section: str, key: str, value: Any) -> str:
     if (section, key) in SECRET_KEYS:
         return "(hidden)"
+    if (section, key) == ("database", "url") and isinstance(value, str):
+        return repr(mask(value))
     return repr(value)
 
 
@@ -373,8 +391,13 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         # An empty token file must not quietly turn the check off.
         out.append(f"{where}: [web] metrics_token: empty; put a random token in it (or remove the key "
                    "to leave /metrics open)")
-    if c.database.sqlite_path is None:
-        bad("database", "url", c.database.url, "expected sqlite:////absolute/path.db")
+    try:
+        parse_url(c.database.url)
+    except ValueError as e:
+        bad("database", "url", c.database.url, str(e).removeprefix(mask(c.database.url) + ": "))
+    if not _NODE_RE.fullmatch(c.node.name):
+        bad("node", "name", c.node.name, "expected 1-64 of A-Z a-z 0-9 . _ - (unique per node; default the "
+            "host name)")
     for (section, key), choices in CHOICES.items():
         value = getattr(getattr(c, section), key)
         if value not in choices:

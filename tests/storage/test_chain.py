@@ -21,7 +21,7 @@ from storage.chain import (
     verify_entries,
     verify_jsonl,
 )
-from storage.db import Database
+from storage.sqlitedb import SqliteDatabase as Database
 from storage.ledger import Ledger
 
 

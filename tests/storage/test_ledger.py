@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from ledgerhelpers import fill, independent_hash
-from storage.db import Database
+from storage.sqlitedb import SqliteDatabase as Database
 from storage.errors import IntegrityError, NotFound, PermanentError
 from storage.chain import GENESIS_HASH, Entry, entry_hash
 from storage.ledger import Ledger
