@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT   := age debootstrap espeak-ng ffmpeg chromium sqlite3 ca-certificates systemd
+APT   := age debootstrap espeak-ng ffmpeg chromium sqlite3 postgresql ca-certificates systemd
 PYTEST_ARGS ?=
 
 .PHONY: run test setup lab-root lab-down bench clean
