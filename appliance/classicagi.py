@@ -99,8 +99,8 @@ async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | Usag
         from storage.hmac_index import load_hmac_key
         from storage.ledger import Ledger
 
-        from . import config as cfg
         from . import compose
+        from . import config as cfg
 
         config = cfg.load(path, check_paths=False)
         db = compose.open_database(config)

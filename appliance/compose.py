@@ -45,7 +45,7 @@ StopMixMonitor = Callable[[str], Awaitable[bool]]
 # -- storage -----------------------------------------------------------------------------
 
 def open_database(config: Config) -> Database:
-    from storage.db import open_database as open_url
+    from storage.dburl import open_database as open_url
 
     return open_url(config.database.url)
 

@@ -30,7 +30,7 @@ CALLERS = 100
 
 
 def measure(url: str) -> dict[str, float]:
-    from storage.db import open_database
+    from storage.dburl import open_database
     from storage.ledger import Ledger
 
     with open_database(url) as db:

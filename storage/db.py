@@ -1,5 +1,5 @@
 """The database seam: what the catalog, the ledger, the users and the migrations need
-of a database, and :func:`open_database`, which picks the backend from the URL.
+of a database. :func:`storage.dburl.open_database` picks the backend from the URL.
 
 Two backends implement :class:`Database`:
 
@@ -45,14 +45,13 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Self, TypeVar
 
-from .dburl import parse_url
 from .errors import PermanentError
 from .groupcommit import GroupCommitWriter
 
-__all__ = ["Database", "open_database"]
+__all__ = ["Database"]
 
 T = TypeVar("T")
 Migrations = Mapping[str, Sequence[str]]
@@ -64,19 +63,6 @@ CREATE TABLE IF NOT EXISTS schema_version (
     updated_at TEXT NOT NULL
 )
 """
-
-
-def open_database(url: str, *, busy_timeout: float = 5.0) -> Database:
-    """The database ``url`` names (see :mod:`storage.dburl`); ``ValueError`` if malformed."""
-    parsed = parse_url(url)
-    if parsed.dialect == "postgresql":
-        from .pgdb import PgDatabase
-
-        return PgDatabase(parsed.url, busy_timeout=busy_timeout)
-    from .sqlitedb import SqliteDatabase
-
-    assert parsed.path is not None
-    return SqliteDatabase(parsed.path, busy_timeout=busy_timeout)
 
 
 class Database(abc.ABC):
@@ -188,7 +174,7 @@ class Database(abc.ABC):
                     "INSERT INTO schema_version (module, version, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT (module) DO UPDATE SET version = excluded.version, "
                     "updated_at = excluded.updated_at",
-                    (module, target, datetime.now(timezone.utc).isoformat(timespec="seconds")),
+                    (module, target, datetime.now(UTC).isoformat(timespec="seconds")),
                 )
         version = self.schema_version(module)
         if version > len(scripts):
@@ -212,7 +198,7 @@ class Database(abc.ABC):
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> Database:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

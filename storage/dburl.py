@@ -7,7 +7,7 @@
   (``postgres://`` too), any libpq connection URI naming a database. The password is
   better kept out of the URL: libpq reads ``PGPASSWORD`` or ``~/.pgpass``.
 
-:func:`parse_url` raises ``ValueError`` with the masked URL and the fix; the config
+:func:`open_database` opens the backend the URL names. :func:`parse_url` raises ``ValueError`` with the masked URL and the fix; the config
 check turns it into an error naming ``[database] url``.
 """
 
@@ -16,9 +16,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["DbUrl", "mask", "parse_url"]
+if TYPE_CHECKING:
+    from .db import Database
+
+__all__ = ["DbUrl", "mask", "open_database", "parse_url"]
 
 _SQLITE = "sqlite:///"
 _PG_SCHEMES = ("postgresql://", "postgres://")
@@ -74,3 +78,16 @@ def _check_pg(url: str) -> str:
         raise ValueError(f"{mask(url)}: names no host; write postgresql://user@HOST:5432/{dbname} "
                          "(or ?host=/run/postgresql for a local socket)")
     return url
+
+
+def open_database(url: str, *, busy_timeout: float = 5.0) -> Database:
+    """The database ``url`` names; ``ValueError`` if the URL is malformed."""
+    parsed = parse_url(url)
+    if parsed.dialect == "postgresql":
+        from .pgdb import PgDatabase
+
+        return PgDatabase(parsed.url, name=parsed.masked, busy_timeout=busy_timeout)
+    from .sqlitedb import SqliteDatabase
+
+    assert parsed.path is not None
+    return SqliteDatabase(parsed.path, busy_timeout=busy_timeout)

@@ -32,7 +32,6 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .db import Database
-from .dburl import mask
 from .errors import PermanentError, RetryableError
 
 __all__ = ["PgConnection", "PgDatabase"]
@@ -77,9 +76,10 @@ class PgDatabase(Database):
     dialect = "postgresql"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, url: str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, name: str, busy_timeout: float = 5.0) -> None:
+        """``url`` as libpq takes it; ``name`` the same with its password masked (for messages)."""
         super().__init__()
-        self.name = mask(url)
+        self.name = name
         self._timeout = busy_timeout
         try:  # fail now, with libpq's reason, rather than on the first query
             psycopg.connect(url, connect_timeout=max(2, int(busy_timeout)), autocommit=True).close()

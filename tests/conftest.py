@@ -13,11 +13,11 @@ from pathlib import Path
 
 import boto3
 import pytest
+from pgserver import PgServer
 
 from agi.ami import AmiClient
 from appliance.lab.calls import CallDriver
 from appliance.lab.harness import Lab, LabState
-from pgserver import PgServer
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 
 from agehelpers import write_key
 from storage.age import Identity
-from storage.db import open_database
+from storage.dburl import open_database
 from storage.localstore import LocalStore
 from storage.s3store import S3Settings, S3Store
 

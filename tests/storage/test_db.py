@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import open_database
-from storage.dburl import parse_url
+from storage.dburl import open_database, parse_url
 from storage.sqlitedb import SqliteDatabase as Database, split_sql
 from storage.errors import PermanentError, RetryableError, StorageError
 

@@ -11,11 +11,11 @@ import threading
 import time
 
 import pytest
-
 from ledgerhelpers import fill
+
 from storage.catalog import Catalog, Recording
 from storage.chain import GENESIS_HASH
-from storage.db import open_database
+from storage.dburl import open_database
 from storage.errors import PermanentError
 from storage.ledger import Ledger
 
@@ -47,9 +47,8 @@ def test_failed_migration_rolls_back_only_that_step(any_db):
     with pytest.raises(PermanentError):
         any_db.migrate("demo", broken)
     assert any_db.schema_version("demo") == 1
-    with pytest.raises(PermanentError):
-        with any_db.read() as c:
-            c.execute("SELECT * FROM c")
+    with pytest.raises(PermanentError), any_db.read() as c:
+        c.execute("SELECT * FROM c")
 
 
 def test_two_handles_migrating_together_migrate_once(db_url):
@@ -103,13 +102,12 @@ def test_ledger_triggers_refuse_edits_and_forks(any_db):
     fill(ledger, 3)
     head = ledger.head()
     for statement in ("UPDATE ledger SET body = '{}' WHERE seq = 2", "DELETE FROM ledger WHERE seq = 3"):
-        with pytest.raises(PermanentError, match="append-only"):
-            with any_db.write() as c:
-                c.execute(statement)
-    with pytest.raises(PermanentError, match="append-only"):
-        with any_db.write() as c:  # a second entry 3 would fork the chain
-            c.execute("INSERT INTO ledger (seq, ts, kind, call_id, recording_id, body, prev_hash, hash) "
-                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (4, "t", "consent", None, None, "{}", GENESIS_HASH, "f" * 64))
+        with pytest.raises(PermanentError, match="append-only"), any_db.write() as c:
+            c.execute(statement)
+    with pytest.raises(PermanentError, match="append-only"), any_db.write() as c:
+        c.execute(  # seq 4 after the genesis hash: a fork, not an extension of the head
+            "INSERT INTO ledger (seq, ts, kind, call_id, recording_id, body, prev_hash, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (4, "t", "consent", None, None, "{}", GENESIS_HASH, "f" * 64))
     assert ledger.head() == head and ledger.verify().ok
 
 

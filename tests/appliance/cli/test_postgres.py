@@ -8,13 +8,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from itertools import pairwise
 
-from storage.db import open_database
+from storage.dburl import open_database
 from storage.ledger import Ledger
 
 APPENDER = textwrap.dedent("""
     import asyncio, sys, threading
-    from storage.db import open_database
+    from storage.dburl import open_database
     from storage.ledger import Ledger
 
     url, node, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -41,7 +42,7 @@ APPENDER = textwrap.dedent("""
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
-                          input=stdin, timeout=120)
+                          input=stdin, timeout=120, check=False)
 
 
 def test_two_processes_append_one_linear_chain_and_the_cli_works_on_postgresql(pg_url, tmp_path):
@@ -67,9 +68,9 @@ def test_two_processes_append_one_linear_chain_and_the_cli_works_on_postgresql(p
         entries = list(Ledger(db).iter_entries())
     assert len(entries) == 2 * 2 * n
     assert [e.seq for e in entries] == list(range(1, 4 * n + 1))
-    assert all(cur.prev_hash == prev.hash for prev, cur in zip(entries, entries[1:]))
+    assert all(cur.prev_hash == prev.hash for prev, cur in pairwise(entries))
     nodes = [e.body.split('"node":"')[1][:6] for e in entries]
-    assert any(a != b for a, b in zip(nodes, nodes[1:])), "the two processes never interleaved"
+    assert any(a != b for a, b in pairwise(nodes)), "the two processes never interleaved"
 
     cfg = tmp_path / "callvault.toml"
     cfg.write_text(f'[ami]\nsecret = "x"\n[database]\nurl = "{pg_url}"\n[node]\nname = "node-a"\n')
