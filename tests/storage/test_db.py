@@ -1,6 +1,6 @@
 import os
-import subprocess
 import sqlite3
+import subprocess
 import threading
 from contextlib import closing
 from pathlib import Path
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from storage.dburl import open_database, parse_url
-from storage.sqlitedb import SqliteDatabase as Database, split_sql
 from storage.errors import PermanentError, RetryableError, StorageError
+from storage.sqlitedb import SqliteDatabase as Database
+from storage.sqlitedb import split_sql
 
 
 @pytest.fixture

@@ -16,13 +16,12 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
+from waiting import until
 
 from storage.catalog import Catalog, Recording
-from storage.sqlitedb import SqliteDatabase as Database
 from storage.errors import PermanentError
 from storage.ledger import Ledger
-
-from waiting import until
+from storage.sqlitedb import SqliteDatabase as Database
 
 
 @pytest.fixture
