@@ -88,7 +88,7 @@ async def anchoring(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx``: after the archive (its payload store holds the anchors), before
     AMI, the archiver and FastAGI, so it stops after them and anchors their last entries."""
     c = app[K.config].ledger
-    keeper = AnchorKeeper(app[K.ledger], app[K.archive].payload, node=c.node_name, every=c.anchor_every,
+    keeper = AnchorKeeper(app[K.ledger], app[K.archive].payload, node=app[K.config].node.name, every=c.anchor_every,
                           interval=c.interval_seconds, retention=c.anchor_retention)
     app[K.anchors] = keeper
     task = asyncio.create_task(keeper.run(min(POLL_SECONDS, c.interval_seconds)))

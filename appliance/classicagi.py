@@ -96,15 +96,14 @@ async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | Usag
     path, route, _ = parsed
     where = call_label(session, route)
     try:
-        from storage.catalog import Catalog
         from storage.hmac_index import load_hmac_key
         from storage.ledger import Ledger
 
+        from . import compose
         from . import config as cfg
-        from .compose import agi_routes, open_database
 
         config = cfg.load(path, check_paths=False)
-        db = open_database(config)
+        db = compose.open_database(config)
     except Exception as exc:  # the process boundary
         problems = getattr(exc, "problems", None)  # ConfigError: one line per problem
         await fail_closed(session, f"{where}: " + ("; ".join(problems) if problems
@@ -112,9 +111,9 @@ async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | Usag
         return
     try:
         try:
-            ledger, catalog = Ledger(db), Catalog(db)
+            ledger, catalog = Ledger(db), compose.catalog(config, db)
             key = load_hmac_key(config.privacy.hmac_key_file)
-            routes = agi_routes(config, ledger=ledger, catalog=catalog, hmac_key=key,
+            routes = compose.agi_routes(config, ledger=ledger, catalog=catalog, hmac_key=key,
                                 stop_mixmonitor=_own_channel_stopper(session))
         except Exception as exc:  # the process boundary
             await fail_closed(session, f"{where}: setup failed: {describe(exc)}")

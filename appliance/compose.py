@@ -45,9 +45,16 @@ StopMixMonitor = Callable[[str], Awaitable[bool]]
 # -- storage -----------------------------------------------------------------------------
 
 def open_database(config: Config) -> Database:
-    from storage.db import open_database as open_url
+    from storage.dburl import open_database as open_url
 
     return open_url(config.database.url)
+
+
+def catalog(config: Config, db: Database) -> Catalog:
+    """The catalog as this node sees it: its archive jobs are ``[node] name``'s."""
+    from storage.catalog import Catalog
+
+    return Catalog(db, node=config.node.name)
 
 
 def _stores(config: Config) -> tuple[BlobStore, BlobStore]:
@@ -225,7 +232,7 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     from agi.handlers.revoke import RevokeDeps, revoke
     from agi.handlers.status import StatusDeps, status
     from agi.routes import RouteTable
-    from storage.catalog import Catalog, Recording
+    from storage.catalog import Recording
     from storage.entries import ConsentBody
     from storage.hmac_index import caller_hmac
 
@@ -243,7 +250,7 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
         # The consent entry and the catalog row commit together (one fsync).
         c = start.consent
         await ledger.append_async(ConsentBody.KIND, c.to_body(), call_id=c.linkedid, recording_id=c.recording_id,
-                                  also=Catalog.add_op(recording(start)))
+                                  also=catalog.add_op(recording(start)))
 
     consent_deps = ConsentDeps(policy=config.consent, append=ledger.append_async,
                                caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,

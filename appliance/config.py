@@ -23,6 +23,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from agi.policy import Policy, parse_policy
 from storage.anchors import NODE_RE, duration_seconds, parse_duration
+from storage.dburl import mask, parse_url
 
 
 class ConfigError(Exception):
@@ -88,13 +89,22 @@ class AmiConfig:
 
 @dataclass(frozen=True)
 class DatabaseConfig:
+    # sqlite:////path.db (one node, the default) or postgresql://user@host:5432/db (shared).
     url: str = "sqlite:////var/lib/callvault/callvault.db"
 
     @property
     def sqlite_path(self) -> Path | None:
-        if self.url.startswith("sqlite:///"):
-            return Path(self.url[len("sqlite:///"):])
-        return None
+        try:
+            return parse_url(self.url).path
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    # This node's name: its recordings' archive jobs are its own (its spool holds the
+    # files). Unique among the nodes sharing one PostgreSQL database.
+    name: str = field(default_factory=socket.gethostname)
 
 
 @dataclass(frozen=True)
@@ -123,17 +133,11 @@ class ArchiveConfig:
 
 @dataclass(frozen=True)
 class LedgerConfig:
-    # This appliance's name in anchor keys (anchors/<node>/...); empty = the host name.
-    node: str = ""
     # The ledger head is anchored (written under Object Lock COMPLIANCE) after this many
     # new entries or this long, whichever comes first, and at a clean shutdown.
     anchor_every: int = 1000
     anchor_interval: str = "15m"
     anchor_retention: str = "7y"
-
-    @property
-    def node_name(self) -> str:
-        return self.node or socket.gethostname().split(".")[0][:63] or "callvault"
 
     @property
     def interval_seconds(self) -> float:
@@ -200,6 +204,7 @@ class Config:
     agi: AgiConfig = field(default_factory=AgiConfig)
     ami: AmiConfig = field(default_factory=AmiConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
@@ -223,6 +228,8 @@ CHOICES = {("storage", "backend"): ("local", "s3"), ("log", "format"): ("text", 
            ("log", "level"): ("debug", "info", "warning", "error")}
 # Paths the process must be able to write to (created if missing).
 WRITABLE = (("spool", "dir"), ("storage", "path"), ("privacy", "hmac_key_file"))
+
+
 
 
 def _fields(cls: type) -> dict[str, Any]:
@@ -293,6 +300,8 @@ def _read_secret(path: Any) -> str:
 def _show(section: str, key: str, value: Any) -> str:
     if (section, key) in SECRET_KEYS:
         return "(hidden)"
+    if (section, key) == ("database", "url") and isinstance(value, str):
+        return repr(mask(value))
     return repr(value)
 
 
@@ -406,8 +415,13 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         # An empty token file must not quietly turn the check off.
         out.append(f"{where}: [web] metrics_token: empty; put a random token in it (or remove the key "
                    "to leave /metrics open)")
-    if c.database.sqlite_path is None:
-        bad("database", "url", c.database.url, "expected sqlite:////absolute/path.db")
+    try:
+        parse_url(c.database.url)
+    except ValueError as e:
+        bad("database", "url", c.database.url, str(e).removeprefix(mask(c.database.url) + ": "))
+    if not NODE_RE.match(c.node.name):
+        bad("node", "name", c.node.name, "expected 1-64 of A-Z a-z 0-9 . _ - (unique per node; default the "
+            "host name)")
     for (section, key), choices in CHOICES.items():
         value = getattr(getattr(c, section), key)
         if value not in choices:
@@ -423,9 +437,6 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         for key, value in vars(getattr(c, section)).items():
             if isinstance(value, float) and not (math.isfinite(value) and value > 0):
                 bad(section, key, value, "expected a number of seconds above 0")
-    if c.ledger.node and not NODE_RE.match(c.ledger.node):
-        bad("ledger", "node", c.ledger.node, "expected 1-63 letters, digits, '_', '.' or '-', starting with a "
-            "letter or digit (or empty for the host name)")
     if c.ledger.anchor_every < 1:
         bad("ledger", "anchor_every", c.ledger.anchor_every, "expected at least 1 (entries between anchors)")
     for key in ("anchor_interval", "anchor_retention"):

@@ -24,7 +24,6 @@ from aiohttp import web
 
 from agi.server import FastAgiServer, new_event_loop
 from archiver.retention import RetentionSweeper
-from storage.catalog import Catalog
 from storage.hmac_index import load_hmac_key
 from storage.ledger import Ledger
 
@@ -45,7 +44,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     db = await asyncio.to_thread(compose.open_database, config)
     app[K.db] = db
     app[K.ledger] = await asyncio.to_thread(Ledger, db)
-    app[K.catalog] = await asyncio.to_thread(Catalog, db)
+    app[K.catalog] = await asyncio.to_thread(compose.catalog, config, db)
     app[K.hmac_key] = await asyncio.to_thread(load_hmac_key, config.privacy.hmac_key_file)
     yield
     await asyncio.to_thread(db.close)

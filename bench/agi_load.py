@@ -145,7 +145,7 @@ async def serve(config_path: str) -> None:
     from appliance.compose import agi_routes
     from storage.hmac_index import load_hmac_key
     from storage.catalog import Catalog
-    from storage.db import open_database
+    from storage.dburl import open_database
     from storage.ledger import Ledger
 
     _raise_nofile()

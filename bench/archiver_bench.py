@@ -106,7 +106,7 @@ def child_pipeline(args: dict) -> dict:
     from appliance import config as cfg
     from appliance import compose
     from storage.catalog import Catalog, Recording
-    from storage.db import open_database
+    from storage.dburl import open_database
     from storage.ledger import Ledger
 
     config = cfg.load(args["config"], env={}, check_paths=False)
@@ -182,7 +182,7 @@ async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int
     from appliance import config as cfg
     from appliance import compose
     from storage.catalog import Catalog, Recording
-    from storage.db import open_database
+    from storage.dburl import open_database
     from storage.ledger import Ledger
 
     config = cfg.load(config_path, env={}, check_paths=False)

@@ -74,7 +74,7 @@ def store_recording(config, identity, work: Path) -> tuple[str, int, int]:
     from archiver.manifest import Manifest
     from storage.age import encrypt_file
     from storage.catalog import Catalog, Recording
-    from storage.db import open_database
+    from storage.dburl import open_database
     from storage.users import Users
 
     rid = "r" + secrets.token_hex(12)

@@ -9,7 +9,15 @@ A recording row exists from the moment consent allows MixMonitor to start; its
 Each transition is one committed write, so after a crash a job resumes from the
 last state it reached; every step is idempotent (see archiver/pipeline.py). Jobs
 are claimed with a lease (``lease_until``) so a worker that died releases its job
-when the lease runs out. On PostgreSQL the same claim is ``FOR UPDATE SKIP LOCKED``.
+when the lease runs out.
+
+A recording's job belongs to the node whose spool holds the file (column ``node``,
+``[node] name``): :meth:`Catalog.claim` takes only this node's jobs, and
+:meth:`Catalog.release_leases` (at start-up) frees only this node's leases, so on a
+shared PostgreSQL database a restarted node picks up its own work and never another
+node's. On PostgreSQL the claim's ``SELECT`` is ``FOR UPDATE SKIP LOCKED``: workers
+of one node (or two processes of it) never wait on, nor take, the same row. Rows from
+before nodes existed (``node = ''``) are anyone's.
 
 No phone numbers are stored: callers are kept as a keyed HMAC.
 """
@@ -17,8 +25,9 @@ No phone numbers are stored: callers are kept as a keyed HMAC.
 from __future__ import annotations
 
 import json
+import socket
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Iterable
 
 from .db import Database
@@ -29,8 +38,7 @@ STATES = ("recording", "pending", "encrypting", "uploading", "verifying", "archi
           "failed", "erased")
 ACTIVE = ("pending", "encrypting", "uploading", "verifying")
 
-MIGRATIONS = [
-    """
+_V1 = """
     CREATE TABLE recordings (
         recording_id    TEXT PRIMARY KEY,
         consent_id      TEXT NOT NULL,
@@ -66,8 +74,13 @@ MIGRATIONS = [
     CREATE INDEX recordings_linkedid ON recordings(linkedid);
     CREATE INDEX recordings_caller ON recordings(caller_hmac);
     CREATE INDEX recordings_started ON recordings(started_at);
-    """,
-]
+    """
+_V2 = """
+    ALTER TABLE recordings ADD COLUMN node TEXT NOT NULL DEFAULT '';
+    CREATE INDEX recordings_node ON recordings(node, state, next_try_at);
+    """
+
+MIGRATIONS = {"sqlite": [_V1, _V2], "postgresql": [_V1.replace("REAL", "DOUBLE PRECISION"), _V2]}
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,7 @@ class Recording:
     manifest: str = ""
     archived_at: float | None = None
     paused: str = "[]"
+    node: str = ""  # whose spool holds the file; set by Catalog.add when empty
 
     @property
     def pause_intervals(self) -> list[list[float | None]]:
@@ -126,8 +140,9 @@ class Recording:
 
 
 _COLUMNS = [f.name for f in fields(Recording)]
-_INSERT = (f"INSERT OR IGNORE INTO recordings ({', '.join(_COLUMNS)}) "
-           f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
+_INSERT = (f"INSERT INTO recordings ({', '.join(_COLUMNS)}) "
+           f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT DO NOTHING")
+_ACTIVE = f"state IN ({', '.join('?' for _ in ACTIVE)})"
 
 
 def _values(rec: Recording) -> tuple[Any, ...]:
@@ -138,26 +153,31 @@ def _row(r: Any) -> Recording:
     return Recording(**dict(zip(_COLUMNS, r)))
 
 
+def default_node() -> str:
+    """``[node] name`` when none is configured: the host name."""
+    return socket.gethostname()
+
+
 class Catalog:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, *, node: str | None = None):
         self.db = db
+        self.node = node or default_node()
         db.migrate("catalog", MIGRATIONS)
 
     # -- recordings ----------------------------------------------------------
     def add(self, rec: Recording) -> None:
-        """Register a recording that MixMonitor is starting (idempotent)."""
-        values = _values(rec)
+        """Register a recording that MixMonitor is starting (idempotent); it belongs to
+        this node unless ``rec.node`` says otherwise."""
         with self.db.write() as c:
-            c.execute(_INSERT, values)
+            self.add_op(rec)(c)
 
     async def add_async(self, rec: Recording) -> None:
         """:meth:`add` through the group-commit writer: durable when it returns."""
         await self.db.write_async(self.add_op(rec))
 
-    @staticmethod
-    def add_op(rec: Recording) -> Callable[[Any], None]:
+    def add_op(self, rec: Recording) -> Callable[[Any], None]:
         """:meth:`add` as a write operation for another transaction (``Ledger.append_async(also=)``)."""
-        values = _values(rec)
+        values = _values(rec if rec.node else replace(rec, node=self.node))
 
         def insert(c: Any) -> None:
             c.execute(_INSERT, values)
@@ -237,13 +257,13 @@ class Catalog:
 
     # -- job queue -------------------------------------------------------------
     def claim(self, *, now: float | None = None, lease: float = 300.0) -> Recording | None:
-        """Take the next due job, leasing it so no other worker takes it meanwhile."""
+        """Take this node's next due job, leasing it so no other worker takes it meanwhile."""
         now = time.time() if now is None else now
         with self.db.write() as c:
             row = c.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM recordings WHERE state IN "
-                f"({', '.join('?' for _ in ACTIVE)}) AND next_try_at <= ? AND lease_until <= ? "
-                "ORDER BY next_try_at, started_at LIMIT 1", (*ACTIVE, now, now)).fetchone()
+                f"SELECT {', '.join(_COLUMNS)} FROM recordings WHERE node IN (?, '') AND {_ACTIVE} "
+                "AND next_try_at <= ? AND lease_until <= ? ORDER BY next_try_at, started_at LIMIT 1"
+                f"{self.db.skip_locked}", (self.node, *ACTIVE, now, now)).fetchone()
             if row is None:
                 return None
             rec = _row(row)
@@ -257,29 +277,31 @@ class Catalog:
         return {state: n for state, n in rows}
 
     def next_due(self) -> float | None:
+        """When this node's next job is due (None: no active job)."""
         with self.db.read() as c:
-            row = c.execute(f"SELECT MIN(MAX(next_try_at, lease_until)) FROM recordings WHERE state IN "
-                            f"({', '.join('?' for _ in ACTIVE)})", ACTIVE).fetchone()
+            row = c.execute("SELECT MIN(CASE WHEN next_try_at > lease_until THEN next_try_at ELSE lease_until END) "
+                            f"FROM recordings WHERE node IN (?, '') AND {_ACTIVE}", (self.node, *ACTIVE)).fetchone()
         return row[0]
 
     def retrying_count(self) -> int:
         """Active jobs that failed at least once (waiting on their backoff or running again)."""
         with self.db.read() as c:
-            return c.execute(f"SELECT COUNT(*) FROM recordings WHERE attempts > 0 AND state IN "
-                             f"({', '.join('?' for _ in ACTIVE)})", ACTIVE).fetchone()[0]
+            return c.execute(f"SELECT COUNT(*) FROM recordings WHERE attempts > 0 AND {_ACTIVE}",
+                             ACTIVE).fetchone()[0]
 
     def retry_now(self, now: float | None = None) -> int:
         """Every active job waiting on a backoff (and not leased) becomes due now; returns how many."""
         now = time.time() if now is None else now
         with self.db.write() as c:
-            return c.execute(f"UPDATE recordings SET next_try_at = 0 WHERE state IN "
-                             f"({', '.join('?' for _ in ACTIVE)}) AND next_try_at > ? AND lease_until <= ?",
-                             (*ACTIVE, now, now)).rowcount
+            return c.execute(f"UPDATE recordings SET next_try_at = 0 WHERE {_ACTIVE} AND next_try_at > ? "
+                             "AND lease_until <= ?", (*ACTIVE, now, now)).rowcount
 
     def release_leases(self) -> int:
-        """Drop every lease (a single node's start after a crash: no worker holds one)."""
+        """Drop this node's leases (its start after a crash: none of its workers holds one;
+        other nodes' workers may, and keep theirs)."""
         with self.db.write() as c:
-            return c.execute("UPDATE recordings SET lease_until = 0 WHERE lease_until > 0").rowcount
+            return c.execute("UPDATE recordings SET lease_until = 0 WHERE lease_until > 0 AND node IN (?, '')",
+                             (self.node,)).rowcount
 
     # -- retention and reporting ---------------------------------------------------
     def retention_due(self, now: float) -> list[tuple[Recording, str]]:

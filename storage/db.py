@@ -1,83 +1,60 @@
-"""SQLite access for the single-node appliance.
+"""The database seam: what the catalog, the ledger, the users and the migrations need
+of a database. :func:`storage.dburl.open_database` picks the backend from the URL.
 
-``open_database("sqlite:////var/lib/callvault/callvault.db")`` returns a
-:class:`Database`. Four slashes give an absolute path, three a path relative to the
-current directory. In-memory databases are not supported: the ledger must survive a
-restart.
+Two backends implement :class:`Database`:
 
-Threading model
----------------
-The product is asyncio; database work runs in threads (``asyncio.to_thread``). A
-``Database`` owns:
+* :class:`storage.sqlitedb.SqliteDatabase`: one file, the embedded default for a
+  single node (``sqlite:////var/lib/callvault/callvault.db``);
+* :class:`storage.pgdb.PgDatabase`: PostgreSQL, shared by several nodes
+  (``postgresql://callvault@db:5432/callvault``).
 
-* one **writer** connection, used only inside :meth:`Database.write`, which holds a
-  process-wide lock and wraps the block in ``BEGIN IMMEDIATE ... COMMIT``. Writes are
-  therefore serialised in this process, and ``BEGIN IMMEDIATE`` (with
-  ``busy_timeout``) serialises them against other processes on the same file (the
-  CLI, a second service instance) before anything is read, so a read-then-write
-  sequence such as "read the ledger head, append after it" cannot interleave.
-* a pool of **reader** connections, lent out by :meth:`Database.read`, one thread at
-  a time. WAL mode lets readers run while the writer commits; each statement sees a
-  committed snapshot. Readers are ``query_only``.
-
-* a **group-commit writer** (:meth:`Database.write_async`, :meth:`Database.submit`;
-  :class:`storage.groupcommit.GroupCommitWriter`): one thread that takes queued
-  write operations from many concurrent callers and runs them back to back inside ONE ``BEGIN IMMEDIATE ... COMMIT`` (through
-  :meth:`Database.write`, so under the same lock), i.e. one fsync for the whole
-  batch. Each operation runs in its own ``SAVEPOINT``: one that raises is rolled
-  back alone and its caller gets the exception, the others still commit. Every
-  caller is told its result only after the COMMIT has returned, so "returned"
-  still means "on disk". Operations run in submission order, so a ledger append
-  submitted before another gets the lower ``seq``.
-
-Connections are opened with ``check_same_thread=False`` because they move between
-worker threads; the lock (writer) and the pool (readers) guarantee that only one
-thread uses a connection at a time. :meth:`Database.close` closes every connection;
-a reader that is lent out while ``close()`` runs is closed when it is returned.
-
-Durability
-----------
-``journal_mode=WAL`` with ``synchronous=FULL``. In WAL mode ``NORMAL`` cannot corrupt
-the database, but a transaction that was reported committed can be lost on power
-failure or an OS crash, because the WAL is only synced at checkpoints. The ledger
-records consent: once ``append()`` returns, the PBX acts on it (starts MixMonitor,
-sets ``CALLVAULT_CONSENT``), so the entry must survive a power cut. ``FULL`` syncs the
-WAL on every commit; the cost is one fsync per write transaction, which the
-group-commit writer shares between every operation of a batch (a batch forms while
-the previous one is being committed, so under load hundreds of appends share one
-fsync and with a single caller there is no added wait).
+The contract (both backends)
+----------------------------
+* :meth:`Database.write` lends a connection inside ``BEGIN ... COMMIT``; any exception
+  rolls back. Driver errors leave as :class:`~storage.errors.RetryableError` (locked,
+  busy, connection lost, serialisation failure) or :class:`~storage.errors.PermanentError`.
+* :meth:`Database.read` lends a read-only connection; each statement sees committed data.
+* :meth:`Database.lock` serialises a read-then-write sequence (the ledger head, the
+  migrations) against every other writer of the database, in any process on any node,
+  until the transaction ends. SQLite: a no-op, ``BEGIN IMMEDIATE`` already holds the
+  file's write lock. PostgreSQL: ``pg_advisory_xact_lock``.
+* :meth:`Database.submit` / :meth:`Database.write_async`: the group-commit writer
+  (:mod:`storage.groupcommit`): many callers' operations in one transaction, one
+  fsync, each in its own ``SAVEPOINT``, each caller told only after the COMMIT.
+* SQL is written once with ``?`` placeholders; the PostgreSQL connection turns them
+  into ``%s``. Statements use what both dialects accept (``INSERT ... ON CONFLICT``,
+  ``RETURNING``, ``CASE`` instead of two-argument ``MAX``); where they differ (DDL,
+  ``FOR UPDATE SKIP LOCKED``) the backend says so: :attr:`Database.dialect`,
+  :attr:`Database.skip_locked`.
 
 Migrations
 ----------
-Each module that owns tables keeps an ordered list of SQL scripts and calls
-``db.migrate("ledger", MIGRATIONS)`` explicitly (nothing registers at import time).
-Table ``schema_version(module, version, updated_at)`` stores how many scripts of
-that module have been applied; each script runs in its own transaction together
-with the version bump. Scripts are append-only: never edit one that has shipped,
-add a new one.
+Each module that owns tables keeps, per dialect, an ordered list of SQL scripts
+(``{"sqlite": [...], "postgresql": [...]}``, the same number of versions in each) and
+calls ``db.migrate("ledger", MIGRATIONS)`` explicitly (nothing registers at import
+time). Table ``schema_version(module, version, updated_at)`` stores how many scripts
+of that module have been applied; each script runs in its own transaction together
+with the version bump, under :meth:`Database.lock` so two nodes starting together
+migrate once. Scripts are append-only: never edit one that has shipped, add a new one.
 """
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
-import os
-import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any, Self, TypeVar
 
-from .errors import PermanentError, sqlite_error
+from .errors import PermanentError
 from .groupcommit import GroupCommitWriter
 
-__all__ = ["Database", "open_database", "parse_sqlite_url", "split_sql"]
+__all__ = ["Database"]
 
 T = TypeVar("T")
-
-_URL_PREFIX = "sqlite:///"
-_IDLE_READERS = 8
+Migrations = Mapping[str, Sequence[str]]
 
 _SCHEMA_VERSION_DDL = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -88,137 +65,52 @@ CREATE TABLE IF NOT EXISTS schema_version (
 """
 
 
-def parse_sqlite_url(url: str) -> Path:
-    """``sqlite:////abs/path.db`` -> ``/abs/path.db``; ``sqlite:///rel.db`` -> ``rel.db``."""
-    if not isinstance(url, str) or not url.startswith(_URL_PREFIX):
-        raise ValueError(
-            f"database URL {url!r}: expected sqlite:////absolute/path.db "
-            "or sqlite:///relative/path.db"
-        )
-    rest = url[len(_URL_PREFIX):]
-    if not rest or rest.endswith("/") or "?" in rest or rest == ":memory:":
-        raise ValueError(f"database URL {url!r}: needs a file path (no query string, no :memory:)")
-    return Path(rest)
+class Database(abc.ABC):
+    """The backend protocol, with what both backends share (group commit, migrations)."""
 
+    dialect: str  # "sqlite" or "postgresql": picks the migration scripts
+    name: str  # where the database is, for messages (a PostgreSQL password is masked)
+    skip_locked: str = ""  # appended to a job claim's SELECT: " FOR UPDATE SKIP LOCKED" on PostgreSQL
 
-def open_database(url: str, *, busy_timeout: float = 5.0) -> Database:
-    """Open the SQLite database named by ``url`` (see :func:`parse_sqlite_url`)."""
-    return Database(parse_sqlite_url(url), busy_timeout=busy_timeout)
-
-
-def split_sql(script: str) -> list[str]:
-    """Split a script into complete statements (``CREATE TRIGGER ... END;`` stays whole).
-
-    ``Connection.executescript`` would commit any open transaction first, so
-    migrations run their statements one by one inside ``BEGIN IMMEDIATE`` instead.
-    """
-    statements: list[str] = []
-    buffer = ""
-    for piece in script.split(";"):
-        buffer += piece + ";"
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip(" \t\r\n;"):
-                statements.append(buffer.strip())
-            buffer = ""
-    if buffer.rstrip(";").strip():
-        raise ValueError(f"incomplete SQL statement at end of script: {buffer.strip()[:80]!r}")
-    return statements
-
-
-def _check_location(path: Path) -> None:
-    parent = path.parent
-    if not parent.exists():
-        raise PermanentError(f"database {path}: directory {parent} does not exist")
-    if not parent.is_dir():
-        raise PermanentError(f"database {path}: {parent} is not a directory")
-    # WAL needs to create path-wal and path-shm next to the database file.
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermanentError(f"database {path}: directory {parent} is not writable")
-    if path.exists() and (not path.is_file() or not os.access(path, os.R_OK | os.W_OK)):
-        raise PermanentError(f"database {path}: not a readable and writable file")
-
-
-class Database:
-    """One SQLite file: a locked writer connection plus pooled readers."""
-
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
-        self.path = Path(path)
-        self._busy_ms = int(busy_timeout * 1000)
-        self._write_lock = threading.Lock()
-        self._writer_owner: int | None = None
-        self._pool_lock = threading.Lock()
-        self._idle: list[sqlite3.Connection] = []
-        self._lent: set[sqlite3.Connection] = set()
-        self._closed = False
+    def __init__(self) -> None:
         self._group_lock = threading.Lock()
         self._group: GroupCommitWriter | None = None
-        _check_location(self.path)
-        self._writer = self._connect(reader=False)
+        self._closed = False
 
-    # -- connections -------------------------------------------------------------
+    # -- what each backend provides --------------------------------------------------------
 
-    def _connect(self, *, reader: bool) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_ms / 1000
-            )
-        except sqlite3.Error as exc:
-            raise PermanentError(f"database {self.path}: cannot open: {exc}") from exc
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA synchronous = FULL")
-            if not reader:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise PermanentError(
-                        f"database {self.path}: cannot enable WAL (journal_mode={mode})"
-                    )
-            else:
-                conn.execute("PRAGMA query_only = ON")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise PermanentError(f"database {self.path}: cannot set up: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+    @abc.abstractmethod
+    def write(self) -> AbstractContextManager[Any]:
+        """A write transaction; commits when the block ends, rolls back on an exception."""
+
+    @abc.abstractmethod
+    def read(self) -> AbstractContextManager[Any]:
+        """A read-only connection for the block."""
+
+    @abc.abstractmethod
+    def lock(self, conn: Any, name: str) -> None:
+        """Inside :meth:`write`: hold lock ``name`` against every writer until the transaction ends."""
+
+    @abc.abstractmethod
+    def translate(self, exc: BaseException) -> BaseException:
+        """The storage error for a driver error (``exc`` itself for anything else)."""
+
+    @abc.abstractmethod
+    def _run_script(self, conn: Any, script: str) -> None:
+        """Run one migration script (several statements) inside a write transaction."""
+
+    @abc.abstractmethod
+    def _table_exists(self, conn: Any, table: str) -> bool: ...
+
+    @abc.abstractmethod
+    def _close_connections(self) -> None:
+        """Close every connection (the group-commit writer has stopped)."""
+
+    # -- group commit ----------------------------------------------------------------------
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise PermanentError(f"database {self.path} is closed")
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """Serialised write transaction: ``BEGIN IMMEDIATE``, commit on success.
-
-        Any exception rolls back. SQLite errors leave as :class:`RetryableError`
-        (locked / busy) or :class:`PermanentError`; others propagate unchanged.
-        Not re-entrant: nesting on one thread raises ``RuntimeError``.
-        """
-        me = threading.get_ident()
-        if self._writer_owner == me:
-            raise RuntimeError("Database.write() is not re-entrant")
-        with self._write_lock:
-            self._ensure_open()
-            self._writer_owner = me
-            conn = self._writer
-            try:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.Error as exc:
-                    raise sqlite_error(exc, self.path) from exc
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    self._rollback(conn)
-                    raise sqlite_error(exc, self.path) from exc
-                except BaseException:
-                    self._rollback(conn)
-                    raise
-            finally:
-                self._writer_owner = None
+            raise PermanentError(f"database {self.name} is closed")
 
     def _group_writer(self) -> GroupCommitWriter:
         group = self._group
@@ -230,135 +122,83 @@ class Database:
                 group = self._group
         return group
 
-    def submit(self, op: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+    def submit(self, op: Callable[[Any], T]) -> concurrent.futures.Future[T]:
         """Queue ``op(conn)`` for the group-commit writer; the future resolves once committed.
 
         ``op`` runs in the writer thread inside a write transaction shared with other
         operations (its own ``SAVEPOINT``); it must not call :meth:`write` and must not
         keep ``conn``. The future holds its return value after the COMMIT (fsync), or
-        its exception (SQLite errors translated as in :meth:`write`), or the COMMIT's
+        its exception (driver errors translated as in :meth:`write`), or the COMMIT's
         error. Raises :class:`PermanentError` once the database is closing.
         """
         return self._group_writer().submit(op)
 
-    async def write_async(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def write_async(self, op: Callable[[Any], T]) -> T:
         """:meth:`submit` for asyncio: await ``op``'s result, returned once durable.
 
         Cancelling the awaiting task does not withdraw ``op``: it may still commit.
         """
         return await self._group_writer().submit_async(op)
 
-    @staticmethod
-    def _rollback(conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # SQLite already rolled back (e.g. after SQLITE_FULL); nothing to undo
-
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """Lend a read-only connection to the calling thread for the block."""
-        with self._pool_lock:
-            self._ensure_open()
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._connect(reader=True)
-        with self._pool_lock:
-            self._lent.add(conn)
-        try:
-            yield conn
-        except sqlite3.Error as exc:
-            raise sqlite_error(exc, self.path) from exc
-        finally:
-            if conn.in_transaction:
-                self._rollback(conn)
-            with self._pool_lock:
-                self._lent.discard(conn)
-                keep = not self._closed and len(self._idle) < _IDLE_READERS
-                if keep:
-                    self._idle.append(conn)
-            if not keep:
-                conn.close()
-
-    # -- migrations --------------------------------------------------------------
+    # -- migrations ------------------------------------------------------------------------
 
     def schema_version(self, module: str) -> int:
         """Number of migrations applied for ``module`` (0 if none)."""
         with self.read() as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-            ).fetchone()
-            if not exists:
+            if not self._table_exists(conn, "schema_version"):
                 return 0
-            row = conn.execute(
-                "SELECT version FROM schema_version WHERE module = ?", (module,)
-            ).fetchone()
+            row = conn.execute("SELECT version FROM schema_version WHERE module = ?", (module,)).fetchone()
         return row[0] if row else 0
 
-    def migrate(self, module: str, migrations: Sequence[str]) -> int:
-        """Apply ``migrations[current:]`` for ``module``, each in its own transaction.
-
-        Returns the resulting version (``len(migrations)``). Raises
-        :class:`PermanentError` if the file was migrated by newer code.
-        """
+    def migrate(self, module: str, migrations: Migrations) -> int:
+        """Apply this dialect's ``migrations[current:]`` for ``module``, each in its own
+        transaction. Returns the resulting version. Raises :class:`PermanentError` if
+        the database was migrated by newer code."""
         if not module:
             raise ValueError("migration module name must not be empty")
-        statements = [split_sql(script) for script in migrations]
+        if len({len(scripts) for scripts in migrations.values()}) != 1:
+            raise ValueError(f"migrations of {module!r}: every dialect needs the same versions")
+        scripts = migrations[self.dialect]
         with self.write() as conn:
+            self.lock(conn, "migrate")
             conn.execute(_SCHEMA_VERSION_DDL)
-        version = 0
-        for target in range(1, len(statements) + 1):
+        for target in range(1, len(scripts) + 1):
             with self.write() as conn:
-                # Re-read inside the transaction: another process may have migrated.
-                row = conn.execute(
-                    "SELECT version FROM schema_version WHERE module = ?", (module,)
-                ).fetchone()
-                version = row[0] if row else 0
-                if version >= target:
+                self.lock(conn, "migrate")
+                # Re-read under the lock: another process may have migrated.
+                row = conn.execute("SELECT version FROM schema_version WHERE module = ?", (module,)).fetchone()
+                if (row[0] if row else 0) >= target:
                     continue
-                for statement in statements[target - 1]:
-                    conn.execute(statement)
+                self._run_script(conn, scripts[target - 1])
                 conn.execute(
                     "INSERT INTO schema_version (module, version, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT(module) DO UPDATE SET version = excluded.version, "
+                    "ON CONFLICT (module) DO UPDATE SET version = excluded.version, "
                     "updated_at = excluded.updated_at",
-                    (module, target, datetime.now(timezone.utc).isoformat(timespec="seconds")),
+                    (module, target, datetime.now(UTC).isoformat(timespec="seconds")),
                 )
-                version = target
         version = self.schema_version(module)
-        if version > len(statements):
+        if version > len(scripts):
             raise PermanentError(
-                f"database {self.path}: schema of {module!r} is at version {version}, "
-                f"this code knows {len(statements)}; refusing to run against a newer schema"
+                f"database {self.name}: schema of {module!r} is at version {version}, "
+                f"this code knows {len(scripts)}; refusing to run against a newer schema"
             )
         return version
 
-    # -- lifecycle ---------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every connection. Idempotent. Waits for a running write to finish."""
-        if self._writer_owner == threading.get_ident():
-            raise RuntimeError("Database.close() called inside write()")
+        """Close every connection. Idempotent. Runs every queued group-commit write first."""
         with self._group_lock:
             group = self._group
         if group is not None:
             group.close()  # runs every write queued so far, then stops its thread
-        with self._write_lock:
-            with self._pool_lock:
-                if self._closed:
-                    return
-                self._closed = True
-                idle, self._idle = self._idle, []
-            for conn in idle:
-                conn.close()
-            self._writer.close()
+        self._close_connections()
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> Database:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -366,4 +206,5 @@ class Database:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<Database {str(self.path)!r} {state}>"
+        return f"<{type(self).__name__} {self.name!r} {state}>"
+

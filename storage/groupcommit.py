@@ -16,18 +16,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
-from .errors import PermanentError, sqlite_error
+from .errors import PermanentError
 
 __all__ = ["MAX_BATCH", "GroupCommitWriter"]
 
 T = TypeVar("T")
-WriteOp = Callable[[sqlite3.Connection], Any]
+WriteOp = Callable[[Any], Any]
 
 # Operations per group-commit transaction at most: bounds the time the write lock is
 # held (sync writers such as the archiver wait behind a batch) and the work lost to
@@ -61,12 +60,14 @@ def _settle_async(batch: list[_Pending]) -> None:
 
 
 class Writable(Protocol):
-    """What the writer needs of its ``storage.db.Database``: where it is, and its write
-    transaction (the same lock single writes take)."""
+    """What the writer needs of its ``storage.db.Database``: where it is, its write
+    transaction (the same lock single writes take) and its error translation."""
 
-    path: Any
+    name: str
 
-    def write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+    def write(self) -> AbstractContextManager[Any]: ...
+
+    def translate(self, exc: BaseException) -> BaseException: ...
 
 
 class GroupCommitWriter:
@@ -97,17 +98,17 @@ class GroupCommitWriter:
     def _put(self, pending: _Pending) -> None:
         with self._lock:
             if self._closing:
-                raise PermanentError(f"database {self._db.path} is closed")
+                raise PermanentError(f"database {self._db.name} is closed")
             self._queue.put(pending)
 
-    def submit(self, op: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+    def submit(self, op: Callable[[Any], T]) -> concurrent.futures.Future[T]:
         if threading.current_thread() is self._thread:
             raise RuntimeError("a group-commit operation cannot submit another and wait for it")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._put(_Pending(op, None, future))
         return future
 
-    def submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def submit_async(self, op: Callable[[Any], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._put(_Pending(op, loop, future))
@@ -159,13 +160,14 @@ class GroupCommitWriter:
                     try:
                         p.result = p.op(conn)
                     except Exception as exc:
-                        p.error = sqlite_error(exc, db.path) if isinstance(exc, sqlite3.Error) else exc
+                        p.error = db.translate(exc)
                         p.result = None
                         if not conn.in_transaction:
-                            # SQLite gave up the whole transaction (disk full, I/O error):
+                            # The database gave up the whole transaction (disk full, I/O error,
+                            # connection lost):
                             # the earlier operations of the batch are undone as well.
                             lost = PermanentError(
-                                f"database {db.path}: write transaction aborted by a failed "
+                                f"database {db.name}: write transaction aborted by a failed "
                                 f"write in the same batch: {p.error}")
                             for other in batch[:i] + batch[i + 1:]:
                                 other.error, other.result = lost, None
@@ -173,9 +175,7 @@ class GroupCommitWriter:
                         conn.execute("ROLLBACK TO callvault_op")
                     conn.execute("RELEASE callvault_op")
         except BaseException as exc:  # BEGIN or COMMIT failed, or a lone op raised
-            error = exc
-            if isinstance(exc, sqlite3.Error):
-                error = sqlite_error(exc, db.path)
+            error = db.translate(exc)
             for p in batch:
                 if p.error is None:
                     p.error, p.result = error, None

@@ -9,8 +9,12 @@ checks an export without the database. Checked against anchors (heads
 kept in WORM storage, :mod:`storage.anchors`) verification also detects a truncated
 tail, a database rewritten from scratch or an older copy of it.
 
-SQL triggers refuse ``UPDATE`` and ``DELETE`` and any ``INSERT`` that does not extend
-the head. They are defence in depth against mistakes; anyone who can write the file
+Appends take the database's ``ledger`` lock (:meth:`storage.db.Database.lock`) before
+reading the head, so writers in several processes, on several nodes sharing one
+PostgreSQL database, still make one linear chain.
+
+SQL triggers refuse ``UPDATE`` and ``DELETE`` (and on PostgreSQL ``TRUNCATE``) and any
+``INSERT`` that does not extend the head. They are defence in depth against mistakes; anyone who can write the file
 can drop them. The chain, checked against an anchored head, is the real control.
 See ``docs/ledger.md``.
 """
@@ -20,7 +24,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -42,8 +45,7 @@ _COLUMNS = ", ".join(FIELDS)
 _INSERT = f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _BATCH = 500
 
-MIGRATIONS: tuple[str, ...] = (
-    f"""
+_SQLITE_V1 = f"""
     CREATE TABLE ledger (
         seq          INTEGER PRIMARY KEY CHECK (seq >= 1),
         ts           TEXT NOT NULL,
@@ -72,8 +74,47 @@ MIGRATIONS: tuple[str, ...] = (
     BEGIN
         SELECT RAISE(ABORT, 'ledger is append-only: INSERT must extend the head');
     END;
-    """,
-)
+    """
+
+_PG_V1 = f"""
+    CREATE TABLE ledger (
+        seq          BIGINT PRIMARY KEY CHECK (seq >= 1),
+        ts           TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        call_id      TEXT,
+        recording_id TEXT,
+        body         TEXT NOT NULL,
+        prev_hash    TEXT NOT NULL,
+        hash         TEXT NOT NULL UNIQUE
+    );
+    CREATE INDEX ledger_call_id ON ledger (call_id) WHERE call_id IS NOT NULL;
+    CREATE INDEX ledger_recording_id ON ledger (recording_id) WHERE recording_id IS NOT NULL;
+    CREATE INDEX ledger_kind ON ledger (kind);
+    CREATE FUNCTION ledger_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'ledger is append-only: % refused', TG_OP;
+    END $$;
+    CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+        FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
+    CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
+        FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
+    CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON ledger
+        FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only();
+    CREATE FUNCTION ledger_extends_head() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE head_seq BIGINT; head_hash TEXT;
+    BEGIN
+        SELECT seq, hash INTO head_seq, head_hash FROM ledger ORDER BY seq DESC LIMIT 1;
+        IF NEW.seq IS DISTINCT FROM COALESCE(head_seq, 0) + 1
+           OR NEW.prev_hash IS DISTINCT FROM COALESCE(head_hash, '{GENESIS_HASH}') THEN
+            RAISE EXCEPTION 'ledger is append-only: INSERT must extend the head';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER ledger_insert_extends_head BEFORE INSERT ON ledger
+        FOR EACH ROW EXECUTE FUNCTION ledger_extends_head();
+"""
+
+MIGRATIONS = {"sqlite": (_SQLITE_V1,), "postgresql": (_PG_V1,)}
 
 
 def _row_entry(row: tuple[Any, ...]) -> Entry:
@@ -91,11 +132,12 @@ class Ledger:
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         db.migrate("ledger", MIGRATIONS)
 
-    def _insert(self, conn: sqlite3.Connection, kind: str, call_id: str | None,
+    def _insert(self, conn: Any, kind: str, call_id: str | None,
                 recording_id: str | None, text: str) -> Entry:
         """Extend the head by one entry. Only inside a write transaction."""
-        # The write transaction (BEGIN IMMEDIATE) holds the write lock from this read
-        # of the head to the commit of the insert: no other appender can fork the chain.
+        # The ledger lock is held from this read of the head to the commit of the
+        # insert: no other appender, in any process or on any node, can fork the chain.
+        self._db.lock(conn, "ledger")
         row = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
         entry = next_entry((row[0], row[1]) if row else (0, GENESIS_HASH), format_ts(self._clock()),
                            kind, call_id, recording_id, text)
@@ -116,7 +158,7 @@ class Ledger:
 
     async def append_async(
         self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None,
-        recording_id: str | None = None, also: Callable[[sqlite3.Connection], Any] | None = None,
+        recording_id: str | None = None, also: Callable[[Any], Any] | None = None,
     ) -> Entry:
         """Append one entry through the database's group-commit writer.
 
@@ -140,7 +182,7 @@ class Ledger:
             return await self._db.write_async(
                 lambda conn: self._insert(conn, kind, call_id, recording_id, text))
 
-        def op(conn: sqlite3.Connection) -> Entry:
+        def op(conn: Any) -> Entry:
             entry = self._insert(conn, kind, call_id, recording_id, text)
             also(conn)
             return entry

@@ -42,8 +42,9 @@ _CHANNEL_RE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,15}/[A-Za-z0-9@._+#-]{1,80}\Z")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 
-MIGRATIONS = [
-    """
+# ``user`` is a reserved word in PostgreSQL: statements quote the column, "user".
+MIGRATIONS = {
+    "sqlite": ["""
     CREATE TABLE users (
         name        TEXT PRIMARY KEY,
         role        TEXT NOT NULL,
@@ -62,8 +63,28 @@ MIGRATIONS = [
         expires_at  REAL NOT NULL
     );
     CREATE INDEX sessions_user ON sessions(user);
-    """,
-]
+    """],
+    "postgresql": ["""
+    CREATE TABLE users (
+        name        TEXT PRIMARY KEY,
+        role        TEXT NOT NULL,
+        password    TEXT NOT NULL,
+        agent_ids   TEXT NOT NULL DEFAULT '[]',
+        disabled    INTEGER NOT NULL DEFAULT 0,
+        created_at  DOUBLE PRECISION NOT NULL,
+        updated_at  DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash  TEXT PRIMARY KEY,
+        "user"      TEXT NOT NULL REFERENCES users(name),
+        csrf        TEXT NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL,
+        last_seen   DOUBLE PRECISION NOT NULL,
+        expires_at  DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions("user");
+    """],
+}
 
 
 class UserError(PermanentError, ValueError):
@@ -213,7 +234,7 @@ class Users:
             cur = c.execute("UPDATE users SET disabled = 1, updated_at = ? WHERE name = ?", (time.time(), name))
             if cur.rowcount == 0:
                 raise NotFound(f"user {name!r}")
-            c.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            c.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
         return self.get(name)
 
     def set_password(self, name: str, password: str) -> None:
@@ -223,7 +244,7 @@ class Users:
                             (stored, time.time(), name))
             if cur.rowcount == 0:
                 raise NotFound(f"user {name!r}")
-            c.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            c.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The enabled user with this password, or None. Costs one scrypt either way."""
@@ -245,7 +266,8 @@ class Users:
         now = time.time()
         with self.db.write() as c:
             c.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-            c.execute("INSERT INTO sessions (token_hash, user, csrf, created_at, last_seen, expires_at) "
+            c.execute('INSERT INTO sessions (token_hash, "user", csrf'
+                      ", created_at, last_seen, expires_at) "
                       "VALUES (?, ?, ?, ?, ?, ?)", (token_hash(token), user, csrf, now, now, now + ttl))
         session = self.session(token)
         assert session is not None
@@ -263,7 +285,7 @@ class Users:
         with self.db.read() as c:
             row = c.execute(f"SELECT s.csrf, s.created_at, s.last_seen, s.expires_at, "
                             f"{', '.join('u.' + x.strip() for x in _USER_COLS.split(','))} "
-                            "FROM sessions s JOIN users u ON u.name = s.user WHERE s.token_hash = ?",
+                            'FROM sessions s JOIN users u ON u.name = s."user" WHERE s.token_hash = ?',
                             (h,)).fetchone()
         if row is None:
             return None

@@ -1,7 +1,9 @@
 """Fixtures shared by the whole suite.
 
 The real peers: one lab (Asterisk 22 + Ceph RGW from the cached sid root) is
-brought up once per test session and torn down at the end, also after failures.
+brought up once per test session and torn down at the end, also after failures;
+a private PostgreSQL 15 server likewise (``pg_server``), one fresh database per test
+(``pg_url``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from pgserver import PgServer
 
 from agi.ami import AmiClient
 from appliance.lab.calls import CallDriver
@@ -116,3 +119,15 @@ def appliance(lab_state: LabState, tmp_path):
     start.keys = lambda: LocalStore(tmp_path / "archive" / "keys")
     start.identity = lambda: keys.load_identities(tmp_path / "identity.txt")
     return start
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> PgServer:
+    with PgServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    return pg_server.new_database()

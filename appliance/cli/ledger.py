@@ -57,7 +57,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return _report(result, len(saved), f" in {args.export}")
     config = load_config(args)
     with _anchor_store(config) as store:
-        anchors = anchors_in(store, config.ledger.node_name)
+        anchors = anchors_in(store, config.node.name)
     checks = [(a.seq, a.hash, a.key) for a in anchors]
     with database(config) as db:
         ledger = Ledger(db)
@@ -75,7 +75,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     config = load_config(args)
     c = config.ledger
     with _anchor_store(config) as store, database(config) as db:
-        keeper = AnchorKeeper(Ledger(db), store, node=c.node_name, every=c.anchor_every,
+        keeper = AnchorKeeper(Ledger(db), store, node=config.node.name, every=c.anchor_every,
                               interval=c.interval_seconds, retention=c.anchor_retention)
         anchor = keeper.step(force=True)
     result = keeper.last_result
@@ -97,7 +97,7 @@ def cmd_anchors(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     with _anchor_store(config) as store:
-        for listed in anchors_in(store, config.ledger.node_name):
+        for listed in anchors_in(store, config.node.name):
             a = read_anchor(store, listed)
             print(f"{a.seq:>12}  {a.time}  {a.hash}  {a.key}")
             if args.save:

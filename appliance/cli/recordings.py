@@ -36,7 +36,7 @@ _LIST_FIELDS = ("recording_id", "state", "consent_state", "rule", "jurisdiction"
 @contextlib.contextmanager
 def _catalog(config: cfg.Config) -> Iterator[tuple[Catalog, Ledger]]:
     with database(config) as db:
-        yield Catalog(db), Ledger(db)
+        yield compose.catalog(config, db), Ledger(db)
 
 
 @contextlib.contextmanager

@@ -137,7 +137,6 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
 
 async def _call_control(config: cfg.Config, channel: str, paused: bool) -> int:
     from agi.controls import ControlError, set_paused
-    from storage.catalog import Catalog
     from storage.ledger import Ledger
 
     ami = compose.ami_client(config)
@@ -151,7 +150,7 @@ async def _call_control(config: cfg.Config, channel: str, paused: bool) -> int:
                       f"{ami.status.last_error or 'no answer'}", file=sys.stderr)
                 return 1
             try:
-                rec = await set_paused(ami, Catalog(db), Ledger(db).append_async, channel, paused,
+                rec = await set_paused(ami, compose.catalog(config, db), Ledger(db).append_async, channel, paused,
                                        actor=f"cli:{os.environ.get('USER', 'root')}")
             except ControlError as e:
                 print(str(e), file=sys.stderr)

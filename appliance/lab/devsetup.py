@@ -59,7 +59,7 @@ def dev_users(data: Path) -> Path:
     """
     import secrets
 
-    from storage.db import open_database
+    from storage.dburl import open_database
     from storage.users import UserError, Users
 
     logins = data / "web-logins.txt"

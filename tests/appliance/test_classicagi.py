@@ -21,7 +21,7 @@ from appliance.lab.asterisk import AsteriskPaths
 from appliance.lab.calls import CallDriver
 from appliance.lab.classic import ClassicAgiError, _plan, classic_agi
 from storage.catalog import Catalog
-from storage.db import open_database
+from storage.dburl import open_database
 from storage.hmac_index import load_hmac_key
 from storage.ledger import Ledger
 

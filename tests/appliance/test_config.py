@@ -184,7 +184,7 @@ def test_found_by_fuzzing_bad_shapes_are_problems_not_crashes(tmp_path):
 def test_ledger_anchor_keys_are_checked(tmp_path):
     c = cfg.load(write(tmp_path, good(tmp_path)), env={}, check_paths=False)
     assert (c.ledger.anchor_every, c.ledger.anchor_interval, c.ledger.anchor_retention) == (1000, "15m", "7y")
-    assert c.ledger.interval_seconds == 900 and c.ledger.node_name
+    assert c.ledger.interval_seconds == 900 and c.node.name
     bad = '[ledger]\nnode = "a/b"\nanchor_every = 0\nanchor_interval = "15 minutes"\nanchor_retention = "0y"\n'
     with pytest.raises(cfg.ConfigError) as e:
         cfg.load(write(tmp_path, good(tmp_path, bad)), env={}, check_paths=False)

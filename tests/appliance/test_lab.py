@@ -62,7 +62,7 @@ def test_rgw_object_lock_round_trip_and_refused_delete(s3_client):
 
 def test_dev_users_are_made_once_with_working_passwords(tmp_path):
     from appliance.lab.devsetup import DEV_USERS, dev_users
-    from storage.db import open_database
+    from storage.dburl import open_database
     from storage.users import Users
 
     logins = dev_users(tmp_path)

@@ -1,5 +1,7 @@
-"""Blob store fixtures (each test gets a fresh store: local dir or new RGW bucket), and an
-age identity with its key file for the key and age tests (module-scoped)."""
+"""Blob store fixtures (each test gets a fresh store: local dir or new RGW bucket), the
+database under test (``any_db``: a fresh SQLite file or a fresh PostgreSQL database, for
+the conformance tests), and an age identity with its key file for the key and age tests
+(module-scoped)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 
 from agehelpers import write_key
 from storage.age import Identity
+from storage.dburl import open_database
 from storage.localstore import LocalStore
 from storage.s3store import S3Settings, S3Store
 
@@ -50,6 +53,21 @@ def store(request, tmp_path):
             yield local
     else:
         yield request.getfixturevalue("make_s3_store")()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh database of each backend: the same test runs against both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'callvault.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def any_db(db_url):
+    db = open_database(db_url)
+    yield db
+    db.close()
 
 
 @pytest.fixture(scope="module")

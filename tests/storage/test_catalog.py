@@ -1,4 +1,4 @@
-"""The catalog's job-queue and reporting queries."""
+"""The catalog's job-queue and reporting queries, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import time
 import pytest
 
 from storage.catalog import Catalog, Recording
-from storage.db import open_database
 
 
 @pytest.fixture
-def catalog(tmp_path):
-    db = open_database(f"sqlite:///{tmp_path / 'c.db'}")
-    yield Catalog(db)
-    db.close()
+def catalog(any_db):
+    """Both backends: these queries are part of the conformance suite."""
+    return Catalog(any_db, node="n1")
 
 
 def add(catalog: Catalog, **changes) -> str:

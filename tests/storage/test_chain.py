@@ -9,8 +9,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from ledgerhelpers import fill, independent_hash
+
 from storage.chain import (
     GENESIS_HASH,
     canonical_json,
@@ -21,8 +21,8 @@ from storage.chain import (
     verify_entries,
     verify_jsonl,
 )
-from storage.db import Database
 from storage.ledger import Ledger
+from storage.sqlitedb import SqliteDatabase as Database
 
 
 @pytest.fixture

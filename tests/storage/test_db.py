@@ -1,14 +1,16 @@
 import os
-import subprocess
 import sqlite3
+import subprocess
 import threading
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from storage.db import Database, open_database, parse_sqlite_url, split_sql
+from storage.dburl import open_database, parse_url
 from storage.errors import PermanentError, RetryableError, StorageError
+from storage.sqlitedb import SqliteDatabase as Database
+from storage.sqlitedb import split_sql
 
 
 @pytest.fixture
@@ -19,19 +21,18 @@ def db(tmp_path):
 
 
 def test_parse_url_absolute_and_relative():
-    assert parse_sqlite_url("sqlite:////var/lib/callvault/callvault.db") == Path(
-        "/var/lib/callvault/callvault.db"
-    )
-    assert parse_sqlite_url("sqlite:///rel.db") == Path("rel.db")
-    assert parse_sqlite_url("sqlite:///data/x.db") == Path("data/x.db")
+    assert parse_url("sqlite:////var/lib/callvault/callvault.db").path == Path("/var/lib/callvault/callvault.db")
+    assert parse_url("/var/lib/callvault/x.db").path == Path("/var/lib/callvault/x.db")
+    assert parse_url("sqlite:///rel.db").path == Path("rel.db")
+    assert parse_url("sqlite:///data/x.db").path == Path("data/x.db")
 
 
 @pytest.mark.parametrize(
-    "url", ["postgres://h/db", "sqlite://:memory:", "sqlite:///", "sqlite:///:memory:", "sqlite:///a.db?mode=ro", "/x.db"]
+    "url", ["sqlite://:memory:", "sqlite:///", "sqlite:///:memory:", "sqlite:///a.db?mode=ro", "x.db", ""]
 )
 def test_parse_url_rejects(url):
-    with pytest.raises(ValueError, match="database URL"):
-        parse_sqlite_url(url)
+    with pytest.raises(ValueError, match="expected sqlite:////absolute/path.db"):
+        parse_url(url)
 
 
 def test_open_relative_url(tmp_path, monkeypatch):
@@ -189,9 +190,9 @@ MIGRATIONS_V1 = [
 
 def test_migrate_applies_in_order_once(db):
     assert db.schema_version("demo") == 0
-    assert db.migrate("demo", MIGRATIONS_V1) == 2
-    assert db.migrate("demo", MIGRATIONS_V1) == 2
-    assert db.migrate("demo", [*MIGRATIONS_V1, "ALTER TABLE a ADD COLUMN w TEXT"]) == 3
+    assert db.migrate("demo", {"sqlite": MIGRATIONS_V1}) == 2
+    assert db.migrate("demo", {"sqlite": MIGRATIONS_V1}) == 2
+    assert db.migrate("demo", {"sqlite": [*MIGRATIONS_V1, "ALTER TABLE a ADD COLUMN w TEXT"]}) == 3
     assert db.schema_version("demo") == 3
     assert db.schema_version("other") == 0
     with db.write() as conn:
@@ -200,7 +201,7 @@ def test_migrate_applies_in_order_once(db):
 
 
 def test_migrate_enforces_foreign_keys(db):
-    db.migrate("demo", MIGRATIONS_V1)
+    db.migrate("demo", {"sqlite": MIGRATIONS_V1})
     with pytest.raises(PermanentError, match="FOREIGN KEY"):
         with db.write() as conn:
             conn.execute("INSERT INTO b (id, a_id) VALUES (1, 99)")
@@ -208,16 +209,16 @@ def test_migrate_enforces_foreign_keys(db):
 
 def test_failed_migration_rolls_back_that_step(db):
     with pytest.raises(PermanentError):
-        db.migrate("demo", ["CREATE TABLE a (id INTEGER)", "CREATE TABLE c (x); INSERT INTO nope VALUES (1)"])
+        db.migrate("demo", {"sqlite": ["CREATE TABLE a (id INTEGER)", "CREATE TABLE c (x); INSERT INTO nope VALUES (1)"]})
     assert db.schema_version("demo") == 1
     with db.read() as conn:
         assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'c'").fetchone() is None
 
 
 def test_newer_schema_is_refused(db):
-    db.migrate("demo", MIGRATIONS_V1)
+    db.migrate("demo", {"sqlite": MIGRATIONS_V1})
     with pytest.raises(PermanentError, match="newer"):
-        db.migrate("demo", MIGRATIONS_V1[:1])
+        db.migrate("demo", {"sqlite": MIGRATIONS_V1[:1]})
 
 
 def test_split_sql_keeps_trigger_bodies_whole():

@@ -12,16 +12,16 @@ import asyncio
 import sqlite3
 import threading
 from contextlib import closing
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
+from waiting import until
 
 from storage.catalog import Catalog, Recording
-from storage.db import Database
 from storage.errors import PermanentError
 from storage.ledger import Ledger
-
-from waiting import until
+from storage.sqlitedb import SqliteDatabase as Database
 
 
 @pytest.fixture
@@ -260,7 +260,7 @@ async def test_catalog_add_async_is_durable_and_idempotent(db):
     await asyncio.gather(catalog.add_async(rec), catalog.add_async(rec))
     with closing(sqlite3.connect(db.path)) as raw:
         assert raw.execute("SELECT recording_id, state FROM recordings").fetchall() == [("r1", "recording")]
-    assert catalog.get("r1") == rec
+    assert catalog.get("r1") == replace(rec, node=catalog.node)
 
 
 # -- shutdown ---------------------------------------------------------------------
@@ -316,7 +316,7 @@ async def test_append_with_catalog_row_commits_both_in_one_transaction(db):
     ledger, catalog = Ledger(db), Catalog(db)
     batches = db._group.batches if db._group else 0
     entry = await ledger.append_async("consent", {"outcome": "granted"}, call_id="l", recording_id="r1",
-                                      also=Catalog.add_op(_recording("r1")))
+                                      also=catalog.add_op(_recording("r1")))
     assert db._group.batches == batches + 1
     with closing(sqlite3.connect(db.path)) as raw:
         assert raw.execute("SELECT recording_id FROM recordings").fetchall() == [("r1",)]
@@ -326,10 +326,10 @@ async def test_append_with_catalog_row_commits_both_in_one_transaction(db):
 
 async def test_append_with_failing_other_write_appends_nothing(db):
     ledger = Ledger(db)
-    Catalog(db)
+    catalog = Catalog(db)
 
     def broken(conn):
-        Catalog.add_op(_recording("r2"))(conn)
+        catalog.add_op(_recording("r2"))(conn)
         raise OSError("spool vanished")
 
     others = [asyncio.ensure_future(ledger.append_async("consent", {"i": i})) for i in range(3)]

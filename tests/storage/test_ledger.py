@@ -9,12 +9,12 @@ from contextlib import closing
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from ledgerhelpers import fill, independent_hash
-from storage.db import Database
-from storage.errors import IntegrityError, NotFound, PermanentError
+
 from storage.chain import GENESIS_HASH, Entry, entry_hash
+from storage.errors import IntegrityError, NotFound, PermanentError
 from storage.ledger import Ledger
+from storage.sqlitedb import SqliteDatabase as Database
 
 
 @pytest.fixture

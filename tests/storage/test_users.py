@@ -1,4 +1,4 @@
-"""Users, password hashes and sessions (storage/users.py)."""
+"""Users, password hashes and sessions (storage/users.py), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ import time
 
 import pytest
 
-from storage.db import open_database
 from storage.errors import NotFound
 from storage.users import (SCRYPT_LOG_N, UserError, Users, hash_password, token_hash, verify_hash)
 
 
 @pytest.fixture
-def users(tmp_path):
-    db = open_database(f"sqlite:///{tmp_path / 'callvault.db'}")
-    yield Users(db)
-    db.close()
+def users(any_db):
+    """Both backends: users and sessions are part of the conformance suite."""
+    return Users(any_db)
 
 
 def test_password_hash_is_scrypt_with_its_parameters_and_a_salt():

@@ -22,7 +22,7 @@ from archiver.retention import RetentionPolicy, RetentionRule
 from archiver.spool import SpoolRules
 from storage.age import Identity
 from storage.catalog import Catalog, Recording
-from storage.db import open_database
+from storage.dburl import open_database
 from storage.ledger import Ledger
 from storage.localstore import LocalStore
 

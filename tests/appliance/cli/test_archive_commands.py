@@ -15,7 +15,7 @@ from appliance.cli import build_parser
 from archiver.errors import SetupError
 from storage import keys
 from storage.catalog import Catalog
-from storage.db import open_database
+from storage.dburl import open_database
 from storage.errors import StorageError
 from storage.ledger import Ledger
 from storage.localstore import LocalStore

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from storage.db import open_database
+from storage.dburl import open_database
 from storage.ledger import Ledger
 
 

@@ -36,7 +36,7 @@ from archiver.manifest import Manifest
 from storage import keys
 from storage.age import Identity, encrypt_file
 from storage.catalog import Recording
-from storage.db import open_database
+from storage.dburl import open_database
 from storage.hmac_index import caller_hmac
 from storage.users import Users
 

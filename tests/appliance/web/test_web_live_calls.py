@@ -13,7 +13,7 @@ from agi.ami import AmiEvent
 from appliance.web.live import LiveCalls, endpoint_of
 from appliance.web.metrics import Metrics
 from storage.catalog import Catalog, Recording
-from storage.db import open_database
+from storage.dburl import open_database
 from storage.ledger import Ledger
 from storage.users import Users
 
