@@ -420,8 +420,8 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
     except ValueError as e:
         bad("database", "url", c.database.url, str(e).removeprefix(mask(c.database.url) + ": "))
     if not NODE_RE.match(c.node.name):
-        bad("node", "name", c.node.name, "expected 1-64 of A-Z a-z 0-9 . _ - (unique per node; default the "
-            "host name)")
+        bad("node", "name", c.node.name, "expected 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit "
+            "(unique per node; default the host name)")
     for (section, key), choices in CHOICES.items():
         value = getattr(getattr(c, section), key)
         if value not in choices:

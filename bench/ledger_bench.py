@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from storage.anchors import anchors_in, write_anchor
-from storage.db import open_database
+from storage.dburl import open_database
 from storage.ledger import Ledger
 from storage.localstore import LocalStore
 

@@ -185,14 +185,14 @@ def test_ledger_anchor_keys_are_checked(tmp_path):
     c = cfg.load(write(tmp_path, good(tmp_path)), env={}, check_paths=False)
     assert (c.ledger.anchor_every, c.ledger.anchor_interval, c.ledger.anchor_retention) == (1000, "15m", "7y")
     assert c.ledger.interval_seconds == 900 and c.node.name
-    bad = '[ledger]\nnode = "a/b"\nanchor_every = 0\nanchor_interval = "15 minutes"\nanchor_retention = "0y"\n'
+    bad = '[node]\nname = "a/b"\n[ledger]\nanchor_every = 0\nanchor_interval = "15 minutes"\nanchor_retention = "0y"\n'
     with pytest.raises(cfg.ConfigError) as e:
         cfg.load(write(tmp_path, good(tmp_path, bad)), env={}, check_paths=False)
     where = f"{tmp_path}/callvault.toml"
     duration = 'expected a whole number and a unit (s, m, h, d, y), e.g. "15m" or "7y"'
     assert e.value.problems == [
-        (f"{where}: [ledger] node = 'a/b': expected 1-63 letters, digits, '_', '.' or '-', starting with a "
-         "letter or digit (or empty for the host name)"),
+        (f"{where}: [node] name = 'a/b': expected 1-63 letters, digits, '_', '.' or '-', starting with a "
+         "letter or digit (unique per node; default the host name)"),
         f"{where}: [ledger] anchor_every = 0: expected at least 1 (entries between anchors)",
         f"{where}: [ledger] anchor_interval = '15 minutes': {duration}",
         f"{where}: [ledger] anchor_retention = '0y': {duration}",

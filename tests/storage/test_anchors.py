@@ -20,7 +20,7 @@ from storage.anchors import (
     save_anchor,
     write_anchor,
 )
-from storage.db import open_database
+from storage.dburl import open_database
 from storage.errors import IntegrityError, RetentionError
 from storage.ledger import Ledger
 

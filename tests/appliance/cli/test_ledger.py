@@ -24,7 +24,7 @@ def ledger_config(tmp_path):
     db.close()
     cfg = tmp_path / "callvault.toml"
     cfg.write_text(f'[ami]\nsecret = "x"\n[database]\nurl = "sqlite:///{db_path}"\n'
-                   f'[storage]\npath = "{tmp_path / "archive"}"\n[ledger]\nnode = "pbx-1"\n')
+                   f'[storage]\npath = "{tmp_path / "archive"}"\n[node]\nname = "pbx-1"\n')
     assert run("storage", "init", "-c", str(cfg)).returncode == 0
     return cfg, db_path
 

@@ -73,8 +73,10 @@ def test_two_processes_append_one_linear_chain_and_the_cli_works_on_postgresql(p
     assert any(a != b for a, b in pairwise(nodes)), "the two processes never interleaved"
 
     cfg = tmp_path / "callvault.toml"
-    cfg.write_text(f'[ami]\nsecret = "x"\n[database]\nurl = "{pg_url}"\n[node]\nname = "node-a"\n')
+    cfg.write_text(f'[ami]\nsecret = "x"\n[database]\nurl = "{pg_url}"\n[node]\nname = "node-a"\n'
+                   f'[storage]\npath = "{tmp_path / "archive"}"\n')
     assert run("config", "check", "-c", str(cfg)).returncode == 0
+    assert run("storage", "init", "-c", str(cfg)).returncode == 0
     added = run("users", "add", "alice", "--role", "officer", "--password-stdin", "-c", str(cfg),
                 stdin="correct horse battery\n")
     assert added.returncode == 0, added.stderr

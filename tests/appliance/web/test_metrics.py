@@ -137,11 +137,11 @@ def test_serve_anchors_the_ledger_every_n_entries_and_at_shutdown(tmp_path):
     import sqlite3
 
     from storage.anchors import anchors_in
-    from storage.db import open_database
+    from storage.dburl import open_database
     from storage.ledger import Ledger
     from storage.localstore import LocalStore
 
-    config = standalone_config(tmp_path / "site", '[ledger]\nnode = "n1"\nanchor_every = 2\nanchor_interval = "1h"\n')
+    config = standalone_config(tmp_path / "site", '[node]\nname = "n1"\n[ledger]\nanchor_every = 2\nanchor_interval = "1h"\n')
     serve = start_serve(config, tmp_path / "serve.log")
     db_url = serve.config.database.url
     anchors = LocalStore(serve.config.storage.path / "payload")
