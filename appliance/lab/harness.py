@@ -60,17 +60,19 @@ exten => 0,1,AGI({agi}/revoke)
 """
 
 
-def test_call_stanza(username: str, secret: str) -> str:
+def originate_only_stanza(username: str, secret: str) -> str:
     """The lab's AMI user for test calls: ``originate`` only (Originate of Wait into the
     lab context). Without ``system``, Asterisk refuses Originate of System, Exec and
-    the like; it reads no events."""
+    the like. It reads one event: the OriginateResponse an async Originate waits for."""
     return f"""
 [{username}]
 secret = {secret}
 deny = 0.0.0.0/0.0.0.0
 deny = ::/0
 permit = 127.0.0.1/32
+read = call
 write = originate
+eventfilter(action(include),name(OriginateResponse)) =
 """
 
 
@@ -149,7 +151,7 @@ class Lab:
         # `callvault dialplan` prints for a real PBX; test calls use their own user.
         from agi.dialplan import manager_stanza  # appliance may import agi
 
-        return manager_stanza(PRODUCT_AMI_USER, self.product_ami_secret) + test_call_stanza(
+        return manager_stanza(PRODUCT_AMI_USER, self.product_ami_secret) + originate_only_stanza(
             TEST_CALL_AMI_USER, self.test_call_ami_secret)
 
     def state(self) -> LabState:

@@ -121,7 +121,7 @@ class Admin:
         c = self.app[K.config].ami
         token = secrets.token_hex(6)
         call_id = f"cvtest-{token}-1"
-        client = AmiClient(c.host, c.port, c.test_call_username, c.test_call_secret.reveal())
+        client = AmiClient(c.host, c.port, c.test_call_username, c.test_call_secret.reveal(), fetch_version=False)
         client.start()
         try:
             try:
