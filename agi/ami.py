@@ -104,7 +104,7 @@ class AmiClient:
 
     def __init__(self, host: str, port: int, username: str, secret: str, *,
                  reconnect_min: float = 0.5, reconnect_max: float = 30.0,
-                 ping_interval: int = 20):
+                 ping_interval: int = 20, fetch_version: bool = True):
         self._cfg = dict(host=host, port=port, username=username, secret=secret,
                          ping_delay=ping_interval, ping_interval=ping_interval,
                          # Login happens through _Manager.login; this is unused.
@@ -117,6 +117,7 @@ class AmiClient:
         self._retry: asyncio.TimerHandle | None = None
         self._closing = False
         self._version_task: asyncio.Future | None = None
+        self._fetch_version_on_login = fetch_version  # CoreSettings needs write = reporting
         self.status = AmiStatus()
 
     # -- lifecycle ---------------------------------------------------------
@@ -171,7 +172,8 @@ class AmiClient:
             self._set_state(AmiState.CONNECTED)
             self._connected.set()
             log.info("AMI connected to %s:%s", self._cfg["host"], self._cfg["port"])
-            self._version_task = asyncio.ensure_future(self._fetch_version())
+            if self._fetch_version_on_login:
+                self._version_task = asyncio.ensure_future(self._fetch_version())
         else:
             log.error("AMI login as %r refused: %s; check manager.conf and [ami] secret",
                       self._cfg["username"], message)

@@ -11,6 +11,9 @@ Every connection ends one of four ways:
   closed with ONE log line;
 * the server drains at shutdown and cancels what is still running.
 
+A peer outside ``allow`` (``[agi] allow``) is closed as soon as it connects, before
+a byte is read, with one log line, and counted in ``refused``.
+
 The generated dialplan presets the fail-closed values before ``AGI()``, so even a
 connection that never reaches a handler leaves the call "not recorded".
 """
@@ -18,10 +21,11 @@ connection that never reaches a handler leaves the call "not recorded".
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 from . import variables as v
 from .errors import AgiError, AgiHangup
@@ -43,6 +47,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+LOOPBACK = ("127.0.0.1", "::1")
 FailClosed = Callable[[AgiSession, str], Awaitable[None]]
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -80,8 +85,9 @@ class FastAgiServer:
     def __init__(self, routes: RouteTable, host: str = "127.0.0.1", port: int = 4573, *,
                  read_timeout: float = DEFAULT_READ_TIMEOUT, env_timeout: float = 5.0,
                  playback_timeout: float = DEFAULT_PLAYBACK_TIMEOUT,
-                 on_error: FailClosed = fail_closed):
+                 on_error: FailClosed = fail_closed, allow: Iterable[str] = LOOPBACK):
         self.routes = routes
+        self.allow = tuple(ipaddress.ip_network(a, strict=False) for a in allow)
         self.host = host
         self._port = port
         self.read_timeout = read_timeout
@@ -91,6 +97,7 @@ class FastAgiServer:
         self.active = 0
         self.total = 0
         self.errors = 0
+        self.refused = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._idle = asyncio.Event()
@@ -150,14 +157,30 @@ class FastAgiServer:
     def stats(self) -> dict:
         return {"listening": self._server is not None and self._server.is_serving(),
                 "port": self.port, "active": self.active, "total": self.total,
-                "errors": self.errors, "routes": self.routes.names()}
+                "errors": self.errors, "refused": self.refused, "routes": self.routes.names()}
 
     # -- one connection -----------------------------------------------------------
 
     def _protocol(self) -> AgiProtocol:
         return _ServerProtocol(self)
 
+    def _allowed(self, transport: asyncio.BaseTransport) -> bool:
+        peer = transport.get_extra_info("peername")
+        try:
+            address = ipaddress.ip_address(peer[0])
+        except (TypeError, IndexError, ValueError):
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack socket's IPv4 peer
+        return any(address in net for net in self.allow)
+
     def _connection_made(self, protocol: AgiProtocol) -> None:
+        transport = protocol.transport
+        if transport is not None and not self._allowed(transport):
+            self.refused += 1
+            log.warning("FastAGI connection from %s refused: not in [agi] allow", _peer(protocol))
+            transport.abort()
+            return
         task = asyncio.get_running_loop().create_task(self._on_connection(protocol))
         self._tasks.add(task)  # also keeps a reference to the task
         self._idle.clear()

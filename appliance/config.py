@@ -25,6 +25,12 @@ from agi.policy import Policy, parse_policy
 from storage.anchors import NODE_RE, duration_seconds, parse_duration
 from storage.dburl import mask, parse_url
 
+from .netconfig import (
+    LOOPBACK_PEERS,
+    listen_address,
+    network_problems,
+)
+
 
 class ConfigError(Exception):
     """The configuration has problems; ``problems`` holds one line each."""
@@ -60,21 +66,32 @@ class Secret:
         return bool(self._value)
 
 
-def _listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("expected HOST:PORT, e.g. \"127.0.0.1:4573\"")
-    return host.strip("[]"), int(port)
-
-
 @dataclass(frozen=True)
 class AgiConfig:
     listen: str = "127.0.0.1:4573"
     read_timeout: float = 30.0
+    # Peers that may connect (addresses or networks). Empty: loopback only, which is
+    # allowed only while listen is a loopback address.
+    allow: tuple[str, ...] = ()
+    # HOST:PORT Asterisk dials (the generated dialplan's agi:// URL); required when
+    # listen is a wildcard address such as 0.0.0.0. Empty: listen.
+    advertise: str = ""
+    # Progress() instead of Answer() before the notice: it plays as early media.
+    early_media: bool = False
 
     @property
     def address(self) -> tuple[str, int]:
-        return _listen(self.listen)
+        return listen_address(self.listen)
+
+    @property
+    def url(self) -> str:
+        """The agi:// URL the generated dialplan uses."""
+        return f"agi://{self.advertise or self.listen}"
+
+    @property
+    def allowed_peers(self) -> tuple[str, ...]:
+        """The peers the FastAGI server accepts: allow, or loopback."""
+        return self.allow or LOOPBACK_PEERS
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,12 @@ class AmiConfig:
     port: int = 5038
     username: str = "callvault"
     secret: Secret | None = None
+    # Networks the generated manager.conf user may log in from (`callvault dialplan`).
+    permit: tuple[str, ...] = ("127.0.0.1/32",)
+    # A second AMI user, with the `originate` class, for the admin page's lab test
+    # calls; empty: no test calls. Never give the product's own user `originate`.
+    test_call_username: str = ""
+    test_call_secret: Secret | None = None
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
 
@@ -176,7 +199,7 @@ class WebConfig:
 
     @property
     def address(self) -> tuple[str, int]:
-        return _listen(self.listen)
+        return listen_address(self.listen)
 
 
 @dataclass(frozen=True)
@@ -221,7 +244,7 @@ SECTIONS: dict[str, type] = {f.name: get_type_hints(Config)[f.name]
                              for f in dataclasses.fields(Config) if f.name != "consent"}
 # Keys that were renamed: the error for the old name suggests the new one.
 RENAMED = {("storage", "key_bucket"): "header_bucket"}
-SECRET_KEYS = {("ami", "secret"), ("storage", "secret_access_key"), ("web", "identity_passphrase"),
+SECRET_KEYS = {("ami", "secret"), ("ami", "test_call_secret"), ("storage", "secret_access_key"), ("web", "identity_passphrase"),
                ("web", "metrics_token")}
 CHOICES = {("storage", "backend"): ("local", "s3"), ("log", "format"): ("text", "json"),
            ("web", "proxy_headers"): ("x-forwarded", "forwarded"),
@@ -403,9 +426,10 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
     for section, key in (("agi", "listen"), ("web", "listen")):
         value = getattr(getattr(c, section), key)
         try:
-            _listen(value)
+            listen_address(value)
         except ValueError as e:
             bad(section, key, value, str(e))
+    out += network_problems(c, where)
     if not 1 <= c.ami.port <= 65535:
         bad("ami", "port", c.ami.port, "expected a port between 1 and 65535")
     if c.ami.secret is None or not c.ami.secret:

@@ -89,7 +89,8 @@ async def _fastagi(app: web.Application) -> AsyncIterator[None]:
     routes = compose.agi_routes(config, ledger=app[K.ledger], catalog=app[K.catalog],
                                 hmac_key=app[K.hmac_key], stop_mixmonitor=stop_mixmonitor)
     host, port = config.agi.address
-    server = FastAgiServer(routes, host, port, read_timeout=config.agi.read_timeout)
+    server = FastAgiServer(routes, host, port, read_timeout=config.agi.read_timeout,
+                           allow=config.agi.allowed_peers)
     await server.start()
     app[K.agi] = server
     log.info("FastAGI listening on %s:%s", host, server.port)

@@ -199,7 +199,9 @@ class Catalog:
         return self._select("WHERE uniqueid = ? ORDER BY started_at", (uniqueid,))
 
     def by_spool_path(self, path: str) -> Recording | None:
-        found = self._select("WHERE spool_path = ? OR spool_path LIKE ?", (path, "%/" + path.rsplit("/", 1)[-1]))
+        name = path.rsplit("/", 1)[-1]
+        pattern = "%/" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        found = self._select("WHERE spool_path = ? OR spool_path LIKE ? ESCAPE '\\'", (path, pattern))
         return found[0] if found else None
 
     def search(self, *, since: float | None = None, until: float | None = None,

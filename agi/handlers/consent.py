@@ -180,4 +180,4 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     except CommandFailed as e:
         # The outcome is logged and in force; a missing confirmation sound must
         # not turn it into a fail-closed "error" while MixMonitor runs.
-        log.warning("call %s: confirmation prompt failed: %s", env.uniqueid, e)
+        log.warning("confirmation prompt failed: %s", e)  # the call's ids are bound (logcontext)

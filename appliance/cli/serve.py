@@ -123,15 +123,10 @@ def _url_host(host: str) -> str:
 def cmd_dialplan(args: argparse.Namespace) -> int:
     from agi import dialplan
 
-    config = load_config(args)
-    host, port = config.agi.address
-    url = f"agi://{host}:{port}"
-    print("; ---- extensions.conf ----")
-    print(dialplan.consent_context(url))
-    print("; ---- features.conf ----")
-    print(dialplan.features_snippet(url))
-    print("; ---- manager.conf ----")
-    print(dialplan.manager_stanza(config.ami.username, "<the [ami] secret from callvault.toml>"))
+    snippets = dialplan.snippets(load_config(args), "<the [ami] secret from callvault.toml>")
+    for name, text in snippets.items():
+        print(f"; ---- {name} ----")
+        print(text)
     return 0
 
 

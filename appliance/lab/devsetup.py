@@ -19,6 +19,9 @@ host = "127.0.0.1"
 port = {state.ami_port}
 username = "{state.product_ami_user}"
 secret_file = "{data / 'ami.secret'}"
+# The lab's Originate-only user, for the admin page's test calls.
+test_call_username = "{state.test_call_ami_user}"
+test_call_secret = "{state.test_call_ami_secret}"
 
 [database]
 url = "sqlite:///{data / 'callvault.db'}"

@@ -22,14 +22,18 @@ from .ceph import LabRgw, S3Endpoint
 
 LAB_TALK_CONTEXT = "callvault-lab-talk"
 PRODUCT_AMI_USER = "callvault"
+# The lab's test-call user: may Originate (admin page test calls), nothing else.
+TEST_CALL_AMI_USER = "callvault-testcall"
 
 
 def lab_dialplan(agi_port: int) -> str:
     """The generated consent context, exactly as `callvault dialplan` prints it,
     plus the lab's inbound context (what a trunk's context does on a PBX).
 
-    The extension is the DID. After consent the call stays up (the Local
-    channel's other half is the caller, and decides when the call ends).
+    The extension is the DID. The inbound context does not answer: the consent
+    context does, as on a PBX whose trunk context leaves that to it. After consent
+    the call stays up (the Local channel's other half is the caller, and decides
+    when the call ends).
     """
     from agi import variables as v
     from agi.dialplan import CONSENT_CONTEXT, consent_context
@@ -40,8 +44,7 @@ def lab_dialplan(agi_port: int) -> str:
     agi = f"agi://127.0.0.1:{agi_port}"
     return consent_context(agi) + f"""
 [{LAB_CONTEXT}]
-exten => _X.,1,Answer()
- same => n,Gosub({CONSENT_CONTEXT},s,1(${{EXTEN}}))
+exten => _X.,1,Gosub({CONSENT_CONTEXT},s,1(${{EXTEN}}))
  same => n,UserEvent({after("CallvaultLabAfterAgi")})
  same => n,Goto({LAB_TALK_CONTEXT},s,1)
 
@@ -54,6 +57,22 @@ exten => s,1,Playtones(440)
 exten => 0,1,AGI({agi}/revoke)
  same => n,UserEvent({after("CallvaultLabAfterRevoke")})
  same => n,Goto(s,1)
+"""
+
+
+def originate_only_stanza(username: str, secret: str) -> str:
+    """The lab's AMI user for test calls: ``originate`` only (Originate of Wait into the
+    lab context). Without ``system``, Asterisk refuses Originate of System, Exec and
+    the like. It reads one event: the OriginateResponse an async Originate waits for."""
+    return f"""
+[{username}]
+secret = {secret}
+deny = 0.0.0.0/0.0.0.0
+deny = ::/0
+permit = 127.0.0.1/32
+read = call
+write = originate
+eventfilter(action(include),name(OriginateResponse)) =
 """
 
 
@@ -72,6 +91,8 @@ class LabState:
     ami_secret: str
     product_ami_user: str
     product_ami_secret: str
+    test_call_ami_user: str
+    test_call_ami_secret: str
     agi_port: int
     spool_host: str
     spool_inside: str
@@ -94,6 +115,7 @@ class Lab:
         self.asterisk: LabAsterisk | None = None
         self.rgw: LabRgw | None = None
         self.product_ami_secret = secrets.token_hex(12)
+        self.test_call_ami_secret = secrets.token_hex(12)
         self.timings: dict[str, float] = {}
 
     @property
@@ -109,7 +131,7 @@ class Lab:
             t1 = time.monotonic()
             self.asterisk = LabAsterisk(self.root, self.name)
             self.asterisk.write_configs(dialplan or lab_dialplan(self.agi_port),
-                                        manager_extra=self.product_manager_stanza(),
+                                        manager_extra=self.manager_stanzas(),
                                         features=lab_features(self.agi_port))
             self.asterisk.start()
             self.timings["asterisk"] = time.monotonic() - t1
@@ -125,12 +147,13 @@ class Lab:
         (self.dir / "lab.json").write_text(json.dumps(asdict(state), indent=2))
         return state
 
-    def product_manager_stanza(self) -> str:
+    def manager_stanzas(self) -> str:
         # The product's AMI user in the lab gets the same least privileges that
-        # `callvault dialplan` prints for a real PBX.
+        # `callvault dialplan` prints for a real PBX; test calls use their own user.
         from agi.dialplan import manager_stanza  # appliance may import agi
 
-        return manager_stanza(PRODUCT_AMI_USER, self.product_ami_secret, permit="127.0.0.1")
+        return manager_stanza(PRODUCT_AMI_USER, self.product_ami_secret) + originate_only_stanza(
+            TEST_CALL_AMI_USER, self.test_call_ami_secret)
 
     def state(self) -> LabState:
         assert self.asterisk is not None
@@ -139,6 +162,7 @@ class Lab:
             name=self.name, root=str(self.root), ami_port=self.asterisk.ami_port,
             ami_user=self.asterisk.ami_user, ami_secret=self.asterisk.ami_secret,
             product_ami_user=PRODUCT_AMI_USER, product_ami_secret=self.product_ami_secret,
+            test_call_ami_user=TEST_CALL_AMI_USER, test_call_ami_secret=self.test_call_ami_secret,
             agi_port=self.agi_port, spool_host=str(p.spool_host), spool_inside=p.spool_inside,
             sounds_host=str(p.sounds_host),
             s3=asdict(self.rgw.endpoint) if self.rgw else None, sip_port=self.asterisk.sip_port)

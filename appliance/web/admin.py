@@ -16,8 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from agi import dialplan
+from agi.ami import AmiClient
 from agi.dialplan import LAB_CONTEXT
-from agi.errors import AgiError
+from agi.errors import AgiError, AmiNotConnected
 from storage.errors import StorageError
 from storage.keys import load_recipients
 
@@ -77,12 +78,8 @@ class Admin:
                 "playback": retrieval.identities is not None, "playback_refusal": retrieval.refusal}
 
     def dialplan(self) -> dict[str, str]:
-        config = self.app[K.config]
-        host, port = config.agi.address
-        url = f"agi://{host}:{port}"
-        return {"extensions_conf": dialplan.consent_context(url), "features_conf": dialplan.features_snippet(url),
-                "manager_conf": dialplan.manager_stanza(config.ami.username,
-                                                        "<the [ami] secret from callvault.toml>")}
+        snippets = dialplan.snippets(self.app[K.config], "<the [ami] secret from callvault.toml>")
+        return {name.replace(".", "_"): text for name, text in snippets.items()}
 
     async def health(self) -> dict[str, Any]:
         basic = details(self.app)
@@ -106,12 +103,24 @@ class Admin:
         }
 
     async def test_call(self, did: str) -> str:
+        """Originate a lab call as the [ami] test-call user (the product's own user may not)."""
+        c = self.app[K.config].ami
         token = secrets.token_hex(6)
         call_id = f"cvtest-{token}-1"
-        await self.app[K.ami].action(
-            "Originate", Channel=f"Local/{did}@{LAB_CONTEXT}", Application="Wait", Data=str(TEST_CALL_SECONDS),
-            CallerID='"callvault test call" <27215550123>', Async="true", ChannelId=call_id,
-            OtherChannelId=f"cvtest-{token}-2")
+        client = AmiClient(c.host, c.port, c.test_call_username, c.test_call_secret.reveal(), fetch_version=False)
+        client.start()
+        try:
+            try:
+                await client.wait_connected(5)
+            except TimeoutError:
+                raise AmiNotConnected(f"AMI login as [ami] test_call_username {c.test_call_username!r}: "
+                                      f"{client.status.last_error or 'no answer'}") from None
+            await client.action(
+                "Originate", Channel=f"Local/{did}@{LAB_CONTEXT}", Application="Wait", Data=str(TEST_CALL_SECONDS),
+                CallerID='"callvault test call" <27215550123>', Async="true", ChannelId=call_id,
+                OtherChannelId=f"cvtest-{token}-2")
+        finally:
+            await client.close()
         return call_id
 
 
@@ -138,6 +147,9 @@ async def test_call(request: web.Request) -> web.Response:
             raise BadRequest("did: 3 to 20 digits")
     except BadRequest as e:
         return error(400, str(e))
+    if not request.app[K.config].ami.test_call_username:
+        return error(409, "test calls need [ami] test_call_username and test_call_secret: an AMI user "
+                          "with write = originate (`callvault lab up` writes them)")
     if not await admin.lab_mode():
         return error(409, "test calls need the lab Asterisk (`callvault lab up`); this PBX has no "
                           f"{LAB_CONTEXT} context")

@@ -50,6 +50,7 @@ class Snapshot:
     agi_total: int = 0
     agi_errors: int = 0
     agi_active: int = 0
+    agi_refused: int = 0
     playback_fetched_bytes: int = 0
     storage_up: bool = False
     last_archive: float = 0.0
@@ -100,6 +101,8 @@ class _StateCollector(Collector):
         yield CounterMetricFamily("callvault_ledger_anchor_check_failures",
                                   "Checks of the ledger against its anchors that failed (tampering).",
                                   value=s.anchor_check_failures)
+        yield CounterMetricFamily("callvault_agi_refused", "FastAGI connections refused: peer not in [agi] allow.",
+                                  value=s.agi_refused)
         yield CounterMetricFamily("callvault_playback_fetched_bytes",
                                   "Ciphertext bytes read from storage for playback and download.",
                                   value=s.playback_fetched_bytes)
@@ -153,7 +156,7 @@ class Metrics:
             self._state.snapshot = Snapshot(
                 live_calls=live_calls, counts=counts, retrying=archiver.get("retrying", 0),
                 ami_connected=ami_connected, agi_total=agi.get("total", 0), agi_errors=agi.get("errors", 0),
-                agi_active=agi.get("active", 0), playback_fetched_bytes=self.playback_fetched_bytes,
+                agi_active=agi.get("active", 0), agi_refused=agi.get("refused", 0), playback_fetched_bytes=self.playback_fetched_bytes,
                 storage_up=bool(archiver.get("running")) and archiver.get("storage_down_since") is None,
                 last_archive=self._archived_after, spool_free_bytes=await asyncio.to_thread(self._spool_free),
                 anchored_seq=(anchors or {}).get("anchored_seq", 0),

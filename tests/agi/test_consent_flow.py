@@ -6,6 +6,8 @@ generated ``callvault-consent`` context exactly as an administrator would includ
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from appliance.keys import AppKeys as K
@@ -92,3 +94,16 @@ async def test_hangup_during_notice_is_abandoned(appliance, ami, calls):
         [entry] = consent_entries(app, call)
         assert entry.data["outcome"] == "abandoned" and entry.data["record"] is False
         assert set(appliance.spool.iterdir()) == before
+
+
+async def test_the_consent_context_answers_before_the_notice(appliance, ami, calls):
+    """The lab's inbound context does not answer (a trunk context need not): the generated
+    consent context does, so GET DATA plays the notice on an answered channel."""
+    async with appliance(rules=[OPT_IN]) as app:
+        call = calls.new_call()
+        async with calls.agi_command(call, "GET DATA") as asked:
+            await calls.place(call)
+            event = await asyncio.wait_for(asked, 15)
+        assert event.get("ChannelStateDesc") == "Up"
+        await calls.hangup(call)
+        await app[K.agi].wait_idle(15)

@@ -104,6 +104,26 @@ async def test_consent_writes_the_bodies_and_commands_it_always_did(fixed):
                             started_at=starts[1].started_at)
 
 
+async def test_a_failed_confirmation_is_logged_with_the_call_ids_not_the_raw_uniqueid(fixed, caplog):
+    """The log line names the call by the ids every other line of it carries (linkedid,
+    consent_id, recording_id, bound for the call), never the peer's agi_uniqueid text."""
+    from agi.errors import CommandFailed
+    from appliance.logs import CallContext
+
+    class NoConfirmation(Channel):
+        async def stream_file(self, name, escape_digits=""):
+            raise CommandFailed("STREAM FILE", "sound file missing")
+
+    channel = NoConfirmation("1")
+    channel.env.uniqueid = "1795329357.7<caller 27215550123>"
+    caplog.handler.addFilter(CallContext())
+    await consent_mod.consent(channel, deps(fixed, "opt-in", []))
+    [record] = [r for r in caplog.records if "confirmation prompt failed" in r.getMessage()]
+    assert "1795329357.7" not in record.getMessage() and "27215550123" not in record.getMessage()
+    assert record.call_ids == {"linkedid": "1795329357.6", "consent_id": "c000000000000000000000001",
+                               "recording_id": "r000000000000000000000002"}
+
+
 def test_generated_recording_ids_have_the_shape_the_archiver_adopts():
     assert RECORDING_ID_RE.fullmatch(consent_mod.new_id("r"))
 

@@ -124,7 +124,8 @@ async def test_routed_call_with_query_and_arguments(serve, caplog):
     assert seen == {"route": "consent", "query": {"lang": "en", "did": "+27215550199"}, "args": args,
                     "uniqueid": UNIQUEID, "language": "en"}
     assert server.stats() | {"listening": None} == {"listening": None, "port": server.port, "active": 0,
-                                                   "total": 1, "errors": 0, "routes": ["consent", "status"]}
+                                                   "total": 1, "errors": 0, "refused": 0,
+                                                   "routes": ["consent", "status"]}
     assert server_lines(caplog, logging.WARNING) == []
 
 
@@ -293,3 +294,35 @@ def test_duplicate_routes_fail_at_construction():
     table = RouteTable([("consent", h), ("admin/status", h)])
     assert table.get("consent") is h and table.get("nope") is None
     assert table.names() == ["admin/status", "consent"] and "consent" in table and len(table) == 2
+
+
+async def test_peers_outside_allow_are_closed_unread_logged_and_counted(serve, caplog):
+    """[agi] allow: a peer not on it is closed at once, before any handler or read."""
+    ran = []
+
+    async def consent(session: AgiSession) -> None:
+        ran.append(session.env.uniqueid)
+        await session.set_variable("CALLVAULT_CONSENT", "granted")
+
+    server = await serve([("consent", consent)], allow=("127.0.0.2", "10.0.0.0/8"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.1", 0))
+    writer.write(env_block())
+    pbx = FakeAsterisk(reader, writer)
+    await pbx.closed_by_server()
+    await pbx.aclose()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+    pbx = FakeAsterisk(reader, writer)
+    await pbx.send(env_block(uniqueid="1795329357.2"))
+    await pbx.expect('SET VARIABLE "CALLVAULT_CONSENT" "granted"', "200 result=1")
+    await pbx.closed_by_server()
+    await pbx.aclose()
+    await server.wait_idle(WAIT)
+    assert ran == ["1795329357.2"]
+    assert (server.stats()["refused"], server.stats()["total"]) == (1, 1)
+    [line] = server_lines(caplog, logging.WARNING)
+    assert line.startswith("FastAGI connection from 127.0.0.1:") and line.endswith("refused: not in [agi] allow")
+
+
+async def test_default_allow_is_loopback_only(serve):
+    server = await serve([])
+    assert [str(n) for n in server.allow] == ["127.0.0.1/32", "::1/128"]

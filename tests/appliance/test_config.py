@@ -38,8 +38,10 @@ def check(path: Path) -> subprocess.CompletedProcess:
 
 
 def test_good_config_loads_typed_and_frozen(tmp_path):
-    c = cfg.load(write(tmp_path, good(tmp_path, "[agi]\nlisten = \"0.0.0.0:4600\"\n")), env={})
-    assert c.agi.address == ("0.0.0.0", 4600)
+    c = cfg.load(write(tmp_path, good(tmp_path, "[agi]\nlisten = \"0.0.0.0:4600\"\nallow = [\"10.0.0.5\"]\n"
+                                                "advertise = \"10.0.0.2:4600\"\n")), env={})
+    assert c.agi.address == ("0.0.0.0", 4600) and c.agi.url == "agi://10.0.0.2:4600"
+    assert c.agi.allowed_peers == ("10.0.0.5",) and c.ami.permit == ("127.0.0.1/32",)
     assert c.ami.port == 5038 and c.ami.secret.reveal() == "s3cret-value"
     with pytest.raises(AttributeError):
         c.ami.port = 1  # frozen
@@ -197,3 +199,38 @@ def test_ledger_anchor_keys_are_checked(tmp_path):
         f"{where}: [ledger] anchor_interval = '15 minutes': {duration}",
         f"{where}: [ledger] anchor_retention = '0y': {duration}",
     ]
+
+
+@pytest.mark.parametrize("agi, problems", [
+    ('listen = "127.0.0.1:4573"', []),  # loopback: only loopback peers, no allow needed
+    ('listen = "10.0.0.2:4573"', ["[agi] allow: missing while [agi] listen = '10.0.0.2:4573'"]),
+    ('listen = "10.0.0.2:4573"\nallow = ["10.0.0.5", "10.1.0.0/16"]', []),
+    ('listen = "0.0.0.0:4573"\nallow = ["10.0.0.5"]',
+     ["[agi] advertise: missing while [agi] listen = '0.0.0.0:4573' listens on all addresses"]),
+    ('listen = "[::]:4573"\nallow = ["fd00::5"]\nadvertise = "[fd00::2]:4573"', []),
+    ('listen = "0.0.0.0:4573"\nallow = ["10.0.0.5"]\nadvertise = "pbx-agi"',
+     ["[agi] advertise = 'pbx-agi': expected HOST:PORT"]),
+    ('allow = ["10.0.0.300"]', ["[agi] allow = ['10.0.0.300']: '10.0.0.300' is not an address or network"]),
+])
+def test_agi_allow_and_advertise_are_required_beyond_loopback(tmp_path, agi, problems):
+    path = write(tmp_path, good(tmp_path, f"[agi]\n{agi}\n"))
+    if not problems:
+        cfg.load(path, env={})
+        return
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(path, env={})
+    assert [p.split(": ", 1)[1][:len(want)] for p, want in zip(e.value.problems, problems)] == problems
+    assert len(e.value.problems) == len(problems)
+    result = check(path)
+    assert result.returncode == 2 and problems[0] in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("ami, problem", [
+    ('permit = ["10.0.0.0/33"]', "[ami] permit = ['10.0.0.0/33']: '10.0.0.0/33' is not an address or network"),
+    ("permit = []", "[ami] permit = []: empty"),
+    ('test_call_username = "lab"', "[ami] test_call_username = 'lab': set it together with test_call_secret"),
+])
+def test_ami_permit_and_test_call_user_are_checked(tmp_path, ami, problem):
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(write(tmp_path, good(tmp_path).replace("[ami]\n", f"[ami]\n{ami}\n")), env={})
+    assert [p.split(": ", 1)[1][:len(problem)] for p in e.value.problems] == [problem]

@@ -71,3 +71,18 @@ def test_archive_reporting(catalog):
     assert catalog.archived_since(now - 29) == [(now - 28, pytest.approx(2.0)), (now - 19, pytest.approx(1.0))]
     assert catalog.archived_since(now - 19) == []
     assert catalog.get(a).archived_at == now - 28
+
+
+def test_by_spool_path_matches_the_file_name_literally(catalog):
+    """The other-root match (Asterisk's path vs ours) compares the name as text: `_` and
+    `%` in a name are not LIKE wildcards that would pick another recording."""
+    import dataclasses
+
+    rid = add(catalog)
+    rec = catalog.get(rid)
+    catalog.add(dataclasses.replace(rec, recording_id="r-wild", spool_path="/spool/call-1.wav"))
+    assert catalog.by_spool_path("/spool/call-1.wav").recording_id == "r-wild"
+    assert catalog.by_spool_path("/chroot/spool/call-1.wav").recording_id == "r-wild"
+    assert catalog.by_spool_path("/spool/call_1.wav") is None
+    assert catalog.by_spool_path("/spool/%.wav") is None
+    assert catalog.by_spool_path("/spool/call-%") is None

@@ -47,9 +47,26 @@ def junk_agi_connection(port: int) -> None:
             pass
 
 
+def refused_agi_connection(port: int, source: str) -> bytes:
+    """A peer outside [agi] allow: closed before it is read; returns what it got."""
+    with socket.socket() as s:
+        s.bind((source, 0))
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        got = b""
+        try:
+            s.sendall(b"agi_network_script: consent\n\n")
+            while chunk := s.recv(4096):
+                got += chunk
+        except ConnectionError:
+            pass
+        return got
+
+
 def test_scrape_is_valid_prometheus_text_with_token_enforced(tmp_path):
     (tmp_path / "metrics.token").write_text(TOKEN + "\n")
-    config = standalone_config(tmp_path / "site", web=f'metrics_token_file = "{tmp_path / "metrics.token"}"')
+    config = standalone_config(tmp_path / "site", web=f'metrics_token_file = "{tmp_path / "metrics.token"}"',
+                               agi='allow = ["127.0.0.1"]')
     serve = start_serve(config, tmp_path / "serve.log")
     try:
         url = serve.wait_ready()
@@ -74,6 +91,7 @@ def test_scrape_is_valid_prometheus_text_with_token_enforced(tmp_path):
                 assert e.code == 503 and json.load(e) == {"status": "down", "down": ["ami"]}
 
         junk_agi_connection(serve.config.agi.address[1])
+        assert refused_agi_connection(serve.config.agi.address[1], "127.0.0.3") == b""
         status, text, headers = scrape(url, TOKEN)
         assert status == 200 and headers["Content-Type"] == CONTENT_TYPE_LATEST
         fams = families(text)
@@ -88,7 +106,8 @@ def test_scrape_is_valid_prometheus_text_with_token_enforced(tmp_path):
         expected = {
             "callvault_calls": "counter", "callvault_consent_outcomes": "counter",
             "callvault_recording_pauses": "counter", "callvault_agi_requests": "counter",
-            "callvault_agi_errors": "counter", "callvault_playback_requests": "counter",
+            "callvault_agi_errors": "counter", "callvault_agi_refused": "counter",
+            "callvault_playback_requests": "counter",
             "callvault_playback_fetched_bytes": "counter", "callvault_playback_served_bytes": "counter",
             "callvault_archive_latency_seconds": "histogram", "callvault_build_info": "gauge",
             "callvault_live_calls": "gauge", "callvault_archive_queue_depth": "gauge",
@@ -111,6 +130,7 @@ def test_scrape_is_valid_prometheus_text_with_token_enforced(tmp_path):
         assert value(fams, "callvault_ami_connected") == 0
         assert value(fams, "callvault_agi_requests", "callvault_agi_requests_total") == 1
         assert value(fams, "callvault_agi_errors", "callvault_agi_errors_total") == 1
+        assert value(fams, "callvault_agi_refused", "callvault_agi_refused_total") == 1
         assert value(fams, "callvault_spool_free_bytes") > 0
         assert value(fams, "callvault_archive_last_success_timestamp_seconds") == 0
         assert value(fams, "callvault_archive_queue_depth", state="failed") == 0
@@ -118,6 +138,7 @@ def test_scrape_is_valid_prometheus_text_with_token_enforced(tmp_path):
         started = value(fams, "process_start_time_seconds")
         assert time.time() - 120 < started <= time.time()
         assert serve.stop() == 0
+        assert "FastAGI connection from 127.0.0.3:" in serve.log.read_text() and "refused" in serve.log.read_text()
     finally:
         serve.kill()
 
