@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,9 +258,18 @@ def _read_secret(path: Any) -> str:
     return Path(path).read_text().strip()
 
 
+_AGE_SECRET = re.compile(r"AGE-SECRET-KEY-[0-9A-Za-z]*", re.IGNORECASE)
+
+
+def _is_identity(value: str) -> bool:
+    return value.strip().upper().startswith("AGE-SECRET-KEY-")
+
+
 def _show(section: str, key: str, value: Any) -> str:
     if (section, key) in SECRET_KEYS:
         return "(hidden)"
+    if _AGE_SECRET.search(repr(value)):
+        return "(hidden: holds a private age identity)"
     return repr(value)
 
 
@@ -294,7 +304,7 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
             problems.append(f"{where}: [{section}]: unknown section; {fix}")
             continue
         if not isinstance(body, dict):
-            problems.append(f"{where}: {section} = {body!r}: expected a [{section}] table")
+            problems.append(f"{where}: {section} = ({type(body).__name__}): expected a [{section}] table")
             continue
         known = _fields(SECTIONS[section])
         for key, value in body.items():
@@ -348,8 +358,24 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
     config = Config(**built, consent=policy)
     problems += _validate(config, where, check_paths)
     if problems:
-        raise ConfigError(problems)
+        # Whatever slipped through (a rule's value, a list quoted whole): never echo an identity.
+        raise ConfigError([_AGE_SECRET.sub("AGE-SECRET-KEY-(hidden)", p) for p in problems])
     return config
+
+
+def file_warnings(c: Config) -> list[str]:
+    """Secret key files that others than their owner may read (``config check`` and ``serve``
+    say so; they still run: the mode may be the administrator's deliberate choice)."""
+    from storage.private import exposure
+
+    out = []
+    for section, key in (("web", "identity_file"), ("privacy", "hmac_key_file")):
+        path = getattr(getattr(c, section), key)
+        why = exposure(path) if path is not None else None
+        if why:
+            out.append(f"{_fmt(section, key)} = {str(path)!r}: {why}, and it is a secret key; "
+                       f"run `chmod 600 {path}`")
+    return out
 
 
 def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
@@ -379,8 +405,12 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         value = getattr(getattr(c, section), key)
         if value not in choices:
             bad(section, key, value, f"expected one of {', '.join(choices)}")
-    for r in c.archive.recipients:
-        if not r.startswith("age1"):
+    for i, r in enumerate(c.archive.recipients):
+        if _is_identity(r):
+            out.append(f"{where}: [archive] recipients[{i}]: this is a private identity (AGE-SECRET-KEY-...), "
+                       "not a recipient; put its public key (age1..., `age-keygen -y FILE` prints it) here and "
+                       "keep the identity on the retrieval node only")
+        elif not r.startswith("age1"):
             bad("archive", "recipients", r, "expected an age public key (age1...); "
                 "never put a private AGE-SECRET-KEY here: run `callvault keys generate`")
     for section, key in (("archive", "workers"), ("archive", "max_attempts")):

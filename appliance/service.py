@@ -27,7 +27,7 @@ from storage.hmac_index import load_hmac_key
 from storage.ledger import Ledger
 
 from . import compose
-from .config import Config
+from .config import Config, file_warnings
 from .keys import AppKeys as K
 from .systemd import notify, watchdog
 
@@ -43,6 +43,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[K.ledger] = await asyncio.to_thread(Ledger, db)
     app[K.catalog] = await asyncio.to_thread(Catalog, db)
     app[K.hmac_key] = await asyncio.to_thread(load_hmac_key, config.privacy.hmac_key_file)
+    for line in file_warnings(config):
+        log.warning("%s", line)
     yield
     await asyncio.to_thread(db.close)
 

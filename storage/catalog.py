@@ -4,7 +4,8 @@ A recording row exists from the moment consent allows MixMonitor to start; its
 ``state`` then follows the archive job:
 
     recording -> pending -> encrypting -> uploading -> verifying -> archived
-                                   \\-> failed (dead letter after max attempts)
+                                   \\-> failed (dead letter after max attempts;
+                                              spool file quarantined, quarantined_at)
 
 Each transition is one committed write, so after a crash a job resumes from the
 last state it reached; every step is idempotent (see archiver/pipeline.py). Jobs
@@ -67,6 +68,8 @@ MIGRATIONS = [
     CREATE INDEX recordings_caller ON recordings(caller_hmac);
     CREATE INDEX recordings_started ON recordings(started_at);
     """,
+    # When a dead letter's spool file went into quarantine (archiver/quarantine.py).
+    "ALTER TABLE recordings ADD COLUMN quarantined_at REAL;",
 ]
 
 
@@ -101,6 +104,7 @@ class Recording:
     manifest: str = ""
     archived_at: float | None = None
     paused: str = "[]"
+    quarantined_at: float | None = None
 
     @property
     def pause_intervals(self) -> list[list[float | None]]:
@@ -255,6 +259,11 @@ class Catalog:
         with self.db.read() as c:
             rows = c.execute("SELECT state, COUNT(*) FROM recordings GROUP BY state").fetchall()
         return {state: n for state, n in rows}
+
+    def quarantined_count(self) -> int:
+        """Dead letters whose plaintext spool file waits in quarantine."""
+        with self.db.read() as c:
+            return c.execute("SELECT COUNT(*) FROM recordings WHERE quarantined_at IS NOT NULL").fetchone()[0]
 
     def next_due(self) -> float | None:
         with self.db.read() as c:

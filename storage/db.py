@@ -65,10 +65,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from . import private
 from .errors import PermanentError, sqlite_error
 from .groupcommit import GroupCommitWriter
 
@@ -153,6 +154,11 @@ class Database:
         self._group_lock = threading.Lock()
         self._group: GroupCommitWriter | None = None
         _check_location(self.path)
+        # Created 0600 before SQLite opens it: SQLite gives -wal and -shm the same mode.
+        try:
+            private.touch(self.path)
+        except OSError as exc:
+            raise PermanentError(f"database {self.path}: cannot create: {exc}") from exc
         self._writer = self._connect(reader=False)
 
     # -- connections -------------------------------------------------------------
@@ -323,7 +329,7 @@ class Database:
                     "INSERT INTO schema_version (module, version, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT(module) DO UPDATE SET version = excluded.version, "
                     "updated_at = excluded.updated_at",
-                    (module, target, datetime.now(timezone.utc).isoformat(timespec="seconds")),
+                    (module, target, datetime.now(UTC).isoformat(timespec="seconds")),
                 )
                 version = target
         version = self.schema_version(module)

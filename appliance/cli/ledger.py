@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from storage import private
 from storage.errors import StorageError
 
 from .common import database, guarded, load_config, with_config
@@ -28,7 +30,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from storage.ledger import Ledger
 
     with database(load_config(args)) as db:
-        out = open(args.out, "w") if args.out not in (None, "-") else sys.stdout
+        # The ledger names calls and recordings: a new export file is 0600.
+        out = os.fdopen(private.create_file(args.out), "w") if args.out not in (None, "-") else sys.stdout
         try:
             seq, head = Ledger(db).export_jsonl(out)
         finally:

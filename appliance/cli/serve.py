@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 import urllib.error
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from .. import compose
 from .. import config as cfg
-from .common import database, fail, load_config, with_config
+from .common import database, fail, load_config, os_account, with_config
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -41,7 +40,9 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    cfg.load(args.config)
+    config = cfg.load(args.config)
+    for line in cfg.file_warnings(config):
+        print(f"{args.config}: warning: {line}", file=sys.stderr)
     print(f"{args.config}: ok")
     return 0
 
@@ -74,6 +75,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"(kept in the spool): {arch.get('last_error', '')}")
         if arch.get("dead_letters"):
             print(f"          {arch['dead_letters']} dead letter(s): `callvault recordings list --state failed`")
+        if arch.get("quarantined"):
+            print(f"          {arch['quarantined']} in quarantine (plaintext): `callvault recordings retry ID` "
+                  "or `callvault recordings erase ID --reason ...`")
     return 0 if health["ami"]["state"] == "connected" else 1
 
 
@@ -109,7 +113,7 @@ async def _call_control(config: cfg.Config, channel: str, paused: bool) -> int:
                 return 1
             try:
                 rec = await set_paused(ami, Catalog(db), Ledger(db).append_async, channel, paused,
-                                       actor=f"cli:{os.environ.get('USER', 'root')}")
+                                       actor=f"cli:{os_account()['actor']}")
             except ControlError as e:
                 print(str(e), file=sys.stderr)
                 return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import stat
 
 import pytest
@@ -122,7 +123,7 @@ def test_recordings_get_decrypts_to_the_original_wav(site, capsys, tmp_path):
     [audit] = env.ledger.find(recording_id=rids[0], kind="audit.get")
     assert audit.data["reason"] == "subject access request"
     code, _, err = run(capsys, "recordings", "get", rids[0], "--identity", str(tmp_path / "id.txt"),
-                       "--out", str(out_file), "-c", str(path))
+                       "--out", str(out_file), "--reason", "again", "-c", str(path))
     assert code == 2 and "refusing to overwrite" in err
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
 
@@ -131,7 +132,7 @@ def test_recordings_get_with_the_wrong_key_fails_cleanly(site, capsys, tmp_path)
     path, _, rids, _ = site
     run(capsys, "keys", "generate", "--out", str(tmp_path / "other.txt"))
     code, _, err = run(capsys, "recordings", "get", rids[0], "--identity", str(tmp_path / "other.txt"),
-                       "--out", str(tmp_path / "x.wav"), "-c", str(path))
+                       "--out", str(tmp_path / "x.wav"), "--reason", "qa", "-c", str(path))
     assert code == 1 and "identities" in err and not (tmp_path / "x.wav").exists()
 
 
@@ -159,7 +160,39 @@ def test_recordings_adopt_queues_an_unknown_file(site, capsys):
     rec = env.catalog.get("stray-file")
     assert rec.state == "pending" and rec.consent_state == "unknown"
     assert env.ledger.find(recording_id="stray-file", kind="archive.adopt")[0].data["reason"] == "found after restore"
-    assert run(capsys, "recordings", "adopt", str(wav), "-c", str(path))[0] == 1
+    assert run(capsys, "recordings", "adopt", str(wav), "--reason", "again", "-c", str(path))[0] == 1
+
+
+@pytest.mark.parametrize("reason", [None, "", "   "], ids=["missing", "empty", "blank"])
+def test_recordings_get_refuses_without_a_reason(site, capsys, tmp_path, reason):
+    path, _, rids, env = site
+    argv = ["recordings", "get", rids[0], "--identity", str(tmp_path / "id.txt"), "--out", str(tmp_path / "o.wav"),
+            "-c", str(path)] + ([] if reason is None else ["--reason", reason])
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2 and "--reason" in capsys.readouterr().err
+    assert env.ledger.find(recording_id=rids[0], kind="audit.get") == []
+
+
+def test_recordings_get_audits_the_os_account_and_defaults_to_the_web_identity(site, capsys, tmp_path,
+                                                                               monkeypatch):
+    path, _, rids, env = site
+    # The environment names someone else: the ledger must not believe it.
+    monkeypatch.setenv("USER", "mallory")
+    monkeypatch.setenv("LOGNAME", "mallory")
+    monkeypatch.setenv("CALLVAULT_WEB_IDENTITY_FILE", str(tmp_path / "id.txt"))
+    out_file = tmp_path / "o.wav"
+    code, _, err = run(capsys, "recordings", "get", rids[0], "--out", str(out_file), "--reason", "DSAR 42",
+                       "-c", str(path))
+    assert code == 0, err
+    assert out_file.read_bytes() == env.wavs[rids[0]]
+    [audit] = env.ledger.find(recording_id=rids[0], kind="audit.get")
+    assert audit.data["actor"] == pwd.getpwuid(os.getuid()).pw_name != "mallory"
+    assert audit.data["uid"] == os.getuid() and audit.data["via"] == "cli"
+    monkeypatch.delenv("CALLVAULT_WEB_IDENTITY_FILE")
+    code, _, err = run(capsys, "recordings", "get", rids[1], "--out", str(tmp_path / "p.wav"), "--reason", "x",
+                       "-c", str(path))
+    assert code == 2 and "--identity" in err and "[web] identity_file" in err
 
 
 def test_storage_init_makes_the_local_stores_that_serve_refuses_without(tmp_path, identity, capsys):
