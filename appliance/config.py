@@ -258,7 +258,7 @@ def _read_secret(path: Any) -> str:
     return Path(path).read_text().strip()
 
 
-_AGE_SECRET = re.compile(r"AGE-SECRET-KEY-[0-9A-Za-z]*", re.IGNORECASE)
+_AGE_SECRET = re.compile(r"AGE-SECRET-KEY-[0-9A-Za-z]+", re.IGNORECASE)
 
 
 def _is_identity(value: str) -> bool:

@@ -239,7 +239,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     adopt.set_defaults(fn=cmd_adopt)
     retry = with_config(rec.add_parser("retry", help="queue a quarantined dead letter for archiving again"))
     retry.add_argument("recording_id")
-    retry.add_argument("--reason", type=reason, default="", help="why (goes into the ledger)")
+    retry.add_argument("--reason", type=reason, required=True, help="why (goes into the ledger)")
     retry.set_defaults(fn=cmd_retry)
     erase = with_config(rec.add_parser("erase", help="erase a quarantined dead letter (spool file and "
                                                      "anything already stored)"))

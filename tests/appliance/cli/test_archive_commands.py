@@ -228,3 +228,38 @@ def test_missing_recipients_and_unknown_retention_classes_are_refused(tmp_path, 
         assert archiver.rule_retention["sales"] == "sales-2y"
     finally:
         db.close()
+
+
+def test_quarantined_dead_letters_are_retried_or_erased_from_the_cli(site, capsys, tmp_path):
+    path, config, rids, env = site
+    archiver = compose.build_archiver(config, env.catalog, env.ledger, compose.build_archive(config))
+    # A class the config does not know yet: a dead letter at once, its WAV quarantined.
+    dead = [env.recording(20_000, retention_class="sales") for _ in range(2)]
+    for rid in dead:
+        assert archiver.pipeline.process(env.catalog.get(rid)).kind == "failed"
+    quarantine = config.spool.dir / ".callvault-quarantine"
+    assert sorted(p.name for p in config.spool.dir.glob("*.wav")) == []
+    assert sorted(p.name for p in quarantine.glob("*.wav")) == sorted(f"{rid}.wav" for rid in dead)
+
+    code, _, err = run(capsys, "recordings", "retry", rids[0], "--reason", "r", "-c", str(path))
+    assert code == 2 and f"recording {rids[0]} is not in quarantine: it is archived" in err
+
+    code, out, err = run(capsys, "recordings", "retry", dead[0], "--reason", "class added", "-c", str(path))
+    assert code == 0, err
+    assert (config.spool.dir / f"{dead[0]}.wav").read_bytes() == env.wavs[dead[0]]
+    rec = env.catalog.get(dead[0])
+    assert rec.state == "pending" and rec.quarantined_at is None and rec.last_error == ""
+    [entry] = env.ledger.find(recording_id=dead[0], kind="archive.release")
+    assert entry.data["action"] == "retry" and entry.data["uid"] == os.getuid()
+    # Once the class exists the job goes through.
+    fixed = cfg.load(path, env={}, check_paths=False, overrides={"archive.retention": ["sales=GOVERNANCE:1d"]})
+    archiver = compose.build_archiver(fixed, env.catalog, env.ledger, compose.build_archive(fixed))
+    assert archiver.pipeline.process(env.catalog.get(dead[0])).kind == "archived"
+    assert run(capsys, "recordings", "retry", dead[0], "--reason", "r", "-c", str(path))[0] == 2  # archived now
+
+    code, _, err = run(capsys, "recordings", "erase", dead[1], "--reason", "no basis to keep it", "-c", str(path))
+    assert code == 0, err
+    assert env.catalog.get(dead[1]).erase_requested == 1
+    assert archiver.pipeline.process(env.catalog.get(dead[1])).kind == "erased"
+    assert list(config.spool.dir.glob("*.wav")) == [] and list(quarantine.iterdir()) == []
+    assert env.kinds(dead[1])[-2:] == ["archive.release", "erase"]
