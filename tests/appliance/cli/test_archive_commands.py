@@ -10,8 +10,8 @@ import stat
 
 import pytest
 
-from appliance import config as cfg
 from appliance import compose
+from appliance import config as cfg
 from appliance.cli import build_parser
 from archiver.errors import SetupError
 from storage import keys
@@ -244,7 +244,7 @@ def test_quarantined_dead_letters_are_retried_or_erased_from_the_cli(site, capsy
     code, _, err = run(capsys, "recordings", "retry", rids[0], "--reason", "r", "-c", str(path))
     assert code == 2 and f"recording {rids[0]} is not in quarantine: it is archived" in err
 
-    code, out, err = run(capsys, "recordings", "retry", dead[0], "--reason", "class added", "-c", str(path))
+    code, _, err = run(capsys, "recordings", "retry", dead[0], "--reason", "class added", "-c", str(path))
     assert code == 0, err
     assert (config.spool.dir / f"{dead[0]}.wav").read_bytes() == env.wavs[dead[0]]
     rec = env.catalog.get(dead[0])
