@@ -11,20 +11,15 @@ polled (one indexed read) rather than announced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-
-from aiohttp import web
+from collections.abc import Callable
 
 from storage.anchors import Anchor, anchors_in, write_anchor
 from storage.blobstore import BlobStore
 from storage.chain import VerifyResult
 from storage.errors import StorageError
 from storage.ledger import Ledger
-
-from .keys import AppKeys as K
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +78,3 @@ class AnchorKeeper:
                 log.warning("ledger anchoring: %s", e)
             await asyncio.sleep(poll)
 
-
-async def anchoring(app: web.Application) -> AsyncIterator[None]:
-    """``cleanup_ctx``: after the archive (its payload store holds the anchors), before
-    AMI, the archiver and FastAGI, so it stops after them and anchors their last entries."""
-    c = app[K.config].ledger
-    keeper = AnchorKeeper(app[K.ledger], app[K.archive].payload, node=app[K.config].node.name, every=c.anchor_every,
-                          interval=c.interval_seconds, retention=c.anchor_retention)
-    app[K.anchors] = keeper
-    task = asyncio.create_task(keeper.run(min(POLL_SECONDS, c.interval_seconds)))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    try:
-        anchor = await asyncio.wait_for(asyncio.to_thread(keeper.step, True), SHUTDOWN_SECONDS)
-    except (StorageError, TimeoutError) as e:
-        log.error("ledger not anchored at shutdown: %s", e or "timed out")
-    else:
-        if anchor is None and keeper.last_result is not None and keeper.last_result.ok:
-            log.info("ledger head %s already anchored", keeper.anchored_seq)

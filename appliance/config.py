@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import math
 import os
 import socket
@@ -19,12 +18,20 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
 from agi.policy import Policy, parse_policy
 from storage.anchors import NODE_RE, duration_seconds, parse_duration
 from storage.dburl import mask, parse_url
 
+from .configvalues import (
+    AGE_SECRET,
+    Secret,
+    coerce,
+    is_identity,
+    read_secret,
+    unwritable,
+)
 from .netconfig import (
     LOOPBACK_PEERS,
     listen_address,
@@ -38,32 +45,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
-
-
-class Secret:
-    """A string that never shows itself in repr, str or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
 
 
 @dataclass(frozen=True)
@@ -263,68 +244,13 @@ def _fmt(section: str, key: str) -> str:
     return f"[{section}] {key}"
 
 
-def _coerce(section: str, key: str, typ: Any, value: Any, from_text: bool) -> Any:
-    """Convert ``value`` to ``typ`` or raise ValueError with a message for people."""
-    origin = get_origin(typ)
-    if origin is not None and type(None) in get_args(typ):  # Optional[T]
-        typ = next(a for a in get_args(typ) if a is not type(None))
-        origin = get_origin(typ)
-    if typ is Secret:
-        if not isinstance(value, str):
-            raise ValueError("expected a string")
-        return Secret(value)
-    if typ is bool:
-        if from_text and isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
-            return value.lower() in ("1", "true", "yes")
-        if not isinstance(value, bool):
-            raise ValueError("expected true or false")
-        return value
-    if typ is int:
-        if from_text and isinstance(value, str) and value.strip().lstrip("-").isascii() \
-                and value.strip().lstrip("-").isdigit():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("expected a whole number")
-        return value
-    if typ is float:
-        if from_text and isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise ValueError("expected a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError("expected a number")
-        return float(value)
-    if typ is str:
-        if not isinstance(value, str):
-            raise ValueError("expected a string in quotes")
-        if "\0" in value:  # no file, socket or URL may hold one: refused here, not at start
-            raise ValueError("expected text without NUL characters")
-        return value
-    if typ is Path:
-        if not isinstance(value, str) or not value or "\0" in value:
-            raise ValueError("expected a path in quotes")
-        return Path(value)
-    if origin is tuple:
-        if from_text and isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) and "\0" not in v for v in value):
-            raise ValueError("expected a list of strings, e.g. [\"a\", \"b\"]")
-        return tuple(value)
-    raise TypeError(f"unsupported config type {typ!r} for {section}.{key}")
-
-
-def _read_secret(path: Any) -> str:
-    if not isinstance(path, str) or not path or "\0" in path:
-        raise TypeError("not a path")
-    return Path(path).read_text().strip()
-
-
 def _show(section: str, key: str, value: Any) -> str:
     if (section, key) in SECRET_KEYS:
         return "(hidden)"
     if (section, key) == ("database", "url") and isinstance(value, str):
         return repr(mask(value))
+    if AGE_SECRET.search(repr(value)):
+        return "(hidden: holds a private age identity)"
     return repr(value)
 
 
@@ -359,14 +285,14 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
             problems.append(f"{where}: [{section}]: unknown section; {fix}")
             continue
         if not isinstance(body, dict):
-            problems.append(f"{where}: {section} = {body!r}: expected a [{section}] table")
+            problems.append(f"{where}: {section} = ({type(body).__name__}): expected a [{section}] table")
             continue
         known = _fields(SECTIONS[section])
         for key, value in body.items():
             base = key[:-5] if key.endswith("_file") else None
             if base and (section, base) in SECRET_KEYS:
                 try:
-                    secret = _read_secret(value)
+                    secret = read_secret(value)
                 except (OSError, TypeError, ValueError) as e:
                     problems.append(f"{where}: {_fmt(section, key)} = {value!r}: cannot read the secret "
                                     f"file ({e.__class__.__name__}); point it at a readable file")
@@ -389,7 +315,7 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
             file_name = name + "_FILE"
             if (section, key) in SECRET_KEYS and file_name in env:
                 try:
-                    values[section][key] = (_read_secret(env[file_name]), True)
+                    values[section][key] = (read_secret(env[file_name]), True)
                 except (OSError, ValueError) as e:
                     problems.append(f"{file_name}={env[file_name]!r}: cannot read the secret file "
                                     f"({e.__class__.__name__}); point it at a readable file")
@@ -406,15 +332,17 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
         kwargs = {}
         for key, (value, from_text) in values[section].items():
             try:
-                kwargs[key] = _coerce(section, key, hints[key], value, from_text)
+                kwargs[key] = coerce(section, key, hints[key], value, from_text)
             except ValueError as e:
                 problems.append(f"{where}: {_fmt(section, key)} = {_show(section, key, value)}: {e}")
         built[section] = cls(**kwargs)
     config = Config(**built, consent=policy)
     problems += _validate(config, where, check_paths)
     if problems:
-        raise ConfigError(problems)
+        # Whatever slipped through (a rule's value, a list quoted whole): never echo an identity.
+        raise ConfigError([AGE_SECRET.sub("AGE-SECRET-KEY-(hidden)", p) for p in problems])
     return config
+
 
 
 def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
@@ -450,8 +378,12 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         value = getattr(getattr(c, section), key)
         if value not in choices:
             bad(section, key, value, f"expected one of {', '.join(choices)}")
-    for r in c.archive.recipients:
-        if not r.startswith("age1"):
+    for i, r in enumerate(c.archive.recipients):
+        if is_identity(r):
+            out.append(f"{where}: [archive] recipients[{i}]: this is a private identity (AGE-SECRET-KEY-...), "
+                       "not a recipient; put its public key (age1..., `age-keygen -y FILE` prints it) here and "
+                       "keep the identity on the retrieval node only")
+        elif not r.startswith("age1"):
             bad("archive", "recipients", r, "expected an age public key (age1...); "
                 "never put a private AGE-SECRET-KEY here: run `callvault keys generate`")
     for section, key in (("archive", "workers"), ("archive", "max_attempts")):
@@ -485,7 +417,9 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
     if check_paths and c.web.identity_file is not None and not c.web.identity_file.is_file():
         bad("web", "identity_file", str(c.web.identity_file), "no such file; point it at the age identity "
             "written by `callvault keys generate`, or remove the key on nodes that never decrypt")
-    out += _web_problems(c.web, where, check_paths)
+    from .tls import web_problems
+
+    out += web_problems(c.web, where, check_paths)
     if c.storage.backend == "s3":
         for key in ("endpoint_url", "bucket", "header_bucket", "access_key_id"):
             if not getattr(c.storage, key):
@@ -505,57 +439,7 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
             if (section, key) == ("storage", "path") and c.storage.backend != "local":
                 continue
             target = p if key in ("dir", "path") else p.parent
-            problem = _unwritable(Path(target))
+            problem = unwritable(Path(target))
             if problem:
                 bad(section, key, str(p), problem)
     return out
-
-
-def _web_problems(w: WebConfig, where: str, check_paths: bool) -> list[str]:
-    out = []
-    for value in w.trusted_proxies:
-        try:
-            ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            out.append(f"{where}: [web] trusted_proxies = {list(w.trusted_proxies)!r}: {value!r} is not an IP "
-                       "address or network; list the proxies' addresses, e.g. [\"127.0.0.1\", \"10.0.0.0/8\"]")
-    if (w.tls_cert is None) != (w.tls_key is None):
-        given, missing = ("tls_cert", "tls_key") if w.tls_cert is not None else ("tls_key", "tls_cert")
-        out.append(f"{where}: [web] {missing}: missing while {given} is set; set both (PEM files) or neither")
-    elif w.tls_cert is not None and w.tls_key is not None and check_paths:
-        from .tls import TlsError, server_context
-
-        try:
-            server_context(w.tls_cert, w.tls_key)
-        except TlsError as e:
-            out.append(f"{where}: {e}")
-    return out
-
-
-def cautions(c: Config, where: str = "config") -> list[str]:
-    """What works but is probably a mistake: printed by `config check` and logged by `serve`."""
-    out = []
-    host, _ = _listen(c.web.listen)
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and c.web.tls_cert is None and not c.web.trusted_proxies:
-        out.append(f"{where}: warning: [web] listen = {c.web.listen!r}: reachable beyond this host over plain "
-                   "HTTP (passwords and session cookies in clear); set tls_cert and tls_key, or put a TLS "
-                   "proxy in front and list it in trusted_proxies")
-    return out
-
-
-def _unwritable(path: Path) -> str | None:
-    """Why ``path`` (a directory, maybe not yet created) cannot be written, or None."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        return f"{probe} is a file, not a directory; choose a directory path"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"not writable by this user ({probe}); fix permissions or choose another path"
-    return None

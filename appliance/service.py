@@ -15,6 +15,7 @@ is up and both listeners accept, STOPPING=1 when SIGTERM starts the drain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -24,11 +25,12 @@ from aiohttp import web
 
 from agi.server import FastAgiServer, new_event_loop
 from archiver.retention import RetentionSweeper
+from storage.errors import StorageError
 from storage.hmac_index import load_hmac_key
 from storage.ledger import Ledger
 
 from . import compose
-from .anchoring import anchoring
+from .anchoring import POLL_SECONDS, SHUTDOWN_SECONDS, AnchorKeeper
 from .config import Config
 from .keys import AppKeys as K
 from .systemd import notify, watchdog
@@ -120,6 +122,27 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     if web_.tls_cert is None or web_.tls_key is None:
         return None
     return server_context(web_.tls_cert, web_.tls_key)
+
+
+async def anchoring(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``: after the archive (its payload store holds the anchors), before
+    AMI, the archiver and FastAGI, so it stops after them and anchors their last entries."""
+    c = app[K.config].ledger
+    keeper = AnchorKeeper(app[K.ledger], app[K.archive].payload, node=app[K.config].node.name, every=c.anchor_every,
+                          interval=c.interval_seconds, retention=c.anchor_retention)
+    app[K.anchors] = keeper
+    task = asyncio.create_task(keeper.run(min(POLL_SECONDS, c.interval_seconds)))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    try:
+        anchor = await asyncio.wait_for(asyncio.to_thread(keeper.step, True), SHUTDOWN_SECONDS)
+    except (StorageError, TimeoutError) as e:
+        log.error("ledger not anchored at shutdown: %s", e or "timed out")
+    else:
+        if anchor is None and keeper.last_result is not None and keeper.last_result.ok:
+            log.info("ledger head %s already anchored", keeper.anchored_seq)
 
 
 def serve(config: Config) -> int:

@@ -20,9 +20,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from storage.age import CHUNK_SIZE, Decryptor, Identity, plaintext_range_to_chunks
 from storage.blobstore import BlobStore, ObjectInfo
 from storage.catalog import Recording
-from storage.age import CHUNK_SIZE, Decryptor, Identity, plaintext_range_to_chunks
 from storage.errors import NotFound
 
 from .errors import ArchiverError

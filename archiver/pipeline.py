@@ -45,7 +45,7 @@ from storage.catalog import Catalog, Recording
 from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError
 from storage.ledger import Ledger
 
-from . import spool
+from . import quarantine, spool
 from .archive import Archive
 from .errors import Abandoned
 from .manifest import Manifest
@@ -289,6 +289,10 @@ class Pipeline:
                                               "error": message[:2000]},
                            call_id=rec.linkedid or None, recording_id=rec.recording_id)
         log.error("archive %s failed (dead letter): %s", rec.recording_id, message)
+        try:
+            quarantine.isolate(self.catalog, self.catalog.get(rec.recording_id))
+        except OSError as e:  # the spool scan tries again
+            log.error("archive %s: cannot quarantine the spool file: %s", rec.recording_id, e)
         return Outcome("failed", message)
 
     # -- pending: wait until the file is closed ------------------------------------------

@@ -34,7 +34,7 @@ from storage.errors import NotFound, PermanentError, RetryableError, StorageErro
 from storage.ledger import Ledger
 from storage.spool_names import DONE_SUFFIX, RECORDING_ID_RE
 
-from . import spool
+from . import quarantine, spool
 from .errors import SetupError
 from .pipeline import Outcome, Pipeline
 from .retention import RetentionSweeper
@@ -54,6 +54,7 @@ class ArchiverStats:
     scans: int = 0
     queue: dict[str, int] = field(default_factory=dict)
     retrying: int = 0  # active jobs that failed at least once and wait for their backoff
+    quarantined: int = 0  # dead letters whose plaintext spool file waits in quarantine
     unclaimed_files: int = 0  # spool files neither the catalog nor the ledger knows
     archived: int = 0  # by this process
     erased: int = 0
@@ -74,6 +75,7 @@ class ArchiverStats:
         return {"running": self.running, "spool_files": self.spool_files, "last_scan": self.last_scan,
                 "scans": self.scans, "queue": dict(self.queue), "backlog": self.backlog,
                 "retrying": self.retrying, "dead_letters": self.dead_letters,
+                "quarantined": self.quarantined,
                 "unclaimed_files": self.unclaimed_files, "archived": self.archived, "erased": self.erased,
                 "last_archive_at": self.last_archive_at, "last_sweep": self.last_sweep,
                 "last_error": self.last_error, "storage_down_since": self.storage_down_since}
@@ -240,10 +242,10 @@ class Archiver:
             self.wake()  # the others may be idle while more is queued
 
     async def _refresh(self) -> None:
-        self.stats.queue, self.stats.retrying = await asyncio.to_thread(self._counts)
+        self.stats.queue, self.stats.retrying, self.stats.quarantined = await asyncio.to_thread(self._counts)
 
-    def _counts(self) -> tuple[dict[str, int], int]:
-        return self.catalog.queue_counts(), self.catalog.retrying_count()
+    def _counts(self) -> tuple[dict[str, int], int, int]:
+        return self.catalog.queue_counts(), self.catalog.retrying_count(), self.catalog.quarantined_count()
 
     # -- the spool scan ---------------------------------------------------------------
 
@@ -290,6 +292,11 @@ class Archiver:
                 spool.unlink_quietly(path, spool.marker_for(path))  # a crash before the clean-up
             elif rec.state in ACTIVE:
                 queued += 1
+            elif rec.state == "failed":  # failed before quarantine existed, or its move failed
+                try:
+                    quarantine.isolate(self.catalog, rec)
+                except OSError as e:
+                    log.error("spool file %s: cannot quarantine it: %s", path, e)
         names = {p.name for p in files}
         for marker in self.spool_dir.glob("*" + DONE_SUFFIX):
             target = marker.with_name(marker.name[:-len(DONE_SUFFIX)])

@@ -4,7 +4,8 @@ A recording row exists from the moment consent allows MixMonitor to start; its
 ``state`` then follows the archive job:
 
     recording -> pending -> encrypting -> uploading -> verifying -> archived
-                                   \\-> failed (dead letter after max attempts)
+                                   \\-> failed (dead letter after max attempts;
+                                              spool file quarantined, quarantined_at)
 
 Each transition is one committed write, so after a crash a job resumes from the
 last state it reached; every step is idempotent (see archiver/pipeline.py). Jobs
@@ -80,7 +81,11 @@ _V2 = """
     CREATE INDEX recordings_node ON recordings(node, state, next_try_at);
     """
 
-MIGRATIONS = {"sqlite": [_V1, _V2], "postgresql": [_V1.replace("REAL", "DOUBLE PRECISION"), _V2]}
+# When a dead letter's spool file went into quarantine (archiver/quarantine.py).
+_V3 = "ALTER TABLE recordings ADD COLUMN quarantined_at REAL;"
+
+MIGRATIONS = {"sqlite": [_V1, _V2, _V3],
+              "postgresql": [_V1.replace("REAL", "DOUBLE PRECISION"), _V2, _V3.replace("REAL", "DOUBLE PRECISION")]}
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class Recording:
     archived_at: float | None = None
     paused: str = "[]"
     node: str = ""  # whose spool holds the file; set by Catalog.add when empty
+    quarantined_at: float | None = None
 
     @property
     def pause_intervals(self) -> list[list[float | None]]:
@@ -277,6 +283,11 @@ class Catalog:
         with self.db.read() as c:
             rows = c.execute("SELECT state, COUNT(*) FROM recordings GROUP BY state").fetchall()
         return {state: n for state, n in rows}
+
+    def quarantined_count(self) -> int:
+        """Dead letters whose plaintext spool file waits in quarantine."""
+        with self.db.read() as c:
+            return c.execute("SELECT COUNT(*) FROM recordings WHERE quarantined_at IS NOT NULL").fetchone()[0]
 
     def next_due(self) -> float | None:
         """When this node's next job is due (None: no active job)."""

@@ -24,6 +24,8 @@ import os
 import secrets
 from pathlib import Path
 
+from . import private
+
 __all__ = ["ANONYMOUS", "MIN_KEY_BYTES", "caller_hmac", "load_hmac_key", "normalise_number"]
 
 ANONYMOUS = "anonymous"
@@ -59,9 +61,9 @@ def load_hmac_key(path: Path) -> bytes:
     try:
         key = path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private.make_dirs(path.parent)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = private.create_file(tmp, exclusive=True)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(secrets.token_bytes(32))

@@ -54,7 +54,13 @@ from storage.blobstore import (
     validate_sha256,
     validate_tags,
 )
-from storage.errors import IntegrityError, NotFound, PermanentError, RetentionError, RetryableError
+from storage.errors import (
+    IntegrityError,
+    NotFound,
+    PermanentError,
+    RetentionError,
+    RetryableError,
+)
 
 MARKER = "callvault-blobstore.json"
 FORMAT = 1

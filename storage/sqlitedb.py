@@ -57,6 +57,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import private
 from .db import Database
 from .errors import PermanentError, sqlite_error
 
@@ -113,6 +114,11 @@ class SqliteDatabase(Database):
         self._idle: list[sqlite3.Connection] = []
         self._lent: set[sqlite3.Connection] = set()
         _check_location(self.path)
+        # Created 0600 before SQLite opens it: SQLite gives -wal and -shm the same mode.
+        try:
+            private.touch(self.path)
+        except OSError as exc:
+            raise PermanentError(f"database {self.path}: cannot create: {exc}") from exc
         self._writer = self._connect(reader=False)
 
     # -- connections -------------------------------------------------------------

@@ -11,6 +11,7 @@ import datetime
 import functools
 import getpass
 import os
+import pwd
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,6 +76,25 @@ def passphrase(prompt: str, confirm: bool = False) -> str:
     if confirm and getpass.getpass("again: ") != first:
         raise ValueError("the passphrases differ")
     return first
+
+
+def os_account() -> dict[str, object]:
+    """Who runs this command, as the audit ledger records it: the OS uid and its account
+    name from the password database (never ``$USER`` or ``$LOGNAME``, which any caller sets)."""
+    uid = os.getuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without a passwd entry (containers): the uid alone
+        name = f"uid {uid}"
+    return {"actor": name, "uid": uid, "via": "cli"}
+
+
+def reason(text: str) -> str:
+    """An argparse type: the why of an audited action, never blank."""
+    text = text.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("must not be blank; say why (it goes into the audit ledger)")
+    return text
 
 
 def iso(ts: float | None) -> str | None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from storage import private
 from storage.chain import VerifyResult
 from storage.errors import StorageError
 
@@ -110,7 +112,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from storage.ledger import Ledger
 
     with database(load_config(args)) as db:
-        out = open(args.out, "w") if args.out not in (None, "-") else sys.stdout
+        # The ledger names calls and recordings: a new export file is 0600.
+        out = os.fdopen(private.create_file(args.out), "w") if args.out not in (None, "-") else sys.stdout
         try:
             seq, head = Ledger(db).export_jsonl(out)
         finally:

@@ -1,11 +1,10 @@
-"""`callvault recordings list|get|verify|adopt`: archived recordings, from the catalog
+"""`callvault recordings list|get|verify|adopt|retry|erase`: archived recordings, from the catalog
 and the Archive."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import getpass
 import json
 import os
 import re
@@ -18,14 +17,25 @@ from typing import Any
 
 from archiver.archive import Archive
 from archiver.errors import ArchiverError
-from storage.catalog import Catalog, Recording
+from storage import private
 from storage.age import VERSION_LINE, Identity
+from storage.catalog import Catalog, Recording
 from storage.errors import NotFound, StorageError
 from storage.ledger import Ledger
 
 from .. import compose
 from .. import config as cfg
-from .common import database, fail, guarded, iso, load_config, passphrase, with_config
+from .common import (
+    database,
+    fail,
+    guarded,
+    iso,
+    load_config,
+    os_account,
+    passphrase,
+    reason,
+    with_config,
+)
 
 _guard = guarded(StorageError, ArchiverError, ValueError)
 
@@ -84,6 +94,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists():
         return fail(f"{out} exists; refusing to overwrite", 2)
+    identity = args.identity or config.web.identity_file
+    if identity is None:
+        return fail("no identity: pass --identity FILE or set [web] identity_file in the config", 2)
     with _catalog(config) as (catalog, ledger):
         try:
             rec = catalog.get(args.recording_id)
@@ -91,15 +104,14 @@ def cmd_get(args: argparse.Namespace) -> int:
             return fail(f"no recording {args.recording_id}")
         if rec.state != "archived":
             return fail(f"recording {rec.recording_id} is {rec.state}, not archived")
-        identities = _identities(Path(args.identity))
+        identities = _identities(identity)
         # The audit entry first, then the key is used.
-        ledger.append("audit.get", {"recording_id": rec.recording_id, "actor": getpass.getuser(),
-                                    "via": "cli", "reason": args.reason,
+        ledger.append("audit.get", {"recording_id": rec.recording_id, **os_account(), "reason": args.reason,
                                     "identities": [i.fingerprint for i in identities]},
                       call_id=rec.linkedid or None, recording_id=rec.recording_id)
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
     with _archive(config) as archive:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = private.create_file(tmp, exclusive=True)
         try:
             with os.fdopen(fd, "wb") as f:
                 size = archive.decrypt_to(rec, identities, f)
@@ -148,7 +160,7 @@ def cmd_adopt(args: argparse.Namespace) -> int:
         if catalog.by_spool_path(str(path)) is not None or _exists(catalog, rid):
             return fail(f"{path.name} already has a catalog row")
         now = time.time()
-        ledger.append("archive.adopt", {"recording_id": rid, "spool_file": path.name, "actor": getpass.getuser(),
+        ledger.append("archive.adopt", {"recording_id": rid, "spool_file": path.name, **os_account(),
                                         "consent_state": "unknown", "reason": args.reason},
                       recording_id=rid)
         catalog.add(Recording(recording_id=rid, consent_id="", uniqueid="", linkedid="", channel="",
@@ -158,6 +170,39 @@ def cmd_adopt(args: argparse.Namespace) -> int:
         catalog.mark_ended(rid, now)
     print(f"{path.name} adopted as {rid} (consent unknown); a running archiver picks it up")
     return 0
+
+
+def _release(args: argparse.Namespace, erase: bool) -> int:
+    from archiver.quarantine import NotQuarantined, release
+
+    config = load_config(args)
+    with _catalog(config) as (catalog, ledger):
+        try:
+            rec = catalog.get(args.recording_id)
+        except NotFound:
+            return fail(f"no recording {args.recording_id}")
+        try:
+            path = release(catalog, rec, erase=erase)
+        except NotQuarantined as e:
+            return fail(str(e), 2)
+        ledger.append("archive.release", {"recording_id": rec.recording_id, **os_account(),
+                                          "action": "erase" if erase else "retry", "reason": args.reason},
+                      call_id=rec.linkedid or None, recording_id=rec.recording_id)
+    what = "queued for erasure" if erase else "queued again"
+    print(f"{rec.recording_id}: {path.name} is back in the spool and {what}; a running archiver picks it up")
+    return 0
+
+
+@_guard
+def cmd_retry(args: argparse.Namespace) -> int:
+    """A quarantined dead letter goes back to the spool and into the archive queue."""
+    return _release(args, erase=False)
+
+
+@_guard
+def cmd_erase(args: argparse.Namespace) -> int:
+    """A quarantined dead letter goes back to the spool flagged for erasure."""
+    return _release(args, erase=True)
 
 
 def _exists(catalog: Catalog, rid: str) -> bool:
@@ -177,9 +222,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(fn=cmd_list)
     get = with_config(rec.add_parser("get", help="fetch, decrypt and write one recording as WAV"))
     get.add_argument("recording_id")
-    get.add_argument("--identity", required=True, help="age identity file (passphrase asked if protected)")
+    get.add_argument("--identity", type=Path, help="age identity file (passphrase asked if protected); "
+                     "default [web] identity_file")
     get.add_argument("--out", required=True, help="WAV file to create")
-    get.add_argument("--reason", default="", help="why (goes into the audit ledger)")
+    get.add_argument("--reason", type=reason, required=True, help="why (goes into the audit ledger)")
     get.set_defaults(fn=cmd_get)
     ver = with_config(rec.add_parser("verify", help="check stored ciphertext against the manifest"))
     which = ver.add_mutually_exclusive_group(required=True)
@@ -189,5 +235,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     adopt = with_config(rec.add_parser("adopt", help="archive a spool file the archiver left alone"))
     adopt.add_argument("path")
     adopt.add_argument("--retention-class", default="default")
-    adopt.add_argument("--reason", default="", help="why (goes into the ledger)")
+    adopt.add_argument("--reason", type=reason, required=True, help="why (goes into the ledger)")
     adopt.set_defaults(fn=cmd_adopt)
+    retry = with_config(rec.add_parser("retry", help="queue a quarantined dead letter for archiving again"))
+    retry.add_argument("recording_id")
+    retry.add_argument("--reason", type=reason, required=True, help="why (goes into the ledger)")
+    retry.set_defaults(fn=cmd_retry)
+    erase = with_config(rec.add_parser("erase", help="erase a quarantined dead letter (spool file and "
+                                                     "anything already stored)"))
+    erase.add_argument("recording_id")
+    erase.add_argument("--reason", type=reason, required=True, help="why (goes into the ledger)")
+    erase.set_defaults(fn=cmd_erase)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import ssl
 import sys
 import urllib.error
@@ -15,7 +14,8 @@ from pathlib import Path
 
 from .. import compose
 from .. import config as cfg
-from .common import database, fail, load_config, with_config
+from ..cautions import cautions
+from .common import database, fail, load_config, os_account, with_config
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -24,8 +24,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args, check_paths=True)
     configure(config.log, verbose=args.verbose)
-    for line in cfg.cautions(config, args.config):
-        logging.getLogger("callvault").warning("%s", line)
+    for line in cautions(config):
+        logging.getLogger("callvault").warning("%s: warning: %s", args.config, line)
     return serve(config)
 
 
@@ -45,8 +45,8 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = cfg.load(args.config)
-    for line in cfg.cautions(config, str(args.config)):
-        print(line, file=sys.stderr)
+    for line in cautions(config):
+        print(f"{args.config}: warning: {line}", file=sys.stderr)
     print(f"{args.config}: ok")
     return 0
 
@@ -95,13 +95,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_queue(config: cfg.Config) -> None:
-    from storage.catalog import Catalog
     from storage.errors import StorageError
 
     try:
         with database(config) as db:
-            catalog = Catalog(db)
-            queue = catalog.queue_counts()
+            catalog = compose.catalog(config, db)
+            queue, quarantined = catalog.queue_counts(), catalog.quarantined_count()
     except (StorageError, OSError) as e:
         print(f"queue:    unknown ({e})")
         return
@@ -109,6 +108,9 @@ def _print_queue(config: cfg.Config) -> None:
     print(f"queue:    {waiting}")
     if queue.get("failed"):
         print(f"          {queue['failed']} dead letter(s): `callvault recordings list --state failed`")
+    if quarantined:
+        print(f"          {quarantined} in quarantine (plaintext): `callvault recordings retry ID --reason ...` "
+              "or `callvault recordings erase ID --reason ...`")
 
 
 def _url_host(host: str) -> str:
@@ -146,7 +148,7 @@ async def _call_control(config: cfg.Config, channel: str, paused: bool) -> int:
                 return 1
             try:
                 rec = await set_paused(ami, compose.catalog(config, db), Ledger(db).append_async, channel, paused,
-                                       actor=f"cli:{os.environ.get('USER', 'root')}")
+                                       actor=f"cli:{os_account()['actor']}")
             except ControlError as e:
                 print(str(e), file=sys.stderr)
                 return 2

@@ -60,7 +60,7 @@ class Admin:
         failed = catalog.search(state="failed", limit=100)
         last = catalog.last_archived_at()
         dead = [{"recording_id": r.recording_id, "started_at": _iso(r.started_at), "attempts": r.attempts,
-                 "last_error": r.last_error} for r in failed]
+                 "last_error": r.last_error, "quarantined": r.quarantined_at is not None} for r in failed]
         return catalog.queue_counts(), dead, last
 
     def keys(self) -> dict[str, Any]:

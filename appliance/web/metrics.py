@@ -20,8 +20,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info,
-                               PlatformCollector, ProcessCollector, generate_latest)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -46,6 +54,7 @@ class Snapshot:
     live_calls: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     retrying: int = 0
+    quarantined: int = 0
     ami_connected: bool = False
     agi_total: int = 0
     agi_errors: int = 0
@@ -85,6 +94,8 @@ class _StateCollector(Collector):
                     values={st: s.counts.get(st, 0) for st in STATES})
         yield gauge("callvault_archive_dead_letters", "Archive jobs that gave up (state failed).",
                     s.counts.get("failed", 0))
+        yield gauge("callvault_archive_quarantined", "Dead letters whose plaintext spool file waits in "
+                    "quarantine (retry or erase them).", s.quarantined)
         yield gauge("callvault_archive_retrying", "Archive jobs waiting for a retry after a failure.", s.retrying)
         yield gauge("callvault_archive_last_success_timestamp_seconds",
                     "Unix time of the newest verified archive copy (0: none yet).", s.last_archive)
@@ -155,6 +166,7 @@ class Metrics:
                 counts = await asyncio.to_thread(catalog.queue_counts)
             self._state.snapshot = Snapshot(
                 live_calls=live_calls, counts=counts, retrying=archiver.get("retrying", 0),
+                quarantined=archiver.get("quarantined", 0),
                 ami_connected=ami_connected, agi_total=agi.get("total", 0), agi_errors=agi.get("errors", 0),
                 agi_active=agi.get("active", 0), agi_refused=agi.get("refused", 0), playback_fetched_bytes=self.playback_fetched_bytes,
                 storage_up=bool(archiver.get("running")) and archiver.get("storage_down_since") is None,

@@ -174,9 +174,17 @@ def admin_page(session: Session, h: dict[str, Any], snippets: dict[str, str]) ->
     ]
     health = "".join(f'<tr><th>{a}</th><td>{b}</td><td>{c}</td></tr>' for a, b, c in rows)
     dead = "".join(f'<tr><td>{escape(d["recording_id"])}</td><td>{_when(d["started_at"])}</td><td>{d["attempts"]}</td>'
+                   f'<td>{"quarantined" if d["quarantined"] else "none"}</td>'
                    f'<td>{escape(d["last_error"])}</td></tr>' for d in h["dead_letters"])
-    dead_html = (f'<table id="dead-letters"><thead><tr><th>Recording</th><th>Started</th><th>Tries</th><th>Last error'
-                 f'</th></tr></thead><tbody>{dead}</tbody></table>' if dead else '<p id="dead-letters">None.</p>')
+    dead_html = (f'<table id="dead-letters"><thead><tr><th>Recording</th><th>Started</th><th>Tries</th>'
+                 f'<th>Spool file</th><th>Last error</th></tr></thead><tbody>{dead}</tbody></table>'
+                 if dead else '<p id="dead-letters">None.</p>')
+    held = arch.get("quarantined", 0)
+    if held:
+        dead_html = (f'<p id="quarantine-alert" class="bad" role="alert">{held} dead-lettered recording(s) keep '
+                     'unencrypted audio in the spool\'s quarantine (.callvault-quarantine). Retry each with '
+                     '<code>callvault recordings retry ID</code>, or erase it with <code>callvault recordings '
+                     'erase ID --reason ...</code> (docs/operations.md).</p>' + dead_html)
     fp = "".join(f'<tr><td>encrypts to</td><td><code>{escape(k["fingerprint"])}</code></td>'
                  f'<td><code>{escape(k["public_key"])}</code></td></tr>' for k in keys["recipients"])
     fp += "".join(f'<tr><td>decrypts (this node)</td><td><code>{escape(k["fingerprint"])}</code></td>'

@@ -37,11 +37,12 @@ from .auth import (
     security_headers,
     session_of,
 )
-from .health import Probe, down_parts
+from .health import down_parts
 from .live import LiveCalls
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import document
+from .probe import Probe
 from .proxy import make_middleware as proxy_middleware
 from .retrieval import Retrieval
 from .state import WebKeys as W

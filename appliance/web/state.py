@@ -10,9 +10,9 @@ if TYPE_CHECKING:
     from storage.users import Users
 
     from .auth import LoginThrottle
-    from .health import Probe
     from .live import LiveCalls
     from .metrics import Metrics
+    from .probe import Probe
     from .retrieval import Retrieval
 
 

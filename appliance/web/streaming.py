@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .jsonio import error, valid_id
 from .auth import session_of
+from .jsonio import error, valid_id
 from .retrieval import Refused, parse_range
 from .state import WebKeys as W
 

@@ -21,7 +21,12 @@ arithmetic, random access, ``Decryptor``); ``encryptor`` (``Encryptor``,
 """
 
 from storage.age.bech32 import bech32_decode, bech32_encode
-from storage.age.encryptor import BLOCK_CHUNKS, EncryptionSummary, Encryptor, encrypt_file
+from storage.age.encryptor import (
+    BLOCK_CHUNKS,
+    EncryptionSummary,
+    Encryptor,
+    encrypt_file,
+)
 from storage.age.errors import (
     ChunkAuthError,
     HeaderError,

@@ -16,7 +16,15 @@ from typing import BinaryIO
 
 from storage.age.header import FILE_KEY_SIZE, build_header
 from storage.age.keys import Recipient
-from storage.age.stream import CHUNK_SIZE, ENC_CHUNK_SIZE, NONCE_SIZE, TAG_SIZE, Sealer, chunk_nonce, iter_source
+from storage.age.stream import (
+    CHUNK_SIZE,
+    ENC_CHUNK_SIZE,
+    NONCE_SIZE,
+    TAG_SIZE,
+    Sealer,
+    chunk_nonce,
+    iter_source,
+)
 from storage.blobstore import PartDigests, PartHasher
 
 __all__ = ["BLOCK_CHUNKS", "EncryptionSummary", "Encryptor", "encrypt_file"]

@@ -12,9 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from storage.age.errors import HeaderError, HeaderMacError, KeyFormatError, NoMatchingIdentity
+from storage.age.errors import (
+    HeaderError,
+    HeaderMacError,
+    KeyFormatError,
+    NoMatchingIdentity,
+)
 from storage.age.primitives import b64decode, b64encode, hkdf
-
 
 __all__ = ["FILE_KEY_SIZE", "FORMAT", "MAX_HEADER_SIZE", "VERSION_LINE", "Stanza", "Unwrapper", "Wrapper",
            "build_header", "header_with_mac", "parse_header", "read_header", "unwrap_file_key"]

@@ -6,7 +6,12 @@ from __future__ import annotations
 import os
 
 from storage.age.errors import HeaderError, KeyFormatError
-from storage.age.header import FILE_KEY_SIZE, header_with_mac, parse_header, unwrap_file_key
+from storage.age.header import (
+    FILE_KEY_SIZE,
+    header_with_mac,
+    parse_header,
+    unwrap_file_key,
+)
 from storage.age.keys import ScryptIdentity, scrypt_stanza
 from storage.age.stream import NONCE_SIZE, PayloadDecryptor, Sealer
 

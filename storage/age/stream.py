@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from storage.age.errors import ChunkAuthError, PayloadError, TrailingData, TruncatedPayload
+from storage.age.errors import (
+    ChunkAuthError,
+    PayloadError,
+    TrailingData,
+    TruncatedPayload,
+)
 from storage.age.header import unwrap_file_key
 from storage.age.primitives import hkdf
 

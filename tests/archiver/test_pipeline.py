@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import json
 import os
+import stat
 import threading
 import time
 
@@ -206,8 +207,18 @@ def test_repeated_integrity_errors_make_a_dead_letter(archive_env):
     assert outcomes == ["retry", "retry", "failed"]
     assert rec.state == "failed" and rec.attempts == 3
     assert rec.last_error.startswith("gave up after 3 attempts") and "checksum mismatch 2" in rec.last_error
-    assert f"{rid}.wav" in env.spool_files()  # nothing is deleted that is not archived
+    assert_quarantined(env, rid)  # nothing is deleted that is not archived
     assert env.kinds(rid)[-1] == "archive.failed"
+
+
+def assert_quarantined(env, rid):
+    """The plaintext left the spool (Asterisk's group may read it) for a 0700 directory."""
+    quarantine = env.spool / ".callvault-quarantine"
+    assert env.spool_files() == []
+    assert sorted(os.listdir(quarantine)) == [f"{rid}.wav", f"{rid}.wav.done"]
+    assert (quarantine / f"{rid}.wav").read_bytes() == env.wavs[rid]
+    assert stat.S_IMODE(quarantine.stat().st_mode) == 0o700
+    assert env.catalog.get(rid).quarantined_at is not None and env.catalog.quarantined_count() == 1
 
 
 def test_permanent_error_fails_at_once(archive_env):
@@ -219,7 +230,7 @@ def test_permanent_error_fails_at_once(archive_env):
     assert env.process(rid).kind == "failed"
     rec = env.catalog.get(rid)
     assert rec.state == "failed" and rec.attempts == 0 and "AccessDenied" in rec.last_error
-    assert f"{rid}.wav" in env.spool_files()
+    assert_quarantined(env, rid)
 
 
 def test_unknown_retention_class_is_a_dead_letter_naming_it(archive_env):
@@ -277,6 +288,7 @@ def test_missing_spool_file_is_a_dead_letter(archive_env):
     rid = env.recording(file=False, marker=True)
     assert env.process(rid).kind == "failed"
     assert "does not exist: nothing was recorded" in env.catalog.get(rid).last_error
+    assert env.catalog.get(rid).quarantined_at is None  # nothing to keep away from anyone
 
 
 def test_stop_request_abandons_and_releases_the_lease(archive_env):

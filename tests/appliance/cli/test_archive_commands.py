@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import stat
 
 import pytest
 
-from appliance import config as cfg
 from appliance import compose
+from appliance import config as cfg
 from appliance.cli import build_parser
 from archiver.errors import SetupError
 from storage import keys
@@ -122,7 +123,7 @@ def test_recordings_get_decrypts_to_the_original_wav(site, capsys, tmp_path):
     [audit] = env.ledger.find(recording_id=rids[0], kind="audit.get")
     assert audit.data["reason"] == "subject access request"
     code, _, err = run(capsys, "recordings", "get", rids[0], "--identity", str(tmp_path / "id.txt"),
-                       "--out", str(out_file), "-c", str(path))
+                       "--out", str(out_file), "--reason", "again", "-c", str(path))
     assert code == 2 and "refusing to overwrite" in err
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
 
@@ -131,7 +132,7 @@ def test_recordings_get_with_the_wrong_key_fails_cleanly(site, capsys, tmp_path)
     path, _, rids, _ = site
     run(capsys, "keys", "generate", "--out", str(tmp_path / "other.txt"))
     code, _, err = run(capsys, "recordings", "get", rids[0], "--identity", str(tmp_path / "other.txt"),
-                       "--out", str(tmp_path / "x.wav"), "-c", str(path))
+                       "--out", str(tmp_path / "x.wav"), "--reason", "qa", "-c", str(path))
     assert code == 1 and "identities" in err and not (tmp_path / "x.wav").exists()
 
 
@@ -159,7 +160,39 @@ def test_recordings_adopt_queues_an_unknown_file(site, capsys):
     rec = env.catalog.get("stray-file")
     assert rec.state == "pending" and rec.consent_state == "unknown"
     assert env.ledger.find(recording_id="stray-file", kind="archive.adopt")[0].data["reason"] == "found after restore"
-    assert run(capsys, "recordings", "adopt", str(wav), "-c", str(path))[0] == 1
+    assert run(capsys, "recordings", "adopt", str(wav), "--reason", "again", "-c", str(path))[0] == 1
+
+
+@pytest.mark.parametrize("reason", [None, "", "   "], ids=["missing", "empty", "blank"])
+def test_recordings_get_refuses_without_a_reason(site, capsys, tmp_path, reason):
+    path, _, rids, env = site
+    argv = ["recordings", "get", rids[0], "--identity", str(tmp_path / "id.txt"), "--out", str(tmp_path / "o.wav"),
+            "-c", str(path)] + ([] if reason is None else ["--reason", reason])
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2 and "--reason" in capsys.readouterr().err
+    assert env.ledger.find(recording_id=rids[0], kind="audit.get") == []
+
+
+def test_recordings_get_audits_the_os_account_and_defaults_to_the_web_identity(site, capsys, tmp_path,
+                                                                               monkeypatch):
+    path, _, rids, env = site
+    # The environment names someone else: the ledger must not believe it.
+    monkeypatch.setenv("USER", "mallory")
+    monkeypatch.setenv("LOGNAME", "mallory")
+    monkeypatch.setenv("CALLVAULT_WEB_IDENTITY_FILE", str(tmp_path / "id.txt"))
+    out_file = tmp_path / "o.wav"
+    code, _, err = run(capsys, "recordings", "get", rids[0], "--out", str(out_file), "--reason", "DSAR 42",
+                       "-c", str(path))
+    assert code == 0, err
+    assert out_file.read_bytes() == env.wavs[rids[0]]
+    [audit] = env.ledger.find(recording_id=rids[0], kind="audit.get")
+    assert audit.data["actor"] == pwd.getpwuid(os.getuid()).pw_name != "mallory"
+    assert audit.data["uid"] == os.getuid() and audit.data["via"] == "cli"
+    monkeypatch.delenv("CALLVAULT_WEB_IDENTITY_FILE")
+    code, _, err = run(capsys, "recordings", "get", rids[1], "--out", str(tmp_path / "p.wav"), "--reason", "x",
+                       "-c", str(path))
+    assert code == 2 and "--identity" in err and "[web] identity_file" in err
 
 
 def test_storage_init_makes_the_local_stores_that_serve_refuses_without(tmp_path, identity, capsys):
@@ -195,3 +228,38 @@ def test_missing_recipients_and_unknown_retention_classes_are_refused(tmp_path, 
         assert archiver.rule_retention["sales"] == "sales-2y"
     finally:
         db.close()
+
+
+def test_quarantined_dead_letters_are_retried_or_erased_from_the_cli(site, capsys, tmp_path):
+    path, config, rids, env = site
+    archiver = compose.build_archiver(config, env.catalog, env.ledger, compose.build_archive(config))
+    # A class the config does not know yet: a dead letter at once, its WAV quarantined.
+    dead = [env.recording(20_000, retention_class="sales") for _ in range(2)]
+    for rid in dead:
+        assert archiver.pipeline.process(env.catalog.get(rid)).kind == "failed"
+    quarantine = config.spool.dir / ".callvault-quarantine"
+    assert sorted(p.name for p in config.spool.dir.glob("*.wav")) == []
+    assert sorted(p.name for p in quarantine.glob("*.wav")) == sorted(f"{rid}.wav" for rid in dead)
+
+    code, _, err = run(capsys, "recordings", "retry", rids[0], "--reason", "r", "-c", str(path))
+    assert code == 2 and f"recording {rids[0]} is not in quarantine: it is archived" in err
+
+    code, _, err = run(capsys, "recordings", "retry", dead[0], "--reason", "class added", "-c", str(path))
+    assert code == 0, err
+    assert (config.spool.dir / f"{dead[0]}.wav").read_bytes() == env.wavs[dead[0]]
+    rec = env.catalog.get(dead[0])
+    assert rec.state == "pending" and rec.quarantined_at is None and rec.last_error == ""
+    [entry] = env.ledger.find(recording_id=dead[0], kind="archive.release")
+    assert entry.data["action"] == "retry" and entry.data["uid"] == os.getuid()
+    # Once the class exists the job goes through.
+    fixed = cfg.load(path, env={}, check_paths=False, overrides={"archive.retention": ["sales=GOVERNANCE:1d"]})
+    archiver = compose.build_archiver(fixed, env.catalog, env.ledger, compose.build_archive(fixed))
+    assert archiver.pipeline.process(env.catalog.get(dead[0])).kind == "archived"
+    assert run(capsys, "recordings", "retry", dead[0], "--reason", "r", "-c", str(path))[0] == 2  # archived now
+
+    code, _, err = run(capsys, "recordings", "erase", dead[1], "--reason", "no basis to keep it", "-c", str(path))
+    assert code == 0, err
+    assert env.catalog.get(dead[1]).erase_requested == 1
+    assert archiver.pipeline.process(env.catalog.get(dead[1])).kind == "erased"
+    assert list(config.spool.dir.glob("*.wav")) == [] and list(quarantine.iterdir()) == []
+    assert env.kinds(dead[1])[-2:] == ["archive.release", "erase"]

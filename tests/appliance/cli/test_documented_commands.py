@@ -188,6 +188,9 @@ NOT_RUN_HERE = {
     ("lab", "call"): "needs the lab",
     ("recordings", "get"): "needs an archived recording (tests/appliance/cli/test_archive_commands.py)",
     ("recordings", "adopt"): "needs a spool file and an archiver (tests/appliance/cli/test_archive_commands.py)",
+    ("recordings", "retry"): "needs a quarantined dead letter (tests/appliance/cli/test_archive_commands.py, "
+                             "tests/appliance/test_private_files.py)",
+    ("recordings", "erase"): "needs a quarantined dead letter (tests/appliance/cli/test_archive_commands.py)",
     ("prompts", "build"): "speaks every prompt with espeak-ng (tests/announcements/test_prompts_cli.py)",
     ("prompts", "import"): "needs an audio file (tests/announcements/test_prompts_cli.py)",
     ("prompts", "install"): "needs built prompts (tests/announcements/test_prompts_cli.py)",

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
+import secrets
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from waiting import until
 from appliance.keys import AppKeys as K
 from appliance.web.state import WebKeys as W
 from archiver.manifest import Manifest
+from storage.catalog import Recording
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.s3]
 
@@ -162,8 +164,20 @@ async def test_admin_sees_health_and_places_a_lab_test_call(webapp):
         assert await page.inner_text("#storage-state") == "up"
         assert "22." not in await page.inner_text("main")
         await save(page, "status")
+        # A dead letter whose WAV is still in the spool: the scan quarantines it, the page says so.
+        rid = "r" + secrets.token_hex(12)
+        wav = h.app[K.config].spool.dir / f"{rid}.wav"
+        wav.write_bytes(b"RIFF plaintext")
+        h.app[K.catalog].add(Recording(recording_id=rid, consent_id="c", uniqueid="u", linkedid="l", channel="",
+                                       spool_path=str(wav), caller_hmac="", did="", agent="", rule="",
+                                       jurisdiction="ZA", retention_class="default", consent_state="granted",
+                                       started_at=time.time(), state="failed", last_error="gave up"))
+        await h.app[K.archiver].scan()
         await sign_in(page, h, "ada")
         assert page.url.endswith("/admin")
+        alert = await page.inner_text("#quarantine-alert")
+        assert alert.startswith("1 dead-lettered recording(s) keep unencrypted audio") and "recordings retry" in alert
+        assert "quarantined" in await page.inner_text("#dead-letters")
         health = await page.inner_text("#health")
         assert "connected" in health and "22." in health and "reachable" in health and "available" in health
         assert "Database" in health and "answers" in health
