@@ -2,6 +2,8 @@
 
 The real peers: one lab (Asterisk 22 + Ceph RGW from the cached sid root) is
 brought up once per test session and torn down at the end, also after failures.
+The English prompts are generated once per session and installed into the lab's
+Asterisk (the consent flow plays no notice that is not installed).
 """
 
 from __future__ import annotations
@@ -18,10 +20,21 @@ from appliance.lab.harness import Lab, LabState
 
 
 @pytest.fixture(scope="session")
-def lab() -> Lab:
+def english_prompts(tmp_path_factory):
+    """A prompt library with the English prompts, generated once per session (~1 s)."""
+    from announcements.library import PromptLibrary
+
+    library = PromptLibrary(tmp_path_factory.mktemp("english-prompts"))
+    library.build(["en"])
+    return library
+
+
+@pytest.fixture(scope="session")
+def lab(english_prompts) -> Lab:
     lab = Lab()
     lab.up(progress=lambda msg: print(msg, flush=True))
     try:
+        english_prompts.install(lab.state().sounds_host)
         yield lab
     finally:
         lab.down()

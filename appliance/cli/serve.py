@@ -22,6 +22,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..service import serve
 
     config = load_config(args, check_paths=True)
+    check_notices(config, args.config)
     configure(config.log, verbose=args.verbose)
     return serve(config)
 
@@ -40,8 +41,16 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_notices(config: cfg.Config, where: str) -> None:
+    """An implied or opt-out rule whose notice is not installed is a configuration
+    error: it would record callers who heard no notice."""
+    problems = compose.notice_problems(config, where)
+    if problems:
+        raise cfg.ConfigError(problems)
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
-    cfg.load(args.config)
+    check_notices(cfg.load(args.config), args.config)
     print(f"{args.config}: ok")
     return 0
 

@@ -28,15 +28,13 @@ def library(tmp_path_factory) -> PromptLibrary:
 
 
 @pytest.fixture
-def sounds(lab_state, library):
-    """Install into the lab Asterisk's sounds dir; remove afterwards (shared lab)."""
+def sounds(lab_state, library, english_prompts):
+    """Install into the lab Asterisk's sounds dir; put the session's English
+    prompts back afterwards (shared lab)."""
     sounds_dir = Path(lab_state.sounds_host)
     library.install(sounds_dir)
     yield sounds_dir
-    link = sounds_dir / "callvault"
-    target = sounds_dir / link.readlink()
-    link.unlink()
-    shutil.rmtree(target)
+    english_prompts.install(sounds_dir)
     shutil.rmtree(sounds_dir / "cvtest", ignore_errors=True)
 
 
