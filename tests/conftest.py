@@ -18,7 +18,6 @@ from agi.ami import AmiClient
 from appliance.lab.calls import CallDriver
 from appliance.lab.harness import Lab, LabState
 
-
 # Short English texts, so that calls in the lab take about as long as they did
 # with a beep (the built-in opt-in notice alone lasts 8 s). Same voice, same build
 # and install; tests/announcements plays the built-in texts.
