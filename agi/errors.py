@@ -69,6 +69,11 @@ class CommandFailed(AgiError):
 # --- AMI -------------------------------------------------------------------
 
 
+class NoticeNotInstalled(AgiError):
+    """The rule's notice is not installed for its language chain: the call is
+    failed closed (not recorded) rather than recorded without a notice."""
+
+
 class AmiError(AgiError):
     """Root of AMI session errors."""
 

@@ -16,7 +16,9 @@ unknown origin. ``build`` regenerates a generated prompt when its text, voice or
 hidden sibling directory ``.callvault-XXXXXXXX``: a new set is written and synced
 in full beside it, then the link is replaced with one ``rename`` (atomic on POSIX).
 A failure before that leaves the installed prompts untouched; Asterisk sees
-either the old set or the new one, never a mixture.
+either the old set or the new one, never a mixture. The set carries its manifest
+(announcements/manifest.py): every file's prompt, language, format, SHA-256 and the
+text or recording it was made from.
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ if TYPE_CHECKING:  # pydub is imported by audio where it is used
 
 from . import audio, tts
 from .catalog import PROMPT_NAMES, Catalog, builtin_catalog, check_lang, check_name
-from .errors import AnnouncementError, PromptNotFound, UsageError
+from .errors import AnnouncementError, UsageError
+from .manifest import MANIFEST_NAME, SOUNDS_SUBDIR, file_record, manifest_bytes
 
 DEFAULT_LIBRARY = "/var/lib/callvault/prompts"
-SOUNDS_SUBDIR = "callvault"
 PIPELINE_VERSION = 1  # bump when audio.prepare changes, so generated prompts are rebuilt
 _STAGE_PREFIX = ".callvault-"
 
@@ -242,14 +244,19 @@ class PromptLibrary:
             _remove_stale_stages(sounds, link)
             stage = Path(tempfile.mkdtemp(prefix=_STAGE_PREFIX, dir=sounds))
             try:
+                records: list[dict] = []
+
                 def job(item: tuple[str, str]) -> None:
                     lang, name = item
+                    source, version = self._origin(lang, name)
                     encoded = audio.encode_all(audio.read_master(self.master_path(lang, name)))
                     (stage / lang).mkdir(mode=0o755, exist_ok=True)
                     for ext, data in encoded.items():
                         _write_file(stage / lang / f"{name}.{ext}", data)
+                        records.append(file_record(lang, name, ext, data, source, version))
 
                 _run_parallel(job, items, workers, progress, "installed")
+                _write_file(stage / MANIFEST_NAME, manifest_bytes(records, _now()))
                 for d in [stage, *(p for p in stage.iterdir() if p.is_dir())]:
                     d.chmod(0o755)  # mkdtemp makes 0700; Asterisk runs as its own user
                     _fsync_dir(d)
@@ -259,6 +266,16 @@ class PromptLibrary:
                     shutil.rmtree(stage, ignore_errors=True)
                 raise
         return InstallReport(path=str(link), prompts=tuple(items), files=len(items) * len(audio.FORMATS))
+
+    def _origin(self, lang: str, name: str) -> tuple[str, str]:
+        """(source, version) for the manifest: what the master was made from."""
+        info = self.info(lang, name)
+        if info is not None and info.source == Status.GENERATED and info.text_sha256:
+            return Status.GENERATED, f"text-sha256:{info.text_sha256}"
+        if info is not None and info.source_sha256:
+            return Status.RECORDED, f"source-sha256:{info.source_sha256}"
+        master = hashlib.sha256(self.master_path(lang, name).read_bytes()).hexdigest()
+        return Status.RECORDED, f"master-sha256:{master}"
 
     def _store(self, lang: str, name: str, master: AudioSegment, info: PromptInfo) -> None:
         target = self.master_path(lang, name)
@@ -277,21 +294,6 @@ class PromptLibrary:
         finally:
             tmp_master.unlink(missing_ok=True)
             tmp_sidecar.unlink(missing_ok=True)
-
-
-def resolve(lang_chain: Iterable[str], name: str, sounds_dir: str | os.PathLike[str]) -> str:
-    """The Asterisk sound name ``callvault/<lang>/<name>`` for the first language in
-    ``lang_chain`` (see ``fallback_chain``) that has ``name`` installed under
-    ``sounds_dir``; raises PromptNotFound when none has. A few stat() calls."""
-    if isinstance(lang_chain, str):
-        raise TypeError("lang_chain must be a sequence of languages, e.g. fallback_chain('af')")
-    chain = tuple(check_lang(lang) for lang in lang_chain)
-    check_name(name)
-    base = Path(sounds_dir) / SOUNDS_SUBDIR
-    for lang in chain:
-        if any((base / lang / f"{name}.{ext}").is_file() for ext in audio.FORMATS):
-            return f"{SOUNDS_SUBDIR}/{lang}/{name}"
-    raise PromptNotFound(chain, name, os.fspath(sounds_dir))
 
 
 _T = TypeVar("_T", bound=tuple)

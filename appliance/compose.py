@@ -183,45 +183,71 @@ def ami_client(config: Config) -> AmiClient:
 
 
 def prompt_resolver(sounds_dir: Path):
-    """callvault/<lang>/<name> along the language's fallback chain, else a core sound.
+    """The installed prompt (``InstalledPrompt``: sound name and proof) for a language
+    and prompt name, along the language's fallback chain, from the installed set's
+    manifest; None when it is not installed (nothing stands in for it).
 
-    Resolving costs a dozen stat() calls (languages x formats), three times per
-    call: 10% of the FastAGI server's CPU per consent flow. Installs swap the
-    ``callvault`` symlink to a new, never modified stage directory, so answers are
-    cached per link target: one readlink() per prompt, and a new install is seen
-    at once. A hand-made ``callvault`` directory (not a link) is never cached.
+    Installs swap the ``callvault`` symlink to a new, never modified stage
+    directory, so the manifest is read once per link target: one readlink() per
+    prompt, and a new install is seen at once. A hand-made ``callvault`` directory
+    (not a link) is read every time.
     """
-    from agi.handlers.consent import CORE_FALLBACK
     from announcements.catalog import fallback_chain
-    from announcements.errors import AnnouncementError
-    from announcements.library import SOUNDS_SUBDIR, resolve
+    from announcements.errors import PromptNotFound
+    from announcements.manifest import SOUNDS_SUBDIR, Manifest, resolve
 
     link = Path(sounds_dir) / SOUNDS_SUBDIR
-    cache: dict[tuple[str, str], str] = {}
-    cached_for: list[str | None] = [None]
+    cached: list = [None, None]  # link target, its Manifest (or None: nothing installed)
 
-    def lookup(language: str, name: str) -> str:
+    def prompt(language: str, name: str):
         try:
-            return resolve(fallback_chain(language), name, sounds_dir)
-        except AnnouncementError:
-            return CORE_FALLBACK[name]
-
-    def prompt(language: str, name: str) -> str:
-        try:
-            target = os.readlink(link)
+            target: str | None = os.readlink(link)
         except FileNotFoundError:
-            target = ""  # nothing installed: core sounds until an install
+            target = ""  # nothing installed
         except OSError:
-            return lookup(language, name)  # a real directory: may change in place
-        if target != cached_for[0] or len(cache) > 1000:
-            cache.clear()
-            cached_for[0] = target
-        key = (language, name)
-        if key not in cache:
-            cache[key] = lookup(language, name)
-        return cache[key]
+            target = None  # a real directory: may change in place
+        if target is None or target != cached[0]:
+            cached[:] = [target, Manifest.load(link) if target != "" else None]
+        if cached[1] is None:
+            return None
+        try:
+            return resolve(fallback_chain(language), name, sounds_dir, manifest=cached[1])
+        except PromptNotFound:
+            return None
 
     return prompt
+
+
+def notice_problems(config: Config, where: str) -> list[str]:
+    """One line for each implied or opt-out rule whose notice is not installed for
+    its language chain (or was changed after install): such a rule would record
+    callers who never heard a notice. Reads the manifest and hashes the files."""
+    from announcements.catalog import fallback_chain
+    from announcements.errors import PromptNotFound
+    from announcements.manifest import SOUNDS_SUBDIR, Manifest, resolve
+
+    sounds = config.prompts.sounds_dir
+    manifest = Manifest.load(sounds / SOUNDS_SUBDIR)
+    fix = (f"run `callvault prompts build` and `callvault prompts install --sounds-dir {sounds}`, "
+           "or give the rule a language that has its notice")
+    problems = []
+    for rule in config.consent.rules:
+        if rule.mode not in ("implied", "opt-out"):
+            continue
+        name = f"notice-{rule.mode}"
+        chain = fallback_chain(rule.prompt_language)
+        at = (f"{where}: [[consent.rules]] {rule.name!r} (mode = {rule.mode!r}, "
+              f"prompt_language = {rule.prompt_language!r})")
+        try:
+            found = resolve(chain, name, sounds, manifest=manifest)
+        except PromptNotFound:
+            why = "nothing is installed (no manifest)" if manifest is None else f"tried {', '.join(chain)}"
+            problems.append(f"{at}: {name} is not installed under {sounds / SOUNDS_SUBDIR} ({why}); {fix}")
+            continue
+        damage = manifest.damage(found) if manifest is not None else None
+        if damage:
+            problems.append(f"{at}: {name} for {found.language!r}: {damage}; {fix}")
+    return problems
 
 
 def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: bytes,

@@ -13,7 +13,7 @@ empty value, never as an error, and keys it does not know are ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 __all__ = ["ConsentBody", "RevokeBody", "PauseBody"]
@@ -39,6 +39,14 @@ class ConsentBody:
     has no ``digits``, ``attempts`` nor ``recording_id`` (they read back as ``""``, 0
     and None). Every other outcome's body has all three, ``recording_id`` being null
     unless ``record``.
+
+    What the caller heard: ``notice`` is the sound name played; ``notice_id`` the
+    prompt, ``notice_language`` the language found along the fallback chain,
+    ``notice_version`` what the audio was made from (``text-sha256:...``,
+    ``source-sha256:...`` or ``master-sha256:...``) and ``notice_sha256`` each
+    installed format's SHA-256 (Asterisk picks the format when it plays and does not
+    say which). Entries written before these fields existed have none of them; they
+    read back empty and their bodies (and hashes) are unchanged.
     """
 
     KIND: ClassVar[str] = "consent"
@@ -63,6 +71,10 @@ class ConsentBody:
     digits: str = ""
     attempts: int = 0
     recording_id: str | None = None
+    notice_id: str = ""
+    notice_language: str = ""
+    notice_version: str = ""
+    notice_sha256: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def answered(self) -> bool:
@@ -81,6 +93,9 @@ class ConsentBody:
                         recording_id=self.recording_id, ended_at=self.ended_at)
         else:
             body.update(record=self.record, ended_at=self.ended_at)
+        if self.notice_id:
+            body.update(notice_id=self.notice_id, notice_language=self.notice_language,
+                        notice_version=self.notice_version, notice_sha256=dict(sorted(self.notice_sha256.items())))
         return body
 
     @classmethod
@@ -93,7 +108,9 @@ class ConsentBody:
             language=_str(d, "language"), notice=_str(d, "notice"), started_at=_float(d, "started_at"),
             outcome=_str(d, "outcome"), reason=_str(d, "reason"), record=bool(d.get("record")),
             ended_at=_float(d, "ended_at"), digits=_str(d, "digits"), attempts=int(d.get("attempts") or 0),
-            recording_id=str(rid) if rid else None)
+            recording_id=str(rid) if rid else None, notice_id=_str(d, "notice_id"),
+            notice_language=_str(d, "notice_language"), notice_version=_str(d, "notice_version"),
+            notice_sha256={str(k): str(v) for k, v in dict(d.get("notice_sha256") or {}).items()})
 
 
 @dataclass(frozen=True)

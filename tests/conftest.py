@@ -3,7 +3,8 @@
 The real peers: one lab (Asterisk 22 + Ceph RGW from the cached sid root) is
 brought up once per test session and torn down at the end, also after failures;
 a private PostgreSQL 15 server likewise (``pg_server``), one fresh database per test
-(``pg_url``).
+(``pg_url``). Short English prompts are generated once per session and installed into
+the lab's Asterisk (the consent flow plays no notice that is not installed).
 """
 
 from __future__ import annotations
@@ -19,12 +20,42 @@ from agi.ami import AmiClient
 from appliance.lab.calls import CallDriver
 from appliance.lab.harness import Lab, LabState
 
+# Short English texts, so that calls in the lab take about as long as they did
+# with a beep (the built-in opt-in notice alone lasts 8 s). Same voice, same build
+# and install; tests/announcements plays the built-in texts.
+SHORT_ENGLISH = """
+[languages.en.prompts]
+notice-opt-in = "Record? One yes, two no."
+notice-opt-out = "Recorded. Two, no."
+notice-implied = "This call is recorded."
+will-record = "Recording."
+will-not-record = "Not recording."
+recording-stopped = "Stopped."
+recording-paused = "Paused."
+recording-resumed = "Resumed."
+invalid-choice = "Invalid."
+"""
+
 
 @pytest.fixture(scope="session")
-def lab() -> Lab:
+def english_prompts(tmp_path_factory):
+    """A prompt library with short English prompts, generated once per session (~1 s)."""
+    from announcements.catalog import load_catalog
+    from announcements.library import PromptLibrary
+
+    root = tmp_path_factory.mktemp("english-prompts")
+    (root / "prompts.toml").write_text(SHORT_ENGLISH)
+    library = PromptLibrary(root / "library", load_catalog(str(root / "prompts.toml")))
+    library.build(["en"])
+    return library
+
+
+@pytest.fixture(scope="session")
+def lab(english_prompts) -> Lab:
     lab = Lab()
     lab.up(progress=lambda msg: print(msg, flush=True))
     try:
+        english_prompts.install(lab.state().sounds_host)
         yield lab
     finally:
         lab.down()

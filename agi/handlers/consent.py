@@ -4,6 +4,13 @@ Order matters for the guarantee "nothing is recorded without a basis": the outco
 is decided, then appended to the ledger (durably), and only then is MixMonitor
 started and ``CALLVAULT_RECORD=yes`` set. If the ledger write fails the handler
 raises and the server fails the call closed (not recorded).
+
+The notice is the installed prompt for the rule's mode and language chain, and the
+consent entry names it exactly (id, language played, version, each installed
+file's SHA-256). When it is not installed (prompts removed after start) nothing
+stands in for it: the handler raises ``NoticeNotInstalled`` before playing
+anything and the server fails the call closed. A missing confirmation or
+"invalid choice" prompt is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -12,36 +19,38 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Mapping, Protocol
 
 from storage import logcontext
 from storage.entries import ConsentBody
 from storage.spool_names import done_marker, recording_file
 
 from .. import variables as v
-from ..errors import AgiHangup, CommandFailed
+from ..errors import AgiHangup, CommandFailed, NoticeNotInstalled
 from ..policy import ALLOW_DIGIT, REFUSE_DIGIT, Policy, Rule
 from ..session import AgiSession
 
 log = logging.getLogger(__name__)
 
-# Asterisk core sounds that stand in until the announcements package has
-# installed callvault prompts for a language.
-CORE_FALLBACK = {
-    "notice-opt-in": "beep",
-    "notice-opt-out": "beep",
-    "notice-implied": "beep",
-    "will-record": "auth-thankyou",
-    "will-not-record": "auth-thankyou",
-    "invalid-choice": "invalid",
-    "recording-stopped": "beep",
-    "recording-paused": "beep",
-    "recording-resumed": "beep",
-}
+class InstalledPrompt(Protocol):
+    """An installed prompt (announcements.manifest.InstalledPrompt)."""
+
+    @property
+    def sound(self) -> str: ...  # callvault/<lang>/<name>, as Asterisk plays it
+    @property
+    def name(self) -> str: ...
+    @property
+    def language(self) -> str: ...  # the language found along the chain
+    @property
+    def version(self) -> str: ...  # text-sha256:... | source-sha256:... | master-sha256:...
+    @property
+    def sha256(self) -> Mapping[str, str]: ...  # format -> SHA-256 of the installed file
 
 
 class PromptResolver(Protocol):
-    def __call__(self, language: str, name: str) -> str: ...
+    """The installed prompt for (language, name), or None when it is not installed."""
+
+    def __call__(self, language: str, name: str) -> InstalledPrompt | None: ...
 
 
 class AppendEvent(Protocol):
@@ -96,7 +105,20 @@ def new_id(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(12)}"
 
 
-async def _ask(session: AgiSession, rule: Rule, notice: str, invalid_prompt: str) -> Outcome:
+async def play_optional(session: AgiSession, prompt: PromptResolver, language: str, name: str) -> None:
+    """Play a prompt that is not a notice; one that is missing or fails is skipped
+    (the outcome is decided and in force; a sound must not undo it)."""
+    found = prompt(language, name)
+    if found is None:
+        log.warning("prompt %s is not installed for language %s; skipped", name, language)
+        return
+    try:
+        await session.stream_file(found.sound)
+    except CommandFailed as e:
+        log.warning("prompt %s could not be played: %s", found.sound, e)
+
+
+async def _ask(session: AgiSession, rule: Rule, notice: str, invalid: Callable[[], Awaitable[None]]) -> Outcome:
     """Play the notice and collect the caller's key, as the rule says."""
     if rule.mode == "implied":
         await session.stream_file(notice)
@@ -112,7 +134,7 @@ async def _ask(session: AgiSession, rule: Rule, notice: str, invalid_prompt: str
         if digits:  # another key
             if rule.invalid == "refuse":
                 return Outcome("declined", "invalid-key", pressed, attempt)
-            await session.stream_file(invalid_prompt)
+            await invalid()
             continue
         if rule.mode == "opt-out":
             return Outcome("implied", "no-objection", pressed, attempt)
@@ -131,16 +153,24 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
     logcontext.bind(linkedid=linkedid, consent_id=consent_id)  # this connection's task only
     notice = deps.prompt(rule.prompt_language, f"notice-{rule.mode}")
+    if notice is None:
+        raise NoticeNotInstalled(f"rule {rule.name!r}: notice-{rule.mode} is not installed for language "
+                                 f"{rule.prompt_language!r} or its fallbacks; not recorded "
+                                 "(run `callvault prompts install`)")
     caller_hmac = deps.caller_hmac(caller)
 
     def decided(**outcome: object) -> ConsentBody:
         return ConsentBody(consent_id=consent_id, uniqueid=env.uniqueid, linkedid=linkedid, channel=env.channel,
                            caller_hmac=caller_hmac, did=did, rule=rule.name, jurisdiction=rule.jurisdiction,
-                           mode=rule.mode, language=rule.prompt_language, notice=notice, started_at=started,
-                           **outcome)
+                           mode=rule.mode, language=rule.prompt_language, notice=notice.sound, started_at=started,
+                           notice_id=notice.name, notice_language=notice.language, notice_version=notice.version,
+                           notice_sha256=dict(notice.sha256), **outcome)
+
+    def invalid() -> Awaitable[None]:
+        return play_optional(session, deps.prompt, rule.prompt_language, "invalid-choice")
 
     try:
-        outcome = await _ask(session, rule, notice, deps.prompt(rule.prompt_language, "invalid-choice"))
+        outcome = await _ask(session, rule, notice.sound, invalid)
     except AgiHangup:
         body = decided(outcome=ConsentBody.ABANDONED, reason="hangup-during-notice", record=False,
                        ended_at=time.time())
@@ -174,10 +204,7 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     await session.exec("UserEvent", v.user_event(
         v.USER_EVENT, (v.EVENT_CONSENT_ID, consent_id), (v.EVENT_CONSENT, outcome.consent),
         (v.EVENT_RECORD, record), (v.EVENT_RECORDING_ID, recording_id or ""), (v.EVENT_RULE, rule.name)))
-    confirm = "will-record" if outcome.record else "will-not-record"
-    try:
-        await session.stream_file(deps.prompt(rule.prompt_language, confirm))
-    except CommandFailed as e:
-        # The outcome is logged and in force; a missing confirmation sound must
-        # not turn it into a fail-closed "error" while MixMonitor runs.
-        log.warning("confirmation prompt failed: %s", e)  # the call's ids are bound (logcontext)
+    # The outcome is logged and in force; a missing confirmation sound must not
+    # turn it into a fail-closed "error" while MixMonitor runs.
+    await play_optional(session, deps.prompt, rule.prompt_language,
+                        "will-record" if outcome.record else "will-not-record")

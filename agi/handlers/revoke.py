@@ -22,7 +22,7 @@ from storage.entries import RevokeBody
 
 from .. import variables as v
 from ..session import AgiSession
-from .consent import AppendEvent, PromptResolver
+from .consent import AppendEvent, PromptResolver, play_optional
 
 
 @dataclass(frozen=True)
@@ -64,5 +64,4 @@ async def revoke(session: AgiSession, deps: RevokeDeps) -> None:
     await session.exec("UserEvent", v.user_event(
         v.USER_EVENT, (v.EVENT_CONSENT, v.REVOKED), (v.EVENT_RECORD, v.NO),
         (v.EVENT_RECORDING_ID, ",".join(body.recording_ids))))
-    language = env.language or "en"
-    await session.stream_file(deps.prompt(language, "recording-stopped"))
+    await play_optional(session, deps.prompt, env.language or "en", "recording-stopped")

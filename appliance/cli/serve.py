@@ -23,6 +23,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..service import serve
 
     config = load_config(args, check_paths=True)
+    check_notices(config, args.config)
     configure(config.log, verbose=args.verbose)
     for line in cautions(config):
         logging.getLogger("callvault").warning("%s: warning: %s", args.config, line)
@@ -43,8 +44,17 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_notices(config: cfg.Config, where: str) -> None:
+    """An implied or opt-out rule whose notice is not installed is a configuration
+    error: it would record callers who heard no notice."""
+    problems = compose.notice_problems(config, where)
+    if problems:
+        raise cfg.ConfigError(problems)
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = cfg.load(args.config)
+    check_notices(config, args.config)
     for line in cautions(config):
         print(f"{args.config}: warning: {line}", file=sys.stderr)
     print(f"{args.config}: ok")

@@ -7,9 +7,13 @@ generated ``callvault-consent`` context exactly as an administrator would includ
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+from pathlib import Path
 
 import pytest
 
+from announcements.library import text_sha256
 from appliance.keys import AppKeys as K
 from callhelpers import (IMPLIED, OPT_IN, OPT_OUT, archived_wav, consent_entries, finish, run_call,
                          wait_path)
@@ -66,13 +70,37 @@ async def test_opt_out_without_answer_is_recorded(appliance, ami, calls):
         await finish(app, ami, calls, call)
 
 
-async def test_implied_records_after_the_notice(appliance, ami, calls):
+async def test_implied_records_after_the_notice(appliance, ami, calls, lab_state, english_prompts):
     async with appliance(rules=[IMPLIED]) as app:
         call, event, started = await run_call(app, ami, calls)
         assert (event.get("Consent"), event.get("Record")) == ("implied", "yes")
         assert started
         [entry] = consent_entries(app, call)
-        assert entry.data["jurisdiction"] == "US-NY" and entry.data["reason"] == "notice-played"
+        body = entry.data
+        assert body["jurisdiction"] == "US-NY" and body["reason"] == "notice-played"
+        # What the caller heard, provably: the hashes of the files installed in Asterisk.
+        installed = Path(lab_state.sounds_host) / "callvault" / "en"
+        on_disk = {f.suffix[1:]: hashlib.sha256(f.read_bytes()).hexdigest()
+                   for f in installed.glob("notice-implied.*")}
+        assert len(on_disk) == 6 and body["notice_sha256"] == on_disk
+        text = english_prompts.catalog.language("en").texts["notice-implied"]
+        assert (body["notice"], body["notice_id"], body["notice_language"], body["notice_version"]) == (
+            "callvault/en/notice-implied", "notice-implied", "en", f"text-sha256:{text_sha256(text)}")
+        await finish(app, ami, calls, call)
+
+
+async def test_notice_gone_at_runtime_fails_closed(appliance, ami, calls, lab_state, english_prompts):
+    """Prompts removed while serving: no stand-in sound, the call is not recorded."""
+    link = Path(lab_state.sounds_host) / "callvault"
+    async with appliance(rules=[IMPLIED]) as app:
+        aside = link.with_name("callvault-aside")
+        os.rename(link, aside)
+        try:
+            call, event, started = await run_call(app, ami, calls)
+        finally:
+            os.rename(aside, link)
+        assert (event.get("Consent"), event.get("Record")) == ("error", "no")
+        assert not started and consent_entries(app, call) == []
         await finish(app, ami, calls, call)
 
 

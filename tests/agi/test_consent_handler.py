@@ -1,18 +1,19 @@
 """The consent and revoke handlers against a scripted channel: the ledger bodies,
 MixMonitor's arguments and the UserEvent are exactly what they were before the typed
-contracts (tests/support/captured_bodies.py), and the catalog row is built from the
-consent."""
+contracts (tests/support/captured_bodies.py) plus the notice's proof, and the catalog
+row is built from the consent."""
 
 from __future__ import annotations
 
 import itertools
+import json
 from types import SimpleNamespace
 
 import pytest
 
 import agi.handlers.consent as consent_mod
 import agi.handlers.revoke as revoke_mod
-from agi.errors import AgiHangup
+from agi.errors import AgiHangup, NoticeNotInstalled
 from agi.policy import Policy, Rule
 from storage.catalog import Recording
 from storage.chain import canonical_json
@@ -21,6 +22,20 @@ from storage.spool_names import RECORDING_ID_RE
 from captured_bodies import ABANDONED, DECLINED, GRANTED, HMAC, IMPLIED, REVOKE
 
 SPOOL = "/var/spool/asterisk/callvault"
+HASHES = {"alaw": "a1" * 32, "ulaw": "u1" * 32}
+
+
+def installed(lang, name):
+    return SimpleNamespace(sound=f"callvault/{lang}/{name}", name=name, language=lang,
+                           version="text-sha256:" + "7e" * 32, sha256=HASHES)
+
+
+def with_notice(captured: str) -> str:
+    """A captured body as written now: the same keys and values, plus the notice's proof."""
+    body = json.loads(captured)
+    name = body["notice"].rsplit("/", 1)[1]
+    return canonical_json({**body, "notice_id": name, "notice_language": "en",
+                           "notice_version": "text-sha256:" + "7e" * 32, "notice_sha256": HASHES})
 
 
 class Channel:
@@ -71,7 +86,7 @@ def deps(ledger: list, mode: str, starts: list) -> consent_mod.ConsentDeps:
 
     return consent_mod.ConsentDeps(
         policy=Policy((Rule("za", mode=mode, repeats=0, retention="short"),)), append=append,
-        caller_hmac=lambda number: HMAC, prompt=lambda lang, name: f"callvault/{lang}/{name}",
+        caller_hmac=lambda number: HMAC, prompt=installed,
         spool_dir=SPOOL + "/", on_recording=on_recording)
 
 
@@ -82,8 +97,10 @@ async def test_consent_writes_the_bodies_and_commands_it_always_did(fixed):
         channels.append(Channel(digits, hang_up=hang_up))
         await consent_mod.consent(channels[-1], deps(ledger, mode, starts))
     granted, implied = "r000000000000000000000002", "r000000000000000000000006"
-    assert ledger == [("consent", GRANTED, "1795329357.6", granted), ("consent", DECLINED, "1795329357.6", None),
-                      ("consent", ABANDONED, "1795329357.6", None), ("consent", IMPLIED, "1795329357.6", implied)]
+    assert ledger == [("consent", with_notice(GRANTED), "1795329357.6", granted),
+                      ("consent", with_notice(DECLINED), "1795329357.6", None),
+                      ("consent", with_notice(ABANDONED), "1795329357.6", None),
+                      ("consent", with_notice(IMPLIED), "1795329357.6", implied)]
     assert channels[0].execs == [
         ("MixMonitor", f"{SPOOL}/{granted}.wav,,/bin/touch {SPOOL}/{granted}.wav.done"),
         ("UserEvent", f"CallvaultConsent,ConsentId: c000000000000000000000001,Consent: granted,Record: yes,"
@@ -118,10 +135,29 @@ async def test_a_failed_confirmation_is_logged_with_the_call_ids_not_the_raw_uni
     channel.env.uniqueid = "1795329357.7<caller 27215550123>"
     caplog.handler.addFilter(CallContext())
     await consent_mod.consent(channel, deps(fixed, "opt-in", []))
-    [record] = [r for r in caplog.records if "confirmation prompt failed" in r.getMessage()]
+    [record] = [r for r in caplog.records if "could not be played" in r.getMessage()]
     assert "1795329357.7" not in record.getMessage() and "27215550123" not in record.getMessage()
     assert record.call_ids == {"linkedid": "1795329357.6", "consent_id": "c000000000000000000000001",
                                "recording_id": "r000000000000000000000002"}
+
+
+async def test_notice_not_installed_fails_before_anything_is_played_or_written(fixed):
+    channel, starts = Channel("1"), []
+    d = deps(fixed, "implied", starts)
+    d = consent_mod.ConsentDeps(**{**d.__dict__, "prompt": lambda lang, name: None})
+    with pytest.raises(NoticeNotInstalled, match="rule 'za': notice-implied is not installed for language 'en'"):
+        await consent_mod.consent(channel, d)
+    assert fixed == [] and starts == [] and channel.execs == [] and channel.vars == {}
+
+
+async def test_missing_confirmation_is_skipped_and_the_outcome_stands(fixed):
+    channel, starts = Channel("1"), []
+    d = deps(fixed, "opt-in", starts)
+    d = consent_mod.ConsentDeps(**{**d.__dict__,
+                                   "prompt": lambda lang, name: installed(lang, name) if name.startswith("notice")
+                                   else None})
+    await consent_mod.consent(channel, d)
+    assert channel.vars["CALLVAULT_RECORD"] == "yes" and len(starts) == 1
 
 
 def test_generated_recording_ids_have_the_shape_the_archiver_adopts():
@@ -144,7 +180,7 @@ async def test_revoke_writes_the_body_and_event_it_always_did(fixed):
         consent_mod.time.time()
     channel = Channel()
     await revoke_mod.revoke(channel, revoke_mod.RevokeDeps(catalog=catalog, append=append, stop_mixmonitor=stop,
-                                                           prompt=lambda lang, name: name))
+                                                           prompt=installed))
     assert ledger == [("revoke", REVOKE, "1795329357.6", rid)]
     assert channel.execs == [("UserEvent", f"CallvaultConsent,Consent: revoked,Record: no,RecordingId: {rid}")]
     assert channel.vars == {"CALLVAULT_CONSENT": "revoked", "CALLVAULT_RECORD": "no"}

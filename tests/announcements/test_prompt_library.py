@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import shutil
@@ -10,7 +11,8 @@ from announcements import audio
 from announcements import library as library_mod
 from announcements.catalog import PROMPT_NAMES, fallback_chain, load_catalog
 from announcements.errors import AnnouncementError, BadAudio, PromptNotFound, UnknownPrompt, UsageError
-from announcements.library import PromptLibrary, Status, resolve
+from announcements.library import PromptLibrary, Status, text_sha256
+from announcements.manifest import MANIFEST_NAME, resolve
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -201,10 +203,41 @@ def test_resolve_falls_back_from_af_to_en(small_library, sounds_dir):
     small_library.install(sounds_dir)
     chain = fallback_chain("af")
     assert chain == ("af", "en")
-    assert resolve(chain, "will-record", sounds_dir) == "callvault/en/will-record"
-    assert resolve(chain, "notice-opt-in", sounds_dir) == "callvault/af/notice-opt-in"
-    assert resolve(small_library.catalog.fallback_chain("af-ZA"), "notice-opt-in", sounds_dir) == "callvault/af/notice-opt-in"
-    assert resolve(fallback_chain("es"), "notice-opt-in", sounds_dir) == "callvault/en/notice-opt-in"
+    assert resolve(chain, "will-record", sounds_dir).sound == "callvault/en/will-record"
+    assert resolve(chain, "notice-opt-in", sounds_dir).sound == "callvault/af/notice-opt-in"
+    assert resolve(small_library.catalog.fallback_chain("af-ZA"), "notice-opt-in", sounds_dir).sound == "callvault/af/notice-opt-in"
+    assert resolve(fallback_chain("es"), "notice-opt-in", sounds_dir).sound == "callvault/en/notice-opt-in"
+
+
+def test_install_writes_a_manifest_of_every_file(small_library, sounds_dir, stereo_mp3):
+    small_library.import_prompt("af", "will-record", stereo_mp3)
+    small_library.install(sounds_dir)
+    base = sounds_dir / "callvault"
+    manifest = json.loads((base / MANIFEST_NAME).read_text())
+    assert stat.S_IMODE((base / MANIFEST_NAME).stat().st_mode) == 0o644
+    files = {f["path"]: f for f in manifest["files"]}
+    on_disk = {str(p.relative_to(base)) for p in base.rglob("*.*") if p.name != MANIFEST_NAME}
+    assert set(files) == on_disk and len(files) == 2 * len(PROMPT_NAMES) * len(audio.FORMATS)
+    for path, f in files.items():
+        data = (base / path).read_bytes()
+        assert (f["sha256"], f["bytes"]) == (hashlib.sha256(data).hexdigest(), len(data))
+        assert path == f"{f['language']}/{f['prompt']}.{f['format']}"
+    text = small_library.catalog.language("af").texts["notice-opt-in"]
+    assert files["af/notice-opt-in.ulaw"]["version"] == f"text-sha256:{text_sha256(text)}"
+    assert files["af/notice-opt-in.ulaw"]["source"] == "generated"
+    mp3 = hashlib.sha256(stereo_mp3.read_bytes()).hexdigest()
+    assert files["af/will-record.g722"]["version"] == f"source-sha256:{mp3}"
+    assert files["af/will-record.g722"]["source"] == "recorded"
+    found = resolve(("af", "en"), "will-record", sounds_dir)
+    assert (found.language, found.version) == ("af", f"source-sha256:{mp3}")
+    assert found.sha256 == {ext: files[f"af/will-record.{ext}"]["sha256"] for ext in audio.FORMATS}
+
+
+def test_a_set_without_manifest_has_no_prompts(sounds_dir):
+    (sounds_dir / "callvault" / "en").mkdir(parents=True)  # made by hand
+    (sounds_dir / "callvault" / "en" / "notice-implied.wav").write_bytes(b"RIFF")
+    with pytest.raises(PromptNotFound):
+        resolve(("en",), "notice-implied", sounds_dir)
 
 
 def test_resolve_errors(sounds_dir):

@@ -4,6 +4,7 @@ flow picks the policy's language and falls back along the chain."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,15 +29,13 @@ def library(tmp_path_factory) -> PromptLibrary:
 
 
 @pytest.fixture
-def sounds(lab_state, library):
-    """Install into the lab Asterisk's sounds dir; remove afterwards (shared lab)."""
+def sounds(lab_state, library, english_prompts):
+    """Install into the lab Asterisk's sounds dir; put the session's English
+    prompts back afterwards (shared lab)."""
     sounds_dir = Path(lab_state.sounds_host)
     library.install(sounds_dir)
     yield sounds_dir
-    link = sounds_dir / "callvault"
-    target = sounds_dir / link.readlink()
-    link.unlink()
-    shutil.rmtree(target)
+    english_prompts.install(sounds_dir)
     shutil.rmtree(sounds_dir / "cvtest", ignore_errors=True)
 
 
@@ -92,7 +91,7 @@ async def test_prompt_imported_from_44k_stereo_mp3_plays(sounds, lab_state, call
     assert library.status("en", "recording-paused").value == "recorded"
 
 
-async def notice_played(appliance, ami, calls, rule) -> str:
+async def notice_played(appliance, ami, calls, rule) -> tuple[str, dict]:
     async with appliance(rules=[rule]) as app:
         call = calls.new_call()
         async with calls.agi_command(call, "GET DATA") as asked:
@@ -105,16 +104,26 @@ async def notice_played(appliance, ami, calls, rule) -> str:
         await app[K.agi].wait_idle(15)
         [entry] = [e for e in app[K.ledger].find(kind="consent") if e.data["uniqueid"] == call.callee_uniqueid]
         assert entry.data["notice"] in command
-        return command
+        return command, entry.data
 
 
-async def test_consent_flow_plays_af_then_falls_back_to_en(sounds, appliance, ami, calls, lab_state):
+def installed_hashes(sounds: Path, lang: str, name: str) -> dict[str, str]:
+    return {f.suffix[1:]: hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in (sounds / "callvault" / lang).glob(f"{name}.*")}
+
+
+async def test_consent_flow_plays_af_then_falls_back_to_en(sounds, library, appliance, ami, calls, lab_state):
     rule = {**OPT_IN, "name": "za-af", "prompt_language": "af", "timeout": 3.0}
-    command = await notice_played(appliance, ami, calls, rule)
+    command, body = await notice_played(appliance, ami, calls, rule)
     assert command.split()[2].strip('"') == "callvault/af/notice-opt-in"
-    # Remove the Afrikaans notice from the installed set: the same call falls back to en.
-    stage = sounds / (sounds / "callvault").readlink()
-    for f in (stage / "af").glob("notice-opt-in.*"):
-        f.unlink()
-    command = await notice_played(appliance, ami, calls, rule)
+    assert body["notice_language"] == "af"
+    assert body["notice_sha256"] == installed_hashes(sounds, "af", "notice-opt-in") != {}
+    # The Afrikaans notice removed from the library and the set installed again: the
+    # same call falls back to en, and the entry says so.
+    library.master_path("af", "notice-opt-in").unlink()
+    library.install(sounds)
+    command, body = await notice_played(appliance, ami, calls, rule)
     assert command.split()[2].strip('"') == "callvault/en/notice-opt-in"
+    assert body["notice_language"] == "en"
+    assert body["notice_sha256"] == installed_hashes(sounds, "en", "notice-opt-in") != {}
+    library.build(["af"])  # the module's library as it was

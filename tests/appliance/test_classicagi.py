@@ -5,6 +5,7 @@ over pipes, the entry point as a process, and whole calls through the real Aster
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from agi.classic import PystSession, classic_environment
 from agi.errors import AgiHangup, AgiTimeout, CommandFailed, LocalProtocolError, ProtocolError
+from announcements.manifest import MANIFEST_NAME, file_record, manifest_bytes
 from appliance.classicagi import UsageError, parse_argv
 from appliance.compose import prompt_resolver
 from appliance.lab.asterisk import AsteriskPaths
@@ -222,24 +224,33 @@ def test_hmac_key_is_created_once(tmp_path):
     assert [p.name for p in (tmp_path / "k").iterdir()] == ["hmac.key"]
 
 
+def _stage(sounds: Path, stage: str, names: list[str]) -> None:
+    """An installed set as `prompts install` leaves it: files and their manifest."""
+    (sounds / stage / "en").mkdir(parents=True)
+    records = []
+    for n in names:
+        (sounds / stage / "en" / f"{n}.wav").write_bytes(b"RIFF" + n.encode())
+        records.append(file_record("en", n, "wav", b"RIFF" + n.encode(), "generated", "text-sha256:00"))
+    (sounds / stage / MANIFEST_NAME).write_bytes(manifest_bytes(records, "2025-01-01T00:00:00+00:00"))
+
+
 def test_prompt_resolver_follows_installs(tmp_path):
     sounds = tmp_path / "sounds"
-    for stage, names in (("stage1", ["notice-opt-in"]), ("stage2", [])):
-        (sounds / stage / "en").mkdir(parents=True)
-        for n in names:
-            (sounds / stage / "en" / f"{n}.wav").write_bytes(b"RIFF")
+    _stage(sounds, "stage1", ["notice-opt-in"])
+    _stage(sounds, "stage2", [])
     prompt = prompt_resolver(sounds)
-    assert prompt("en", "notice-opt-in") == "beep"  # nothing installed yet
+    assert prompt("en", "notice-opt-in") is None  # nothing installed yet: no stand-in
     (sounds / "callvault").symlink_to("stage1")
-    assert prompt("en", "notice-opt-in") == "callvault/en/notice-opt-in"
+    found = prompt("af", "notice-opt-in")
+    assert (found.sound, found.language) == ("callvault/en/notice-opt-in", "en")
+    assert found.sha256 == {"wav": hashlib.sha256(b"RIFFnotice-opt-in").hexdigest()}
     (sounds / "link").symlink_to("stage2")
     os.replace(sounds / "link", sounds / "callvault")  # how an install swaps
-    assert prompt("en", "notice-opt-in") == "beep"
+    assert prompt("en", "notice-opt-in") is None
     (sounds / "callvault").unlink()
-    (sounds / "callvault" / "en").mkdir(parents=True)  # made by hand: never cached
-    assert prompt("en", "notice-opt-in") == "beep"
+    (sounds / "callvault" / "en").mkdir(parents=True)  # made by hand, no manifest: not installed
     (sounds / "callvault" / "en" / "notice-opt-in.wav").write_bytes(b"RIFF")
-    assert prompt("en", "notice-opt-in") == "callvault/en/notice-opt-in"
+    assert prompt("en", "notice-opt-in") is None
 
 
 # -- the entry point as a process -----------------------------------------------------
@@ -258,8 +269,10 @@ def answer(command: str) -> str:
 
 
 def converse(argv: list[str], env: dict[str, str]) -> tuple[list[str], int, str]:
+    # PYTHONPATH passes on, so the script runs the code under test.
+    inherited = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}
     proc = subprocess.Popen([str(SCRIPT), *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE, env={**inherited, **env})
     proc.stdin.write(ENV)
     proc.stdin.flush()
     sent = []
@@ -289,15 +302,18 @@ def write_config(d: Path, *, spool_dir: str, spool_inside: str = "", sounds: str
 
 
 def test_entry_point_runs_the_consent_flow_and_writes_the_ledger(tmp_path):
-    config = write_config(tmp_path, spool_dir=str(tmp_path / "spool"), sounds=str(tmp_path))
+    _stage(tmp_path / "sounds", ".callvault-1", ["notice-opt-in", "will-record"])
+    (tmp_path / "sounds" / "callvault").symlink_to(".callvault-1")
+    config = write_config(tmp_path, spool_dir=str(tmp_path / "spool"), sounds=str(tmp_path / "sounds"))
     sent, rc, err = converse(["consent", "27215550100"], {"CALLVAULT_CONFIG": str(config)})
     assert rc == 0 and err == ""
-    assert sent[:2] == ['GET VARIABLE "CHANNEL(linkedid)"', 'GET DATA "beep" 5000 1']
+    assert sent[:2] == ['GET VARIABLE "CHANNEL(linkedid)"', 'GET DATA "callvault/en/notice-opt-in" 5000 1']
     assert sent[2].startswith('EXEC "MixMonitor"') and 'SET VARIABLE "CALLVAULT_RECORD" "yes"' in sent
     db = open_database(f"sqlite:///{tmp_path / 'callvault.db'}")
     try:
         [entry] = Ledger(db).find(kind="consent")
         assert entry.data["outcome"] == "granted" and entry.data["did"] == "27215550100"
+        assert entry.data["notice_sha256"] == {"wav": hashlib.sha256(b"RIFFnotice-opt-in").hexdigest()}
         assert entry.call_id == "1795329357.0"
         assert Catalog(db).get(entry.recording_id).spool_path.startswith(str(tmp_path / "spool"))
     finally:

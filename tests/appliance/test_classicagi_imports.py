@@ -8,13 +8,13 @@ import sys
 
 def test_consent_path_does_not_import_pydub():
     # What the classic consent path imports: the entry point, the prompt resolver
-    # (announcements.library.resolve) and the handlers. pydub is only for
+    # (announcements.manifest.resolve) and the handlers. pydub is only for
     # generating and converting prompts (`callvault prompts ...`).
     code = (
         "import sys\n"
         "import appliance.classicagi as c\n"
         "from agi.handlers import consent, revoke, status\n"
-        "from announcements.library import resolve\n"
+        "from announcements.manifest import resolve\n"
         "import appliance.compose\n"
         "appliance.compose.prompt_resolver('/nonexistent')\n"
         "print(sorted(m for m in sys.modules if m == 'pydub' or m.startswith('pydub.')))\n"

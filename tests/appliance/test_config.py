@@ -235,3 +235,38 @@ def test_ami_permit_and_test_call_user_are_checked(tmp_path, ami, problem):
     with pytest.raises(cfg.ConfigError) as e:
         cfg.load(write(tmp_path, good(tmp_path).replace("[ami]\n", f"[ami]\n{ami}\n")), env={})
     assert [p.split(": ", 1)[1][:len(problem)] for p in e.value.problems] == [problem]
+
+
+def test_an_implied_or_opt_out_rule_needs_its_notice_installed(tmp_path, english_prompts):
+    import shutil
+
+    from announcements.library import PromptLibrary
+
+    sounds = tmp_path / "sounds"
+    sounds.mkdir()
+    rules = "".join(f'[[consent.rules]]\nname = "{name}"\nmode = "{mode}"\nprompt_language = "af"\n'
+                    for name, mode in (("za-opt-in", "opt-in"), ("us-implied", "implied")))
+    path = write(tmp_path, good(tmp_path, f'[prompts]\nsounds_dir = "{sounds}"\n{rules}'))
+    result = check(path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "'za-opt-in'" not in result.stderr
+    assert (f"[[consent.rules]] 'us-implied' (mode = 'implied', prompt_language = 'af'): notice-implied is not "
+            f"installed under {sounds}/callvault (nothing is installed (no manifest))") in result.stderr
+    library = PromptLibrary(tmp_path / "library")
+    shutil.copytree(english_prompts.root, library.root)
+    library.install(sounds)
+    assert check(path).returncode == 0, check(path).stderr  # af falls back to en
+    # The English notice removed from the library, the rest installed again.
+    library.master_path("en", "notice-implied").unlink()
+    library.install(sounds)
+    result = check(path)
+    assert result.returncode == 2 and "'us-implied'" in result.stderr and "(tried af, en)" in result.stderr
+    assert "`callvault prompts install --sounds-dir" in result.stderr
+    # Installed, then changed by hand: what was installed is no longer what plays.
+    shutil.copytree(english_prompts.root, library.root, dirs_exist_ok=True)
+    library.install(sounds)
+    (sounds / "callvault" / "en" / "notice-implied.ulaw").write_bytes(b"\xff" * 800)
+    result = check(path)
+    assert result.returncode == 2
+    assert f"notice-implied for 'en': {sounds}/callvault/en/notice-implied.ulaw changed since it was installed" \
+        in result.stderr

@@ -90,3 +90,15 @@ def test_serve_refuses_a_bad_config_with_exit_2(tmp_path):
     result = cli("serve", "-c", str(bad))
     assert result.returncode == 2
     assert "[ami] port = 'five': expected a whole number" in result.stderr
+
+
+def test_serve_refuses_an_implied_rule_without_its_notice(tmp_path):
+    from standalone import standalone_config
+
+    rule = '[[consent.rules]]\nname = "fr-implied"\nmode = "implied"\nprompt_language = "fr"\n'
+    path = standalone_config(tmp_path, extra=rule)  # an empty sounds directory: nothing installed
+    result = cli("serve", "-c", str(path))
+    assert result.returncode == 2
+    assert (f"{path}: [[consent.rules]] 'fr-implied' (mode = 'implied', prompt_language = 'fr'): "
+            "notice-implied is not installed") in result.stderr
+    assert "web on" not in result.stdout

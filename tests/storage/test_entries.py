@@ -66,9 +66,14 @@ def _consent(answered: bool):
                   attempts=st.integers(0, 4), recording_id=st.none() | st.text(min_size=1, max_size=26))
     if not answered:
         answer = dict(outcome=st.just("abandoned"))  # digits, attempts, recording_id: the defaults
-    return st.builds(ConsentBody, consent_id=_text, uniqueid=_text, linkedid=_text, channel=_text,
-                     caller_hmac=_text, did=_text, rule=_text, jurisdiction=_text, mode=_text, language=_text,
-                     notice=_text, started_at=_time, reason=_text, record=st.booleans(), ended_at=_time, **answer)
+    # Entries from before the notice's proof have none of its fields; newer ones have all four.
+    proof = st.just({}) | st.fixed_dictionaries({
+        "notice_id": st.text(min_size=1, max_size=20), "notice_language": _text, "notice_version": _text,
+        "notice_sha256": st.dictionaries(st.sampled_from(["wav", "ulaw", "alaw", "g722", "gsm", "sln16"]), _text)})
+    return proof.flatmap(lambda notice: st.builds(
+        ConsentBody, consent_id=_text, uniqueid=_text, linkedid=_text, channel=_text, caller_hmac=_text,
+        did=_text, rule=_text, jurisdiction=_text, mode=_text, language=_text, notice=_text, started_at=_time,
+        reason=_text, record=st.booleans(), ended_at=_time, **answer, **{k: st.just(v) for k, v in notice.items()}))
 
 
 def _through_ledger(body: dict) -> dict:
