@@ -25,7 +25,7 @@ from standalone import standalone_config, start_serve
 from storage import keys
 from storage.age import Identity
 from storage.catalog import Catalog, Recording
-from storage.db import open_database
+from storage.dburl import open_database
 
 
 def mode(path: Path) -> int:
