@@ -28,8 +28,9 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .db import Database
 from .entries import ConsentBody
@@ -84,8 +85,30 @@ _V2 = """
 # When a dead letter's spool file went into quarantine (archiver/quarantine.py).
 _V3 = "ALTER TABLE recordings ADD COLUMN quarantined_at REAL;"
 
-MIGRATIONS = {"sqlite": [_V1, _V2, _V3],
-              "postgresql": [_V1.replace("REAL", "DOUBLE PRECISION"), _V2, _V3.replace("REAL", "DOUBLE PRECISION")]}
+# Every agent who handled a recording's call, with when (transfers: one row per span).
+_V4 = """
+    CREATE TABLE recording_agents (
+        recording_id TEXT NOT NULL,
+        agent        TEXT NOT NULL,
+        joined_at    REAL NOT NULL,
+        left_at      REAL,
+        PRIMARY KEY (recording_id, agent, joined_at)
+    );
+    CREATE INDEX recording_agents_agent ON recording_agents(agent);
+    """
+
+MIGRATIONS = {"sqlite": [_V1, _V2, _V3, _V4],
+              "postgresql": [_V1.replace("REAL", "DOUBLE PRECISION"), _V2, _V3.replace("REAL", "DOUBLE PRECISION"),
+                             _V4.replace("REAL", "DOUBLE PRECISION")]}
+
+
+@dataclass(frozen=True)
+class AgentSpan:
+    """An agent on a recording's call from ``joined_at`` to ``left_at`` (None: still on it)."""
+
+    agent: str
+    joined_at: float
+    left_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -217,11 +240,13 @@ class Catalog:
         where, args = [], []
         for col, op, val in (("started_at", ">=", since), ("started_at", "<", until),
                              ("caller_hmac", "=", caller_hmac), ("did", "=", did),
-                             ("agent", "=", agent), ("consent_state", "=", consent_state),
-                             ("state", "=", state)):
+                             ("consent_state", "=", consent_state), ("state", "=", state)):
             if val is not None:
                 where.append(f"{col} {op} ?")
                 args.append(val)
+        if agent is not None:  # any agent who handled the call, before or after a transfer
+            where.append("(agent = ? OR recording_id IN (SELECT recording_id FROM recording_agents WHERE agent = ?))")
+            args.extend((agent, agent))
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         return self._select(f"{clause} ORDER BY started_at DESC LIMIT ?", (*args, limit))
 
@@ -229,6 +254,30 @@ class Catalog:
         with self.db.read() as c:
             rows = c.execute(f"SELECT {', '.join(_COLUMNS)} FROM recordings {clause}", tuple(args)).fetchall()
         return [_row(r) for r in rows]
+
+    # -- agents --------------------------------------------------------------------
+    def note_agent(self, recording_ids: Iterable[str], span: AgentSpan) -> None:
+        """Store (or close) ``span`` for each recording. Idempotent and order-free: a span is
+        keyed by (recording, agent, joined_at), and a known ``left_at`` is never unset."""
+        rows = [(rid, span.agent, span.joined_at, span.left_at) for rid in recording_ids]
+        with self.db.write() as c:
+            for row in rows:
+                c.execute("INSERT INTO recording_agents (recording_id, agent, joined_at, left_at) VALUES (?, ?, ?, ?) "
+                          "ON CONFLICT (recording_id, agent, joined_at) DO UPDATE SET "
+                          "left_at = COALESCE(excluded.left_at, recording_agents.left_at)", row)
+
+    def agents_of(self, recording_ids: list[str]) -> dict[str, list[AgentSpan]]:
+        """Every agent who handled each recording's call, in the order they joined."""
+        out: dict[str, list[AgentSpan]] = {rid: [] for rid in recording_ids}
+        if not recording_ids:
+            return out
+        with self.db.read() as c:
+            rows = c.execute("SELECT recording_id, agent, joined_at, left_at FROM recording_agents WHERE recording_id "
+                             f"IN ({', '.join('?' for _ in recording_ids)}) ORDER BY joined_at, agent",
+                             tuple(recording_ids)).fetchall()
+        for rid, agent, joined_at, left_at in rows:
+            out[rid].append(AgentSpan(agent, joined_at, left_at))
+        return out
 
     def update(self, recording_id: str, **changes: Any) -> None:
         bad = set(changes) - set(_COLUMNS)

@@ -21,6 +21,11 @@ from .asterisk import LabAsterisk, free_port
 from .ceph import LabRgw, S3Endpoint
 
 LAB_TALK_CONTEXT = "callvault-lab-talk"
+# Calls answered by agents: the DID's call goes through consent to the agent 1001, whom
+# a transfer (AMI BlindTransfer to LAB_TRANSFER_CONTEXT) replaces by another agent.
+LAB_AGENT_LINE_CONTEXT = "callvault-lab-agent-line"
+LAB_AGENTS_CONTEXT = "callvault-lab-agents"
+LAB_TRANSFER_CONTEXT = "callvault-lab-transfer"
 PRODUCT_AMI_USER = "callvault"
 # The lab's test-call user: may Originate (admin page test calls), nothing else.
 TEST_CALL_AMI_USER = "callvault-testcall"
@@ -57,6 +62,21 @@ exten => s,1,Playtones(440)
 exten => 0,1,AGI({agi}/revoke)
  same => n,UserEvent({after("CallvaultLabAfterRevoke")})
  same => n,Goto(s,1)
+
+; Agents: the agent NNNN is the device Local/NNNN@{LAB_AGENTS_CONTEXT}; it answers and
+; talks (a tone of its own) until hung up.
+[{LAB_AGENT_LINE_CONTEXT}]
+exten => _X.,1,Gosub({CONSENT_CONTEXT},s,1(${{EXTEN}}))
+ same => n,UserEvent({after("CallvaultLabAfterAgi")})
+ same => n,Dial(Local/1001@{LAB_AGENTS_CONTEXT})
+
+[{LAB_TRANSFER_CONTEXT}]
+exten => _X.,1,Dial(Local/${{EXTEN}}@{LAB_AGENTS_CONTEXT})
+
+[{LAB_AGENTS_CONTEXT}]
+exten => _X.,1,Answer()
+ same => n,Playtones(620)
+ same => n,Wait(3600)
 """
 
 

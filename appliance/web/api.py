@@ -18,7 +18,7 @@ from agi import variables as v
 from agi.controls import ControlError, set_paused
 from agi.errors import AmiError
 from archiver.manifest import Manifest
-from storage.catalog import STATES, Recording
+from storage.catalog import STATES, AgentSpan, Catalog, Recording
 from storage.errors import NotFound, PermanentError, RetryableError, StorageError
 from storage.hmac_index import caller_hmac, normalise_number
 
@@ -41,8 +41,9 @@ def _iso(ts: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
 
 
-def public_recording(rec: Recording) -> dict[str, Any]:
-    """What the API shows of a recording: no caller HMAC, no channel names, no object keys."""
+def public_recording(rec: Recording, agents: list[AgentSpan]) -> dict[str, Any]:
+    """What the API shows of a recording: no caller HMAC, no channel names, no object keys.
+    ``agents``: every agent who handled the call (transfers), with their spans."""
     size = None
     if rec.manifest:
         try:
@@ -52,6 +53,7 @@ def public_recording(rec: Recording) -> dict[str, Any]:
     return {"recording_id": rec.recording_id, "started_at": _iso(rec.started_at), "ended_at": _iso(rec.ended_at),
             "duration_s": round(rec.ended_at - rec.started_at, 1) if rec.ended_at else None,
             "did": rec.did, "agent": rec.agent, "consent_state": rec.consent_state, "state": rec.state,
+            "agents": [{"agent": a.agent, "joined_at": _iso(a.joined_at), "left_at": _iso(a.left_at)} for a in agents],
             "legal_hold": bool(rec.legal_hold), "rule": rec.rule, "jurisdiction": rec.jurisdiction,
             "retention_class": rec.retention_class, "retain_until": _iso(rec.retain_until),
             "archived_at": _iso(rec.archived_at), "size": size, "pauses": len(rec.pause_intervals),
@@ -80,7 +82,7 @@ def _when(value: str, *, end: bool) -> float:
 
 def search_params(query: Any, hmac_key: bytes) -> dict[str, Any]:
     """Catalog.search keyword arguments from query parameters (empty ones ignored)."""
-    get = lambda k: (query.get(k) or "").strip()  # noqa: E731
+    get = lambda k: (query.get(k) or "").strip()
     out: dict[str, Any] = {}
     if get("since"):
         out["since"] = _when(get("since"), end=False)
@@ -115,9 +117,17 @@ def search_params(query: Any, hmac_key: bytes) -> dict[str, Any]:
     return out
 
 
-async def find_recordings(request: web.Request) -> list[Recording]:
+def published(catalog: Catalog, recs: list[Recording]) -> list[dict[str, Any]]:
+    """:func:`public_recording` of each, with their agents (one query for all)."""
+    agents = catalog.agents_of([r.recording_id for r in recs])
+    return [public_recording(r, agents[r.recording_id]) for r in recs]
+
+
+async def find_recordings(request: web.Request) -> list[dict[str, Any]]:
+    """The recordings a search asks for (an agent's: every call they handled), as the API shows them."""
     params = search_params(request.query, request.app[K.hmac_key])
-    return await asyncio.to_thread(request.app[K.catalog].search, **params)
+    catalog = request.app[K.catalog]
+    return await asyncio.to_thread(lambda: published(catalog, catalog.search(**params)))
 
 
 @requires("recordings.read")
@@ -126,7 +136,7 @@ async def search_recordings(request: web.Request) -> web.Response:
         rows = await find_recordings(request)
     except BadRequest as e:
         return error(400, str(e))
-    return web.json_response({"recordings": [public_recording(r) for r in rows]})
+    return web.json_response({"recordings": rows})
 
 
 def _recording_id(request: web.Request) -> str:
@@ -148,7 +158,8 @@ async def get_recording(request: web.Request) -> web.Response:
     entries = await asyncio.to_thread(request.app[K.ledger].find, recording_id=rid)
     history = [{"seq": e.seq, "ts": e.ts, "kind": e.kind, "actor": e.data.get("actor", ""),
                 "reason": e.data.get("reason", "") if e.kind.startswith("audit.") else ""} for e in entries]
-    return web.json_response({**public_recording(rec), "history": history})
+    [shown] = await asyncio.to_thread(published, request.app[K.catalog], [rec])
+    return web.json_response({**shown, "history": history})
 
 
 # -- access, playback, download, hold ----------------------------------------------------------
@@ -213,7 +224,8 @@ async def legal_hold(request: web.Request) -> web.Response:
         return error(503, f"storage is not reachable: {e}")
     except PermanentError as e:
         return error(409, str(e))
-    return web.json_response(public_recording(rec))
+    [shown] = await asyncio.to_thread(published, catalog, [rec])
+    return web.json_response(shown)
 
 
 # -- live calls --------------------------------------------------------------------------------
@@ -262,7 +274,7 @@ async def pause_call(request: web.Request) -> web.Response:
                          body["paused"], actor=f"web:{user.name}")
     except ControlError as e:
         return error(409, str(e))
-    except (AmiError, asyncio.TimeoutError) as e:
+    except (TimeoutError, AmiError) as e:
         return error(503, f"Asterisk did not take the command: {e}")
     app[W.metrics].pauses.labels("pause" if body["paused"] else "resume").inc()
     app[W.live].set_recording(call.call_id, "paused" if body["paused"] else "recording")

@@ -12,9 +12,19 @@ Attribution (which agent a call is): a user's *agent identifiers*
   ``PJSIP/1001``, ``PJSIP/1001-2-0000002b`` is ``PJSIP/1001-2``, not ``PJSIP/1001``.
 
 Ringing alone attributes nothing (a ring-all queue rings many phones). The first agent
-matched is written to the catalog's ``agent`` column of each of the call's recordings;
-later ones (after a transfer) are shown live but not stored. A call is keyed by its
-``linkedid``, which Asterisk keeps for every channel of the call.
+matched is written to the catalog's ``agent`` column of each of the call's recordings.
+A call is keyed by its ``linkedid``, which Asterisk keeps for every channel of the call.
+
+Transfers: every agent who handles the call gets a span (``AgentSpan``) in the catalog's
+``recording_agents``, from the agent's channel entering the call's bridge to that channel
+leaving it (``BridgeLeave`` or ``Hangup``); a direct-line (``did:``) agent's span lasts until
+the call ends. A blind transfer (the caller leaves the agent's bridge and dials the next
+agent) and an attended one (the next agent's channel joins the caller's bridge, the
+transferor's leaves) both come down to these events, and the caller's channel, which
+carries MixMonitor, is never replaced: the recording goes on. The live view follows: an
+agent whose span ended while another agent is on the call no longer sees it (a ``gone``
+message); the last agent to leave keeps seeing it until someone else takes the call, or
+it ends.
 
 Live state is memory only: after a restart, calls already in progress show up again
 from their next event. Ended calls stay visible for ``KEEP_ENDED`` seconds.
@@ -32,7 +42,7 @@ from typing import Any
 
 from agi import variables as v
 from agi.ami import AmiClient, AmiEvent
-from storage.catalog import Catalog
+from storage.catalog import AgentSpan, Catalog
 from storage.entries import ConsentBody
 from storage.errors import NotFound
 from storage.ledger import Ledger
@@ -64,6 +74,17 @@ def _mask(number: str) -> str:
 
 
 @dataclass
+class Span:
+    agent: str
+    joined_at: float
+    left_at: float | None = None
+    uids: set[str] = field(default_factory=set)  # the agent's channels on the call; none: a direct line
+
+    def stored(self) -> AgentSpan:
+        return AgentSpan(self.agent, self.joined_at, self.left_at)
+
+
+@dataclass
 class LiveCall:
     call_id: str  # linkedid
     started_at: float
@@ -75,7 +96,8 @@ class LiveCall:
     recording_ids: list[str] = field(default_factory=list)
     recorded_channel: str = ""
     rule: str = ""
-    agents: list[str] = field(default_factory=list)
+    agents: list[str] = field(default_factory=list)  # who sees the call as theirs now
+    spans: list[Span] = field(default_factory=list)  # every agent who handled it, in order
     ended_at: float | None = None
     updated_at: float = 0.0
 
@@ -106,6 +128,7 @@ class LiveCalls:
         self.calls: dict[str, LiveCall] = {}
         self._by_uid: dict[str, str] = {}  # uniqueid -> linkedid
         self._bridges: dict[str, dict[str, str]] = {}  # bridge id -> uniqueid -> channel
+        self._agent_uids: dict[str, set[str]] = {}  # an agent's channel -> the calls it holds spans of
         self._rules: list[tuple[str, str]] = []  # (identifier, user name)
         self._subscribers: set[Subscriber] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -198,14 +221,61 @@ class LiveCalls:
                 except asyncio.QueueFull:  # a stalled page: it reloads its snapshot on reconnect
                     self.unsubscribe(sub)
 
-    # -- attribution ------------------------------------------------------------------------
-    def _attribute(self, call: LiveCall, user: str) -> None:
-        if user in call.agents:
+    def _gone(self, call: LiveCall, user: str) -> None:
+        """``user`` no longer handles ``call``: their pages drop it (supervisors keep it)."""
+        if user not in call.agents:
             return
-        call.agents.append(user)
-        if len(call.agents) == 1 and call.recording_ids:
-            self._spawn(self._store_agent(list(call.recording_ids), user))
-        self._changed(call)
+        call.agents.remove(user)
+        message = {"type": "gone", "call_id": call.call_id}
+        for sub in list(self._subscribers):
+            if sub.user.name == user and not sub.sees_all:
+                try:
+                    sub.queue.put_nowait(message)
+                except asyncio.QueueFull:
+                    self.unsubscribe(sub)
+
+    # -- attribution ------------------------------------------------------------------------
+    def _attribute(self, call: LiveCall, user: str, uid: str = "") -> None:
+        span = next((s for s in call.spans if s.agent == user and s.left_at is None), None)
+        if span is None:
+            span = Span(user, self.clock())
+            call.spans.append(span)
+            if len(call.spans) == 1 and call.recording_ids:
+                self._spawn(self._store_agent(list(call.recording_ids), user))
+            self._store_span(call, span)
+            for earlier in [s.agent for s in call.spans if s.left_at is not None and s.agent != user]:
+                if not any(s.agent == earlier and s.left_at is None for s in call.spans):
+                    self._gone(call, earlier)  # the call went on to this agent
+            if user not in call.agents:
+                call.agents.append(user)
+            self._changed(call)
+        if uid:
+            span.uids.add(uid)
+            self._agent_uids.setdefault(uid, set()).add(call.call_id)
+
+    def _left(self, uid: str) -> None:
+        """An agent's channel left its bridge or hung up: the agent's span ends once they
+        have no channel left on the call."""
+        for call_id in self._agent_uids.pop(uid, ()):
+            call = self.calls.get(call_id)
+            if call is None:
+                continue
+            for span in call.spans:
+                if uid in span.uids and span.left_at is None:
+                    span.uids.discard(uid)
+                    if not span.uids:
+                        self._close(call, span)
+
+    def _close(self, call: LiveCall, span: Span) -> None:
+        span.left_at = self.clock()
+        self._store_span(call, span)
+        if call.ended_at is None and any(s.left_at is None for s in call.spans):
+            self._gone(call, span.agent)
+            self._changed(call)
+
+    def _store_span(self, call: LiveCall, span: Span) -> None:
+        if call.recording_ids:
+            self._spawn(self._write_spans(list(call.recording_ids), [span.stored()]))
 
     def _match_did(self, call: LiveCall) -> None:
         if call.did:
@@ -213,11 +283,11 @@ class LiveCalls:
                 if ident == f"did:{call.did}" or ident == f"did:+{call.did}":
                     self._attribute(call, user)
 
-    def _match_channel(self, call: LiveCall, channel: str) -> None:
+    def _match_channel(self, call: LiveCall, channel: str, uid: str) -> None:
         device = endpoint_of(channel)
         for ident, user in self._rules:
             if ident == device:
-                self._attribute(call, user)
+                self._attribute(call, user, uid)
 
     async def _store_agent(self, recording_ids: list[str], user: str) -> None:
         for rid in recording_ids:
@@ -225,6 +295,10 @@ class LiveCalls:
                 await asyncio.to_thread(self.catalog.update, rid, agent=user)
             except NotFound:
                 log.warning("recording %s: no catalog row to attribute to %s", rid, user)
+
+    async def _write_spans(self, recording_ids: list[str], spans: list[AgentSpan]) -> None:
+        for span in spans:  # idempotent upserts: the order the tasks run in does not matter
+            await asyncio.to_thread(self.catalog.note_agent, recording_ids, span)
 
     # -- events -----------------------------------------------------------------------------
     def _call_for(self, event: AmiEvent) -> LiveCall | None:
@@ -250,7 +324,7 @@ class LiveCalls:
             call.did = exten.lstrip("+")
             self._match_did(call)
         if uid == call.call_id:
-            self._match_channel(call, channel)  # a call the agent's phone started
+            self._match_channel(call, channel, uid)  # a call the agent's phone started
         self._callerid(event)
         self._changed(call)
 
@@ -290,8 +364,9 @@ class LiveCalls:
         call.consent = consent or call.consent
         new = [r for r in rids if r not in call.recording_ids]
         call.recording_ids.extend(new)
-        if new and call.agents:
-            self._spawn(self._store_agent(new, call.agents[0]))
+        if new and call.spans:
+            self._spawn(self._store_agent(new, call.spans[0].agent))
+            self._spawn(self._write_spans(new, [s.stored() for s in call.spans]))
         if not call.did:
             self._spawn(self._did_from_ledger(call))
         self._changed(call)
@@ -330,9 +405,9 @@ class LiveCalls:
         uid, channel = event.get("Uniqueid"), event.get("Channel")
         for other_uid, other_channel in members.items():
             other = self.calls.get(self._by_uid.get(other_uid, ""))
-            self._match_channel(call, other_channel)  # the agent was there first
+            self._match_channel(call, other_channel, other_uid)  # the agent was there first
             if other is not None:
-                self._match_channel(other, channel)  # the agent joins the caller
+                self._match_channel(other, channel, uid)  # the agent joins the caller
         members[uid] = channel
 
     def _bridge_leave(self, event: AmiEvent) -> None:
@@ -341,9 +416,11 @@ class LiveCalls:
             members.pop(event.get("Uniqueid"), None)
             if not members:
                 del self._bridges[event.get("BridgeUniqueid")]
+        self._left(event.get("Uniqueid"))
 
     def _hangup(self, event: AmiEvent) -> None:
         uid = event.get("Uniqueid")
+        self._left(uid)
         linkedid = self._by_uid.pop(uid, None)
         call = self.calls.get(linkedid or "")
         if call is None:
@@ -353,6 +430,9 @@ class LiveCalls:
             call.ended_at = self.clock()
             if call.recording in ("recording", "paused"):
                 call.recording = "stopped"
+            for span in call.spans:
+                if span.left_at is None:  # a direct line's agent, or channels seen only in part
+                    self._close(call, span)
             self._changed(call)
             asyncio.get_running_loop().call_later(KEEP_ENDED, self._forget, call.call_id, call.ended_at)
 

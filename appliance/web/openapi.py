@@ -65,7 +65,12 @@ SCHEMAS: dict[str, Any] = {
     "Recording": {"type": "object", "required": ["recording_id", "state", "consent_state", "playable"], "properties": {
         "recording_id": {"type": "string"}, "started_at": {"type": ["string", "null"]},
         "ended_at": {"type": ["string", "null"]}, "duration_s": {"type": ["number", "null"]},
-        "did": {"type": "string"}, "agent": {"type": "string"}, "consent_state": {"type": "string"},
+        "did": {"type": "string"}, "agent": {"type": "string", "description": "the first agent"},
+        "agents": {"type": "array", "description": "every agent who handled the call (transfers), in order",
+                   "items": {"type": "object", "properties": {
+                       "agent": {"type": "string"}, "joined_at": {"type": "string"},
+                       "left_at": {"type": ["string", "null"]}}}},
+        "consent_state": {"type": "string"},
         "state": {"enum": list(STATES)}, "legal_hold": {"type": "boolean"}, "rule": {"type": "string"},
         "jurisdiction": {"type": "string"}, "retention_class": {"type": "string"},
         "retain_until": {"type": ["string", "null"]}, "archived_at": {"type": ["string", "null"]},
@@ -100,7 +105,7 @@ def document() -> dict[str, Any]:
                 "recordings": {"type": "array", "items": _ref("Recording")}}}), **_errors(400, 401, 403)},
             params=[_query("since", {"type": "string"}, "from this date (YYYY-MM-DD) or ISO date-time (UTC if none)"),
                     _query("until", {"type": "string"}, "to this date (inclusive) or date-time"),
-                    _query("agent", {"type": "string"}, "the agent's user name"),
+                    _query("agent", {"type": "string"}, "an agent's user name: calls they handled"),
                     _query("phone", {"type": "string"}, "the caller's number (found through the HMAC index)"),
                     _query("did", {"type": "string"}, "the dialled number"),
                     _query("consent", {"enum": CONSENT}, "consent state"),

@@ -150,7 +150,7 @@ def _result_row(r: dict[str, Any], can_hold: bool) -> str:
                    f'<button class="download" data-id="{rid}" data-format="wav">WAV</button>'
                    f'<button class="download" data-id="{rid}" data-format="age">age file</button>')
     return (f'<tr data-id="{rid}"><td>{_when(r["started_at"])}</td><td>{length}</td><td>{escape(r["did"])}</td>'
-            f'<td>{escape(r["agent"] or "—")}</td><td>{escape(r["consent_state"])}</td><td>{escape(r["state"])}</td>'
+            f'<td>{escape(", ".join(dict.fromkeys(a["agent"] for a in r["agents"])) or r["agent"] or "—")}</td><td>{escape(r["consent_state"])}</td><td>{escape(r["state"])}</td>'
             f'<td>{hold}</td><td class="actions">{actions}</td></tr>')
 
 

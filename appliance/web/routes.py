@@ -96,7 +96,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 @requires("calls.own", "calls.all")
 async def live_socket(request: web.Request) -> web.StreamResponse:
-    """Live call updates: a snapshot, then one message per change (``{"type": "call", ...}``).
+    """Live call updates: a snapshot, then one message per change (``{"type": "call", ...}``;
+    ``{"type": "gone", "call_id": ...}`` when the call was transferred away from this agent).
 
     The session is checked again every ``SESSION_RECHECK`` seconds whatever the traffic,
     and the socket closed (1008) once it is gone (signed out elsewhere, expired, the

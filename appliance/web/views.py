@@ -11,7 +11,7 @@ from aiohttp import web
 
 from . import pages
 from .admin import ADMIN
-from .api import find_recordings, public_recording
+from .api import find_recordings
 from .auth import (
     ANY_ROLE,
     SESSION,
@@ -115,7 +115,7 @@ async def supervisor_view(request: web.Request) -> web.Response:
     query = {k: request.query.get(k, "")[:100] for k in ("since", "until", "agent", "phone", "consent", "did")}
     results, message = None, ""
     try:  # no criteria: the latest recordings
-        results = [public_recording(r) for r in await find_recordings(request)]
+        results = await find_recordings(request)
     except BadRequest as e:
         message = str(e)
     users = await asyncio.to_thread(request.app[W.users].list)

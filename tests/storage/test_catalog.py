@@ -86,3 +86,24 @@ def test_by_spool_path_matches_the_file_name_literally(catalog):
     assert catalog.by_spool_path("/spool/call_1.wav") is None
     assert catalog.by_spool_path("/spool/%.wav") is None
     assert catalog.by_spool_path("/spool/call-%") is None
+
+
+def test_agent_spans_are_stored_once_closed_in_any_order_and_found_by_search(catalog):
+    from storage.catalog import AgentSpan
+
+    transferred, other = add(catalog, agent="tina"), add(catalog, agent="ursula")
+    tina, tom = AgentSpan("tina", 100.0), AgentSpan("tom", 130.5)
+    catalog.note_agent([transferred], tina)
+    # The close of tom's span may be written before its opening: a known end is kept.
+    catalog.note_agent([transferred], AgentSpan("tom", 130.5, 190.25))
+    catalog.note_agent([transferred], tom)
+    catalog.note_agent([transferred], AgentSpan("tina", 100.0, 130.0))
+    catalog.note_agent([transferred], tina)  # again: idempotent
+    assert catalog.agents_of([transferred, other]) == {
+        transferred: [AgentSpan("tina", 100.0, 130.0), AgentSpan("tom", 130.5, 190.25)], other: []}
+    # Search by agent: the first agent (the agent column) and every later one.
+    assert [r.recording_id for r in catalog.search(agent="tom")] == [transferred]
+    assert [r.recording_id for r in catalog.search(agent="tina")] == [transferred]
+    assert [r.recording_id for r in catalog.search(agent="ursula")] == [other]
+    assert catalog.search(agent="nobody") == []
+    assert catalog.agents_of([]) == {}

@@ -52,6 +52,10 @@ function connect() {
       empty();
     } else if (message.type === "call") {
       upsert(message.call);
+    } else if (message.type === "gone") {  // transferred to another agent
+      const old = tbody.querySelector(`tr[data-call-id="${CSS.escape(message.call_id)}"]`);
+      if (old) old.remove();
+      empty();
     }
   };
   ws.onclose = (event) => {

@@ -116,3 +116,68 @@ async def test_direct_lines_and_outbound_calls_and_who_is_told(live):
     boss_seen = {boss.queue.get_nowait()["call"]["call_id"] for _ in range(boss.queue.qsize())}
     assert boss_seen == {"9.1", "8.1"}
     assert [c.call_id for c in live.visible(live.users.get("alice"), False)] == ["9.1"]
+
+
+async def test_a_blind_transfer_moves_the_call_and_stores_both_agents_spans(live):
+    """The events of a blind transfer exactly as Asterisk 22 raised them in the lab
+    (tests/appliance/web/test_transfers.py runs the real one)."""
+    live.users.add("tina", "agent", "tina-password-x", ["Local/1001@agents"])
+    live.users.add("tom", "agent", "tom-password-x", ["Local/2002@agents"])
+    await live.refresh_rules()
+    now = [100.0]
+    live.clock = lambda: now[0]
+    tina_page = live.subscribe(live.users.get("tina"), sees_all=False)
+    tom_page = live.subscribe(live.users.get("tom"), sees_all=False)
+    linked, caller, tina_ch, tom_ch = "lab-1", "Local/2721@agent-line-00000000;2", "Local/1001@agents-00000001;1", \
+        "Local/2002@agents-00000002;1"
+    live.handle(ev("Newchannel", Uniqueid="lab-2", Linkedid=linked, Channel=caller, Exten="27215550777"))
+    row(live.catalog, "rt", linked)
+    live.handle(ev("UserEvent", UserEvent="CallvaultConsent", Uniqueid="lab-2", Linkedid=linked, Channel=caller,
+                   Consent="implied", Record="yes", RecordingId="rt", Rule="us"))
+    for uid, ch in (("9.2", tina_ch), ("9.3", "Local/1001@agents-00000001;2")):
+        live.handle(ev("Newchannel", Uniqueid=uid, Linkedid=linked, Channel=ch, Exten="1001"))
+    live.handle(ev("BridgeEnter", BridgeUniqueid="b1", Uniqueid="9.2", Linkedid=linked, Channel=tina_ch))
+    live.handle(ev("BridgeEnter", BridgeUniqueid="b1", Uniqueid="lab-2", Linkedid=linked, Channel=caller))
+    call = live.calls[linked]
+    assert call.agents == ["tina"]
+    now[0] = 110.0
+    live.handle(ev("BlindTransfer", BridgeUniqueid="b1"))
+    live.handle(ev("BridgeLeave", BridgeUniqueid="b1", Uniqueid="lab-2", Linkedid=linked, Channel=caller))
+    live.handle(ev("BridgeLeave", BridgeUniqueid="b1", Uniqueid="9.2", Linkedid=linked, Channel=tina_ch))
+    live.handle(ev("Hangup", Uniqueid="9.2", Linkedid=linked, Channel=tina_ch))
+    live.handle(ev("Hangup", Uniqueid="9.3", Linkedid=linked))
+    # Tina was the last agent on it: she keeps seeing the call until someone takes it.
+    assert call.agents == ["tina"] and call.spans[0].left_at == 110.0
+    now[0] = 111.0
+    for uid, ch in (("9.4", tom_ch), ("9.5", "Local/2002@agents-00000002;2")):
+        live.handle(ev("Newchannel", Uniqueid=uid, Linkedid=linked, Channel=ch, Exten="2002"))
+    live.handle(ev("BridgeEnter", BridgeUniqueid="b2", Uniqueid="9.4", Linkedid=linked, Channel=tom_ch))
+    live.handle(ev("BridgeEnter", BridgeUniqueid="b2", Uniqueid="lab-2", Linkedid=linked, Channel=caller))
+    assert call.agents == ["tom"]
+    tina_seen = [tina_page.queue.get_nowait() for _ in range(tina_page.queue.qsize())]
+    assert tina_seen[-1] == {"type": "gone", "call_id": linked}
+    assert [m["call"]["agents"] for m in (tom_page.queue.get_nowait() for _ in range(tom_page.queue.qsize()))][-1] \
+        == ["tom"]
+    now[0] = 150.0
+    for uid in ("lab-1", "lab-2", "9.4", "9.5"):
+        live.handle(ev("BridgeLeave", BridgeUniqueid="b2", Uniqueid=uid, Linkedid=linked))
+        live.handle(ev("Hangup", Uniqueid=uid, Linkedid=linked))
+    assert call.ended_at == 150.0 and call.agents == ["tom"]  # tom sees the call end
+    await until(lambda: [s.left_at for s in live.catalog.agents_of(["rt"])["rt"]] == [110.0, 150.0],
+                what="both spans stored and closed")
+    assert [(s.agent, s.joined_at) for s in live.catalog.agents_of(["rt"])["rt"]] == [("tina", 100.0), ("tom", 111.0)]
+    assert live.catalog.get("rt").agent == "tina"
+
+
+async def test_a_direct_line_agents_span_lasts_until_the_call_ends(live):
+    live.clock = lambda: 5.0
+    live.handle(ev("Newchannel", Uniqueid="d.1", Linkedid="d.1", Channel="PJSIP/trunk-1", Exten="27215550100"))
+    row(live.catalog, "rd", "d.1")
+    live.handle(ev("UserEvent", UserEvent="CallvaultConsent", Uniqueid="d.1", Linkedid="d.1",
+                   Channel="PJSIP/trunk-1", Consent="granted", Record="yes", RecordingId="rd", Rule="za"))
+    live.clock = lambda: 9.0
+    live.handle(ev("Hangup", Uniqueid="d.1", Linkedid="d.1"))
+    await until(lambda: live.catalog.agents_of(["rd"])["rd"] and live.catalog.agents_of(["rd"])["rd"][0].left_at,
+                what="alice's span closed")
+    [span] = live.catalog.agents_of(["rd"])["rd"]
+    assert (span.agent, span.joined_at, span.left_at) == ("alice", 5.0, 9.0)
