@@ -6,7 +6,7 @@ byte it stores), Object Lock per object, tags, multipart with per-part SHA-256,
 versions. The whole-object SHA-256 is also kept as user metadata (``sha256``):
 a multipart object's stored checksum is a checksum of part checksums.
 
-Bucket set-up, IAM permissions and the error kinds are in docs/storage.md.
+Bucket set-up, storage roles (bucket policies) and the error kinds are in docs/storage.md.
 """
 
 from __future__ import annotations
