@@ -8,6 +8,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from .netconfig import listen_address
+from .storageroles import storage_role_cautions
 
 if TYPE_CHECKING:
     from .config import Config
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 def cautions(c: Config) -> list[str]:
     """One line per caution, each naming the key and the fix."""
-    return _plain_http(c) + _exposed_keys(c)
+    return _plain_http(c) + _exposed_keys(c) + storage_role_cautions(c, getattr(c.node, "role", None))
 
 
 def _plain_http(c: Config) -> list[str]:
@@ -26,9 +27,9 @@ def _plain_http(c: Config) -> list[str]:
         loopback = False
     if loopback or c.web.tls_cert is not None or c.web.trusted_proxies:
         return []
-    return [f"[web] listen = {c.web.listen!r}: reachable beyond this host over plain HTTP (passwords and "
-            "session cookies in clear); set tls_cert and tls_key, or put a TLS proxy in front and list it "
-            "in trusted_proxies"]
+    return [(f"[web] listen = {c.web.listen!r}: reachable beyond this host over plain HTTP (passwords and "
+             "session cookies in clear); set tls_cert and tls_key, or put a TLS proxy in front and list it "
+             "in trusted_proxies")]
 
 
 def _exposed_keys(c: Config) -> list[str]:

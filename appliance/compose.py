@@ -18,8 +18,9 @@ per call and must not pay for boto3 or the archiver to build its routes.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agi.ami import AmiClient
@@ -92,8 +93,10 @@ def build_archive(config: Config) -> Archive:
 def init_archive(config: Config) -> list[str]:
     """Create the archive storage ``config`` names (idempotent), check it, and say what
     it is. Local: the two store layouts. S3: the payload bucket with Object Lock and the
-    header bucket without; an existing payload bucket without Object Lock is refused
-    (Object Lock cannot be turned on for a bucket S3 already holds objects in)."""
+    header bucket without (versioned); an existing payload bucket without Object Lock is
+    refused (Object Lock cannot be turned on for a bucket S3 already holds objects in).
+    With the storage roles configured, the bucket policies of the pbx and retrieval
+    users are written (run it with the admin keys: the bucket owner's)."""
     from archiver.archive import Archive
 
     s = config.storage
@@ -110,10 +113,30 @@ def init_archive(config: Config) -> list[str]:
         if s.backend == "s3":
             archive.payload.create_bucket(lock=True)  # type: ignore[attr-defined]
             archive.headers.create_bucket(lock=False)  # type: ignore[attr-defined]
+            # A PUT over a header then adds a version instead of destroying the old one.
+            archive.headers.enable_versioning()  # type: ignore[attr-defined]
+            where += _role_policies(config, archive)
         archive.check_setup()
         return where
     finally:
         archive.close()
+
+
+def _role_policies(config: Config, archive: Archive) -> list[str]:
+    """Write the pbx and retrieval bucket policies when ``[storage]`` names the roles."""
+    from storage.s3policy import bucket_policy
+
+    from .storageroles import roles_configured
+
+    s = config.storage
+    if not roles_configured(s):
+        return []
+    for store, payload in ((archive.payload, True), (archive.headers, False)):
+        store.set_policy(bucket_policy(store.bucket, payload=payload,  # type: ignore[attr-defined]
+                                       pbx=s.pbx_principal, retrieval=s.retrieval_principal))
+    return [(f"policies: pbx = {s.pbx_principal} (write and verify, never delete), "
+             f"retrieval = {s.retrieval_principal} (erase, legal holds) on s3://{s.bucket} and "
+             f"s3://{s.header_bucket}")]
 
 
 # -- the archiver --------------------------------------------------------------------------

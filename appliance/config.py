@@ -156,8 +156,16 @@ class StorageConfig:
     region: str = "us-east-1"
     bucket: str = ""
     header_bucket: str = ""
+    # This node's own keys: those of its role (pbx or retrieval); admin keys only
+    # for `callvault storage init`.
     access_key_id: str = ""
     secret_access_key: Secret | None = None
+    # The storage roles' S3 users (IAM user ARNs) and access key ids: `storage init`
+    # writes the bucket policies for them; `config check` compares the keys.
+    pbx_principal: str = ""
+    pbx_access_key_id: str = ""
+    retrieval_principal: str = ""
+    retrieval_access_key_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -417,6 +425,7 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
     if check_paths and c.web.identity_file is not None and not c.web.identity_file.is_file():
         bad("web", "identity_file", str(c.web.identity_file), "no such file; point it at the age identity "
             "written by `callvault keys generate`, or remove the key on nodes that never decrypt")
+    from .storageroles import role_problems
     from .tls import web_problems
 
     out += web_problems(c.web, where, check_paths)
@@ -430,6 +439,7 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         if c.storage.bucket and c.storage.bucket == c.storage.header_bucket:
             bad("storage", "header_bucket", c.storage.header_bucket, "must differ from bucket: headers must "
                 "stay deletable while payloads are locked")
+        out += role_problems(c.storage, where)
     if check_paths:
         paths = [(s, k, getattr(getattr(c, s), k)) for s, k in WRITABLE]
         db = c.database.sqlite_path

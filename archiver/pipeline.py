@@ -374,13 +374,12 @@ class Pipeline:
         if h is None or h.sha256 != m.header_sha256:
             if not have_work:
                 raise _Redo("encrypting", "work files are gone before the upload finished; encrypting again")
-            if h is not None:
-                # Left by an earlier encryption whose payload never got stored (the check
-                # below would have kept it otherwise): it protects nothing, replace it.
-                if self.archive.head(self.archive.payload, pkey) is not None:
-                    raise PermanentError(f"{pkey} exists but {hkey} does not match the manifest; "
-                                         "manual review needed")
-                self.archive.headers.delete(hkey)
+            # One left by an earlier encryption whose payload never got stored wraps a key
+            # to nothing; the new header goes on top as a new version (the pbx role may
+            # not delete; erasure removes every version).
+            if h is not None and self.archive.head(self.archive.payload, pkey) is not None:
+                raise PermanentError(f"{pkey} exists but {hkey} does not match the manifest; "
+                                     "manual review needed")
             with open(hdr, "rb") as f:
                 try:
                     self.archive.headers.put(hkey, f, size=hdr.stat().st_size, sha256=m.header_sha256)

@@ -6,7 +6,7 @@ byte it stores), Object Lock per object, tags, multipart with per-part SHA-256,
 versions. The whole-object SHA-256 is also kept as user metadata (``sha256``):
 a multipart object's stored checksum is a checksum of part checksums.
 
-Bucket set-up, IAM permissions and the error kinds are in docs/storage.md.
+Bucket set-up, storage roles (bucket policies) and the error kinds are in docs/storage.md.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import itertools
+import json
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -148,6 +149,17 @@ class S3Store:
                 if error_code(e) != "BucketAlreadyOwnedByYou":
                     raise
         self._check_setup(lock)
+
+    def enable_versioning(self) -> None:
+        """Turn versioning on (idempotent): a PUT to an existing key then adds a
+        version instead of replacing the bytes."""
+        with self._errors("enable versioning"):
+            self.client.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+
+    def set_policy(self, policy: dict[str, Any]) -> None:
+        """Replace the bucket policy (``storage.s3policy`` builds the documents)."""
+        with self._errors("set policy"):
+            self.client.put_bucket_policy(Bucket=self.bucket, Policy=json.dumps(policy))
 
     # -- writing -----------------------------------------------------------------------
 

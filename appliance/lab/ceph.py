@@ -140,6 +140,14 @@ rgw enable usage log = false
                                        f"--secret={self.secret_key}"), deadline)
         (self.host / "endpoint.json").write_text(json.dumps(self.endpoint.__dict__))
 
+    def add_user(self, uid: str) -> S3Endpoint:
+        """A further RGW user with new keys (a storage role's S3 user, no buckets of its
+        own); its principal is ``arn:aws:iam:::user/UID``."""
+        access, secret = "LAB" + secrets.token_hex(8).upper(), secrets.token_hex(20)
+        self._ceph("radosgw-admin", "user", "create", f"--uid={uid}", f"--display-name=callvault {uid}",
+                   f"--access-key={access}", f"--secret={secret}")
+        return S3Endpoint(self.endpoint.endpoint_url, access, secret)
+
     def _require_osd_up(self) -> None:
         stat = json.loads(self._ceph("ceph", "osd", "stat", "--format=json", timeout=20))
         if stat.get("num_up_osds", 0) < 1:
