@@ -80,7 +80,7 @@ def _when(value: str, *, end: bool) -> float:
 
 def search_params(query: Any, hmac_key: bytes) -> dict[str, Any]:
     """Catalog.search keyword arguments from query parameters (empty ones ignored)."""
-    get = lambda k: (query.get(k) or "").strip()  # noqa: E731
+    get = lambda k: (query.get(k) or "").strip()
     out: dict[str, Any] = {}
     if get("since"):
         out["since"] = _when(get("since"), end=False)
@@ -254,6 +254,13 @@ async def pause_call(request: web.Request) -> web.Response:
         body = await json_body(request, {"paused": bool})
     except BadRequest as e:
         return error(400, str(e))
+    here = request.app[K.config].node.name
+    if call.node and call.node != here:
+        return error(409, f"this call is on node {call.node!r}; pause and resume are AMI actions on the PBX that "
+                          f"carries it: use the agent page of node {call.node!r} (this node is {here!r})")
+    if K.ami not in request.app:
+        return error(409, "this node does not talk to Asterisk ([node] role = \"retrieval\"); pause and resume "
+                          "the call from the agent page of the pbx node that carries it")
     if call.recording not in ("recording", "paused") or not call.recorded_channel:
         return error(409, f"nothing is being recorded on this call ({call.recording})")
     app, user = request.app, session_of(request).user
@@ -262,7 +269,7 @@ async def pause_call(request: web.Request) -> web.Response:
                          body["paused"], actor=f"web:{user.name}")
     except ControlError as e:
         return error(409, str(e))
-    except (AmiError, asyncio.TimeoutError) as e:
+    except (TimeoutError, AmiError) as e:
         return error(503, f"Asterisk did not take the command: {e}")
     app[W.metrics].pauses.labels("pause" if body["paused"] else "resume").inc()
     app[W.live].set_recording(call.call_id, "paused" if body["paused"] else "recording")
