@@ -150,18 +150,22 @@ class LiveBus:
 
     async def _sender(self) -> None:
         conn: psycopg.AsyncConnection | None = None
-        while True:
-            text = await self.outbox.get()
-            for attempt in (1, 2):
-                try:
-                    if conn is None or conn.closed:
-                        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-                    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, text))
-                    break
-                except psycopg.Error as e:
-                    log.warning("live call change not published (attempt %d): %s", attempt, e)
-                    conn = None
-                    await asyncio.sleep(RECONNECT if attempt == 1 else 0)
+        try:
+            while True:
+                text = await self.outbox.get()
+                for attempt in (1, 2):
+                    try:
+                        if conn is None or conn.closed:
+                            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, text))
+                        break
+                    except psycopg.Error as e:
+                        log.warning("live call change not published (attempt %d): %s", attempt, e)
+                        conn = None
+                        await asyncio.sleep(RECONNECT if attempt == 1 else 0)
+        finally:
+            if conn is not None:
+                await conn.close()
 
     async def _listener(self) -> None:
         while True:

@@ -18,7 +18,7 @@ from appliance import config as cfg
 from storage.age import Identity
 from storage.dburl import open_database
 from storage.nodes import Nodes, hmac_fingerprint
-from support.standalone import standalone_config
+from standalone import standalone_config
 
 
 def load(tmp_path, **overrides):
