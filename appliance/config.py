@@ -364,7 +364,7 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
     out += network_problems(c, where)
     if not 1 <= c.ami.port <= 65535:
         bad("ami", "port", c.ami.port, "expected a port between 1 and 65535")
-    if c.ami.secret is None or not c.ami.secret:
+    if (c.ami.secret is None or not c.ami.secret) and c.node.role != "retrieval":  # it never uses AMI
         out.append(f"{where}: [ami] secret: missing; set secret or secret_file in [ami], "
                    "or CALLVAULT_AMI_SECRET in the environment")
     if c.web.metrics_token is not None and not c.web.metrics_token.reveal().strip():

@@ -13,12 +13,12 @@ import subprocess
 import sys
 
 import pytest
+from standalone import standalone_config
 
 from appliance import config as cfg
 from storage.age import Identity
 from storage.dburl import open_database
 from storage.nodes import Nodes, hmac_fingerprint
-from standalone import standalone_config
 
 
 def load(tmp_path, **overrides):
@@ -55,9 +55,10 @@ def test_roles_need_postgresql_and_a_pbx_node_holds_no_identity(tmp_path):
     assert "set it on the retrieval node" in out
     assert "[web] identity_passphrase: a pbx node holds no identity" in out
     assert "pw" not in out.replace("pbx", "")
-    # The retrieval node is where the identity belongs.
-    assert load(tmp_path, **{"node.role": "retrieval", "database.url": pg,
+    # The retrieval node is where the identity belongs; it needs no AMI secret.
+    assert load(tmp_path, **{"node.role": "retrieval", "database.url": pg, "ami.secret": "",
                              "web.identity_file": str(ident)}).web.identity_file == ident
+    assert "[ami] secret: missing" in problems(tmp_path, **{"node.role": "pbx", "database.url": pg, "ami.secret": ""})
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
