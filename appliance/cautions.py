@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def cautions(c: Config) -> list[str]:
     """One line per caution, each naming the key and the fix."""
-    return _plain_http(c) + _exposed_keys(c) + storage_role_cautions(c, getattr(c.node, "role", None))
+    return _plain_http(c) + _exposed_keys(c) + storage_role_cautions(c, c.node.role)
 
 
 def _plain_http(c: Config) -> list[str]:

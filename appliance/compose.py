@@ -161,10 +161,11 @@ def rule_retention(config: Config) -> dict[str, str]:
 
 def build_archiver(config: Config, catalog: Catalog, ledger: Ledger, archive: Archive, *,
                    sweeper: RetentionSweeper | None = None) -> Archiver:
-    """The archiver `serve` runs, on the process's one Archive (and its sweeper, which
-    the web app's legal holds share). Raises ``SetupError`` naming the key to fix."""
+    """The archiver `serve` runs, on the process's one Archive, with the retention
+    sweeper the web app's legal holds share (None: this node does not sweep). Raises
+    ``SetupError`` naming the key to fix."""
     from archiver.pipeline import Pipeline
-    from archiver.retention import RetentionPolicy, RetentionSweeper
+    from archiver.retention import RetentionPolicy
     from archiver.service import Archiver
 
     keys = recipients(config)
@@ -173,7 +174,7 @@ def build_archiver(config: Config, catalog: Catalog, ledger: Ledger, archive: Ar
                         work_dir=config.spool.dir / WORK_DIR_NAME, retention=policy,
                         max_attempts=config.archive.max_attempts)
     return Archiver(config.spool.dir, scan_interval=config.spool.scan_interval, catalog=catalog, ledger=ledger,
-                    pipeline=pipeline, sweeper=sweeper or RetentionSweeper(catalog, ledger, archive),
+                    pipeline=pipeline, sweeper=sweeper,
                     workers=config.archive.workers, rule_retention=rule_retention(config))
 
 

@@ -37,6 +37,7 @@ from .netconfig import (
     listen_address,
     network_problems,
 )
+from .nodeconfig import ROLES, role_problems
 
 
 class ConfigError(Exception):
@@ -109,6 +110,9 @@ class NodeConfig:
     # This node's name: its recordings' archive jobs are its own (its spool holds the
     # files). Unique among the nodes sharing one PostgreSQL database.
     name: str = field(default_factory=socket.gethostname)
+    # "all" (one node does everything), "pbx" (beside Asterisk: FastAGI, AMI, archiver,
+    # agent live view; recipients only) or "retrieval" (web apps, identity, retention).
+    role: str = "all"
 
 
 @dataclass(frozen=True)
@@ -236,7 +240,7 @@ RENAMED = {("storage", "key_bucket"): "header_bucket"}
 SECRET_KEYS = {("ami", "secret"), ("ami", "test_call_secret"), ("storage", "secret_access_key"), ("web", "identity_passphrase"),
                ("web", "metrics_token")}
 CHOICES = {("storage", "backend"): ("local", "s3"), ("log", "format"): ("text", "json"),
-           ("web", "proxy_headers"): ("x-forwarded", "forwarded"),
+           ("web", "proxy_headers"): ("x-forwarded", "forwarded"), ("node", "role"): ROLES,
            ("log", "level"): ("debug", "info", "warning", "error")}
 # Paths the process must be able to write to (created if missing).
 WRITABLE = (("spool", "dir"), ("storage", "path"), ("privacy", "hmac_key_file"))
@@ -368,7 +372,7 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
     out += network_problems(c, where)
     if not 1 <= c.ami.port <= 65535:
         bad("ami", "port", c.ami.port, "expected a port between 1 and 65535")
-    if c.ami.secret is None or not c.ami.secret:
+    if (c.ami.secret is None or not c.ami.secret) and c.node.role != "retrieval":  # it never uses AMI
         out.append(f"{where}: [ami] secret: missing; set secret or secret_file in [ami], "
                    "or CALLVAULT_AMI_SECRET in the environment")
     if c.web.metrics_token is not None and not c.web.metrics_token.reveal().strip():
@@ -425,7 +429,8 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
     if check_paths and c.web.identity_file is not None and not c.web.identity_file.is_file():
         bad("web", "identity_file", str(c.web.identity_file), "no such file; point it at the age identity "
             "written by `callvault keys generate`, or remove the key on nodes that never decrypt")
-    from .storageroles import role_problems
+    out += role_problems(c, where)
+    from .storageroles import storage_problems
     from .tls import web_problems
 
     out += web_problems(c.web, where, check_paths)
@@ -439,7 +444,7 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         if c.storage.bucket and c.storage.bucket == c.storage.header_bucket:
             bad("storage", "header_bucket", c.storage.header_bucket, "must differ from bucket: headers must "
                 "stay deletable while payloads are locked")
-        out += role_problems(c.storage, where)
+        out += storage_problems(c.storage, where)
     if check_paths:
         paths = [(s, k, getattr(getattr(c, s), k)) for s, k in WRITABLE]
         db = c.database.sqlite_path

@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from storage.catalog import Catalog
     from storage.db import Database
     from storage.ledger import Ledger
+    from storage.nodes import Nodes
 
     from .anchoring import AnchorKeeper
+    from .cluster import LiveBus
     from .config import Config
 
 
@@ -33,3 +35,5 @@ class AppKeys:
     sweeper: "web.AppKey[RetentionSweeper]" = web.AppKey("sweeper")
     archiver: "web.AppKey[Archiver]" = web.AppKey("archiver")
     anchors: "web.AppKey[AnchorKeeper]" = web.AppKey("anchors")
+    nodes: "web.AppKey[Nodes]" = web.AppKey("nodes")
+    bus: "web.AppKey[LiveBus]" = web.AppKey("bus")

@@ -28,11 +28,13 @@ from archiver.retention import RetentionSweeper
 from storage.errors import StorageError
 from storage.hmac_index import load_hmac_key
 from storage.ledger import Ledger
+from storage.nodes import Nodes
 
-from . import compose
+from . import cluster, compose
 from .anchoring import POLL_SECONDS, SHUTDOWN_SECONDS, AnchorKeeper
 from .config import Config
 from .keys import AppKeys as K
+from .nodeconfig import ASTERISK_ROLES
 from .systemd import notify, watchdog
 from .tls import server_context
 
@@ -47,7 +49,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[K.db] = db
     app[K.ledger] = await asyncio.to_thread(Ledger, db)
     app[K.catalog] = await asyncio.to_thread(compose.catalog, config, db)
-    app[K.hmac_key] = await asyncio.to_thread(load_hmac_key, config.privacy.hmac_key_file)
+    try:
+        app[K.hmac_key] = key = await asyncio.to_thread(load_hmac_key, config.privacy.hmac_key_file)
+        app[K.nodes] = nodes = await asyncio.to_thread(Nodes, db)
+        await asyncio.to_thread(cluster.check_hmac_key, nodes, key, config)
+    except BaseException:
+        await asyncio.to_thread(db.close)
+        raise
     yield
     await asyncio.to_thread(db.close)
 
@@ -71,8 +79,10 @@ async def _ami(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _archiver(app: web.Application) -> AsyncIterator[None]:
-    archiver = compose.build_archiver(app[K.config], app[K.catalog], app[K.ledger], app[K.archive],
-                                      sweeper=app[K.sweeper])
+    config = app[K.config]
+    # The sweeper destroys headers: on a pbx node it does not run (the retrieval node's does).
+    archiver = compose.build_archiver(config, app[K.catalog], app[K.ledger], app[K.archive],
+                                      sweeper=app[K.sweeper] if config.node.role == "all" else None)
     app[K.archiver] = archiver
     compose.connect_intake(app[K.ami], archiver)
     await archiver.start()
@@ -107,8 +117,11 @@ def build_app(config: Config) -> web.Application:
     app = web.Application()
     app[K.config] = config
     app[K.started] = time.time()
-    app.cleanup_ctx.extend([_database, _archive, anchoring, _ami, _archiver, _fastagi])
+    app.cleanup_ctx.extend([_database, _archive, anchoring])
+    if config.node.role in ASTERISK_ROLES:  # a retrieval node never talks to Asterisk
+        app.cleanup_ctx.extend([_ami, _archiver, _fastagi])
     setup_routes(app)
+    app.cleanup_ctx.append(cluster.cluster)
     return app
 
 
@@ -156,8 +169,10 @@ def serve(config: Config) -> int:
     def announce(_: str) -> None:
         # aiohttp calls this once the web site is listening, after every cleanup_ctx
         # step (database ... FastAGI listener, web state) has started.
-        what = (f"web on {scheme}://{host}:{port}/  (FastAGI {config.agi.listen}, "
-                f"AMI {config.ami.host}:{config.ami.port})")
+        what = f"web on {scheme}://{host}:{port}/  (role {config.node.role}"
+        if config.node.role in ASTERISK_ROLES:
+            what += f", FastAGI {config.agi.listen}, AMI {config.ami.host}:{config.ami.port}"
+        what += ")"
         print(f"callvault: {what}", flush=True)
         notify("READY=1", f"STATUS=serving: {what}")
 

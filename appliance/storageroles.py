@@ -21,7 +21,7 @@ def roles_configured(s: Any) -> bool:
     return any(getattr(s, key) for key in ROLE_KEYS)
 
 
-def role_problems(s: Any, where: str) -> list[str]:
+def storage_problems(s: Any, where: str) -> list[str]:
     """The four role keys go together; principals are IAM ARNs; the roles differ."""
     if not roles_configured(s):
         return []

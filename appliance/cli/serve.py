@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import compose
 from .. import config as cfg
 from ..cautions import cautions
+from ..nodeconfig import ASTERISK_ROLES
 from .common import database, fail, load_config, os_account, with_config
 
 
@@ -55,10 +56,35 @@ def check_notices(config: cfg.Config, where: str) -> None:
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = cfg.load(args.config)
     check_notices(config, args.config)
+    check_hmac_key(config)
     for line in cautions(config):
         print(f"{args.config}: warning: {line}", file=sys.stderr)
     print(f"{args.config}: ok")
     return 0
+
+
+def check_hmac_key(config: cfg.Config) -> None:
+    """On a shared database that answers, this node's caller-number HMAC key must be the
+    one the database records (``serve`` records it at first use; this only reads)."""
+    from archiver.errors import SetupError
+    from storage.errors import StorageError
+    from storage.nodes import Nodes
+
+    from ..cluster import hmac_mismatch, shared
+
+    path = config.privacy.hmac_key_file
+    if not shared(config) or not path.is_file():
+        return
+    try:
+        with database(config) as db:
+            recorded = Nodes(db).recorded_fingerprint()
+    except (StorageError, OSError) as e:
+        print(f"[database] url: not reachable now ({e}); the HMAC key is checked again at start",
+              file=sys.stderr)
+        return
+    problem = hmac_mismatch(config, path.read_bytes(), recorded)
+    if problem:
+        raise SetupError(problem)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -99,8 +125,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(f"web:      up at {base}/")
         for part in PARTS:
+            if part == "ami" and config.node.role not in ASTERISK_ROLES:
+                print(f"ami:      none on this node (role {config.node.role})")
+                continue
             print(f"{part + ':':<9} {'DOWN' if part in down else 'up'}")
         _print_queue(config)
+        _print_nodes(config)
     return 0 if health.get("status") == "up" else 1
 
 
@@ -121,6 +151,26 @@ def _print_queue(config: cfg.Config) -> None:
     if quarantined:
         print(f"          {quarantined} in quarantine (plaintext): `callvault recordings retry ID --reason ...` "
               "or `callvault recordings erase ID --reason ...`")
+
+
+def _print_nodes(config: cfg.Config) -> None:
+    """Every node registered in the database, with when it was last seen."""
+    from storage.errors import StorageError
+    from storage.nodes import DOWN_AFTER, Nodes
+
+    try:
+        with database(config) as db:
+            rows = Nodes(db).list()
+    except (StorageError, OSError) as e:
+        print(f"nodes:    unknown ({e})")
+        return
+    print("nodes:")
+    for n in rows:
+        d = n.as_dict()
+        queue = ", ".join(f"{k} {v}" for k, v in sorted(n.queue.items())) or "empty"
+        state = "up" if n.up() else f"DOWN (not seen for over {DOWN_AFTER:g} s)"
+        print(f"  {n.name:<20} {n.role:<9} {state:<6} last seen {d['seen_ago_s']:g} s ago, AMI {n.ami}, "
+              f"queue {queue}, version {n.version}")
 
 
 def _url_host(host: str) -> str:

@@ -43,8 +43,8 @@ class Admin:
         self._lab: tuple[int, bool] | None = None  # (AMI connects, lab?) for the session it was asked on
 
     async def lab_mode(self) -> bool:
-        ami = self.app[K.ami]
-        if not ami.connected:
+        ami = self.app.get(K.ami)
+        if ami is None or not ami.connected:
             return False
         if self._lab is None or self._lab[0] != ami.status.connects:
             try:
@@ -85,11 +85,17 @@ class Admin:
         basic = details(self.app)
         down = await down_parts(self.app)  # also refreshes the storage probe shown below
         queue, dead, last = await asyncio.to_thread(self._catalog_facts)
+        try:
+            nodes = [n.as_dict() for n in await asyncio.to_thread(self.app[K.nodes].list)]
+        except StorageError:
+            nodes = []
         archiver = basic["archiver"]
         return {
             "status": "down" if down else "up",
             "down": down,
             "uptime_s": basic["uptime_s"],
+            "node": basic["node"],
+            "nodes": nodes,
             "ami": {"connected": basic["ami"]["state"] == "connected", **basic["ami"]},
             "agi": basic["agi"],
             "archiver": archiver,

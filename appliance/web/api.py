@@ -266,6 +266,13 @@ async def pause_call(request: web.Request) -> web.Response:
         body = await json_body(request, {"paused": bool})
     except BadRequest as e:
         return error(400, str(e))
+    here = request.app[K.config].node.name
+    if call.node and call.node != here:
+        return error(409, f"this call is on node {call.node!r}; pause and resume are AMI actions on the PBX that "
+                          f"carries it: use the agent page of node {call.node!r} (this node is {here!r})")
+    if K.ami not in request.app:
+        return error(409, "this node does not talk to Asterisk ([node] role = \"retrieval\"); pause and resume "
+                          "the call from the agent page of the pbx node that carries it")
     if call.recording not in ("recording", "paused") or not call.recorded_channel:
         return error(409, f"nothing is being recorded on this call ({call.recording})")
     app, user = request.app, session_of(request).user

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ..keys import AppKeys as K
+from ..nodeconfig import ASTERISK_ROLES
 from .state import WebKeys as W
 
 PARTS = ("ami", "storage", "database")
@@ -30,7 +31,8 @@ async def down_parts(app: web.Application) -> list[str]:
     """The parts (of ``PARTS``) that do not answer now; empty when up."""
     ami = app.get(K.ami)
     probe = app[W.probe]
-    ami_up = bool(ami and ami.connected)
+    # A retrieval node has no AMI session: it cannot be down.
+    ami_up = bool(ami and ami.connected) or app[K.config].node.role not in ASTERISK_ROLES
     storage_up, db_up = await asyncio.gather(probe.check_storage(), probe.check_database())
     return [part for part, up in zip(PARTS, (ami_up, storage_up, db_up)) if not up]
 
@@ -41,6 +43,7 @@ def details(app: web.Application) -> dict[str, Any]:
     agi = app.get(K.agi)
     archiver = app.get(K.archiver)
     return {
+        "node": {"name": app[K.config].node.name, "role": app[K.config].node.role},
         "uptime_s": round(time.time() - app[K.started], 1),
         "ami": ami.status.as_dict() if ami else {"state": "stopped"},
         "agi": agi.stats() if agi else {"listening": False},

@@ -28,6 +28,11 @@ it ends.
 
 Live state is memory only: after a restart, calls already in progress show up again
 from their next event. Ended calls stay visible for ``KEEP_ENDED`` seconds.
+
+Several nodes (``appliance/cluster.py``): each change a subscriber is told of is also
+handed to ``publish`` (a pbx node's PostgreSQL NOTIFY); a web node ``merge``s the calls
+other nodes publish, marked with their ``node``, so an agent sees their calls
+whichever node they signed in to.
 """
 
 from __future__ import annotations
@@ -100,12 +105,24 @@ class LiveCall:
     spans: list[Span] = field(default_factory=list)  # every agent who handled it, in order
     ended_at: float | None = None
     updated_at: float = 0.0
+    node: str = ""  # the node whose AMI reports the call ("": this one)
 
     def public(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "did": self.did, "caller": self.caller, "consent": self.consent,
                 "recording": self.recording, "recording_id": self.recording_ids[-1] if self.recording_ids else "",
                 "rule": self.rule, "agents": list(self.agents), "started_at": self.started_at,
-                "ended": self.ended_at is not None, "updated_at": self.updated_at}
+                "ended": self.ended_at is not None, "updated_at": self.updated_at, "node": self.node}
+
+    @classmethod
+    def remote(cls, node: str, d: dict[str, Any]) -> LiveCall:
+        """Another node's call, from the ``public()`` dict it published."""
+        rid = str(d.get("recording_id") or "")
+        return cls(call_id=str(d["call_id"]), started_at=float(d.get("started_at") or 0), did=str(d.get("did", "")),
+                   caller=str(d.get("caller", "")), consent=str(d.get("consent", "pending")),
+                   recording=str(d.get("recording", "not-recorded")), recording_ids=[rid] if rid else [],
+                   rule=str(d.get("rule", "")), agents=[str(a) for a in d.get("agents") or []],
+                   ended_at=float(d.get("updated_at") or 0) if d.get("ended") else None,
+                   updated_at=float(d.get("updated_at") or 0), node=node)
 
 
 class Subscriber:
@@ -134,6 +151,7 @@ class LiveCalls:
         self._tasks: set[asyncio.Task] = set()
         self._refresher: asyncio.Task | None = None
         self._ami: AmiClient | None = None
+        self.publish: Callable[[dict[str, Any]], None] | None = None  # to the other nodes
 
     # -- lifecycle --------------------------------------------------------------------------
     def _handlers(self) -> dict[str, Callable[[AmiEvent], None]]:
@@ -142,11 +160,12 @@ class LiveCalls:
                 "MixMonitorMute": self._mixmonitor, "BridgeEnter": self._bridge_enter,
                 "BridgeLeave": self._bridge_leave, "NewCallerid": self._callerid}
 
-    async def start(self, ami: AmiClient) -> None:
+    async def start(self, ami: AmiClient | None) -> None:
+        """Follow ``ami``'s events (None on a node without Asterisk: calls come from ``merge``)."""
         await self.refresh_rules()
         self._ami = ami
         self._registered = self.handle  # one bound-method object: remove_handler compares identity
-        for name in self._handlers():
+        for name in self._handlers() if ami is not None else ():
             ami.on_event(name, self._registered)
         self._refresher = asyncio.create_task(self._refresh_loop(), name="live-rules")
 
@@ -213,7 +232,28 @@ class LiveCalls:
         call.updated_at = self.clock()
         if not (self.shown(call)):
             return
-        message = {"type": "call", "call": call.public()}
+        public = call.public()
+        if self.publish is not None:
+            self.publish(public)
+        self._tell(call, public)
+
+    def merge(self, node: str, d: dict[str, Any]) -> None:
+        """Take in a change another node published (its ``LiveCall.public()``)."""
+        try:
+            incoming = LiveCall.remote(node, d)
+        except (KeyError, TypeError, ValueError):
+            log.warning("a live call from node %s could not be read", node)
+            return
+        known = self.calls.get(incoming.call_id)
+        if known is not None and known.node != node:
+            return  # the same linkedid on two PBXes: keep the first
+        self.calls[incoming.call_id] = incoming
+        if incoming.ended_at is not None and (known is None or known.ended_at is None):
+            asyncio.get_running_loop().call_later(KEEP_ENDED, self._forget, incoming.call_id, incoming.ended_at)
+        self._tell(incoming, incoming.public())
+
+    def _tell(self, call: LiveCall, public: dict[str, Any]) -> None:
+        message = {"type": "call", "call": public}
         for sub in list(self._subscribers):
             if sub.may_see(call):
                 try:

@@ -154,9 +154,17 @@ def _result_row(r: dict[str, Any], can_hold: bool) -> str:
             f'<td>{hold}</td><td class="actions">{actions}</td></tr>')
 
 
+def _queue(queue: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(queue.items())) or "empty"
+
+
+def _bytes(n: int | None) -> str:
+    return "—" if n is None else f"{n / 2**30:.1f} GiB"
+
+
 def admin_page(session: Session, h: dict[str, Any], snippets: dict[str, str]) -> str:
     ami, arch, storage, keys = h["ami"], h["archiver"], h["storage"], h["keys"]
-    queue = ", ".join(f"{escape(k)} {v}" for k, v in sorted(h["queue"].items())) or "empty"
+    queue = escape(_queue(h["queue"]))
     rows = [
         ("AMI", _state(ami["connected"], ami["state"]), escape(ami.get("last_error", "") if not ami["connected"] else "")),
         ("Asterisk version", escape(ami.get("asterisk_version") or "unknown"), ""),
@@ -198,7 +206,15 @@ def admin_page(session: Session, h: dict[str, Any], snippets: dict[str, str]) ->
 <form id="test-call-form" class="search"><label>DID <input name="did" id="test-did" value="27215550100"></label>
 <button type="submit">Place a test call</button></form><p id="test-call-result" class="muted" role="status"></p>
 </section>"""
-    body = (f'<h2>Health</h2><table id="health">{health}</table><h2>Dead letters</h2>{dead_html}'
+    nodes = "".join(f'<tr data-node="{escape(n["name"])}"><td>{escape(n["name"])}</td><td>{escape(n["role"])}</td>'
+                    f'<td>{_state(n["state"] == "up", n["state"])}</td><td>{n["seen_ago_s"]:g} s ago</td>'
+                    f'<td>{escape(n["ami"])}</td><td>{escape(_queue(n["queue"]))}</td>'
+                    f'<td>{_bytes(n["spool_free_bytes"])}</td><td>{escape(n["version"])}</td></tr>'
+                    for n in h.get("nodes", []))
+    nodes_html = (f'<h2>Nodes</h2><table id="nodes"><thead><tr><th>Node</th><th>Role</th><th>State</th>'
+                  f'<th>Last seen</th><th>AMI</th><th>Queue</th><th>Spool free</th><th>Version</th></tr></thead>'
+                  f'<tbody>{nodes}</tbody></table>')
+    body = (f'<h2>Health</h2><table id="health">{health}</table>{nodes_html}<h2>Dead letters</h2>{dead_html}'
             f'<h2>Keys</h2>{problem}<table id="keys">{fp}</table>{lab}<h2>Dialplan</h2>'
             f'<p class="muted">Paste each where it says (see docs/operations.md).</p>{snippet_html}')
     return layout("callvault: admin", body, session=session, scripts=("common.js", "admin.js"), page="/admin")

@@ -15,8 +15,9 @@ the grant's lifetime so that the many range requests of one listening session do
 each fetch the header.
 
 The private identity lives only on the retrieval node: ``[web] identity_file``. A node
-without it (the PBX side) refuses playback and WAV download, saying so; the original
-age file can still be downloaded (it needs no key).
+without it refuses playback and WAV download, saying so; the original age file can
+still be downloaded (it needs no key). A pbx node (``[node] role = "pbx"``) refuses
+every playback and download.
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ class Retrieval:
     async def start(self) -> None:
         web = self.config.web
         path = web.identity_file
+        if self.config.node.role == "pbx":
+            self.refusal = ("Playback and download are refused on this node: it is a pbx node ([node] role = "
+                            "\"pbx\"), which by design holds no private key and serves no recordings. Play or "
+                            "download them on the retrieval node.")
+            return
         if not path:
             self.refusal = ("Playback is not available on this node: it holds no private key ([web] identity_file "
                             "is not set). Recordings are decrypted only on the retrieval node; play them there.")
@@ -139,6 +145,8 @@ class Retrieval:
     async def grant(self, session: Session, recording_id: str, purpose: str, fmt: str, reason: str,
                     client: str) -> Entry:
         """Write the audit entry that allows this session to play or download the recording."""
+        if self.config.node.role == "pbx":
+            raise Refused(409, self.refusal)
         rec = await self.archived(recording_id)
         uses_key = purpose == "play" or fmt == "wav"
         if uses_key and self.identities is None:

@@ -158,7 +158,7 @@ async def _web_state(app: web.Application) -> AsyncIterator[None]:
     await retrieval.start()
     app[W.retrieval] = retrieval
     live = LiveCalls(users=users, catalog=app[K.catalog], ledger=app[K.ledger], metrics=metrics_)
-    await live.start(app[K.ami])
+    await live.start(app.get(K.ami))  # none on a retrieval node
     app[W.live] = live
     app[ADMIN] = Admin(app)
     yield

@@ -266,3 +266,11 @@ def threaded_server(lab_state, tmp_path_factory, users_template, web_buckets):
 @pytest.fixture(scope="session")
 def user_password():
     return password
+
+
+@pytest.fixture
+def web_parts():
+    """``make_config``, ``Harness`` and ``password`` for tests that start several apps."""
+    import types
+
+    return types.SimpleNamespace(make_config=make_config, Harness=Harness, password=password)

@@ -1,0 +1,234 @@
+"""Several nodes on one PostgreSQL database: the one HMAC key, the node registry,
+live calls across nodes, and the retention sweeper of a retrieval node.
+
+Live calls: a node that runs AMI (role ``pbx`` or ``all``) publishes every change the
+agent WebSocket is told of (``{"node": NAME, "call": {...}}``) with ``NOTIFY
+callvault_live``; a node with the web apps (``retrieval`` or ``all``) ``LISTEN``s on a
+connection of its own and merges other nodes' calls into its live view. Payloads stay
+under PostgreSQL's 8000-byte limit. Pausing a call is an AMI action on the PBX that
+carries it: a node refuses to pause another node's call and names that node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+from aiohttp import web
+
+from archiver.errors import SetupError
+from storage.nodes import HEARTBEAT, NodeRow, Nodes, hmac_fingerprint
+
+from .config import Config
+from .keys import AppKeys as K
+from .nodeconfig import ASTERISK_ROLES, RETRIEVAL_ROLES
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "callvault_live"
+MAX_PAYLOAD = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
+RECONNECT = 2.0
+SWEEP_EVERY = 3600.0
+
+
+def shared(config: Config) -> bool:
+    return config.database.url.startswith(("postgresql:", "postgres:"))
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("callvault")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# -- the one HMAC key ------------------------------------------------------------------------
+
+def hmac_mismatch(config: Config, key: bytes, recorded: tuple[str, str] | None) -> str:
+    """The refusal for a node whose caller-number HMAC key is not the database's; "" if it is."""
+    mine = hmac_fingerprint(key)
+    if recorded is None or recorded[0] == mine:
+        return ""
+    theirs, first_node = recorded
+    path = config.privacy.hmac_key_file
+    source = first_node if first_node != config.node.name else "the node that first used it"
+    return (f"[privacy] hmac_key_file = {str(path)!r}: this key (fingerprint {mine[:16]}) is not the one the "
+            f"shared database records (fingerprint {theirs[:16]}, first used by {source}); phone search "
+            f"would miss calls. Every node must use one key: stop callvault here, copy the key from "
+            f"{source}, e.g. `scp {source}:{path} {path}`, then `chown callvault: {path} && chmod 0600 {path}`, "
+            "and start again")
+
+
+def check_hmac_key(nodes: Nodes, key: bytes, config: Config) -> None:
+    """Record this key's fingerprint at first use; refuse a different key (SetupError)."""
+    problem = hmac_mismatch(config, key, nodes.claim_hmac_fingerprint(key, config.node.name))
+    if problem:
+        raise SetupError(problem)
+
+
+# -- the registry ----------------------------------------------------------------------------
+
+class Heartbeat:
+    """This node's registry row, written at start and every ``HEARTBEAT`` seconds."""
+
+    def __init__(self, app: web.Application, nodes: Nodes):
+        self.app, self.nodes = app, nodes
+        self.config: Config = app[K.config]
+        self.started = time.time()
+
+    def row(self) -> NodeRow:
+        c, ami = self.config, self.app.get(K.ami)
+        pbx = c.node.role in ASTERISK_ROLES
+        try:
+            free = shutil.disk_usage(c.spool.dir).free if pbx else None
+        except OSError:
+            free = None
+        return NodeRow(name=c.node.name, role=c.node.role, last_seen=time.time(),
+                       ami=ami.status.state.value if ami is not None else "none",
+                       queue=self.nodes.queue_of(c.node.name) if pbx else {}, spool_free=free,
+                       version=version(), started_at=self.started)
+
+    def beat(self) -> None:
+        self.nodes.upsert(self.row())
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            try:
+                await asyncio.to_thread(self.beat)
+            except Exception as e:  # noqa: BLE001 (task boundary: the next beat tries again)
+                log.warning("node registry not updated: %s", e)
+
+
+# -- live calls across nodes -----------------------------------------------------------------
+
+def payload(node: str, call: dict[str, Any]) -> str | None:
+    """The NOTIFY payload for one call change, under ``MAX_PAYLOAD`` bytes (None if it cannot be)."""
+    text = json.dumps({"node": node, "call": call}, separators=(",", ":"))
+    if len(text.encode()) > MAX_PAYLOAD:
+        call = {**call, "agents": call.get("agents", [])[:8], "rule": str(call.get("rule", ""))[:64]}
+        text = json.dumps({"node": node, "call": call}, separators=(",", ":"))
+    return text if len(text.encode()) <= MAX_PAYLOAD else None
+
+
+class LiveBus:
+    """Publishes this node's call changes and hands other nodes' to ``on_remote``."""
+
+    def __init__(self, url: str, node: str, *, publish: bool,
+                 on_remote: Callable[[str, dict[str, Any]], None] | None):
+        self.url, self.node, self.publish, self.on_remote = url, node, publish, on_remote
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=1024)
+        self.listening = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    def send(self, call: dict[str, Any]) -> None:
+        text = payload(self.node, call)
+        if text is None:
+            log.warning("live call %s not published: too large for NOTIFY", call.get("call_id"))
+            return
+        with contextlib.suppress(asyncio.QueueFull):  # the database is away: live state is best effort
+            self.outbox.put_nowait(text)
+
+    async def start(self) -> None:
+        if self.publish:
+            self._tasks.append(asyncio.create_task(self._sender(), name="live-publish"))
+        if self.on_remote is not None:
+            self._tasks.append(asyncio.create_task(self._listener(), name="live-listen"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _sender(self) -> None:
+        conn: psycopg.AsyncConnection | None = None
+        try:
+            while True:
+                text = await self.outbox.get()
+                for attempt in (1, 2):
+                    try:
+                        if conn is None or conn.closed:
+                            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, text))
+                        break
+                    except psycopg.Error as e:
+                        log.warning("live call change not published (attempt %d): %s", attempt, e)
+                        conn = None
+                        await asyncio.sleep(RECONNECT if attempt == 1 else 0)
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    async def _listener(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    async for n in conn.notifies():
+                        self._received(n.payload)
+            except psycopg.Error as e:
+                log.warning("live calls of other nodes not received: %s; reconnecting", e)
+            self.listening.clear()
+            await asyncio.sleep(RECONNECT)
+
+    def _received(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+            node, call = str(message["node"]), dict(message["call"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("a malformed live call message was ignored")
+            return
+        if node != self.node and self.on_remote is not None:
+            self.on_remote(node, call)
+
+
+# -- the retrieval node's sweeper ------------------------------------------------------------
+
+async def sweep_loop(app: web.Application, every: float = SWEEP_EVERY) -> None:
+    """Retention on a retrieval node (on ``all`` the archiver runs it)."""
+    sweeper = app[K.sweeper]
+    while True:
+        try:
+            result = await asyncio.to_thread(sweeper.sweep)
+            if result.deleted or result.shredded:
+                log.info("retention: deleted %d, shredded %d, held %d", len(result.deleted),
+                         len(result.shredded), len(result.held))
+        except Exception as e:  # noqa: BLE001 (task boundary: the next sweep tries again)
+            log.error("retention sweep failed: %s", e)
+        await asyncio.sleep(every)
+
+
+async def cluster(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``, after the web state: registry row, live bus, retrieval sweeper."""
+    from .web.state import WebKeys as W
+
+    config = app[K.config]
+    role = config.node.role
+    heartbeat = Heartbeat(app, app[K.nodes])
+    await asyncio.to_thread(heartbeat.beat)
+    tasks = [asyncio.create_task(heartbeat.run(), name="node-heartbeat")]
+    if role == "retrieval":
+        tasks.append(asyncio.create_task(sweep_loop(app), name="retention"))
+    bus = None
+    if shared(config):
+        live = app[W.live]
+        bus = LiveBus(config.database.url, config.node.name, publish=role in ASTERISK_ROLES,
+                      on_remote=live.merge if role in RETRIEVAL_ROLES else None)
+        live.publish = bus.send if bus.publish else None
+        await bus.start()
+        app[K.bus] = bus
+    yield
+    if bus is not None:
+        await bus.stop()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
