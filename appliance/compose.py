@@ -18,8 +18,9 @@ per call and must not pay for boto3 or the archiver to build its routes.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agi.ami import AmiClient
@@ -281,7 +282,7 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     consent_deps = ConsentDeps(policy=config.consent, append=ledger.append_async,
                                caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,
                                spool_dir=config.spool.asterisk_path, on_recording=on_recording,
-                               append_recording=append_recording)
+                               append_recording=append_recording, channels=config.archive.channels)
     revoke_deps = RevokeDeps(catalog=catalog, append=ledger.append_async,
                              stop_mixmonitor=stop_mixmonitor, prompt=prompt)
     status_deps = StatusDeps(ledger=ledger)
