@@ -305,7 +305,7 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     consent_deps = ConsentDeps(policy=config.consent, append=ledger.append_async,
                                caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,
                                spool_dir=config.spool.asterisk_path, on_recording=on_recording,
-                               append_recording=append_recording)
+                               append_recording=append_recording, channels=config.archive.channels)
     revoke_deps = RevokeDeps(catalog=catalog, append=ledger.append_async,
                              stop_mixmonitor=stop_mixmonitor, prompt=prompt)
     status_deps = StatusDeps(ledger=ledger)

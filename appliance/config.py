@@ -137,6 +137,8 @@ class ArchiveConfig:
     # Retention classes beyond the built-in ones ("default" 90 days, "legal" 5 years),
     # e.g. ["short=GOVERNANCE:30d"]; consent rules name them in `retention`.
     retention: tuple[str, ...] = ()
+    # "mono": both sides mixed; "stereo": caller left, the other side right.
+    channels: str = "mono"
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,7 @@ SECRET_KEYS = {("ami", "secret"), ("ami", "test_call_secret"), ("storage", "secr
                ("web", "metrics_token")}
 CHOICES = {("storage", "backend"): ("local", "s3"), ("log", "format"): ("text", "json"),
            ("web", "proxy_headers"): ("x-forwarded", "forwarded"), ("node", "role"): ROLES,
+           ("archive", "channels"): ("mono", "stereo"),
            ("log", "level"): ("debug", "info", "warning", "error")}
 # Paths the process must be able to write to (created if missing).
 WRITABLE = (("spool", "dir"), ("storage", "path"), ("privacy", "hmac_key_file"))

@@ -2,7 +2,7 @@
 
     pending     wait until the spool file is closed (archiver/spool.py)
     encrypting  age-encrypt, streaming, into two work files (header, payload) next to
-                the spool; the manifest (sizes, SHA-256s) is committed to the catalog
+                the spool (a stereo ``.raw`` file as a 2-channel WAV); the manifest (sizes, SHA-256s) is committed to the catalog
                 together with the move to ``uploading``
     uploading   header -> header store (deletable), then payload -> payload store with
                 Object Lock retention and tags; skipped for an object already there with
@@ -45,7 +45,7 @@ from storage.catalog import Catalog, Recording
 from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError
 from storage.ledger import Ledger
 
-from . import quarantine, spool
+from . import intake, quarantine, spool
 from .archive import Archive
 from .errors import Abandoned
 from .manifest import Manifest
@@ -157,7 +157,7 @@ class _Reader:
 
 class Pipeline:
     def __init__(self, *, catalog: Catalog, ledger: Ledger, archive: Archive, recipients: list[Recipient], work_dir: Path, retention: RetentionPolicy,
-                 spool_rules: spool.SpoolRules = spool.SpoolRules(), max_attempts: int = 8,
+                 spool_rules: spool.SpoolRules = spool.DEFAULT_RULES, max_attempts: int = 8,
                  backoff: Backoff = Backoff(), lease_seconds: float = 30.0, hook: Hook | None = None,
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random):
         if not recipients:
@@ -273,7 +273,7 @@ class Pipeline:
         if attempts >= self.max_attempts and not outage:
             return self._fail(job, f"gave up after {attempts} attempts: {message}", attempts=attempts)
         delay = self.backoff.delay(attempts, self.rng)
-        changes = dict(attempts=attempts, next_try_at=self.clock() + delay, lease_until=0, last_error=message)
+        changes = {"attempts": attempts, "next_try_at": self.clock() + delay, "lease_until": 0, "last_error": message}
         if state is not None:
             changes["state"] = state
         self.catalog.update(job.rec.recording_id, **changes)
@@ -323,11 +323,12 @@ class Pipeline:
         spool.unlink_quietly(parts, hdr, pay, hdr_part, pay_part, parts_part)
         self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         enc = Encryptor(self.recipients)
-        size = os.path.getsize(job.rec.spool_path)
-        part_size = self._part_size(payload_size_for(size))
         hooked = False
         try:
-            with open(job.rec.spool_path, "rb", buffering=0) as src, open(pay_part, "xb") as out:
+            # A stereo spool file becomes a 2-channel WAV on the way in (archiver/intake.py).
+            with intake.plaintext(Path(job.rec.spool_path)) as (size, src), open(pay_part, "xb") as out:
+                part_size = self._part_size(payload_size_for(size))
+
                 def progress(written: int) -> None:
                     nonlocal hooked
                     if not hooked and written >= size // 2:

@@ -1,7 +1,7 @@
 """The spool directory: which files are recordings and when one is complete.
 
-MixMonitor writes ``<spool>/<recording_id>.wav`` and keeps it open while it records.
-After closing it, its post-command touches ``<recording_id>.wav.done``. A file is
+MixMonitor writes ``<spool>/<recording_id>.wav`` (``.raw`` for stereo) and keeps it
+open while it records. After closing it, its post-command touches ``<file>.done``. A file is
 *closed* (safe to encrypt and later delete) when:
 
 1. its ``.done`` marker exists; or
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from storage.spool_names import done_marker
 
-RECORDING_SUFFIXES = (".wav", ".WAV", ".gsm", ".sln", ".sln16")
+RECORDING_SUFFIXES = (".wav", ".WAV", ".gsm", ".sln", ".sln16", ".raw")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class SpoolRules:
     settle: float = 5.0  # seconds a file nobody holds open must be unchanged
     quiet: float = 120.0  # the same when /proc cannot tell who holds it open
     missing_grace: float = 10.0  # a file still absent this long after the call ended never comes
+
+
+DEFAULT_RULES = SpoolRules()
 
 
 def marker_for(path: Path) -> Path:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Mapping, Protocol
+from typing import Protocol
 
 from storage import logcontext
 from storage.entries import ConsentBody
@@ -86,6 +87,10 @@ class ConsentDeps:
     # recording's registration (one transaction, one fsync) instead of ``append``
     # then ``on_recording``. Either way both are durable before MixMonitor starts.
     append_recording: AppendConsent | None = None
+    # "stereo": the caller (audio read from the channel) and the other side (audio
+    # written to it) on separate channels, MixMonitor's ``D`` option into a ``.raw``
+    # file; "mono": both mixed into one WAV.
+    channels: str = "mono"
 
 
 @dataclass
@@ -186,7 +191,8 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     if recording_id is None:
         await deps.append(ConsentBody.KIND, body.to_body(), call_id=linkedid, recording_id=None)
     else:
-        path = f"{deps.spool_dir.rstrip('/')}/{recording_file(recording_id)}"
+        stereo = deps.channels == "stereo"
+        path = f"{deps.spool_dir.rstrip('/')}/{recording_file(recording_id, stereo)}"
         start = RecordingStart(body, path, rule, time.time())
         if deps.append_recording is not None:
             await deps.append_recording(start)
@@ -194,7 +200,7 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
             await deps.append(ConsentBody.KIND, body.to_body(), call_id=linkedid, recording_id=recording_id)
             await deps.on_recording(start)
         # The post-command runs in a shell: only our generated id goes into it.
-        await session.exec("MixMonitor", f"{path},,/bin/touch {done_marker(path)}")
+        await session.exec("MixMonitor", f"{path},{'D' if stereo else ''},/bin/touch {done_marker(path)}")
         await session.set_variable(v.RECORDING_ID, recording_id)
     await session.set_variable(v.CONSENT_ID, consent_id)
     await session.set_variable(v.RULE, rule.name)

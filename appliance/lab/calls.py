@@ -41,13 +41,15 @@ class CallDriver:
         return LabCall(did, caller_id, f"lab-{token}-1", f"lab-{token}-2")
 
     async def place(self, call: LabCall, *, hold: int = 60, caller_name: str = "Lab Caller",
-                    timeout: float = 15.0) -> LabCall:
-        """Originate the call and return once both halves exist."""
+                    timeout: float = 15.0, caller_plays: str = "") -> LabCall:
+        """Originate the call and return once both halves exist. With ``caller_plays``
+        (a sound name) the caller plays it once answered (``Playback``), then hangs up;
+        otherwise the caller is silent for ``hold`` seconds (``Wait``)."""
         async with self.ami.expect(lambda e: e.name == "Newchannel" and call.is_callee(e)) as two, \
                 self.ami.expect(lambda e: e.name == "Newchannel" and call.is_caller(e)) as one:
             await self.ami.action(
-                "Originate", Channel=f"Local/{call.did}@{self.context}", Application="Wait",
-                Data=str(hold), CallerID=f'"{caller_name}" <{call.caller_id}>', Async="true",
+                "Originate", Channel=f"Local/{call.did}@{self.context}",
+                Application="Playback" if caller_plays else "Wait", Data=caller_plays or str(hold), CallerID=f'"{caller_name}" <{call.caller_id}>', Async="true",
                 ChannelId=call.caller_uniqueid, OtherChannelId=call.callee_uniqueid)
             call.callee_channel = (await asyncio.wait_for(two, timeout)).get("Channel")
             call.caller_channel = (await asyncio.wait_for(one, timeout)).get("Channel")

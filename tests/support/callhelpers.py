@@ -41,14 +41,15 @@ def mixmonitor_stopped(ami, call):
 
 
 async def run_call(app, ami, calls, digits_per_prompt: list[str] | None = None, *,
-                   hangup_at_notice: bool = False):
-    """Place a call; press ``digits_per_prompt[i]`` at the i-th GET DATA; return outcome."""
+                   hangup_at_notice: bool = False, caller_plays: str = ""):
+    """Place a call; press ``digits_per_prompt[i]`` at the i-th GET DATA; return outcome.
+    ``caller_plays``: a sound the caller plays (CallDriver.place)."""
     call = calls.new_call()
     agi = app[K.agi]
     async with after_agi(ami, call) as done, mixmonitor_started(ami, call) as mixmon:
         if hangup_at_notice or digits_per_prompt:
             async with calls.agi_command(call, "GET DATA") as asked:
-                await calls.place(call)
+                await calls.place(call, caller_plays=caller_plays)
                 await asyncio.wait_for(asked, 15)
                 if hangup_at_notice:
                     await calls.hangup(call)
@@ -60,7 +61,7 @@ async def run_call(app, ami, calls, digits_per_prompt: list[str] | None = None, 
                     await asyncio.wait_for(asked, 15)
                     await calls.send_dtmf(call, digits)
         else:
-            await calls.place(call)
+            await calls.place(call, caller_plays=caller_plays)
         event = await asyncio.wait_for(done, 20)
         await asyncio.sleep(0)  # let a MixMonitorStart raised just before arrive
         started = mixmon.done()

@@ -3,7 +3,7 @@
 ``webapp(rules=..., identity=True, web_={...})`` starts `serve`'s application (database, AMI against
 the lab Asterisk, archiver, FastAGI, web) with users already made, archive storage
 on the lab's Ceph RGW, and, unless ``identity=False``, the private identity on this
-node (the retrieval node); ``web_`` replaces ``[web]`` keys (TLS, trusted proxies),
+node (the retrieval node); ``web_`` replaces ``[web]`` keys (TLS, trusted proxies), ``archive_`` ``[archive]`` keys,
 and with ``tls_cert`` the site listens with `serve`'s TLS context. ``harness.recording(seconds)`` stores an archived
 recording the way the archiver would (age-encrypted header and payload objects in
 RGW, a catalog row), so playback is tested without waiting for a call to archive.
@@ -152,7 +152,7 @@ class Harness:
 
 def make_config(lab_state, tmp_path: Path, users_template: Path, buckets: tuple[str, str], *,
                 rules: list[dict] | None = None, identity: bool = True,
-                web_: dict | None = None) -> tuple[cfg.Config, Identity, int]:
+                web_: dict | None = None, archive_: dict | None = None) -> tuple[cfg.Config, Identity, int]:
     """The dev config `callvault lab up` writes, with archive storage on RGW and the test users."""
     from agi.policy import parse_policy
 
@@ -175,15 +175,18 @@ def make_config(lab_state, tmp_path: Path, users_template: Path, buckets: tuple[
         config = dataclasses.replace(config, web=dataclasses.replace(config.web, identity_file=None))
     if web_:  # e.g. tls_cert, tls_key, trusted_proxies
         config = dataclasses.replace(config, web=dataclasses.replace(config.web, **web_))
+    if archive_:  # e.g. channels
+        config = dataclasses.replace(config, archive=dataclasses.replace(config.archive, **archive_))
     return config, ident, port
 
 
 @pytest.fixture
 def webapp(lab_state, tmp_path, users_template, web_buckets):
     @contextlib.asynccontextmanager
-    async def start(rules: list[dict] | None = None, *, identity: bool = True, web_: dict | None = None):
+    async def start(rules: list[dict] | None = None, *, identity: bool = True, web_: dict | None = None,
+                    archive_: dict | None = None):
         config, ident, port = make_config(lab_state, tmp_path, users_template, web_buckets, rules=rules,
-                                          identity=identity, web_=web_)
+                                          identity=identity, web_=web_, archive_=archive_)
         runner = web.AppRunner(build_app(config), shutdown_timeout=5)
         await runner.setup()
         context = tls_context(config)  # what `serve` listens with

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from callhelpers import OPT_IN
+from callhelpers import IMPLIED, OPT_IN, finish, run_call, wait_state
+from stereohelpers import AGENT_HZ, CALLER_HZ, caller_tone, power, split
 from waiting import until
 
 from appliance.keys import AppKeys as K
@@ -153,6 +154,56 @@ async def test_supervisor_finds_plays_seeks_and_downloads(webapp):
         await download.save_as(saved)
         assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(wav.read_bytes()).digest()
         assert [e.data["format"] for e in h.app[K.ledger].find(recording_id=rid, kind="audit.download")] == ["wav"]
+
+
+async def test_stereo_call_plays_with_two_channels_and_seeks(webapp, ami, calls, lab_state):
+    """A real stereo call: archived as a 2-channel WAV that Chromium decodes as such,
+    plays for the length of the call (a mono reading of the header would double it),
+    seeks, and downloads byte for byte with the caller on the left."""
+    tone = caller_tone(lab_state.sounds_host)
+    async with webapp(rules=[IMPLIED], archive_={"channels": "stereo"}) as h, chromium() as page:
+        call, _, started = await run_call(h.app, ami, calls, caller_plays=tone)
+        assert started
+        [rec] = h.app[K.catalog].by_linkedid(call.caller_uniqueid)
+        await asyncio.sleep(2.0)  # two seconds of conversation to record
+        await finish(h.app, ami, calls, call)
+        await wait_state(h.app, rec.recording_id, "archived", timeout=60)
+        rid = rec.recording_id
+        manifest = Manifest.from_json(h.app[K.catalog].get(rid).manifest)
+
+        await sign_in(page, h, "sam")
+        await page.click("#search-button")
+        await page.fill("#reason", "stereo check")
+        await page.click(f'#results tr[data-id="{rid}"] button.play')
+        player = page.locator("#player")
+        await page.wait_for_function("() => { const p = document.getElementById('player');"
+                                     " return p.readyState >= 3 && p.duration > 0; }")
+        duration = await player.evaluate("p => p.duration")
+        decoded = await player.evaluate("""async p => {
+            const body = await (await fetch(p.currentSrc)).arrayBuffer();
+            const audio = await new OfflineAudioContext(1, 1, 8000).decodeAudioData(body);
+            return [audio.numberOfChannels, audio.sampleRate, audio.duration]; }""")
+        moved = await player.evaluate("""p => new Promise(resolve => {
+            p.addEventListener('seeked', () => resolve(p.currentTime), {once: true});
+            p.currentTime = p.duration / 2; })""")
+        await player.evaluate("p => p.pause()")
+
+        async with page.expect_download() as info:
+            await page.click(f'#results tr[data-id="{rid}"] button.download[data-format=wav]')
+        saved = h.tmp / "stereo.wav"
+        await (await info.value).save_as(saved)
+
+    wav = saved.read_bytes()
+    assert hashlib.sha256(wav).hexdigest() == manifest.plaintext_sha256
+    params, left, right = split(wav)
+    seconds = params.nframes / params.framerate
+    assert (params.nchannels, params.framerate) == (2, 8000) and 2.0 < seconds < 6.0, params
+    assert abs(duration - seconds) < 0.05, (duration, seconds)
+    assert decoded[0] == 2 and abs(decoded[2] - seconds) < 0.05, decoded
+    assert abs(moved - seconds / 2) < 0.5, (moved, seconds)
+    tail = slice(-8000, -800)  # the last second before the hangup
+    assert power(left[tail], CALLER_HZ) > 100 * power(left[tail], AGENT_HZ)
+    assert power(right[tail], AGENT_HZ) > 100 * power(right[tail], CALLER_HZ)
 
 
 async def test_admin_sees_health_and_places_a_lab_test_call(webapp):
