@@ -7,8 +7,10 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
+from storage.s3policy import ROLES
+
 from .netconfig import listen_address
-from .storageroles import storage_role_cautions
+from .storageroles import roles_configured
 
 if TYPE_CHECKING:
     from .config import Config
@@ -44,3 +46,25 @@ def _exposed_keys(c: Config) -> list[str]:
             out.append(f"[{section}] {key} = {str(path)!r}: {why}, and it is a secret key; "
                        f"run `chmod 600 {path}`")
     return out
+
+
+def storage_role_cautions(c: Config, role: str | None = None) -> list[str]:
+    """This node's S3 keys against its role's: a pbx node with other keys can destroy
+    what its own keys cannot. ``role`` is the node's role when known; without it
+    only keys that are neither role's (the admin keys, most likely) are a caution."""
+    s = c.storage
+    if s.backend != "s3" or not roles_configured(s) or not s.access_key_id:
+        return []
+    key = s.access_key_id
+    if role in ROLES:
+        want = getattr(s, f"{role}_access_key_id")
+        if key == want:
+            return []
+        return [(f"[storage] access_key_id = {key!r}: not {role}_access_key_id ({want!r}) although this is a "
+                 f"{role} node; it may do more than the {role} role should (delete headers, set legal holds); "
+                 f"give this node the {role} user's keys")]
+    if key in (s.pbx_access_key_id, s.retrieval_access_key_id):
+        return []
+    return [(f"[storage] access_key_id = {key!r}: neither pbx_access_key_id nor retrieval_access_key_id, "
+             "most likely the admin keys `callvault storage init` runs with (the bucket owner can delete every "
+             "header); give this node its role's keys and keep the admin keys for `storage init`")]

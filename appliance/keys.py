@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from storage.nodes import Nodes
 
     from .anchoring import AnchorKeeper
-    from .cluster import LiveBus
     from .config import Config
+    from .livebus import LiveBus
 
 
 class AppKeys:

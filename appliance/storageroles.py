@@ -4,12 +4,9 @@ the bucket policies for, their checks (`config check` errors) and cautions."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from storage.s3policy import ROLES
-
-if TYPE_CHECKING:
-    from .config import Config
 
 ROLE_KEYS = tuple(f"{role}_{what}" for role in ROLES for what in ("principal", "access_key_id"))
 # An IAM user (or role) ARN; the account is empty on Ceph RGW without tenants.
@@ -41,24 +38,3 @@ def storage_problems(s: Any, where: str) -> list[str]:
                        "needs its own S3 user, or the pbx node can delete headers")
     return out
 
-
-def storage_role_cautions(c: Config, role: str | None = None) -> list[str]:
-    """This node's S3 keys against its role's: a pbx node with other keys can destroy
-    what its own keys cannot. ``role`` is the node's role when known; without it
-    only keys that are neither role's (the admin keys, most likely) are a caution."""
-    s = c.storage
-    if s.backend != "s3" or not roles_configured(s) or not s.access_key_id:
-        return []
-    key = s.access_key_id
-    if role in ROLES:
-        want = getattr(s, f"{role}_access_key_id")
-        if key == want:
-            return []
-        return [(f"[storage] access_key_id = {key!r}: not {role}_access_key_id ({want!r}) although this is a "
-                 f"{role} node; it may do more than the {role} role should (delete headers, set legal holds); "
-                 f"give this node the {role} user's keys")]
-    if key in (s.pbx_access_key_id, s.retrieval_access_key_id):
-        return []
-    return [(f"[storage] access_key_id = {key!r}: neither pbx_access_key_id nor retrieval_access_key_id, "
-             "most likely the admin keys `callvault storage init` runs with (the bucket owner can delete every "
-             "header); give this node its role's keys and keep the admin keys for `storage init`")]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from appliance import config as cfg
-from appliance.storageroles import storage_role_cautions
+from appliance.cautions import storage_role_cautions
 
 ROLES = """
 pbx_principal = "arn:aws:iam:::user/callvault-pbx"
