@@ -30,6 +30,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from storage.prompt_names import DEFAULT_KEYS, KEYED_RE, split_keyed
+
 from .errors import CatalogError, UnknownPrompt
 
 PROMPT_NAMES: tuple[str, ...] = (
@@ -43,9 +45,6 @@ PROMPT_NAMES: tuple[str, ...] = (
     "recording-resumed",
     "invalid-choice",
 )
-KEYED_PROMPTS: tuple[str, ...] = ("notice-opt-in", "notice-opt-out")  # templates with {allow}/{refuse}
-DEFAULT_KEYS = ("1", "2")
-_KEYED_RE = re.compile(r"(notice-opt-in|notice-opt-out)-k([0-9])([0-9])")
 DEFAULT_LANGUAGE = "en"
 BUILTIN_FILE = "announcements/catalog.toml"
 
@@ -140,20 +139,6 @@ def check_lang(code: str) -> str:
     return code
 
 
-def keyed_name(name: str, allow: str, refuse: str) -> str:
-    """The prompt a rule with these keys plays for ``name``: the plain name for the
-    default keys and for prompts that name no key."""
-    if name not in KEYED_PROMPTS or (allow, refuse) == DEFAULT_KEYS:
-        return name
-    return check_name(f"{name}-k{allow}{refuse}")
-
-
-def split_keyed(name: str) -> tuple[str, tuple[str, str]]:
-    """(base prompt name, (allow, refuse)) of a prompt name."""
-    m = _KEYED_RE.fullmatch(name)
-    return (m.group(1), (m.group(2), m.group(3))) if m else (name, DEFAULT_KEYS)
-
-
 def fill_keys(template: str, allow: str, refuse: str) -> str:
     return template.replace("{allow}", allow).replace("{refuse}", refuse)
 
@@ -161,7 +146,7 @@ def fill_keys(template: str, allow: str, refuse: str) -> str:
 def check_name(name: str) -> str:
     """Raise UnknownPrompt unless ``name`` is one of PROMPT_NAMES or a keyed variant
     of a notice (two different digits)."""
-    m = _KEYED_RE.fullmatch(name) if isinstance(name, str) else None
+    m = KEYED_RE.fullmatch(name) if isinstance(name, str) else None
     if m and m.group(2) != m.group(3):
         return name
     if name not in PROMPT_NAMES:

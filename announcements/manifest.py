@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .catalog import KEYED_PROMPTS, check_lang, check_name, split_keyed
+from storage.prompt_names import KEYED_PROMPTS, split_keyed
+
+from .catalog import check_lang, check_name
 from .errors import PromptNotFound
 
 MANIFEST_NAME = "callvault-prompts.json"
