@@ -10,10 +10,13 @@ party is the far Local channel, whose ``;1`` half runs the subroutine and whose
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import pytest
 
 from announcements.library import text_sha256
+from announcements.manifest import MANIFEST_NAME
 from appliance.keys import AppKeys as K
 from appliance.lab.calls import CallDriver
 from appliance.lab.harness import LAB_FAR_CONTEXT, LAB_OUT_CONTEXT
@@ -104,7 +107,8 @@ async def test_outbound_callee_refusal_records_nothing_and_hangs_up(appliance, a
         assert set(appliance.spool.iterdir()) == before
 
 
-async def test_a_rule_with_its_own_keys_plays_their_notice_and_5_grants(appliance, ami, calls, english_prompts):
+async def test_a_rule_with_its_own_keys_plays_their_notice_and_5_grants(appliance, ami, calls, english_prompts,
+                                                                        lab_state):
     async with appliance(rules=[OWN_KEYS]) as app:
         call, event, started = await run_call(app, ami, calls, ["5"])
         assert (event.get("Consent"), event.get("Record")) == ("granted", "yes") and started
@@ -114,4 +118,7 @@ async def test_a_rule_with_its_own_keys_plays_their_notice_and_5_grants(applianc
         assert "5" in text and "6" in text and "1" not in text and "2" not in text
         assert (body["notice"], body["notice_version"]) == ("callvault/en/notice-opt-in-k56",
                                                             f"text-sha256:{text_sha256(text)}")
+        manifest = json.loads((Path(lab_state.sounds_host) / "callvault" / MANIFEST_NAME).read_text())
+        [ulaw] = [f for f in manifest["files"] if f["path"] == "en/notice-opt-in-k56.ulaw"]
+        assert ulaw["keys"] == {"allow": "5", "refuse": "6"} and body["notice_sha256"]["ulaw"] == ulaw["sha256"]
         await finish(app, ami, calls, call)

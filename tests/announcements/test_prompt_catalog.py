@@ -120,3 +120,24 @@ def test_unknown_language_and_prompt_name():
         cat.language("zu")
     with pytest.raises(UnknownPrompt, match="did you mean 'will-record'"):
         cat.text("en", "will-recrod")
+
+
+def test_keyed_notices_say_the_rules_keys():
+    catalog = builtin_catalog()
+    assert catalog.spoken("en", "notice-opt-in") == catalog.language("en").texts["notice-opt-in"]
+    text = catalog.spoken("en", "notice-opt-in-k56")
+    assert "press 5" in text and "press 6" in text and not re.search(r"[12]", text)
+    assert catalog.spoken("de", "notice-opt-out-k56").startswith(
+        "Dieses Gespräch wird zur Qualitätssicherung und Schulung aufgezeichnet. Drücken Sie 6,")
+    with pytest.raises(UnknownPrompt, match="unknown prompt name 'notice-opt-in-k55'"):
+        catalog.spoken("en", "notice-opt-in-k55")
+
+
+def test_a_keyed_notice_from_a_text_without_key_placeholders_is_refused(tmp_path):
+    own = tmp_path / "prompts.toml"
+    own.write_text('[languages.en.prompts]\nnotice-opt-in = "Press 1 to allow, 2 to refuse."\n')
+    catalog = load_catalog(own)
+    assert catalog.spoken("en", "notice-opt-in") == "Press 1 to allow, 2 to refuse."
+    with pytest.raises(UnknownPrompt, match=r"notice-opt-in-k56 cannot be made for language 'en': .* no "
+                                            r"\{allow\} and \{refuse\}"):
+        catalog.spoken("en", "notice-opt-in-k56")
