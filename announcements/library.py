@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:  # pydub is imported by audio where it is used
     from pydub import AudioSegment
 
-from . import audio, tts
 from storage.prompt_names import KEYED_PROMPTS, keyed_name
 
+from . import audio, tts
 from .catalog import PROMPT_NAMES, Catalog, builtin_catalog, check_lang, check_name
 from .errors import AnnouncementError, UnknownPrompt, UsageError
 from .manifest import MANIFEST_NAME, SOUNDS_SUBDIR, file_record, manifest_bytes

@@ -23,7 +23,6 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-
 from storage.entries import ConsentBody
 from storage.ledger import Ledger
 

@@ -40,8 +40,14 @@ def lab_dialplan(agi_port: int) -> str:
     when the call ends).
     """
     from agi import variables as v
-    from agi.dialplan import (CALLEE_CONTEXT, CONSENT_CONTEXT, OUTBOUND_CONTEXT, callee_context, consent_context,
-                              outbound_context)
+    from agi.dialplan import (
+        CALLEE_CONTEXT,
+        CONSENT_CONTEXT,
+        OUTBOUND_CONTEXT,
+        callee_context,
+        consent_context,
+        outbound_context,
+    )
 
     def after(event: str) -> str:  # what the channel's variables say, as consent's UserEvent fields
         return v.user_event(event, (v.EVENT_CONSENT, f"${{{v.CONSENT}}}"), (v.EVENT_RECORD, f"${{{v.RECORD}}}"))

@@ -14,13 +14,13 @@ import json
 from pathlib import Path
 
 import pytest
+from callhelpers import finish, run_call, wait_path
 
 from announcements.library import text_sha256
 from announcements.manifest import MANIFEST_NAME
 from appliance.keys import AppKeys as K
 from appliance.lab.calls import CallDriver
 from appliance.lab.harness import LAB_FAR_CONTEXT, LAB_OUT_CONTEXT
-from callhelpers import finish, run_call, wait_path
 
 pytestmark = pytest.mark.asterisk
 
