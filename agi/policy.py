@@ -9,15 +9,23 @@ the built-in default applies: South Africa, English, explicit opt-in.
 name = "za-afrikaans-line"
 did = ["27215550199"]          # exact DIDs, or prefixes ending in "*"
 caller_prefix = ["+2782"]      # E.164 caller prefixes ("+" optional)
+match_dialled = ["+1415"]      # outbound: prefixes of the number dialled, as dialled
 language = ["af"]              # the channel's language
 jurisdiction = "ZA"
 prompt_language = "af"
 mode = "opt-in"                # opt-in | opt-out | implied
 timeout = 5.0                  # seconds to wait for a key after the notice
 repeats = 1                    # times the notice is played again on no answer / bad key
-invalid = "repeat"             # repeat | refuse: what a key other than 1 or 2 does
+invalid = "repeat"             # repeat | refuse: what a key other than the two does
 retention = "default"          # retention class for the archive
+allow_key = "1"                # the key that allows recording (one digit 0-9)
+refuse_key = "2"               # the key that refuses it (another digit)
+parties = "one"                # one: the caller decides | all: the called party too
+callee_refuses = "connect"     # all: connect unrecorded | hangup: the called leg is hung up
 ```
+
+A rule with ``did`` matches inbound calls only, one with ``match_dialled`` outbound
+calls only (the dialplan passes the dialled number); a rule with neither matches both.
 """
 
 from __future__ import annotations
@@ -27,8 +35,13 @@ from typing import Any
 
 MODES = ("opt-in", "opt-out", "implied")
 INVALID = ("repeat", "refuse")
+PARTIES = ("one", "all")
+CALLEE_REFUSES = ("connect", "hangup")
 ALLOW_DIGIT = "1"
 REFUSE_DIGIT = "2"
+# "#" ends GET DATA's input and "*" is not on every phone's keypad as a DTMF key
+# worth relying on, so keys are the ten digits.
+KEYS = "0123456789"
 
 
 @dataclass(frozen=True)
@@ -44,9 +57,20 @@ class Rule:
     did: tuple[str, ...] = ()
     caller_prefix: tuple[str, ...] = ()
     language: tuple[str, ...] = ()
+    match_dialled: tuple[str, ...] = ()
+    allow_key: str = ALLOW_DIGIT
+    refuse_key: str = REFUSE_DIGIT
+    parties: str = "one"
+    callee_refuses: str = "connect"
 
-    def matches(self, *, did: str, caller: str, language: str) -> bool:
+    @property
+    def all_parties(self) -> bool:
+        return self.parties == "all"
+
+    def matches(self, *, did: str, caller: str, language: str, dialled: str = "") -> bool:
         if self.did and not any(_did_match(p, did) for p in self.did):
+            return False
+        if self.match_dialled and not any(dialled.startswith(p) for p in self.match_dialled if dialled):
             return False
         if self.caller_prefix:
             digits = caller.lstrip("+")
@@ -70,15 +94,23 @@ DEFAULT_RULE = Rule(name="default")
 class Policy:
     rules: tuple[Rule, ...] = field(default_factory=tuple)
 
-    def resolve(self, *, did: str, caller: str, language: str) -> Rule:
+    def resolve(self, *, did: str, caller: str, language: str, dialled: str = "") -> Rule:
         for rule in self.rules:
-            if rule.matches(did=did, caller=caller, language=language):
+            if rule.matches(did=did, caller=caller, language=language, dialled=dialled):
                 return rule
         return DEFAULT_RULE
 
+    def named(self, name: str) -> Rule | None:
+        """The rule a ledger entry names (the default rule included), or None."""
+        if name == DEFAULT_RULE.name and not any(r.name == name for r in self.rules):
+            return DEFAULT_RULE
+        return next((r for r in self.rules if r.name == name), None)
 
-_STR = ("name", "jurisdiction", "prompt_language", "mode", "invalid", "retention")
-_LIST = ("did", "caller_prefix", "language")
+
+_STR = ("name", "jurisdiction", "prompt_language", "mode", "invalid", "retention", "allow_key", "refuse_key",
+        "parties", "callee_refuses")
+_LIST = ("did", "caller_prefix", "language", "match_dialled")
+_CHOICES = {"mode": MODES, "invalid": INVALID, "parties": PARTIES, "callee_refuses": CALLEE_REFUSES}
 
 
 def parse_policy(raw: Any, where: str) -> tuple[Policy, list[str]]:
@@ -103,6 +135,8 @@ def parse_policy(raw: Any, where: str) -> tuple[Policy, list[str]]:
             continue
         kwargs: dict[str, Any] = {}
         for key, value in body.items():
+            if key in ("allow_key", "refuse_key") and type(value) is int:
+                value = str(value)  # allow_key = 5 reads as well as "5"
             if key in _STR:
                 if not isinstance(value, str) or not value:
                     problems.append(f"{at} {key} = {value!r}: expected a non-empty string")
@@ -132,9 +166,26 @@ def parse_policy(raw: Any, where: str) -> tuple[Policy, list[str]]:
         if name in names:
             problems.append(f"{at} name = {name!r}: duplicate rule name; names identify rules in the ledger")
         names.add(name)
-        if kwargs.get("mode", "opt-in") not in MODES:
-            problems.append(f"{at} mode = {kwargs['mode']!r}: expected one of {', '.join(MODES)}")
-        if kwargs.get("invalid", "repeat") not in INVALID:
-            problems.append(f"{at} invalid = {kwargs['invalid']!r}: expected one of {', '.join(INVALID)}")
+        for key, choices in _CHOICES.items():
+            if key in kwargs and kwargs[key] not in choices:
+                problems.append(f"{at} {key} = {kwargs[key]!r}: expected one of {', '.join(choices)}")
+        problems.extend(_key_problems(at, kwargs))
+        if kwargs.get("did") and kwargs.get("match_dialled"):
+            problems.append(f"{at}: did and match_dialled together match no call (did is for inbound calls, "
+                            "match_dialled for outbound ones); split it into two rules")
         rules.append(Rule(**kwargs))
     return Policy(tuple(rules)), problems
+
+
+def _key_problems(at: str, kwargs: dict[str, Any]) -> list[str]:
+    problems = []
+    for key in ("allow_key", "refuse_key"):
+        value = kwargs.get(key)
+        if value is not None and (len(value) != 1 or value not in KEYS):
+            problems.append(f"{at} {key} = {value!r}: expected one digit 0-9 ('#' ends the key input, "
+                            "so it cannot be one)")
+            kwargs.pop(key)
+    allow, refuse = kwargs.get("allow_key", ALLOW_DIGIT), kwargs.get("refuse_key", REFUSE_DIGIT)
+    if allow == refuse:
+        problems.append(f"{at} allow_key = {allow!r}, refuse_key = {refuse!r}: the two keys must differ")
+    return problems

@@ -10,6 +10,12 @@ synthesis off for a language (its prompts must then be recorded).
 Prompt names are stable identifiers: the consent flow plays
 ``callvault/<lang>/<name>`` and never a text. Language codes end up in file paths,
 so both are checked against strict patterns here, once.
+
+The notices that ask for a key are templates: ``{allow}`` and ``{refuse}`` stand for
+the rule's keys. ``Language.texts`` holds them spoken with the default keys (1 and
+2) under the plain names; a rule with other keys plays a keyed variant,
+``<name>-k<allow><refuse>`` (e.g. ``notice-opt-in-k56``), whose text is the same
+template with its keys (``Catalog.spoken``).
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import functools
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, Mapping
+
+from storage.prompt_names import DEFAULT_KEYS, KEYED_RE, split_keyed
 
 from .errors import CatalogError, UnknownPrompt
 
@@ -53,7 +61,8 @@ class Language:
     name: str
     voice: str | None  # espeak-ng voice; None: prompts must be recorded
     fallback: tuple[str, ...]
-    texts: Mapping[str, str]
+    texts: Mapping[str, str]  # spoken with the default keys
+    templates: Mapping[str, str] = field(default_factory=dict)  # as written, {allow}/{refuse} unfilled
 
 
 @dataclass(frozen=True)
@@ -75,8 +84,27 @@ class Catalog:
             ) from None
 
     def text(self, code: str, name: str) -> str | None:
-        check_name(name)
-        return self.language(code).texts.get(name)
+        return self.spoken(code, name)
+
+    def spoken(self, code: str, name: str) -> str | None:
+        """What ``name`` (a keyed variant included) says in ``code``; None when the
+        language has no text for it. Raises UnknownPrompt for a keyed variant whose
+        template does not name the keys (it would tell callers the wrong ones)."""
+        base, keys = split_keyed(check_name(name))
+        language = self.language(code)
+        if keys == DEFAULT_KEYS:
+            return language.texts.get(base)
+        template = language.templates.get(base)
+        if template is None:
+            return None
+        needed = ("{allow}", "{refuse}") if base == "notice-opt-in" else ("{refuse}",)
+        missing = [p for p in needed if p not in template]
+        if missing:
+            raise UnknownPrompt(
+                f"{name} cannot be made for language {code!r}: its {base} text names no "
+                f"{' and '.join(missing)} (it would say the default keys); write the keys as "
+                f"{', '.join(needed)} in [languages.{code}.prompts] of your catalog file")
+        return fill_keys(template, *keys)
 
     def fallback_chain(self, lang: str) -> tuple[str, ...]:
         """Languages to try for ``lang``, best first, always ending in ``en``.
@@ -111,8 +139,16 @@ def check_lang(code: str) -> str:
     return code
 
 
+def fill_keys(template: str, allow: str, refuse: str) -> str:
+    return template.replace("{allow}", allow).replace("{refuse}", refuse)
+
+
 def check_name(name: str) -> str:
-    """Raise UnknownPrompt unless ``name`` is one of PROMPT_NAMES."""
+    """Raise UnknownPrompt unless ``name`` is one of PROMPT_NAMES or a keyed variant
+    of a notice (two different digits)."""
+    m = KEYED_RE.fullmatch(name) if isinstance(name, str) else None
+    if m and m.group(2) != m.group(3):
+        return name
     if name not in PROMPT_NAMES:
         hint = difflib.get_close_matches(str(name), PROMPT_NAMES, n=1)
         fix = f"did you mean {hint[0]!r}?" if hint else f"known prompts: {', '.join(PROMPT_NAMES)}"
@@ -244,7 +280,9 @@ def _build(parsed: list[tuple[str, dict[str, dict[str, Any]]]]) -> Catalog:
             name=f["name"],
             voice=f["voice"],
             fallback=f["fallback"],
-            texts=MappingProxyType({n: f["prompts"][n] for n in PROMPT_NAMES if n in f["prompts"]}),
+            texts=MappingProxyType({n: fill_keys(f["prompts"][n], *DEFAULT_KEYS)
+                                    for n in PROMPT_NAMES if n in f["prompts"]}),
+            templates=MappingProxyType({n: f["prompts"][n] for n in PROMPT_NAMES if n in f["prompts"]}),
         )
         for code, f in merged.items()
     }

@@ -47,6 +47,8 @@ def add_prompts_commands(
     build = sub.add_parser("build", parents=[common], help="generate missing or outdated prompts with espeak-ng")
     build.add_argument("--lang", action="append", metavar="L", help="only this language (repeatable)")
     build.add_argument("--force", action="store_true", help="also regenerate prompts that were recorded")
+    build.add_argument("--keys", action="append", metavar="AR", type=_key_pair, default=[],
+                       help="also make the notices for a rule's allow and refuse keys, e.g. 56 (repeatable)")
 
     imp = sub.add_parser("import", parents=[common], help="import a recorded prompt from any audio file")
     imp.add_argument("lang", metavar="LANG", help="language code, e.g. af")
@@ -87,6 +89,13 @@ def run_prompts(args: argparse.Namespace, *, stdout: TextIO | None = None, stder
         return EXIT_FAILED
 
 
+def _key_pair(text: str) -> tuple[str, str]:
+    if len(text) != 2 or not text.isdigit() or text[0] == text[1] or not text.isascii():
+        raise argparse.ArgumentTypeError(f"{text!r}: give the allow key then the refuse key, two different "
+                                         "digits, e.g. 56")
+    return text[0], text[1]
+
+
 class _ProgressPrinter:
     """A one-line bar on a terminal; one plain line per prompt anywhere else."""
 
@@ -116,7 +125,7 @@ class _ProgressPrinter:
 def _build(library: PromptLibrary, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     printer = _ProgressPrinter(err)
     try:
-        report = library.build(args.lang, force=args.force, progress=printer)
+        report = library.build(args.lang, force=args.force, keys=args.keys, progress=printer)
     finally:
         printer.finish()
     print(

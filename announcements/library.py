@@ -11,6 +11,10 @@ A master without a sidecar counts as recorded, so nothing ever overwrites audio 
 unknown origin. ``build`` regenerates a generated prompt when its text, voice or
 ``PIPELINE_VERSION`` changed, and leaves recorded prompts alone unless forced.
 
+Keyed variants of the notices (``notice-opt-in-k56``: keys 5 and 6, see
+announcements/catalog.py) are prompts like the others: ``build(keys=...)`` makes
+them, later builds keep them up to date, ``install`` publishes them.
+
 ``install`` publishes every master in every Asterisk format as
 ``<sounds_dir>/callvault/<lang>/<name>.<ext>``. ``callvault`` is a symlink to a
 hidden sibling directory ``.callvault-XXXXXXXX``: a new set is written and synced
@@ -41,9 +45,11 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:  # pydub is imported by audio where it is used
     from pydub import AudioSegment
 
+from storage.prompt_names import KEYED_PROMPTS, keyed_name
+
 from . import audio, tts
 from .catalog import PROMPT_NAMES, Catalog, builtin_catalog, check_lang, check_name
-from .errors import AnnouncementError, UsageError
+from .errors import AnnouncementError, UnknownPrompt, UsageError
 from .manifest import MANIFEST_NAME, SOUNDS_SUBDIR, file_record, manifest_bytes
 
 DEFAULT_LIBRARY = "/var/lib/callvault/prompts"
@@ -135,7 +141,10 @@ class PromptLibrary:
         if info.source != Status.GENERATED:
             return Status.RECORDED
         language = self.catalog.language(lang)
-        text = language.texts.get(name)
+        try:
+            text = self.catalog.spoken(lang, name)
+        except UnknownPrompt:  # a keyed variant whose template lost its keys
+            text = None
         if (
             text is None
             or info.text_sha256 != text_sha256(text)
@@ -145,19 +154,29 @@ class PromptLibrary:
             return Status.OUTDATED
         return Status.GENERATED
 
+    def names(self) -> tuple[str, ...]:
+        """PROMPT_NAMES, then the keyed variants the library holds in any language."""
+        keyed = {p.stem for base in KEYED_PROMPTS for p in self.root.glob(f"*/{base}-k??.wav")}
+        return PROMPT_NAMES + tuple(sorted(n for n in keyed if _is_name(n)))
+
     def coverage(self) -> Coverage:
-        cells = {(lang, name): self.status(lang, name) for lang in self.catalog.codes for name in PROMPT_NAMES}
-        return Coverage(languages=self.catalog.codes, names=PROMPT_NAMES, cells=cells)
+        names = self.names()
+        cells = {(lang, name): self.status(lang, name) for lang in self.catalog.codes for name in names}
+        return Coverage(languages=self.catalog.codes, names=names, cells=cells)
 
     def build(
         self,
         langs: Iterable[str] | None = None,
         *,
         force: bool = False,
+        keys: Iterable[tuple[str, str]] = (),
         progress: ProgressCallback | None = None,
         workers: int = audio.CONCURRENCY,
     ) -> BuildReport:
-        """Generate missing and outdated prompts; recorded ones only with ``force``."""
+        """Generate missing and outdated prompts; recorded ones only with ``force``.
+        ``keys`` adds the notices' variants for these (allow, refuse) key sets."""
+        variants = [keyed_name(base, *pair) for pair in keys for base in KEYED_PROMPTS]
+        names = tuple(dict.fromkeys(self.names() + tuple(variants)))
         if langs is None:
             codes = [c for c, lang in self.catalog.languages.items() if lang.voice]
         else:
@@ -173,7 +192,10 @@ class PromptLibrary:
         kept: list[tuple[str, str]] = []
         for code in codes:
             language = self.catalog.language(code)
-            for name, text in language.texts.items():
+            for name in names:
+                text = self.catalog.spoken(code, name)
+                if text is None:
+                    continue
                 status = self.status(code, name)
                 if status is Status.GENERATED and not force:
                     up_to_date += 1
@@ -232,7 +254,7 @@ class PromptLibrary:
         items = [
             (lang, name)
             for lang in self.catalog.codes
-            for name in PROMPT_NAMES
+            for name in self.names()
             if self.master_path(lang, name).is_file()
         ]
         if not items:
@@ -297,6 +319,14 @@ class PromptLibrary:
 
 
 _T = TypeVar("_T", bound=tuple)
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_name(name)
+    except UnknownPrompt:
+        return False
+    return True
 
 
 def _run_parallel(

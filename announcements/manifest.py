@@ -11,6 +11,8 @@ language directories, in the same atomic step as the files::
 ``version`` names what the audio was made from: ``text-sha256:<hex>`` (the SHA-256 of
 the UTF-8 text espeak-ng spoke), ``source-sha256:<hex>`` (the file an administrator
 imported) or ``master-sha256:<hex>`` (a master of unknown origin, without sidecar).
+A notice that names keys also has ``"keys": {"allow": "5", "refuse": "6"}``: the keys
+its text was filled with (a recorded one: the keys its name promises).
 
 The manifest is what counts as installed: a set without one (a directory made by
 hand, or an install from before manifests) has no prompt that the consent flow
@@ -26,6 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from storage.prompt_names import KEYED_PROMPTS, split_keyed
 
 from .catalog import check_lang, check_name
 from .errors import PromptNotFound
@@ -47,8 +51,12 @@ class InstalledPrompt:
 
 
 def file_record(lang: str, name: str, fmt: str, data: bytes, source: str, version: str) -> dict[str, Any]:
-    return {"path": f"{lang}/{name}.{fmt}", "prompt": name, "language": lang, "format": fmt,
-            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "source": source, "version": version}
+    record = {"path": f"{lang}/{name}.{fmt}", "prompt": name, "language": lang, "format": fmt,
+              "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "source": source, "version": version}
+    base, (allow, refuse) = split_keyed(name)
+    if base in KEYED_PROMPTS:
+        record["keys"] = {"allow": allow, "refuse": refuse}
+    return record
 
 
 def manifest_bytes(files: Iterable[Mapping[str, Any]], installed_at: str) -> bytes:

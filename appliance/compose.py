@@ -249,16 +249,17 @@ def notice_problems(config: Config, where: str) -> list[str]:
     from announcements.catalog import fallback_chain
     from announcements.errors import PromptNotFound
     from announcements.manifest import SOUNDS_SUBDIR, Manifest, resolve
+    from storage.prompt_names import keyed_name
 
     sounds = config.prompts.sounds_dir
     manifest = Manifest.load(sounds / SOUNDS_SUBDIR)
-    fix = (f"run `callvault prompts build` and `callvault prompts install --sounds-dir {sounds}`, "
-           "or give the rule a language that has its notice")
+    fix = (f"run `callvault prompts build` (with --keys AR for a rule's keys) and "
+           f"`callvault prompts install --sounds-dir {sounds}`, or give the rule a language that has its notice")
     problems = []
     for rule in config.consent.rules:
         if rule.mode not in ("implied", "opt-out"):
             continue
-        name = f"notice-{rule.mode}"
+        name = keyed_name(f"notice-{rule.mode}", rule.allow_key, rule.refuse_key)
         chain = fallback_chain(rule.prompt_language)
         at = (f"{where}: [[consent.rules]] {rule.name!r} (mode = {rule.mode!r}, "
               f"prompt_language = {rule.prompt_language!r})")
@@ -278,6 +279,7 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
                stop_mixmonitor: StopMixMonitor) -> RouteTable:
     """The AGI routes with their dependencies; FastAGI and classic AGI differ only in
     how MixMonitor is stopped (AMI vs ``EXEC StopMixMonitor``)."""
+    from agi.handlers.callee import CalleeDeps, callee
     from agi.handlers.consent import ConsentDeps, RecordingStart, consent
     from agi.handlers.revoke import RevokeDeps, revoke
     from agi.handlers.status import StatusDeps, status
@@ -309,8 +311,10 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     revoke_deps = RevokeDeps(catalog=catalog, append=ledger.append_async,
                              stop_mixmonitor=stop_mixmonitor, prompt=prompt)
     status_deps = StatusDeps(ledger=ledger)
+    callee_deps = CalleeDeps(consent=consent_deps, ledger=ledger)
     return RouteTable([
         ("consent", lambda s: consent(s, consent_deps)),
+        ("callee", lambda s: callee(s, callee_deps)),
         ("revoke", lambda s: revoke(s, revoke_deps)),
         ("status", lambda s: status(s, status_deps)),
     ])

@@ -47,10 +47,18 @@ class ConsentBody:
     installed format's SHA-256 (Asterisk picks the format when it plays and does not
     say which). Entries written before these fields existed have none of them; they
     read back empty and their bodies (and hashes) are unchanged.
+
+    Who answered: ``party`` is ``caller`` (the channel that ran the consent route) or
+    ``callee`` (the called channel, in the pre-bridge subroutine of an all-party
+    rule); an entry without it is a caller's. ``allow_key`` / ``refuse_key`` are the
+    keys the notice offered; ``dialled`` is the number an outbound caller dialled.
+    One call's entries share ``linkedid``.
     """
 
     KIND: ClassVar[str] = "consent"
     ABANDONED: ClassVar[str] = "abandoned"
+    CALLER: ClassVar[str] = "caller"
+    CALLEE: ClassVar[str] = "callee"
 
     consent_id: str
     uniqueid: str
@@ -75,10 +83,18 @@ class ConsentBody:
     notice_language: str = ""
     notice_version: str = ""
     notice_sha256: Mapping[str, str] = field(default_factory=dict)
+    party: str = ""
+    allow_key: str = ""
+    refuse_key: str = ""
+    dialled: str = ""
 
     @property
     def answered(self) -> bool:
         return self.outcome != self.ABANDONED
+
+    @property
+    def by_callee(self) -> bool:
+        return self.party == self.CALLEE
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -96,6 +112,9 @@ class ConsentBody:
         if self.notice_id:
             body.update(notice_id=self.notice_id, notice_language=self.notice_language,
                         notice_version=self.notice_version, notice_sha256=dict(sorted(self.notice_sha256.items())))
+        for key in ("party", "allow_key", "refuse_key", "dialled"):
+            if getattr(self, key):
+                body[key] = getattr(self, key)
         return body
 
     @classmethod
@@ -110,7 +129,9 @@ class ConsentBody:
             ended_at=_float(d, "ended_at"), digits=_str(d, "digits"), attempts=int(d.get("attempts") or 0),
             recording_id=str(rid) if rid else None, notice_id=_str(d, "notice_id"),
             notice_language=_str(d, "notice_language"), notice_version=_str(d, "notice_version"),
-            notice_sha256={str(k): str(v) for k, v in dict(d.get("notice_sha256") or {}).items()})
+            notice_sha256={str(k): str(v) for k, v in dict(d.get("notice_sha256") or {}).items()},
+            party=_str(d, "party"), allow_key=_str(d, "allow_key"), refuse_key=_str(d, "refuse_key"),
+            dialled=_str(d, "dialled"))
 
 
 @dataclass(frozen=True)

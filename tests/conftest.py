@@ -25,8 +25,8 @@ from appliance.lab.harness import Lab, LabState
 # and install; tests/announcements plays the built-in texts.
 SHORT_ENGLISH = """
 [languages.en.prompts]
-notice-opt-in = "Record? One yes, two no."
-notice-opt-out = "Recorded. Two, no."
+notice-opt-in = "Record? {allow} yes, {refuse} no."
+notice-opt-out = "Recorded. {refuse}, no."
 notice-implied = "This call is recorded."
 will-record = "Recording."
 will-not-record = "Not recording."
@@ -39,14 +39,15 @@ invalid-choice = "Invalid."
 
 @pytest.fixture(scope="session")
 def english_prompts(tmp_path_factory):
-    """A prompt library with short English prompts, generated once per session (~1 s)."""
+    """A prompt library with short English prompts, generated once per session (~1 s),
+    with the notices for keys 5 and 6 (the lab's rules with their own keys)."""
     from announcements.catalog import load_catalog
     from announcements.library import PromptLibrary
 
     root = tmp_path_factory.mktemp("english-prompts")
     (root / "prompts.toml").write_text(SHORT_ENGLISH)
     library = PromptLibrary(root / "library", load_catalog(str(root / "prompts.toml")))
-    library.build(["en"])
+    library.build(["en"], keys=[("5", "6")])
     return library
 
 

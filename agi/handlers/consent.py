@@ -11,6 +11,12 @@ file's SHA-256). When it is not installed (prompts removed after start) nothing
 stands in for it: the handler raises ``NoticeNotInstalled`` before playing
 anything and the server fails the call closed. A missing confirmation or
 "invalid choice" prompt is skipped with a warning.
+
+Under an all-party rule (``parties = "all"``) the caller's "yes" does not start
+anything: the entry is written with ``record = false`` and the called party is asked
+in the pre-bridge subroutine (handlers/callee.py), whose "yes" starts MixMonitor.
+The notice names the rule's keys (``allow_key``/``refuse_key``): the keyed prompt
+variant is played (announcements/catalog.py).
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from typing import Protocol
 
 from storage import logcontext
 from storage.entries import ConsentBody
+from storage.prompt_names import keyed_name
 from storage.spool_names import done_marker, recording_file
 
 from .. import variables as v
 from ..errors import AgiHangup, CommandFailed, NoticeNotInstalled
-from ..policy import ALLOW_DIGIT, REFUSE_DIGIT, Policy, Rule
+from ..policy import Policy, Rule
 from ..session import AgiSession
 
 log = logging.getLogger(__name__)
@@ -124,7 +131,7 @@ async def play_optional(session: AgiSession, prompt: PromptResolver, language: s
 
 
 async def _ask(session: AgiSession, rule: Rule, notice: str, invalid: Callable[[], Awaitable[None]]) -> Outcome:
-    """Play the notice and collect the caller's key, as the rule says."""
+    """Play the notice and collect the party's key, as the rule says."""
     if rule.mode == "implied":
         await session.stream_file(notice)
         return Outcome("implied", "notice-played", attempts=1)
@@ -132,9 +139,9 @@ async def _ask(session: AgiSession, rule: Rule, notice: str, invalid: Callable[[
     for attempt in range(1, rule.repeats + 2):
         digits, _timed_out = await session.get_data(notice, int(rule.timeout * 1000), 1)
         pressed += digits
-        if digits == ALLOW_DIGIT:
+        if digits == rule.allow_key:
             return Outcome("granted", "pressed-allow", pressed, attempt)
-        if digits == REFUSE_DIGIT:
+        if digits == rule.refuse_key:
             return Outcome("declined", "pressed-refuse", pressed, attempt)
         if digits:  # another key
             if rule.invalid == "refuse":
@@ -148,28 +155,62 @@ async def _ask(session: AgiSession, rule: Rule, notice: str, invalid: Callable[[
     return Outcome("declined", "no-answer" if not pressed else "invalid-key", pressed, rule.repeats + 1)
 
 
+@dataclass(frozen=True)
+class Asked:
+    """Who is asked, under which rule, on which call."""
+
+    party: str  # ConsentBody.CALLER | ConsentBody.CALLEE
+    rule: Rule
+    linkedid: str
+    did: str
+    dialled: str
+    caller_hmac: str
+    starts_recording: bool  # False: a caller under an all-party rule (the callee decides last)
+
+
+def notice_for(deps: ConsentDeps, rule: Rule) -> InstalledPrompt:
+    """The installed notice for the rule's mode, language and keys; raises NoticeNotInstalled."""
+    name = keyed_name(f"notice-{rule.mode}", rule.allow_key, rule.refuse_key)
+    notice = deps.prompt(rule.prompt_language, name)
+    if notice is None:
+        raise NoticeNotInstalled(f"rule {rule.name!r}: {name} is not installed for language "
+                                 f"{rule.prompt_language!r} or its fallbacks; not recorded "
+                                 "(run `callvault prompts build` and `callvault prompts install`)")
+    return notice
+
+
 async def consent(session: AgiSession, deps: ConsentDeps) -> None:
+    """The caller's consent. Arguments: the DID (inbound) and, for an outbound call,
+    the number dialled (``AGI(.../consent,,${ARG1})`` from callvault-outbound)."""
     env = session.env
+    dialled = env.args[1] if len(env.args) > 1 else ""
+    did = "" if dialled else (env.args[0] if env.args else "") or env.query.get("did", "") or env.extension
+    caller = env.callerid if env.callerid not in ("", "unknown") else ""
+    rule = deps.policy.resolve(did=did, caller=caller, language=env.language, dialled=dialled)
+    linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
+    asked = Asked(ConsentBody.CALLER, rule, linkedid, did, dialled, deps.caller_hmac(caller),
+                  starts_recording=not rule.all_parties)
+    await ask_party(session, deps, asked)
+
+
+async def ask_party(session: AgiSession, deps: ConsentDeps, asked: Asked) -> Outcome | None:
+    """Notice, answer, ledger entry, then (if it allows recording) MixMonitor on this
+    channel, then the channel variables and the UserEvent. None: hung up during the notice."""
+    env, rule = session.env, asked.rule
     started = time.time()
     consent_id = new_id("c")
-    did = (env.args[0] if env.args else "") or env.query.get("did", "") or env.extension
-    caller = env.callerid if env.callerid not in ("", "unknown") else ""
-    rule = deps.policy.resolve(did=did, caller=caller, language=env.language)
-    linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
-    logcontext.bind(linkedid=linkedid, consent_id=consent_id)  # this connection's task only
-    notice = deps.prompt(rule.prompt_language, f"notice-{rule.mode}")
-    if notice is None:
-        raise NoticeNotInstalled(f"rule {rule.name!r}: notice-{rule.mode} is not installed for language "
-                                 f"{rule.prompt_language!r} or its fallbacks; not recorded "
-                                 "(run `callvault prompts install`)")
-    caller_hmac = deps.caller_hmac(caller)
+    logcontext.bind(linkedid=asked.linkedid, consent_id=consent_id)  # this connection's task only
+    notice = notice_for(deps, rule)
+    keys = {} if rule.mode == "implied" else {"allow_key": rule.allow_key, "refuse_key": rule.refuse_key}
 
     def decided(**outcome: object) -> ConsentBody:
-        return ConsentBody(consent_id=consent_id, uniqueid=env.uniqueid, linkedid=linkedid, channel=env.channel,
-                           caller_hmac=caller_hmac, did=did, rule=rule.name, jurisdiction=rule.jurisdiction,
-                           mode=rule.mode, language=rule.prompt_language, notice=notice.sound, started_at=started,
-                           notice_id=notice.name, notice_language=notice.language, notice_version=notice.version,
-                           notice_sha256=dict(notice.sha256), **outcome)
+        return ConsentBody(consent_id=consent_id, uniqueid=env.uniqueid, linkedid=asked.linkedid,
+                           channel=env.channel, caller_hmac=asked.caller_hmac, did=asked.did, rule=rule.name,
+                           jurisdiction=rule.jurisdiction, mode=rule.mode, language=rule.prompt_language,
+                           notice=notice.sound, started_at=started, notice_id=notice.name,
+                           notice_language=notice.language, notice_version=notice.version,
+                           notice_sha256=dict(notice.sha256), party=asked.party, dialled=asked.dialled,
+                           **keys, **outcome)
 
     def invalid() -> Awaitable[None]:
         return play_optional(session, deps.prompt, rule.prompt_language, "invalid-choice")
@@ -179,17 +220,17 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     except AgiHangup:
         body = decided(outcome=ConsentBody.ABANDONED, reason="hangup-during-notice", record=False,
                        ended_at=time.time())
-        await deps.append(ConsentBody.KIND, body.to_body(), call_id=linkedid, recording_id=None)
-        log.info("consent abandoned: hung up during the notice")
-        return
-    recording_id = new_id("r") if outcome.record else None
+        await deps.append(ConsentBody.KIND, body.to_body(), call_id=asked.linkedid, recording_id=None)
+        log.info("consent abandoned: the %s hung up during the notice", asked.party)
+        return None
+    record = outcome.record and asked.starts_recording
+    recording_id = new_id("r") if record else None
     logcontext.bind(recording_id=recording_id)
-    log.info("consent %s (%s) by rule %s", outcome.consent, outcome.reason, rule.name)
+    log.info("consent %s (%s) by the %s, rule %s", outcome.consent, outcome.reason, asked.party, rule.name)
     body = decided(outcome=outcome.consent, reason=outcome.reason, digits=outcome.digits,
-                   attempts=outcome.attempts, record=outcome.record, recording_id=recording_id,
-                   ended_at=time.time())
+                   attempts=outcome.attempts, record=record, recording_id=recording_id, ended_at=time.time())
     if recording_id is None:
-        await deps.append(ConsentBody.KIND, body.to_body(), call_id=linkedid, recording_id=None)
+        await deps.append(ConsentBody.KIND, body.to_body(), call_id=asked.linkedid, recording_id=None)
     else:
         stereo = deps.channels == "stereo"
         path = f"{deps.spool_dir.rstrip('/')}/{recording_file(recording_id, stereo)}"
@@ -197,7 +238,7 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
         if deps.append_recording is not None:
             await deps.append_recording(start)
         else:
-            await deps.append(ConsentBody.KIND, body.to_body(), call_id=linkedid, recording_id=recording_id)
+            await deps.append(ConsentBody.KIND, body.to_body(), call_id=asked.linkedid, recording_id=recording_id)
             await deps.on_recording(start)
         # The post-command runs in a shell: only our generated id goes into it.
         await session.exec("MixMonitor", f"{path},{'D' if stereo else ''},/bin/touch {done_marker(path)}")
@@ -205,12 +246,15 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     await session.set_variable(v.CONSENT_ID, consent_id)
     await session.set_variable(v.RULE, rule.name)
     await session.set_variable(v.CONSENT, outcome.consent)
-    record = v.YES if outcome.record else v.NO
-    await session.set_variable(v.RECORD, record)
+    flag = v.YES if record else v.NO
+    await session.set_variable(v.RECORD, flag)
     await session.exec("UserEvent", v.user_event(
         v.USER_EVENT, (v.EVENT_CONSENT_ID, consent_id), (v.EVENT_CONSENT, outcome.consent),
-        (v.EVENT_RECORD, record), (v.EVENT_RECORDING_ID, recording_id or ""), (v.EVENT_RULE, rule.name)))
+        (v.EVENT_RECORD, flag), (v.EVENT_RECORDING_ID, recording_id or ""), (v.EVENT_RULE, rule.name)))
     # The outcome is logged and in force; a missing confirmation sound must not
-    # turn it into a fail-closed "error" while MixMonitor runs.
-    await play_optional(session, deps.prompt, rule.prompt_language,
-                        "will-record" if outcome.record else "will-not-record")
+    # turn it into a fail-closed "error" while MixMonitor runs. A caller whose
+    # "yes" waits for the called party's hears nothing yet.
+    if record or not outcome.record:
+        await play_optional(session, deps.prompt, rule.prompt_language,
+                            "will-record" if record else "will-not-record")
+    return outcome

@@ -26,6 +26,10 @@ LAB_TALK_CONTEXT = "callvault-lab-talk"
 LAB_AGENT_LINE_CONTEXT = "callvault-lab-agent-line"
 LAB_AGENTS_CONTEXT = "callvault-lab-agents"
 LAB_TRANSFER_CONTEXT = "callvault-lab-transfer"
+# Outbound lab calls: the extension is the number dialled; the far end answers,
+# plays a tone and waits (its ;2 half is where the called party's keys come from).
+LAB_OUT_CONTEXT = "callvault-lab-out"
+LAB_FAR_CONTEXT = "callvault-lab-far"
 PRODUCT_AMI_USER = "callvault"
 # The lab's test-call user: may Originate (admin page test calls), nothing else.
 TEST_CALL_AMI_USER = "callvault-testcall"
@@ -41,13 +45,20 @@ def lab_dialplan(agi_port: int) -> str:
     when the call ends).
     """
     from agi import variables as v
-    from agi.dialplan import CONSENT_CONTEXT, consent_context
+    from agi.dialplan import (
+        CALLEE_CONTEXT,
+        CONSENT_CONTEXT,
+        OUTBOUND_CONTEXT,
+        callee_context,
+        consent_context,
+        outbound_context,
+    )
 
     def after(event: str) -> str:  # what the channel's variables say, as consent's UserEvent fields
         return v.user_event(event, (v.EVENT_CONSENT, f"${{{v.CONSENT}}}"), (v.EVENT_RECORD, f"${{{v.RECORD}}}"))
 
     agi = f"agi://127.0.0.1:{agi_port}"
-    return consent_context(agi) + f"""
+    return consent_context(agi) + "\n" + outbound_context(agi) + "\n" + callee_context(agi) + f"""
 [{LAB_CONTEXT}]
 exten => _X.,1,Gosub({CONSENT_CONTEXT},s,1(${{EXTEN}}))
  same => n,UserEvent({after("CallvaultLabAfterAgi")})
@@ -76,6 +87,19 @@ exten => _X.,1,Dial(Local/${{EXTEN}}@{LAB_AGENTS_CONTEXT})
 [{LAB_AGENTS_CONTEXT}]
 exten => _X.,1,Answer()
  same => n,Playtones(620)
+ same => n,Wait(3600)
+
+; Outbound: the caller's consent by the number dialled, then Dial with the called
+; party's pre-bridge subroutine, as an administrator's outbound route does.
+[{LAB_OUT_CONTEXT}]
+exten => _X.,1,Gosub({OUTBOUND_CONTEXT},s,1(${{EXTEN}}))
+ same => n,UserEvent({after("CallvaultLabAfterAgi")})
+ same => n,Dial(Local/${{EXTEN}}@{LAB_FAR_CONTEXT}/n,30,U({CALLEE_CONTEXT}))
+ same => n,Hangup()
+
+[{LAB_FAR_CONTEXT}]
+exten => _X.,1,Answer()
+ same => n,Playtones(440)
  same => n,Wait(3600)
 """
 

@@ -1,7 +1,7 @@
 """The consent and revoke handlers against a scripted channel: the ledger bodies,
 MixMonitor's arguments and the UserEvent are exactly what they were before the typed
-contracts (tests/support/captured_bodies.py) plus the notice's proof, and the catalog
-row is built from the consent."""
+contracts (tests/support/captured_bodies.py) plus the notice's proof and who answered
+with which keys, and the catalog row is built from the consent."""
 
 from __future__ import annotations
 
@@ -31,11 +31,13 @@ def installed(lang, name):
 
 
 def with_notice(captured: str) -> str:
-    """A captured body as written now: the same keys and values, plus the notice's proof."""
+    """A captured body as written now: the same keys and values, plus the notice's proof,
+    the party (the caller) and the keys the notice offered (every captured mode asks for one)."""
     body = json.loads(captured)
     name = body["notice"].rsplit("/", 1)[1]
     return canonical_json({**body, "notice_id": name, "notice_language": "en",
-                           "notice_version": "text-sha256:" + "7e" * 32, "notice_sha256": HASHES})
+                           "notice_version": "text-sha256:" + "7e" * 32, "notice_sha256": HASHES,
+                           "party": "caller", "allow_key": "1", "refuse_key": "2"})
 
 
 class Channel:

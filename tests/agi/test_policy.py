@@ -36,3 +36,35 @@ def test_problems_name_rule_key_and_value():
     assert "#3 nme: unknown key" in text
     assert "#4 repeats = 9: expected 0 to 3" in text
     assert "#4 invalid = 'ignore': expected one of repeat, refuse" in text
+
+
+def test_outbound_rules_match_the_dialled_prefix_and_inbound_ones_do_not():
+    policy, problems = parse_policy({"rules": [
+        {"name": "za-line", "did": ["27215550199"]},
+        {"name": "us-ca-out", "match_dialled": ["+1415", "1415"], "parties": "all", "callee_refuses": "hangup"},
+    ]}, "t.toml")
+    assert problems == []
+    out = policy.resolve(did="", caller="2001", language="en", dialled="14155550100")
+    assert (out.name, out.all_parties, out.callee_refuses) == ("us-ca-out", True, "hangup")
+    assert policy.resolve(did="", caller="2001", language="en", dialled="+14155550100").name == "us-ca-out"
+    assert policy.resolve(did="", caller="2001", language="en", dialled="27215550199") is DEFAULT_RULE
+    # an inbound call on the same number is not an outbound call to it
+    assert policy.resolve(did="14155550100", caller="2001", language="en") is DEFAULT_RULE
+    assert policy.named("us-ca-out") is out and policy.named("default") is DEFAULT_RULE
+    assert policy.named("gone") is None
+
+
+def test_keys_parties_and_dialled_problems_name_rule_key_and_value():
+    policy, problems = parse_policy({"rules": [
+        {"name": "a", "allow_key": 5, "refuse_key": "5"}, {"name": "b", "allow_key": "#"},
+        {"name": "c", "refuse_key": "12", "parties": "both"}, {"name": "d", "callee_refuses": "drop"},
+        {"name": "e", "did": ["1"], "match_dialled": ["1"]}, {"name": "f", "allow_key": 7, "refuse_key": 0}]}, "t.toml")
+    text = "\n".join(problems)
+    assert "#1 allow_key = '5', refuse_key = '5': the two keys must differ" in text
+    assert "#2 allow_key = '#': expected one digit 0-9" in text
+    assert "#3 refuse_key = '12': expected one digit 0-9" in text
+    assert "#3 parties = 'both': expected one of one, all" in text
+    assert "#4 callee_refuses = 'drop': expected one of connect, hangup" in text
+    assert "#5: did and match_dialled together match no call" in text
+    assert len(problems) == 6
+    assert (policy.rules[5].allow_key, policy.rules[5].refuse_key) == ("7", "0")

@@ -7,9 +7,6 @@ from announcements.catalog import PROMPT_NAMES, builtin_catalog, fallback_chain,
 from announcements.errors import CatalogError, UnknownPrompt
 
 LANGS = ("en", "af", "tn", "es", "fr", "de", "pt")
-# How each language says the digits; German spells them out (espeak-ng reads "1." as "first").
-ONE = {"de": "Eins"}
-TWO = {"de": "Zwei"}
 
 
 def test_builtin_covers_every_language_and_prompt():
@@ -32,7 +29,7 @@ def test_builtin_voice_is_one_espeak_ng_has(lang):
 @pytest.mark.parametrize("lang", LANGS)
 def test_notices_say_which_key_to_press(lang):
     texts = builtin_catalog().language(lang).texts
-    one, two = ONE.get(lang, "1"), TWO.get(lang, "2")
+    one, two = "1", "2"
     assert re.search(rf"\b{one}\b", texts["notice-opt-in"])
     assert re.search(rf"\b{two}\b", texts["notice-opt-in"])
     assert re.search(rf"\b{two}\b", texts["notice-opt-out"])
@@ -123,3 +120,24 @@ def test_unknown_language_and_prompt_name():
         cat.language("zu")
     with pytest.raises(UnknownPrompt, match="did you mean 'will-record'"):
         cat.text("en", "will-recrod")
+
+
+def test_keyed_notices_say_the_rules_keys():
+    catalog = builtin_catalog()
+    assert catalog.spoken("en", "notice-opt-in") == catalog.language("en").texts["notice-opt-in"]
+    text = catalog.spoken("en", "notice-opt-in-k56")
+    assert "press 5" in text and "press 6" in text and not re.search(r"[12]", text)
+    assert catalog.spoken("de", "notice-opt-out-k56").startswith(
+        "Dieses Gespräch wird zur Qualitätssicherung und Schulung aufgezeichnet. Drücken Sie 6,")
+    with pytest.raises(UnknownPrompt, match="unknown prompt name 'notice-opt-in-k55'"):
+        catalog.spoken("en", "notice-opt-in-k55")
+
+
+def test_a_keyed_notice_from_a_text_without_key_placeholders_is_refused(tmp_path):
+    own = tmp_path / "prompts.toml"
+    own.write_text('[languages.en.prompts]\nnotice-opt-in = "Press 1 to allow, 2 to refuse."\n')
+    catalog = load_catalog(own)
+    assert catalog.spoken("en", "notice-opt-in") == "Press 1 to allow, 2 to refuse."
+    with pytest.raises(UnknownPrompt, match=r"notice-opt-in-k56 cannot be made for language 'en': .* no "
+                                            r"\{allow\} and \{refuse\}"):
+        catalog.spoken("en", "notice-opt-in-k56")
