@@ -57,8 +57,9 @@ def json_lines(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()]  # every line must parse
 
 
-def test_json_log_lines_carry_the_call_ids(tmp_path):
+def test_json_log_lines_carry_the_call_ids(tmp_path, english_prompts):
     config = standalone_config(tmp_path / "site", '[log]\nformat = "json"\n', spool="scan_interval = 0.5")
+    english_prompts.install(tmp_path / "site" / "sounds")  # no notice installed, no consent asked
     serve = start_serve(config, tmp_path / "serve.log")
     try:
         serve.wait_ready()
@@ -85,7 +86,7 @@ def test_json_log_lines_carry_the_call_ids(tmp_path):
     assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
     ids = {"linkedid": LINKEDID, "consent_id": cid, "recording_id": rid}
     [decided] = [line for line in lines if line["logger"] == "agi.handlers.consent"]
-    assert decided["message"] == "consent granted (pressed-allow) by rule default" and decided["level"] == "info"
+    assert decided["message"] == "consent granted (pressed-allow) by the caller, rule default" and decided["level"] == "info"
     assert {k: decided[k] for k in ids} == ids
     [archived] = [line for line in lines if "archived and verified" in line["message"]]
     assert {k: archived[k] for k in ids} == ids
