@@ -11,7 +11,7 @@ table of their own:
   ``(agent, started_at)``, ``(caller_hmac, started_at)``,
   ``(consent_state, started_at)``, ``(state, started_at)``; a date range alone uses
   ``recordings_started``. They replace ``recordings_caller`` and ``recordings_state``.
-* hang-ups: ``(uniqueid)`` (:meth:`Catalog.by_uniqueid`, on every hang-up event).
+* hang-ups: ``(uniqueid, started_at)`` (:meth:`Catalog.by_uniqueid`, on every hang-up event).
 * retention (:meth:`Catalog.retention_due`): three partial indexes ending in
   ``retain_until``: archived rows, archived rows with erasure requested, and erased
   rows that still have a payload (``leftover``); the last two hold only rare rows.
@@ -47,7 +47,7 @@ _INDEXES = """
     CREATE INDEX recordings_state_started ON recordings(state, started_at);
     DROP INDEX recordings_caller;
     DROP INDEX recordings_state;
-    CREATE INDEX recordings_uniqueid ON recordings(uniqueid);
+    CREATE INDEX recordings_uniqueid ON recordings(uniqueid, started_at);
     CREATE INDEX recordings_retain ON recordings(state, retain_until) WHERE state = 'archived';
     CREATE INDEX recordings_erase ON recordings(erase_requested, state, retain_until)
         WHERE state = 'archived' AND erase_requested = 1;
