@@ -2,6 +2,7 @@
 
     python -m bench                  all of them
     python -m bench agi archiver     these
+    python -m bench catalog --rows N one, with its options
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip() + f"\n\nbenchmarks: {', '.join(known)}")
         return 0
+    if len(argv) > 1 and argv[0] in known and argv[1].startswith("-"):  # one benchmark, its options
+        return importlib.import_module(f"bench.{argv[0]}_bench").main(argv[1:]) or 0
     unknown = [a for a in argv if a not in known]
     if unknown:
         print(f"python -m bench: no benchmark {', '.join(map(repr, unknown))} (known: {', '.join(known)})",

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .catalog_indexes import COUNTED, PG_V4, SQLITE_V4
 from .db import Database
 from .entries import ConsentBody
 from .errors import NotFound
@@ -97,9 +98,11 @@ _V4 = """
     CREATE INDEX recording_agents_agent ON recording_agents(agent);
     """
 
-MIGRATIONS = {"sqlite": [_V1, _V2, _V3, _V4],
+# Version 5 (storage/catalog_indexes.py): an index for every recurring query, the
+# archived and erased totals kept by triggers.
+MIGRATIONS = {"sqlite": [_V1, _V2, _V3, _V4, SQLITE_V4],
               "postgresql": [_V1.replace("REAL", "DOUBLE PRECISION"), _V2, _V3.replace("REAL", "DOUBLE PRECISION"),
-                             _V4.replace("REAL", "DOUBLE PRECISION")]}
+                             _V4.replace("REAL", "DOUBLE PRECISION"), PG_V4]}
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,8 @@ _COLUMNS = [f.name for f in fields(Recording)]
 _INSERT = (f"INSERT INTO recordings ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT DO NOTHING")
 _ACTIVE = f"state IN ({', '.join('?' for _ in ACTIVE)})"
+# The states a row leaves again (counted over the state index); the others are COUNTED.
+_PASSING = tuple(s for s in STATES if s not in COUNTED)
 
 
 def _values(rec: Recording) -> tuple[Any, ...]:
@@ -228,27 +233,47 @@ class Catalog:
         return self._select("WHERE uniqueid = ? ORDER BY started_at", (uniqueid,))
 
     def by_spool_path(self, path: str) -> Recording | None:
-        name = path.rsplit("/", 1)[-1]
-        pattern = "%/" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        found = self._select("WHERE spool_path = ? OR spool_path LIKE ? ESCAPE '\\'", (path, pattern))
-        return found[0] if found else None
+        """The recording whose spool file is ``path``, or has its file name under another
+        root (Asterisk's view of the spool vs ours): the exact path first."""
+        found = self._select("WHERE spool_name = ?", (path.rsplit("/", 1)[-1],))
+        return next((r for r in found if r.spool_path == path), found[0] if found else None)
 
     def search(self, *, since: float | None = None, until: float | None = None,
                caller_hmac: str | None = None, did: str | None = None, agent: str | None = None,
                consent_state: str | None = None, state: str | None = None,
                limit: int = 200) -> list[Recording]:
         where, args = [], []
-        for col, op, val in (("started_at", ">=", since), ("started_at", "<", until),
-                             ("caller_hmac", "=", caller_hmac), ("did", "=", did),
-                             ("consent_state", "=", consent_state), ("state", "=", state)):
+        for col, op, val in (("started_at", ">=", since), ("started_at", "<", until)):
             if val is not None:
                 where.append(f"{col} {op} ?")
                 args.append(val)
-        if agent is not None:  # any agent who handled the call, before or after a transfer
-            where.append("(agent = ? OR recording_id IN (SELECT recording_id FROM recording_agents WHERE agent = ?))")
-            args.extend((agent, agent))
+        # Equality filters, most selective first (a state that rows leave again, such as
+        # failed, before any other): the first picks the index (column, started_at); the
+        # others are written so that no index serves them (SQLite has no statistics to
+        # choose by) and are checked on the rows that index yields, newest first.
+        equal = {col: val for col, val in (("caller_hmac", caller_hmac), ("agent", agent), ("did", did),
+                                           ("consent_state", consent_state), ("state", state)) if val is not None}
+        first = [where.copy(), args.copy()]
+        for i, col in enumerate(sorted(equal, key=lambda col: col != "state" or state in COUNTED)):
+            where.append(f"{col} = ?" if i == 0 else f"{col} || '' = ?")
+            args.append(equal[col])
         clause = ("WHERE " + " AND ".join(where)) if where else ""
-        return self._select(f"{clause} ORDER BY started_at DESC LIMIT ?", (*args, limit))
+        found = self._select(f"{clause} ORDER BY started_at DESC LIMIT ?", (*args, limit))
+        if agent is None:
+            return found
+        # Calls the agent took over or handed on (transfers): few per agent, found through
+        # recording_agents and sorted; then both lists merged, newest first.
+        where, args = first
+        where.append("recording_id IN (SELECT recording_id FROM recording_agents WHERE agent = ?)")
+        args.append(agent)
+        for col, val in equal.items():
+            if col != "agent":
+                where.append(f"{col} || '' = ?")
+                args.append(val)
+        where.append("agent || '' <> ?")
+        args.append(agent)
+        handled = self._select(f"WHERE {' AND '.join(where)} ORDER BY started_at DESC LIMIT ?", (*args, limit))
+        return sorted(found + handled, key=lambda r: r.started_at, reverse=True)[:limit]
 
     def _select(self, clause: str, args: Iterable[Any]) -> list[Recording]:
         with self.db.read() as c:
@@ -329,8 +354,12 @@ class Catalog:
         return rec
 
     def queue_counts(self) -> dict[str, int]:
+        """Rows per state (states with none left out). Reads only the rows of the states a
+        job passes through, plus the kept totals of the archived and erased ones."""
         with self.db.read() as c:
-            rows = c.execute("SELECT state, COUNT(*) FROM recordings GROUP BY state").fetchall()
+            rows = c.execute(f"SELECT state, COUNT(*) FROM recordings WHERE state IN "
+                             f"({', '.join('?' for _ in _PASSING)}) GROUP BY state", _PASSING).fetchall()
+            rows += c.execute("SELECT state, n FROM recording_totals WHERE n > 0").fetchall()
         return {state: n for state, n in rows}
 
     def quarantined_count(self) -> int:
@@ -370,13 +399,15 @@ class Catalog:
         """What the retention sweeper must dispose of, oldest retain-until first, with why:
         ``retention`` (period over), ``erase`` (erasure requested) or ``leftover`` (erased,
         but a payload still locked at the time remains). Never a recording on legal hold."""
-        with self.db.read() as c:
+        cols = ", ".join(_COLUMNS)
+        with self.db.read() as c:  # three disjoint parts, each read from its own index
             rows = c.execute(
-                f"SELECT {', '.join(_COLUMNS)}, CASE WHEN state = 'erased' THEN 'leftover' "
-                "WHEN erase_requested = 1 THEN 'erase' ELSE 'retention' END FROM recordings "
-                "WHERE legal_hold = 0 AND ((state = 'archived' AND (retain_until <= ? OR erase_requested = 1)) "
-                "OR (state = 'erased' AND object_key != '' AND retain_until <= ?)) "
-                "ORDER BY retain_until", (now, now)).fetchall()
+                f"SELECT {cols}, 'retention' FROM recordings WHERE state = 'archived' AND retain_until <= ? "
+                "AND erase_requested != 1 AND legal_hold = 0 "
+                f"UNION ALL SELECT {cols}, 'erase' FROM recordings WHERE state = 'archived' "
+                "AND erase_requested = 1 AND legal_hold = 0 "
+                f"UNION ALL SELECT {cols}, 'leftover' FROM recordings WHERE state = 'erased' AND object_key != '' "
+                "AND retain_until <= ? AND legal_hold = 0 ORDER BY retain_until", (now, now)).fetchall()
         return [(_row(r[:-1]), r[-1]) for r in rows]
 
     def last_archived_at(self) -> float | None:

@@ -67,7 +67,7 @@ def test_two_handles_migrating_together_migrate_once(db_url):
         [t.start() for t in threads]
         [t.join() for t in threads]
         assert errors == []
-        assert dbs[0].schema_version("catalog") == len(CATALOG_MIGRATIONS["sqlite"])
+        assert dbs[0].schema_version("catalog") == len(CATALOG_MIGRATIONS[dbs[0].dialect])
         assert dbs[0].schema_version("ledger") == 1
     finally:
         [db.close() for db in dbs]
