@@ -261,6 +261,8 @@ async def test_a_killed_pbx_node_finishes_its_jobs_once_after_restart(cluster):
     # SIGKILL the moment the call ends: the recording has just landed in the spool.
     uid = await consented_call(c.states["pbx-1"], "27215550003", after_hangup=one.kill9)
     assert one.proc.returncode == -9
+    with open_database(c.db_url) as db:  # killed before its archiver finished the job
+        assert [r.state for r in Catalog(db).by_uniqueid(uid)] != ["archived"]
 
     # The other node keeps taking calls meanwhile.
     other = await archived(c.db_url, await consented_call(c.states["pbx-2"], "27215550004"))
