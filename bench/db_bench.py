@@ -3,7 +3,7 @@
     python -m bench db
 
 SQLite: a WAL file with ``synchronous=FULL`` in a temp directory on this disk.
-PostgreSQL 15: a private server (``tests/support/pgserver.py``) on 127.0.0.1 in a temp
+PostgreSQL 15: a private server (``appliance/lab/pgserver.py``) on 127.0.0.1 in a temp
 directory on the same disk, ``fsync=on`` and ``synchronous_commit=on`` (durable, like
 SQLite ``FULL``). Two modes: *single* (``Ledger.append`` one after another: one
 transaction and one WAL flush per entry) and *batched* (``Ledger.append_async`` with
@@ -69,8 +69,7 @@ def table(r: dict) -> str:
 def main(argv: list[str]) -> int:
     if argv:
         raise SystemExit(f"unknown arguments {argv}; python -m bench db takes none")
-    sys.path.insert(0, str(ROOT / "tests" / "support"))  # the test suite's private server
-    from pgserver import PgServer
+    from appliance.lab.pgserver import PgServer
 
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="callvault-db-bench-") as d:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from pgserver import PgServer
 
 from agi.ami import AmiClient
 from appliance.lab.calls import CallDriver
 from appliance.lab.harness import Lab, LabState
+from appliance.lab.pgserver import PgServer
 
 # Short English texts, so that calls in the lab take about as long as they did
 # with a beep (the built-in opt-in notice alone lasts 8 s). Same voice, same build

@@ -32,10 +32,13 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
 
     from .. import compose
     from .. import config as cfg
+    from ..lab import multinode
     from ..lab.devsetup import dev_config, dev_users
     from ..lab.harness import Lab
 
-    Lab.stop_by_name(args.name)
+    multinode.down(args.name)
+    if args.pbx_nodes:
+        return _cluster_up(args)
     lab = Lab(args.name, agi_port=_port_or_free(4573), with_s3=not args.no_s3)
     state = lab.up()
     data: Path = args.data_dir
@@ -47,12 +50,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     (data / "ami.secret").write_text(state.product_ami_secret + "\n")
     (data / "ami.secret").chmod(0o600)
     if not args.no_prompts:
-        from announcements.library import PromptLibrary
-
-        library = PromptLibrary(data / "prompts")
-        built = library.build()
-        library.install(state.sounds_host)
-        print(f"prompts: {len(built.generated)} generated, installed for the lab Asterisk")
+        _prompts(data, [state])
     config_path = data / "callvault.toml"
     config_path.write_text(dev_config(state, data, _port_or_free(args.web_port), str(recipient)))
     compose.init_archive(cfg.load(config_path, check_paths=False))
@@ -66,10 +64,50 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lab_down(args: argparse.Namespace) -> int:
-    from ..lab.harness import Lab
+def _prompts(data: Path, states) -> None:
+    from announcements.library import PromptLibrary
 
-    if Lab.stop_by_name(args.name):
+    library = PromptLibrary(data / "prompts")
+    built = library.build()
+    for state in states:
+        library.install(state.sounds_host)
+    print(f"prompts: {len(built.generated)} generated, installed for {len(states)} lab Asterisk instance(s)")
+
+
+def _cluster_up(args: argparse.Namespace) -> int:
+    """N pbx nodes (one lab Asterisk each) and one retrieval node on PostgreSQL and RGW."""
+    from ..lab import multinode
+    from ..lab.devsetup import dev_users
+
+    if args.no_s3:
+        print("lab up: --pbx-nodes needs S3 (the nodes share the archive); drop --no-s3")
+        return 2
+    n = args.pbx_nodes
+    agi_ports = [_port_or_free(4573 + i) for i in range(n)]
+    web_ports = [_port_or_free(args.web_port + 1 + i) for i in range(n)] + [_port_or_free(args.web_port)]
+    data: Path = args.data_dir
+    cluster, states, first = multinode.up(args.name, n, data, web_ports, agi_ports=agi_ports)
+    if not args.no_prompts:
+        _prompts(data, states)
+    logins = dev_users(data, cluster.db_url)
+    print(f"lab '{args.name}' is up: {n} Asterisk instance(s), PostgreSQL {cluster.db_url}, "
+          f"S3 {first.rgw.endpoint.endpoint_url if first.rgw else '-'} (pbx and retrieval users)")
+    for node, state in zip(cluster.pbx, states, strict=True):
+        print(f"  {node.name}: Asterisk AMI 127.0.0.1:{state.ami_port}, SIP 127.0.0.1:{state.sip_port}, "
+              f"web 127.0.0.1:{node.web_port}; callvault serve -c {node.config}")
+    r = cluster.retrieval
+    print(f"  {r.name}: web 127.0.0.1:{r.web_port} (supervisors, playback); callvault serve -c {r.config}")
+    print(f"development identity (private key, retrieval node only): {data / 'identity.txt'}")
+    print(f"web logins (agent, supervisor, admin): {logins}")
+    print(f"start each node: callvault serve -c CONFIG; place calls: callvault lab call --name "
+          f"{multinode.pbx_lab_name(args.name, 2 if n > 1 else 1)} --digit 1")
+    return 0
+
+
+def cmd_lab_down(args: argparse.Namespace) -> int:
+    from ..lab import multinode
+
+    if multinode.down(args.name):
         print(f"lab '{args.name}' stopped")
     else:
         print(f"no lab named '{args.name}'")
@@ -162,6 +200,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"{text} is not a node count from 1 to 8")
+    return value
+
+
 def _key(text: str) -> str:
     if len(text) != 1 or text not in "0123456789":
         raise argparse.ArgumentTypeError(f"{text!r} is not one digit 0-9")
@@ -176,6 +221,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     up.add_argument("--web-port", type=int, default=8080)
     up.add_argument("--no-s3", action="store_true", help="Asterisk only")
+    up.add_argument("--pbx-nodes", type=_count, default=0, metavar="N",
+                    help="N pbx nodes (a lab Asterisk each) and one retrieval node on a lab PostgreSQL "
+                         "and RGW with per-role S3 users; writes one config per node")
     up.add_argument("--no-prompts", action="store_true",
                     help="skip generating and installing the notice prompts (core sounds stand in)")
     up.set_defaults(fn=cmd_lab_up)

@@ -52,11 +52,79 @@ library = "{data / 'prompts'}"
 """
 
 
+def node_config(state, data: Path, shared: Path, *, name: str, role: str, web_port: int, db_url: str,
+                recipient: str, s3: dict, buckets: tuple[str, str]) -> str:
+    """One node of the lab's cluster: ``role`` "pbx" (``state`` is its Asterisk; recipients
+    only) or "retrieval" (``state`` is None; the identity). All nodes share the PostgreSQL
+    database, the buckets, the HMAC key and the prompt library in ``shared``; ``s3`` holds
+    this node's own S3 keys (its role's user) and the four role keys."""
+    data, shared = data.resolve(), shared.resolve()
+    parts = [f"""# Development config written by `callvault lab up --pbx-nodes`; do not use in production.
+[node]
+name = "{name}"
+role = "{role}"
+
+[database]
+url = "{db_url}"
+"""]
+    if state is not None:
+        parts.append(f"""
+[agi]
+listen = "127.0.0.1:{state.agi_port}"
+
+[ami]
+host = "127.0.0.1"
+port = {state.ami_port}
+username = "{state.product_ami_user}"
+secret_file = "{data / 'ami.secret'}"
+
+[spool]
+dir = "{state.spool_host}"
+asterisk_dir = "{state.spool_inside}"
+scan_interval = 10.0
+""")
+    parts.append(f"""
+[archive]
+recipients = ["{recipient}"]
+
+[storage]
+backend = "s3"
+endpoint_url = "{s3['endpoint_url']}"
+bucket = "{buckets[0]}"
+header_bucket = "{buckets[1]}"
+# This node's own keys: the {role} user's.
+access_key_id = "{s3['access_key_id']}"
+secret_access_key_file = "{data / 's3.secret'}"
+pbx_principal = "{s3['pbx_principal']}"
+pbx_access_key_id = "{s3['pbx_access_key_id']}"
+retrieval_principal = "{s3['retrieval_principal']}"
+retrieval_access_key_id = "{s3['retrieval_access_key_id']}"
+
+[web]
+listen = "127.0.0.1:{web_port}"
+""")
+    if role == "retrieval":
+        parts.append(f'identity_file = "{shared / "identity.txt"}"\n')
+    parts.append(f"""
+[privacy]
+# The same key on every node (one file here; a copy of it on each host in production).
+hmac_key_file = "{shared / 'hmac.key'}"
+""")
+    if state is not None:
+        parts.append(f"""
+[prompts]
+sounds_dir = "{state.sounds_host}"
+library = "{shared / 'prompts'}"
+""")
+    return "".join(parts)
+
+
 DEV_USERS = (("agent", "agent", ["did:27215550100"]), ("supervisor", "supervisor", []), ("admin", "admin", []))
 
 
-def dev_users(data: Path) -> Path:
-    """Development web users, made once with random passwords written to a 0600 file.
+def dev_users(data: Path, url: str | None = None) -> Path:
+    """Development web users, made once with random passwords written to a 0600 file, in
+    the database at ``url`` (default: the single node's SQLite file in ``data``).
 
     The agent owns the lab's default DID, so `callvault lab call` shows on their page.
     """
@@ -66,7 +134,7 @@ def dev_users(data: Path) -> Path:
     from storage.users import UserError, Users
 
     logins = data / "web-logins.txt"
-    db = open_database(f"sqlite:///{data / 'callvault.db'}")
+    db = open_database(url or f"sqlite:///{data / 'callvault.db'}")
     try:
         users = Users(db)
         known = {u.name for u in users.list()}

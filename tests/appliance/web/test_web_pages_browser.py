@@ -9,7 +9,6 @@ places a lab test call. Each page is saved to docs/screenshots/ for the README.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import hashlib
 import secrets
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from browser import chromium
 from callhelpers import IMPLIED, OPT_IN, finish, run_call, wait_state
 from stereohelpers import AGENT_HZ, CALLER_HZ, caller_tone, power, split
 from waiting import until
@@ -29,24 +29,6 @@ from storage.catalog import Recording
 pytestmark = [pytest.mark.asterisk, pytest.mark.s3]
 
 SHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required", "--mute-audio"]
-
-
-@contextlib.asynccontextmanager
-async def chromium():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context(viewport={"width": 1280, "height": 760}, accept_downloads=True)
-            context.set_default_timeout(15_000)
-            yield await context.new_page()
-        finally:
-            await browser.close()
-
-
 async def sign_in(page, h, name: str, *, shot: str | None = None) -> None:
     await page.goto(h.url + "/login")
     await page.fill("#name", name)

@@ -1,5 +1,5 @@
-"""A private PostgreSQL 15 server for tests and the bench: ``initdb -A trust`` in a temp
-directory, ``pg_ctl -w start`` on a free port of 127.0.0.1 with the socket in that
+"""A private PostgreSQL 15 server for the lab, the tests and the bench: ``initdb -A trust``
+in its own directory (a temp directory unless the lab names one), ``pg_ctl -w start`` on a free port of 127.0.0.1 with the socket in that
 directory, run as the unprivileged ``postgres`` user (``runuser`` when we are root).
 No system service. :meth:`PgServer.new_database` makes a fresh database from an empty
 template (tens of milliseconds), so every test gets its own."""
@@ -17,15 +17,19 @@ from typing import Self
 
 import psycopg
 
-from appliance.lab.asterisk import free_port
+from .asterisk import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 TEMPLATE = "callvault_template"
 
 
 class PgServer:
-    def __init__(self, *, fsync: bool = False) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="callvault-pg-"))
+    def __init__(self, *, fsync: bool = False, root: Path | None = None) -> None:
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="callvault-pg-"))
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+        self.root = root
         self.port = free_port()
         self.fsync = fsync
         self._as_postgres = os.geteuid() == 0
@@ -57,18 +61,26 @@ class PgServer:
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.url("postgres"), autocommit=True)
 
-    def new_database(self) -> str:
-        """A fresh empty database; returns its URL."""
-        name = f"t_{secrets.token_hex(6)}"
+    def new_database(self, name: str | None = None) -> str:
+        """A fresh empty database (a random name unless given); returns its URL."""
+        name = name or f"t_{secrets.token_hex(6)}"
         with self.admin() as conn:
             conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
         return self.url(name)
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            if (self.data / "postmaster.pid").exists():
+                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    @classmethod
+    def stop_at(cls, root: Path) -> None:
+        """Stop a server another process started in ``root`` (``callvault lab down``)."""
+        server = cls.__new__(cls)
+        server.root, server.data, server._as_postgres = root, root / "data", os.geteuid() == 0
+        server.stop()
 
     def __enter__(self) -> Self:
         return self.start()
