@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .catalog_indexes import COUNTED, PG_V4, SQLITE_V4
+from .catalog_indexes import COUNTED, PG_V5, SQLITE_V5
 from .db import Database
 from .entries import ConsentBody
 from .errors import NotFound
@@ -100,9 +100,9 @@ _V4 = """
 
 # Version 5 (storage/catalog_indexes.py): an index for every recurring query, the
 # archived and erased totals kept by triggers.
-MIGRATIONS = {"sqlite": [_V1, _V2, _V3, _V4, SQLITE_V4],
+MIGRATIONS = {"sqlite": [_V1, _V2, _V3, _V4, SQLITE_V5],
               "postgresql": [_V1.replace("REAL", "DOUBLE PRECISION"), _V2, _V3.replace("REAL", "DOUBLE PRECISION"),
-                             _V4.replace("REAL", "DOUBLE PRECISION"), PG_V4]}
+                             _V4.replace("REAL", "DOUBLE PRECISION"), PG_V5]}
 
 
 @dataclass(frozen=True)

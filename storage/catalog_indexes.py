@@ -61,7 +61,7 @@ _INDEXES = """
 _TOTALS = "".join(f"""
     INSERT INTO recording_totals (state, n) SELECT '{s}', COUNT(*) FROM recordings WHERE state = '{s}';""" for s in COUNTED)
 
-SQLITE_V4 = f"""
+SQLITE_V5 = f"""
     ALTER TABLE recordings ADD COLUMN spool_name TEXT
         GENERATED ALWAYS AS (substr(spool_path, length(rtrim(spool_path, replace(spool_path, '/', ''))) + 1)) VIRTUAL;
     {_INDEXES}
@@ -84,7 +84,7 @@ SQLITE_V4 = f"""
 
 # Rows of recording_totals are updated in state-name order, so two transactions that
 # both move rows between 'archived' and 'erased' never wait on each other crosswise.
-PG_V4 = f"""
+PG_V5 = f"""
     ALTER TABLE recordings ADD COLUMN spool_name TEXT
         GENERATED ALWAYS AS (substring(spool_path from '[^/]*$')) STORED;
     {_INDEXES}
