@@ -34,7 +34,7 @@ async def test_consented_call_is_archived_and_the_spool_emptied(appliance, ami, 
         assert list(appliance.spool.iterdir()) == [Path(appliance.spool / ".callvault-work")]
         assert not list((appliance.spool / ".callvault-work").iterdir())
         payload = appliance.payload()
-        assert list(payload.list()) == [rec.object_key]
+        assert list(payload.list()) == [f"manifests/{rec.recording_id}.json", rec.object_key]
         header = appliance.keys().get(rec.header_key)
         wav = Decryptor(header, appliance.identity()).decrypt(payload.get(rec.object_key))
         m = Manifest.from_json(rec.manifest)
