@@ -50,6 +50,7 @@ def assert_archived_once(env, rid):
     assert env.versions(env.payload, env.payload_key(rid)) == 1
     assert env.versions(env.headers, env.header_key(rid)) == 1
     assert env.kinds(rid).count("archive") == 1
+    assert env.versions(env.payload, f"manifests/{rid}.json") == 1  # the manifest object, written once
     assert not [n for n in env.spool_files() if n.startswith(rid)]
     assert not [n for n in env.work_files() if n.startswith(rid)]
     header = env.headers.get(rec.header_key)
@@ -90,7 +91,7 @@ def test_legal_class_gets_five_years(archive_env):
     assert until.year == start.year + 5
 
 
-@pytest.mark.parametrize("point", ["encrypting", "uploading", "uploaded", "verified"])
+@pytest.mark.parametrize("point", ["encrypting", "uploading", "uploaded", "manifest", "verified"])
 def test_crash_at_each_step_resumes_without_duplicates(archive_env, point):
     env = archive_env
     crashed = []
@@ -107,7 +108,7 @@ def test_crash_at_each_step_resumes_without_duplicates(archive_env, point):
     assert crashed == [point]
     state = env.catalog.get(rid).state
     assert state == {"encrypting": "encrypting", "uploading": "uploading", "uploaded": "uploading",
-                     "verified": "archived"}[point]
+                     "manifest": "verifying", "verified": "archived"}[point]
     if point == "verified":  # the spool clean-up is the scan's job after such a crash
         assert f"{rid}.wav" in env.spool_files()
         return
