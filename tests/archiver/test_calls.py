@@ -12,10 +12,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from callhelpers import OPT_IN, finish, mixmonitor_stopped, run_call, wait_state
 
 from appliance.keys import AppKeys as K
 from archiver.manifest import Manifest
-from callhelpers import OPT_IN, finish, mixmonitor_stopped, run_call, wait_state
 from storage.age import Decryptor
 
 pytestmark = pytest.mark.asterisk
@@ -48,7 +48,7 @@ async def test_declined_and_abandoned_calls_store_nothing(appliance, ami, calls)
         declined, event, started = await run_call(app, ami, calls, ["2"])
         assert event.get("Record") == "no" and not started
         await finish(app, ami, calls, declined)
-        abandoned, _, started = await run_call(app, ami, calls, hangup_at_notice=True)
+        _abandoned, _, started = await run_call(app, ami, calls, hangup_at_notice=True)
         assert not started
         await app[K.archiver].scan()
         assert app[K.catalog].search() == []

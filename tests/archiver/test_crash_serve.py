@@ -53,7 +53,7 @@ secret_access_key = "{e.secret_access_key}"
 
 
 def start_serve(config: Path, log: Path, **env: str) -> subprocess.Popen:
-    out = open(log, "ab")
+    out = open(log, "ab")  # noqa: SIM115 (Popen gets its own copy; ours is closed below)
     try:
         return subprocess.Popen([sys.executable, "-m", "appliance", "serve", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
