@@ -191,6 +191,7 @@ NOT_RUN_HERE = {
     ("recordings", "retry"): "needs a quarantined dead letter (tests/appliance/cli/test_archive_commands.py, "
                              "tests/appliance/test_private_files.py)",
     ("recordings", "erase"): "needs a quarantined dead letter (tests/appliance/cli/test_archive_commands.py)",
+    ("catalog", "rebuild"): "needs archived recordings and a lost database (tests/appliance/cli/test_catalog_rebuild.py)",
     ("prompts", "build"): "speaks every prompt with espeak-ng (tests/announcements/test_prompts_cli.py)",
     ("prompts", "import"): "needs an audio file (tests/announcements/test_prompts_cli.py)",
     ("prompts", "install"): "needs built prompts (tests/announcements/test_prompts_cli.py)",
