@@ -3,14 +3,16 @@
 Each manifest object (archiver/manifest_object.py) is read and checked against the
 objects it describes: the payload version must be there with the manifest's size and
 SHA-256 (else the recording is reported, not restored); the header decides the state
-(present and matching: ``archived``; gone: ``erased``, crypto-shredded; present but
-different: reported); the payload version's legal hold is taken over. A payload
+(present: ``archived``; gone: ``erased``, crypto-shredded; its digest is checked by
+``recordings verify`` and every decryption); the payload version's legal hold is
+taken over. A payload
 without a manifest object is reported too: its catalog facts are lost. When the
 database still holds a ledger, each restored row is also checked against its
 ``archive`` entry (the manifest object's SHA-256 and the digests there).
 
 Everything here blocks and reads only; ``callvault catalog rebuild`` writes the rows.
-The stores are read by a few threads at once: every object costs a round trip.
+The stores are read by a few threads at once: each recording costs two round trips
+(GET of its manifest object, HEAD of its payload version), the headers one listing.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Found:
         return sum(r.legal_hold for r in self.rows)
 
 
-def _restore(archive: Archive, key: str) -> tuple[Recording | None, str]:
+def _restore(archive: Archive, key: str, headers: set[str]) -> tuple[Recording | None, str]:
     """One manifest object: (row, its SHA-256) or (None, what is wrong)."""
     try:
         stored = manifest_object.decode(archive.payload.get(key), key)
@@ -63,10 +65,7 @@ def _restore(archive: Archive, key: str) -> tuple[Recording | None, str]:
     if payload.size != m.payload_size or payload.sha256 != m.payload_sha256:
         return None, (f"MISMATCH: {rec.object_key} has {payload.size} bytes sha256 {payload.sha256}, "
                       f"{key} says {m.payload_size} bytes sha256 {m.payload_sha256}")
-    header = archive.head(archive.headers, rec.header_key)
-    if header is not None and header.sha256 != m.header_sha256:
-        return None, f"MISMATCH: {rec.header_key} does not match {key}"
-    state = "archived" if header is not None else "erased"
+    state = "archived" if rec.header_key in headers else "erased"
     return replace(rec, state=state, legal_hold=int(payload.legal_hold)), stored.sha256
 
 
@@ -75,10 +74,13 @@ def scan(archive: Archive, *, workers: int = 8, progress: Progress | None = None
     """Read every manifest object in the payload store; ``progress(done, total)`` is
     called at most every ``every`` seconds and once at the end."""
     keys = [k for k in archive.payload.list(manifest_object.PREFIX) if manifest_object.recording_id_of(k)]
+    # One listing instead of a HEAD each: a header's presence is all the state needs
+    # (its digest is checked by `recordings verify` and by every decryption).
+    headers = set(archive.headers.list("hdr/"))
     found = Found(manifests=len(keys))
     last = clock()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rebuild") as pool:
-        for done, (rec, said) in enumerate(pool.map(lambda k: _restore(archive, k), keys), 1):
+        for done, (rec, said) in enumerate(pool.map(lambda k: _restore(archive, k, headers), keys), 1):
             if rec is not None:
                 found.rows.append(rec)
                 found.digests[rec.recording_id] = said

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from archiver.errors import ArchiverError
-from storage.errors import StorageError
+from storage.errors import NotFound, StorageError
 
 from .. import compose
 from .common import database, fail, guarded, load_config, os_account, with_config
@@ -38,6 +38,14 @@ def _ledger_check(ledger, store, node: str) -> bool:
     return False
 
 
+def _exists(catalog, recording_id: str) -> bool:
+    try:
+        catalog.get(recording_id)
+    except NotFound:
+        return False
+    return True
+
+
 @guarded(StorageError, ArchiverError, ValueError)
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from archiver import rebuild
@@ -60,18 +68,17 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             archive.close()
         for problem in found.problems:
             print(problem)
-        added = len(found.rows)
+        rows = [r for r in found.rows if not before or not _exists(catalog, r.recording_id)]  # --merge keeps its own
         if not args.dry_run:
-            for batch in rebuild.batches(found.rows):
+            for batch in rebuild.batches(rows):
                 with db.write() as c:
                     for rec in batch:
-                        catalog.add_op(rec)(c)  # a row already there (--merge) is kept as it is
-            added = sum(catalog.queue_counts().values()) - before
+                        catalog.add_op(rec)(c)
             if ledger.head()[0]:  # never start a new chain where the old one was lost
                 ledger.append("catalog.rebuild", {**os_account(), "manifests": found.manifests,
-                                                  "restored": added, "problems": len(found.problems)})
+                                                  "restored": len(rows), "problems": len(found.problems)})
     verb = "would restore" if args.dry_run else "restored"
-    print(f"{verb} {added} of {found.manifests} recordings ({found.count('archived')} archived, "
+    print(f"{verb} {len(rows)} of {found.manifests} recordings ({found.count('archived')} archived, "
           f"{found.count('erased')} erased, {found.held} on legal hold); {len(found.problems)} problems",
           file=sys.stderr)
     return 1 if found.problems or not ledger_ok else 0

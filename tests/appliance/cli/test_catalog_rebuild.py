@@ -123,7 +123,7 @@ def test_rebuild_refuses_a_catalog_that_is_not_empty_and_dry_run_writes_nothing(
     with env.db.write() as c:
         c.execute("DELETE FROM recordings WHERE recording_id = ?", (rids[3],))
     code, _, err = run(capsys, "catalog", "rebuild", "--merge", "--dry-run", "-c", str(path))
-    assert code == 0 and "would restore 4 of 4" in err
+    assert code == 0 and "would restore 1 of 4" in err
     assert [r.recording_id for r in env.catalog.search(limit=10) if r.recording_id == rids[3]] == []
     code, out, err = run(capsys, "catalog", "rebuild", "--merge", "-c", str(path))
     assert code == 0 and "restored 1 of 4" in err and "ledger ok" in out
@@ -135,7 +135,7 @@ def test_tampered_and_missing_manifest_objects_are_reported_not_skipped(site, ca
     path, rids, env = site
     payload = compose.build_archive(cfg.load(path, env={}, check_paths=False)).payload
     # A new version that is not a manifest; one that changes the caller (the ledger's
-    # archive entry holds the original's SHA-256); one lost outright.
+    # archive entry holds the original's SHA-256); one lost outright; a payload lost.
     bad = b"{not json"
     payload.put(manifest_object.key(rids[0]), bad, sha256=hashlib.sha256(bad).hexdigest())
     body = json.loads(payload.get(manifest_object.key(rids[3])))
@@ -143,6 +143,7 @@ def test_tampered_and_missing_manifest_objects_are_reported_not_skipped(site, ca
     forged = (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
     payload.put(manifest_object.key(rids[3]), forged, sha256=hashlib.sha256(forged).hexdigest())
     shutil.rmtree(payload.root / "objects" / manifest_object.key(rids[1]))
+    shutil.rmtree(payload.root / "objects" / f"rec/{rids[2]}.age.payload")  # a payload lost behind the lock
     with env.db.write() as c:  # the catalog lost, the ledger kept
         c.execute("DELETE FROM recordings")
 
@@ -151,5 +152,6 @@ def test_tampered_and_missing_manifest_objects_are_reported_not_skipped(site, ca
     assert f"TAMPERED: {manifest_object.key(rids[0])}: not JSON" in out
     assert f"TAMPERED: {manifest_object.key(rids[3])}: sha256" in out and "differs from the ledger" in out
     assert f"NO MANIFEST: payload rec/{rids[1]}.age.payload" in out
-    assert "restored 1 of 3 recordings (0 archived, 1 erased, 0 on legal hold); 3 problems" in err
-    assert [r.recording_id for r in env.catalog.search()] == [rids[2]]
+    assert f"MISSING: {manifest_object.key(rids[2])} names payload rec/{rids[2]}.age.payload" in out
+    assert "restored 0 of 3 recordings (0 archived, 0 erased, 0 on legal hold); 4 problems" in err
+    assert env.catalog.search() == []
