@@ -4,13 +4,15 @@
 
 Seeds recordings straight into the stores (a manifest object, a payload and a header
 each: one small age encryption reused, so seeding costs only the puts), then times
-the command as an operator runs it, into an empty SQLite catalog: listing, reading
-and checking every manifest object (GET) with a HEAD of its payload and its header,
+the command as an operator runs it, into an empty SQLite catalog: the listings,
+reading and checking every manifest object (GET) with a HEAD of its payload version,
 eight at a time, and the inserts. Two stores: the local store (10,000 recordings) and
 Ceph RGW (``CALLVAULT_BENCH_LAB``'s, or one of its own; 2,000 recordings, scaled).
 ``CALLVAULT_BENCH_REBUILD_N=LOCAL,RGW`` changes the counts.
 
-Printed as a table; written to bench/results/rebuild-<time>.json.
+Printed as a table; written to bench/results/rebuild-<time>.json. Measured on the
+2-core dev machine (RGW sharing the cores): local store 9.3 s per 10,000 recordings
+(about 1,080 a second), Ceph RGW 112 s per 10,000 (about 90 a second).
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def main(argv: list[str]) -> int:
     for r in rows:
         print(f"{r['store']:10} {r['recordings']:>10} {r['seed_seconds']:>8} {r['rebuild_seconds']:>10} "
               f"{r['per_10000_seconds']:>10} {r['recordings_per_second']:>8}")
-    print(f"\n({os.cpu_count()} CPUs; rebuild = list + GET manifest + HEAD payload + HEAD header, 8 at once, "
+    print(f"\n({os.cpu_count()} CPUs; rebuild = listings, then GET manifest + HEAD payload, 8 at once, "
           "then SQLite inserts in batches of 500)")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
