@@ -155,3 +155,19 @@ def test_tampered_and_missing_manifest_objects_are_reported_not_skipped(site, ca
     assert f"MISSING: {manifest_object.key(rids[2])} names payload rec/{rids[2]}.age.payload" in out
     assert "restored 0 of 3 recordings (0 archived, 0 erased, 0 on legal hold); 4 problems" in err
     assert env.catalog.search() == []
+
+
+def test_rebuild_onto_a_new_postgresql_database(site, capsys, pg_url):
+    path, rids, env = site
+    before = lose_database(env)
+    text = path.read_text()
+    path.write_text(text.replace(f'url = "sqlite:///{env.root / "callvault.db"}"', f'url = "{pg_url}"'))
+    code, out, err = run(capsys, "catalog", "rebuild", "-c", str(path))
+    assert code == 0 and "restored 4 of 4" in err, out + err
+    with open_database(pg_url) as db:
+        catalog = Catalog(db, node="pbx-1")
+        for rid in rids:
+            got, want = catalog.get(rid), before[rid]
+            assert {k: getattr(got, k) for k in RESTORED} == {k: getattr(want, k) for k in RESTORED}, rid
+    code, out, _ = run(capsys, "recordings", "verify", "--all", "-c", str(path))
+    assert code == 0 and out.count(": ok") == 3
