@@ -159,6 +159,24 @@ def test_lost_work_files_after_payload_upload_need_nothing_again(archive_env):
     assert rec.manifest == manifest and rec.attempts == 0
 
 
+def test_a_manifest_object_naming_another_payload_version_stops_the_job_for_review(archive_env):
+    env = archive_env
+    env.pipeline = env.make_pipeline(hook=lambda p, rec: (_ for _ in ()).throw(env.Crash()) if p == "manifest" else None)
+    rid = env.recording()
+    with pytest.raises(env.Crash):
+        env.process(rid)
+    key = f"manifests/{rid}.json"
+    body = json.loads(env.payload.get(key))
+    body["version_id"] = "0" * 32  # a later version that describes something else
+    data = (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    env.payload.put(key, data, sha256=hashlib.sha256(data).hexdigest())
+    env.pipeline = env.make_pipeline()
+    assert env.process(rid).kind == "failed"
+    rec = env.catalog.get(rid)
+    assert rec.state == "failed" and key in rec.last_error and "manual review" in rec.last_error
+    assert "archive" not in env.kinds(rid)
+
+
 def test_retryable_errors_back_off_then_succeed(archive_env):
     env = archive_env
     faulty = FaultyStore(env.payload)
