@@ -8,7 +8,8 @@
                 Object Lock retention and tags; skipped for an object already there with
                 the manifest's SHA-256
     verifying   HEAD both objects: size and SHA-256 against the manifest, retention as
-                the class says; ledger ``archive``; catalog ``archived``; only then the
+                the class says; the manifest object (archiver/manifest_object.py), locked
+                like the payload; ledger ``archive``; catalog ``archived``; only then the
                 spool file, its ``.done`` marker and the work files are removed
 
 A recording flagged ``erase_requested`` is never archived: whatever was uploaded is
@@ -45,7 +46,7 @@ from storage.catalog import Catalog, Recording
 from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError
 from storage.ledger import Ledger
 
-from . import intake, quarantine, spool
+from . import intake, manifest_object, quarantine, spool
 from .archive import Archive
 from .errors import Abandoned
 from .manifest import Manifest
@@ -77,15 +78,16 @@ class Outcome:
 
 
 def env_test_hook(point: str, rec: Recording) -> None:
-    """TEST HOOK, for the kill -9 tests only (tests/archiver/test_crash_s3.py).
+    """TEST HOOK, for the kill -9 tests only (tests/archiver/test_crash_serve.py).
 
     With ``CALLVAULT_TEST_HOOK=point[,point...]`` and ``CALLVAULT_TEST_HOOK_DIR=DIR`` in
     the environment, a worker reaching ``point`` writes ``DIR/<point>.<recording_id>``
     and then blocks forever, so the test can SIGKILL the process right there. Points:
     ``encrypting`` (payload half written), ``uploading`` (9/10 of the payload read by
-    the store: a multipart upload is under way),
-    ``uploaded`` (payload stored, catalog not yet told), ``verified`` (catalog says
-    archived, spool file not yet removed). Unset in production: a no-op.
+    the store: a multipart upload is under way), ``uploaded`` (payload stored, catalog
+    not yet told), ``manifest`` (manifest object stored, catalog not yet told),
+    ``verified`` (catalog says archived, spool file not yet removed). Unset in
+    production: a no-op.
     """
     points = os.environ.get("CALLVAULT_TEST_HOOK", "")
     if point not in points.split(","):
@@ -438,6 +440,8 @@ class Pipeline:
         if h is None or h.sha256 != m.header_sha256:
             raise _Redo("uploading", f"{rec.header_key} is missing or does not match the manifest")
 
+        stored = manifest_object.store(self.archive.payload, rec, m, want, self.clock())
+        self._hook("manifest", job)
         if not self.ledger.find(recording_id=rec.recording_id, kind="archive"):
             self.ledger.append("archive", {
                 "recording_id": rec.recording_id, "object_key": rec.object_key, "version_id": rec.version_id,
@@ -446,9 +450,10 @@ class Pipeline:
                 "plaintext_size": m.plaintext_size, "header_sha256": m.header_sha256,
                 "recipients": list(m.recipient_fingerprints), "retention_class": rec.retention_class,
                 "retention_mode": want.mode, "retain_until": want.until.isoformat(),
-                "consent_state": rec.consent_state,
+                "consent_state": rec.consent_state, "manifest_key": manifest_object.key(rec.recording_id),
+                "manifest_sha256": stored.sha256,
             }, call_id=rec.linkedid or None, recording_id=rec.recording_id)
-        job.move(state="archived", archived_at=self.clock(), lease_until=0, next_try_at=0, last_error="")
+        job.move(state="archived", archived_at=stored.rec.archived_at, lease_until=0, next_try_at=0, last_error="")
         self._hook("verified", job)
         self._remove_local(rec)
         log.info("archive %s: archived and verified (%d bytes)", rec.recording_id, m.payload_size)
@@ -473,6 +478,7 @@ class Pipeline:
         if self.archive.head(self.archive.payload, Archive.payload_key(rec.recording_id)) is not None:
             try:
                 self.archive.payload.delete(Archive.payload_key(rec.recording_id))
+                self.archive.payload.delete(manifest_object.key(rec.recording_id))  # locked alike
                 payload = "deleted"
             except PermanentError:  # locked: unreadable without its header; swept later
                 payload = "locked"

@@ -12,7 +12,7 @@ anywhere: every action is idempotent) disposes of:
 - archived recordings flagged ``erase_requested`` (revocation or erasure after archiving);
 - erased recordings whose locked payload outlived the shred, once the lock allows.
 
-Disposal deletes the payload version and the header. When the payload is still
+Disposal deletes the payload version, its manifest object and the header. When the payload is still
 locked, only the header is deleted (crypto-shredding: the wrapped file key is gone,
 the ciphertext is noise) and the payload is deleted by a later sweep once its lock
 ends. A legal hold, in the catalog or on the stored version, blocks both. Every
@@ -34,6 +34,7 @@ from storage.catalog import Catalog, Recording
 from storage.errors import PermanentError, RetentionError, StorageError
 from storage.ledger import Ledger
 
+from . import manifest_object
 from .archive import Archive
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ class RetentionSweeper:
         if rec.object_key:
             try:
                 self.archive.payload.delete(rec.object_key, rec.version_id or None)
+                # Its manifest object is locked alike: it goes with the payload.
+                self.archive.payload.delete(manifest_object.key(rid))
             except RetentionError as e:
                 payload_gone = False
                 lock = str(e)

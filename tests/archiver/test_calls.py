@@ -12,10 +12,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from callhelpers import OPT_IN, finish, mixmonitor_stopped, run_call, wait_state
 
 from appliance.keys import AppKeys as K
 from archiver.manifest import Manifest
-from callhelpers import OPT_IN, finish, mixmonitor_stopped, run_call, wait_state
 from storage.age import Decryptor
 
 pytestmark = pytest.mark.asterisk
@@ -34,7 +34,7 @@ async def test_consented_call_is_archived_and_the_spool_emptied(appliance, ami, 
         assert list(appliance.spool.iterdir()) == [Path(appliance.spool / ".callvault-work")]
         assert not list((appliance.spool / ".callvault-work").iterdir())
         payload = appliance.payload()
-        assert list(payload.list()) == [rec.object_key]
+        assert list(payload.list()) == [f"manifests/{rec.recording_id}.json", rec.object_key]
         header = appliance.keys().get(rec.header_key)
         wav = Decryptor(header, appliance.identity()).decrypt(payload.get(rec.object_key))
         m = Manifest.from_json(rec.manifest)
@@ -48,7 +48,7 @@ async def test_declined_and_abandoned_calls_store_nothing(appliance, ami, calls)
         declined, event, started = await run_call(app, ami, calls, ["2"])
         assert event.get("Record") == "no" and not started
         await finish(app, ami, calls, declined)
-        abandoned, _, started = await run_call(app, ami, calls, hangup_at_notice=True)
+        _abandoned, _, started = await run_call(app, ami, calls, hangup_at_notice=True)
         assert not started
         await app[K.archiver].scan()
         assert app[K.catalog].search() == []

@@ -3,8 +3,8 @@
 The pipeline's test hook (``CALLVAULT_TEST_HOOK``, see ``archiver.pipeline.env_test_hook``)
 makes a worker stop dead at a named point and leave a file saying so; the test then
 SIGKILLs the process, starts it again without the hook and checks that every
-recording is archived exactly once: one payload version, one header, one ledger
-``archive`` entry, catalog ``archived``, spool empty.
+recording is archived exactly once: one payload version, one header, one manifest
+object, one ledger ``archive`` entry, catalog ``archived``, spool empty.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ secret_access_key = "{e.secret_access_key}"
 
 
 def start_serve(config: Path, log: Path, **env: str) -> subprocess.Popen:
-    out = open(log, "ab")
+    out = open(log, "ab")  # noqa: SIM115 (Popen gets its own copy; ours is closed below)
     try:
         return subprocess.Popen([sys.executable, "-m", "appliance", "serve", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
@@ -76,7 +76,7 @@ def versions(s3_client, bucket: str, key: str) -> int:
     return sum(1 for v in page.get("Versions", []) if v["Key"] == key)
 
 
-@pytest.mark.parametrize("point", ["encrypting", "uploading", "uploaded", "verified"])
+@pytest.mark.parametrize("point", ["encrypting", "uploading", "uploaded", "manifest", "verified"])
 def test_kill_9_mid_archive_then_restart_archives_everything_once(site, s3_client, tmp_path, point):
     config, env, payload, header_store = site
     rids = [env.recording(20 * MiB, state="recording"), env.recording(300_000, state="recording"),
@@ -97,7 +97,9 @@ def test_kill_9_mid_archive_then_restart_archives_everything_once(site, s3_clien
             proc.wait()
     before = {r: env.catalog.get(r).state for r in rids}
     assert before[big] == {"encrypting": "encrypting", "uploading": "uploading", "uploaded": "uploading",
-                           "verified": "archived"}[point]
+                           "manifest": "verifying", "verified": "archived"}[point]
+    if point == "manifest":  # stored and locked before the catalog says archived
+        assert versions(s3_client, payload.bucket, f"manifests/{big}.json") == 1
     if point == "uploading":  # killed mid-multipart: an incomplete upload, not a version
         uploads = s3_client.list_multipart_uploads(Bucket=payload.bucket).get("Uploads", [])
         assert [u["Key"] for u in uploads] == [f"rec/{big}.age.payload"]
@@ -120,6 +122,7 @@ def test_kill_9_mid_archive_then_restart_archives_everything_once(site, s3_clien
         rec = env.catalog.get(rid)
         assert versions(s3_client, payload.bucket, rec.object_key) == 1, (rid, before[rid])
         assert versions(s3_client, header_store.bucket, rec.header_key) == 1, (rid, before[rid])
+        assert versions(s3_client, payload.bucket, f"manifests/{rid}.json") == 1, (rid, before[rid])
         assert payload.head(rec.object_key).sha256 == rec.manifest.split('"payload_sha256":"')[1][:64]
         assert len(env.ledger.find(recording_id=rid, kind="archive")) == 1
     assert env.spool_files() == [] and env.work_files() == []

@@ -50,6 +50,7 @@ def assert_archived_once(env, rid, *, header_versions=1):
     assert env.versions(env.payload, env.payload_key(rid)) == 1
     assert env.versions(env.headers, env.header_key(rid)) == header_versions
     assert env.kinds(rid).count("archive") == 1
+    assert env.versions(env.payload, f"manifests/{rid}.json") == 1  # the manifest object, written once
     assert not [n for n in env.spool_files() if n.startswith(rid)]
     assert not [n for n in env.work_files() if n.startswith(rid)]
     header = env.headers.get(rec.header_key)
@@ -90,7 +91,7 @@ def test_legal_class_gets_five_years(archive_env):
     assert until.year == start.year + 5
 
 
-@pytest.mark.parametrize("point", ["encrypting", "uploading", "uploaded", "verified"])
+@pytest.mark.parametrize("point", ["encrypting", "uploading", "uploaded", "manifest", "verified"])
 def test_crash_at_each_step_resumes_without_duplicates(archive_env, point):
     env = archive_env
     crashed = []
@@ -107,7 +108,7 @@ def test_crash_at_each_step_resumes_without_duplicates(archive_env, point):
     assert crashed == [point]
     state = env.catalog.get(rid).state
     assert state == {"encrypting": "encrypting", "uploading": "uploading", "uploaded": "uploading",
-                     "verified": "archived"}[point]
+                     "manifest": "verifying", "verified": "archived"}[point]
     if point == "verified":  # the spool clean-up is the scan's job after such a crash
         assert f"{rid}.wav" in env.spool_files()
         return
@@ -158,6 +159,24 @@ def test_lost_work_files_after_payload_upload_need_nothing_again(archive_env):
     env.drive(rid)
     rec = assert_archived_once(env, rid)
     assert rec.manifest == manifest and rec.attempts == 0
+
+
+def test_a_manifest_object_naming_another_payload_version_stops_the_job_for_review(archive_env):
+    env = archive_env
+    env.pipeline = env.make_pipeline(hook=lambda p, rec: (_ for _ in ()).throw(env.Crash()) if p == "manifest" else None)
+    rid = env.recording()
+    with pytest.raises(env.Crash):
+        env.process(rid)
+    key = f"manifests/{rid}.json"
+    body = json.loads(env.payload.get(key))
+    body["version_id"] = "0" * 32  # a later version that describes something else
+    data = (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    env.payload.put(key, data, sha256=hashlib.sha256(data).hexdigest())
+    env.pipeline = env.make_pipeline()
+    assert env.process(rid).kind == "failed"
+    rec = env.catalog.get(rid)
+    assert rec.state == "failed" and key in rec.last_error and "manual review" in rec.last_error
+    assert "archive" not in env.kinds(rid)
 
 
 def test_retryable_errors_back_off_then_succeed(archive_env):

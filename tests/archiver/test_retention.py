@@ -42,7 +42,7 @@ def test_years_are_calendar_years():
     assert RetentionRule("COMPLIANCE", 90, "d").until(0).date() == datetime.date(1970, 4, 1)
 
 
-def test_expired_recordings_are_deleted_payload_and_header(archive_env):
+def test_expired_recordings_are_deleted_payload_manifest_and_header(archive_env):
     env = archive_env
     rid = archived(env, retention_class="short")
     keep = archived(env)
@@ -51,7 +51,9 @@ def test_expired_recordings_are_deleted_payload_and_header(archive_env):
     time.sleep(max(0.0, rec.retain_until - time.time()) + 0.2)  # the 3 s retention running out
     result = sweeper(env).sweep()
     assert result.deleted == [rid] and result.shredded == []
-    assert list(env.payload.list()) == [env.payload_key(keep)] and list(env.headers.list()) == [env.header_key(keep)]
+    # The manifest object goes with its payload (locked alike).
+    assert list(env.payload.list()) == [f"manifests/{keep}.json", env.payload_key(keep)]
+    assert list(env.headers.list()) == [env.header_key(keep)]
     rec = env.catalog.get(rid)
     assert rec.state == "erased" and rec.object_key == ""
     [entry] = env.ledger.find(recording_id=rid, kind="retention.delete")
@@ -65,7 +67,8 @@ def test_still_locked_payload_is_crypto_shredded_then_deleted_when_the_lock_ends
     # The catalog's clock says "expired" but the store's lock still holds: shred.
     result = sweeper(env).sweep(now=FAR)
     assert result.shredded == [rid]
-    assert list(env.headers.list()) == [] and list(env.payload.list()) == [env.payload_key(rid)]
+    assert list(env.headers.list()) == []
+    assert list(env.payload.list()) == [f"manifests/{rid}.json", env.payload_key(rid)]
     assert env.ledger.find(recording_id=rid, kind="retention.shred")[0].data["payload"] == "locked"
     rec = env.catalog.get(rid)
     assert rec.state == "erased" and rec.object_key == env.payload_key(rid)
