@@ -22,7 +22,8 @@ from .ceph import LabRgw, S3Endpoint
 
 LAB_TALK_CONTEXT = "callvault-lab-talk"
 # Calls answered by agents: the DID's call goes through consent to the agent 1001, whom
-# a transfer (AMI BlindTransfer to LAB_TRANSFER_CONTEXT) replaces by another agent.
+# a transfer (AMI BlindTransfer or Atxfer to LAB_TRANSFER_CONTEXT; Dial's t option lets the
+# agent transfer) replaces by another agent.
 LAB_AGENT_LINE_CONTEXT = "callvault-lab-agent-line"
 LAB_AGENTS_CONTEXT = "callvault-lab-agents"
 LAB_TRANSFER_CONTEXT = "callvault-lab-transfer"
@@ -79,10 +80,12 @@ exten => 0,1,AGI({agi}/revoke)
 [{LAB_AGENT_LINE_CONTEXT}]
 exten => _X.,1,Gosub({CONSENT_CONTEXT},s,1(${{EXTEN}}))
  same => n,UserEvent({after("CallvaultLabAfterAgi")})
- same => n,Dial(Local/1001@{LAB_AGENTS_CONTEXT})
+ same => n,Dial(Local/1001@{LAB_AGENTS_CONTEXT},,t)
 
+; Four digits exactly: an attended transfer (Atxfer, a phone's transfer key) dials as soon
+; as no longer extension can match, without waiting for the digit timeout.
 [{LAB_TRANSFER_CONTEXT}]
-exten => _X.,1,Dial(Local/${{EXTEN}}@{LAB_AGENTS_CONTEXT})
+exten => _XXXX,1,Dial(Local/${{EXTEN}}@{LAB_AGENTS_CONTEXT})
 
 [{LAB_AGENTS_CONTEXT}]
 exten => _X.,1,Answer()
@@ -123,7 +126,9 @@ eventfilter(action(include),name(OriginateResponse)) =
 def lab_features(agi_port: int) -> str:
     from agi.dialplan import features_snippet
 
-    return "[general]\n\n" + features_snippet(f"agi://127.0.0.1:{agi_port}")
+    # The attended-transfer key: AMI Atxfer sends it as DTMF on the transferor's channel.
+    return ("[general]\n\n[featuremap]\natxfer => *2\n\n"
+            + features_snippet(f"agi://127.0.0.1:{agi_port}"))
 
 
 @dataclass

@@ -18,13 +18,15 @@ A call is keyed by its ``linkedid``, which Asterisk keeps for every channel of t
 Transfers: every agent who handles the call gets a span (``AgentSpan``) in the catalog's
 ``recording_agents``, from the agent's channel entering the call's bridge to that channel
 leaving it (``BridgeLeave`` or ``Hangup``); a direct-line (``did:``) agent's span lasts until
-the call ends. A blind transfer (the caller leaves the agent's bridge and dials the next
-agent) and an attended one (the next agent's channel joins the caller's bridge, the
-transferor's leaves) both come down to these events, and the caller's channel, which
-carries MixMonitor, is never replaced: the recording goes on. The live view follows: an
-agent whose span ended while another agent is on the call no longer sees it (a ``gone``
-message); the last agent to leave keeps seeing it until someone else takes the call, or
-it ends.
+the call ends; a channel that enters another bridge within ``MOVE_GRACE`` keeps its span
+(Asterisk moves channels so in attended transfers and Local channel optimisation). Blind
+transfer: the caller leaves the agent's bridge and dials the next agent. Attended (AMI
+``Atxfer``, a phone's transfer key): the caller waits on hold in its bridge while the
+transferor consults the target, whose span starts on answering; when the transferor hangs
+up, the target joins the caller's bridge. The caller's channel, which carries MixMonitor,
+stays in its bridge and is never replaced: the recording goes on. The live view follows: an
+agent whose span ended while another agent is on the call no longer sees it (``gone``); the
+last agent to leave keeps seeing it until someone else takes the call, or it ends.
 
 Live state is memory only: after a restart, calls already in progress show up again
 from their next event. Ended calls stay visible for ``KEEP_ENDED`` seconds.
@@ -58,6 +60,7 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 
 KEEP_ENDED = 30.0
+MOVE_GRACE = 1.0  # a bridge change (BridgeLeave, then BridgeEnter) is one move, not a departure
 RULES_REFRESH = 5.0
 RECORDING_STATES = ("not-recorded", "recording", "paused", "stopped")
 
@@ -146,6 +149,7 @@ class LiveCalls:
         self._by_uid: dict[str, str] = {}  # uniqueid -> linkedid
         self._bridges: dict[str, dict[str, str]] = {}  # bridge id -> uniqueid -> channel
         self._agent_uids: dict[str, set[str]] = {}  # an agent's channel -> the calls it holds spans of
+        self._leaving: dict[str, float] = {}  # an agent's channel that left a bridge -> when
         self._rules: list[tuple[str, str]] = []  # (identifier, user name)
         self._subscribers: set[Subscriber] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -293,9 +297,22 @@ class LiveCalls:
             span.uids.add(uid)
             self._agent_uids.setdefault(uid, set()).add(call.call_id)
 
+    def _leave(self, uid: str) -> None:
+        """An agent's channel left a bridge: it has left the call unless it enters another
+        bridge (``_bridge_enter``) or hangs up (``_hangup``) within ``MOVE_GRACE``."""
+        if uid not in self._agent_uids:
+            return
+        at = self._leaving[uid] = self.clock()
+        asyncio.get_running_loop().call_later(MOVE_GRACE, self._settle, uid, at)
+
+    def _settle(self, uid: str, at: float) -> None:
+        if self._leaving.get(uid) == at:
+            self._left(uid)
+
     def _left(self, uid: str) -> None:
-        """An agent's channel left its bridge or hung up: the agent's span ends once they
-        have no channel left on the call."""
+        """An agent's channel left the call (its bridge, or hung up): the agent's span ends
+        once they have no channel left on the call."""
+        at = self._leaving.pop(uid, None)
         for call_id in self._agent_uids.pop(uid, ()):
             call = self.calls.get(call_id)
             if call is None:
@@ -304,10 +321,10 @@ class LiveCalls:
                 if uid in span.uids and span.left_at is None:
                     span.uids.discard(uid)
                     if not span.uids:
-                        self._close(call, span)
+                        self._close(call, span, at)
 
-    def _close(self, call: LiveCall, span: Span) -> None:
-        span.left_at = self.clock()
+    def _close(self, call: LiveCall, span: Span, at: float | None = None) -> None:
+        span.left_at = self.clock() if at is None else at
         self._store_span(call, span)
         if call.ended_at is None and any(s.left_at is None for s in call.spans):
             self._gone(call, span.agent)
@@ -443,6 +460,7 @@ class LiveCalls:
             return
         members = self._bridges.setdefault(event.get("BridgeUniqueid"), {})
         uid, channel = event.get("Uniqueid"), event.get("Channel")
+        self._leaving.pop(uid, None)  # moved from another bridge: still on the call
         for other_uid, other_channel in members.items():
             other = self.calls.get(self._by_uid.get(other_uid, ""))
             self._match_channel(call, other_channel, other_uid)  # the agent was there first
@@ -456,7 +474,7 @@ class LiveCalls:
             members.pop(event.get("Uniqueid"), None)
             if not members:
                 del self._bridges[event.get("BridgeUniqueid")]
-        self._left(event.get("Uniqueid"))
+        self._leave(event.get("Uniqueid"))
 
     def _hangup(self, event: AmiEvent) -> None:
         uid = event.get("Uniqueid")
