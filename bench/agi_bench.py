@@ -17,10 +17,18 @@ script with the same dialogue and no ledger is the reference for "one Python
 process per call" (shared/README.md measured 39 ms CPU for it).
 
 Printed as tables; written to bench/results/agi-<time>.json.
+
+    python -m bench agi --postgresql
+
+Instead, the same server on SQLite and on PostgreSQL 15 (a private server from
+``appliance/lab/pgserver.py``, ``fsync=on``, a fresh database per scenario), side by
+side with the ratio PG/SQLite: flows/s at 100 calls closed loop and p99 at 1,000
+paced calls. Written to bench/results/agi-backends-<time>.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -104,10 +112,10 @@ def run_classic(argv: list[str], env: dict[str, str], *, runs: int, parallel: in
             "flows_per_s": runs / elapsed}
 
 
-def classic_suite(workdir: Path, *, runs: int = 20) -> dict:
+def classic_suite(workdir: Path, prompts_root: Path, *, runs: int = 20) -> dict:
     """callvault-agi and a bare pyst2 script, sequentially and two at a time."""
     config = workdir / "callvault.toml"
-    config.write_text(agi_load.config_text(workdir))
+    config.write_text(agi_load.config_text(workdir, prompts_root=prompts_root))
     env = {"PATH": os.environ.get("PATH", os.defpath), "CALLVAULT_CONFIG": str(config)}
     entry = [str(Path(sys.prefix) / "bin" / "callvault-agi"), "consent", agi_load.DID]
     bare = workdir / "bare_pyst2.py"
@@ -137,18 +145,69 @@ def measure(*, classic_runs: int = 20, scenarios=SCENARIOS) -> dict:
     base = Path(tempfile.mkdtemp(prefix="callvault-agi-bench-"))
     results: dict = {"fastagi": [], "db_filesystem": agi_load.filesystem(base), "cores": os.cpu_count()}
     try:
+        prompts = agi_load.install_prompts(base)
         for i, (n, seconds, warmup, paced, ramp, kind) in enumerate(scenarios):
             d = base / f"fastagi-{i}"
             d.mkdir()
             results["fastagi"].append(asyncio.run(agi_load.run_fastagi(
                 n, seconds=seconds, warmup=warmup, workdir=d, paced=paced, ramp=ramp,
-                server_kind=kind)))
+                server_kind=kind, prompts_root=prompts)))
         d = base / "classic"
         d.mkdir()
-        results["classic"] = classic_suite(d, runs=classic_runs)
+        results["classic"] = classic_suite(d, prompts, runs=classic_runs)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return results
+
+
+# SQLite against PostgreSQL: the closed loop's capacity, the paced calls' latency.
+BACKEND_SCENARIOS = (
+    # concurrency, measured seconds, warm-up seconds, paced, ramp seconds
+    (100, 5.0, 1.0, False, 0.0),
+    (1000, 12.0, 10.0, True, 10.0),
+)
+
+
+def measure_backends(scenarios=BACKEND_SCENARIOS) -> dict:
+    from appliance.lab.pgserver import PgServer
+
+    base = Path(tempfile.mkdtemp(prefix="callvault-agi-backends-"))
+    results: dict = {"db_filesystem": agi_load.filesystem(base), "cores": os.cpu_count(),
+                     "sqlite": [], "postgresql": []}
+    try:
+        prompts = agi_load.install_prompts(base)
+        with PgServer(fsync=True) as pg:  # its own temp directory, on the same disk
+            for backend in ("sqlite", "postgresql"):
+                for i, (n, seconds, warmup, paced, ramp) in enumerate(scenarios):
+                    d = base / f"{backend}-{i}"
+                    d.mkdir()
+                    url = pg.new_database() if backend == "postgresql" else None
+                    results[backend].append(asyncio.run(agi_load.run_fastagi(
+                        n, seconds=seconds, warmup=warmup, workdir=d, paced=paced, ramp=ramp, db_url=url,
+                        prompts_root=prompts)))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return results
+
+
+def backend_table(results: dict) -> str:
+    rows = [["FastAGI consent flow", "SQLite", "PostgreSQL", "PG/SQLite"]]
+    for s, p in zip(results["sqlite"], results["postgresql"]):
+        name = _name(s)
+        mix_s = s["by_command_ms"].get("EXEC MixMonitor", {"p99": 0.0})["p99"]
+        mix_p = p["by_command_ms"].get("EXEC MixMonitor", {"p99": 0.0})["p99"]
+        for what, a, b, fmt in (("flows/s", s["flows_per_s"], p["flows_per_s"], "{:.0f}"),
+                                ("turn p99 ms", s["p99_ms"], p["p99_ms"], "{:.2f}"),
+                                ("MixMonitor turn p99 ms", mix_s, mix_p, "{:.2f}"),
+                                ("server CPU/flow ms", s["server_cpu_ms_per_flow"],
+                                 p["server_cpu_ms_per_flow"], "{:.2f}")):
+            rows.append([f"{name}: {what}", fmt.format(a), fmt.format(b), f"{b / a:.2f}" if a else "-"])
+        rows.append([f"{name}: failed / granted in ledger",
+                     f"{s['failed'] + s['connect_errors']} / {s['ledger_granted']}",
+                     f"{p['failed'] + p['connect_errors']} / {p['ledger_granted']}", ""])
+    return (f"AGI consent flow by database, {results['cores']} cores; SQLite WAL synchronous=FULL and "
+            f"PostgreSQL 15 fsync=on, both on {results['db_filesystem']}; PostgreSQL over TCP on this "
+            f"host.\n\n" + _table(rows))
 
 
 # --- tables ------------------------------------------------------------------------
@@ -192,12 +251,12 @@ def tables(results: dict) -> str:
             _name(r), f"{r['flows_per_s']:.0f}", f"{r['flows_per_s'] / classic_fps:.1f}x",
             f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{mix['p50']:.2f} / {mix['p99']:.2f}",
             f"{r['server_cpu_ms_per_flow']:.2f}",
-            f"{r['server_cpu_share']:.2f}/{r['generator_cpu_share']:.2f}/"
-            f"{r['others_cpu_share']:.2f}/{r['steal_share']:.2f}",
+            (f"{r['server_cpu_share']:.2f}/{r['generator_cpu_share']:.2f}/"
+            f"{r['others_cpu_share']:.2f}/{r['steal_share']:.2f}"),
             f"{r['failed'] + r['connect_errors']}"])
-    out = [f"AGI consent flow, {results['cores']} cores, database on {results['db_filesystem']} "
+    out = [(f"AGI consent flow, {results['cores']} cores, database on {results['db_filesystem']} "
            f"(WAL, synchronous=FULL); server and load generator are separate processes on the "
-           f"same cores. A turn = our reply written -> next command received.", "",
+           f"same cores. A turn = our reply written -> next command received."), "",
            _table(rows), ""]
     crow = [["classic (one process per call)", "median wall ms", "median CPU ms",
              f"flows/s, {classic['parallel']['parallel']} at a time", "flows/s if CPU-bound",
@@ -207,8 +266,8 @@ def tables(results: dict) -> str:
                      f"{c['sequential']['median_cpu_ms']:.1f}",
                      f"{c['parallel']['flows_per_s']:.1f}",
                      f"{(results['cores'] or 1) * 1000 / c['sequential']['median_cpu_ms']:.1f}",
-                     f"{c['sequential']['ok'] + c['parallel']['ok']}/"
-                     f"{c['sequential']['runs'] + c['parallel']['runs']}"])
+                     (f"{c['sequential']['ok'] + c['parallel']['ok']}/"
+                     f"{c['sequential']['runs'] + c['parallel']['runs']}")])
     out += [_table(crow), ""]
     served = [r for r in results["fastagi"] if r["server"] == "serve"]
     best = max(r["flows_per_s"] for r in served if not r["paced"])
@@ -228,16 +287,21 @@ def tables(results: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench agi")
+    parser.add_argument("--postgresql", action="store_true",
+                        help="the FastAGI server on SQLite and on PostgreSQL, side by side")
+    args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    results = measure()
+    results = measure_backends() if args.postgresql else measure()
     results["total_seconds"] = time.perf_counter() - t0
     results["loadavg_after"] = os.getloadavg()
-    print(tables(results))
+    print(backend_table(results) if args.postgresql else tables(results))
     print(f"\n(total bench time {results['total_seconds']:.0f} s; load average after "
           f"{results['loadavg_after'][0]:.1f})")
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"agi-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    kind = "agi-backends" if args.postgresql else "agi"
+    path = out_dir / f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"results: {path}")
     return 0

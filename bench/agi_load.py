@@ -9,7 +9,8 @@ endpos=3404``, ``EXEC`` -> ``200 result=0``, ``SET VARIABLE`` -> ``200 result=1`
 
 :func:`run_fastagi` runs N concurrent FastAGI calls against a server in **another
 process**: :func:`serve` (the real ``FastAgiServer``, consent handler, ``Ledger`` and
-``Catalog`` on a temporary SQLite file in WAL mode with ``synchronous=FULL``, composed
+``Catalog`` on a temporary SQLite file in WAL mode with ``synchronous=FULL``, or on the
+PostgreSQL database named by ``db_url``, composed
 by ``appliance.compose.agi_routes`` as in production) or :func:`serve_floor` (the
 same bytes on the wire, no logic: what the event loop costs by itself). Both run on
 the event loop ``callvault serve`` uses (``agi.server.new_event_loop``). Closed
@@ -28,6 +29,7 @@ includes the generator's own scheduling delay (an upper bound on the server's).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -39,6 +41,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 DID = "27215550100"
@@ -107,19 +110,44 @@ def flow_granted(commands: list[bytes]) -> bool:
 # --- the FastAGI server, in its own process ------------------------------------------
 
 
-def config_text(d: Path) -> str:
+# Short English prompts: the consent handler fails closed unless its notice is installed.
+SHORT_PROMPTS = """[languages.en.prompts]
+notice-opt-in = "Record? {allow} yes, {refuse} no."
+notice-opt-out = "Recorded. {refuse}, no."
+notice-implied = "This call is recorded."
+will-record = "Recording."
+will-not-record = "Not recording."
+"""
+
+
+def install_prompts(root: Path) -> Path:
+    """Build the prompt library in ``root/prompts`` and install it in ``root/sounds``
+    (once per bench run: a few seconds); returns ``root`` for :func:`config_text`."""
+    from announcements.catalog import load_catalog
+    from announcements.library import PromptLibrary
+
+    (root / "prompts.toml").write_text(SHORT_PROMPTS)
+    library = PromptLibrary(root / "prompts", load_catalog(str(root / "prompts.toml")))
+    library.build(["en"])
+    (root / "sounds").mkdir(exist_ok=True)
+    library.install(root / "sounds")
+    return root
+
+
+def config_text(d: Path, db_url: str | None = None, prompts_root: Path | None = None) -> str:
+    prompts_root = prompts_root or d
     return textwrap.dedent(f"""\
         [ami]
         secret = "unused"
         [database]
-        url = "sqlite:///{d / 'callvault.db'}"
+        url = "{db_url or f'sqlite:///{d / "callvault.db"}'}"
         [spool]
         dir = "{d / 'spool'}"
         [privacy]
         hmac_key_file = "{d / 'hmac.key'}"
         [prompts]
-        sounds_dir = "{d / 'sounds'}"
-        library = "{d / 'prompts'}"
+        sounds_dir = "{prompts_root / 'sounds'}"
+        library = "{prompts_root / 'prompts'}"
         [[consent.rules]]
         name = "za-opt-in"
         mode = "opt-in"
@@ -143,9 +171,9 @@ async def serve(config_path: str) -> None:
     from agi.server import FastAgiServer
     from appliance import config as cfg
     from appliance.compose import agi_routes
-    from storage.hmac_index import load_hmac_key
     from storage.catalog import Catalog
     from storage.dburl import open_database
+    from storage.hmac_index import load_hmac_key
     from storage.ledger import Ledger
 
     _raise_nofile()
@@ -214,15 +242,16 @@ async def _control(port: int, counters) -> None:
 
 
 class ServerProcess:
-    def __init__(self, workdir: Path, kind: str = "serve"):
+    def __init__(self, workdir: Path, kind: str = "serve", db_url: str | None = None,
+                 prompts_root: Path | None = None):
         self.workdir = workdir
         self.kind = kind
         self.config = workdir / "callvault.toml"
-        self.config.write_text(config_text(workdir))
+        self.config.write_text(config_text(workdir, db_url, prompts_root))
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
 
-    async def __aenter__(self) -> ServerProcess:
+    async def __aenter__(self) -> Self:
         # e.g. AGI_BENCH_SERVER_WRAPPER="py-spy record -r 500 -o /tmp/agi.svg --" to profile
         wrapper = shlex.split(os.environ.get("AGI_BENCH_SERVER_WRAPPER", ""))
         self.proc = await asyncio.create_subprocess_exec(
@@ -254,16 +283,17 @@ class ServerProcess:
 
     def ledger_count(self) -> tuple[int, int]:
         """(granted consent entries, recordings) in the server's database."""
-        import sqlite3
+        from appliance import config as cfg
+        from storage.dburl import open_database
 
         if self.kind != "serve":
             return 0, 0
-
-        with sqlite3.connect(self.workdir / "callvault.db") as c:
+        # Bodies are canonical JSON (no spaces): one LIKE serves SQLite and PostgreSQL.
+        with open_database(cfg.load(self.config, env={}, check_paths=False).database.url) as db, \
+                db.read() as c:
             granted = c.execute("SELECT count(*) FROM ledger WHERE kind = 'consent' "
-                                "AND json_extract(body, '$.outcome') = 'granted'").fetchone()[0]
+                                "AND body LIKE ?", ('%"outcome":"granted"%',)).fetchone()[0]
             recordings = c.execute("SELECT count(*) FROM recordings").fetchone()[0]
-        c.close()
         return granted, recordings
 
 
@@ -335,14 +365,15 @@ class _Call(asyncio.Protocol):
 
 
 async def run_fastagi(concurrency: int, *, seconds: float, warmup: float, workdir: Path,
-                      paced: bool = False, ramp: float = 0.0, server_kind: str = "serve") -> dict:
+                      paced: bool = False, ramp: float = 0.0, server_kind: str = "serve",
+                      db_url: str | None = None, prompts_root: Path | None = None) -> dict:
     """N concurrent calls for ``warmup + seconds``; flows/s and latency over ``seconds``."""
     _raise_nofile()
     loop = asyncio.get_running_loop()
     sample = Sample()
     stop = asyncio.Event()
     counter = iter(range(10**9))
-    async with ServerProcess(workdir, server_kind) as server:
+    async with ServerProcess(workdir, server_kind, db_url, prompts_root) as server:
         async def call_loop(i: int) -> None:
             rng = random.Random(i)
             if ramp:
@@ -354,7 +385,7 @@ async def run_fastagi(concurrency: int, *, seconds: float, warmup: float, workdi
                 linkedid = f"{1795329357 + n // 100000}.{n % 100000}".encode()
                 try:
                     transport, _ = await loop.create_connection(
-                        lambda: _Call(sample, env, linkedid, done, paced, rng),
+                        functools.partial(_Call, sample, env, linkedid, done, paced, rng),
                         "127.0.0.1", server.port)
                 except OSError:
                     sample.connect_errors += 1

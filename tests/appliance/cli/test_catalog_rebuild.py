@@ -1,14 +1,17 @@
 """`callvault catalog rebuild`: the catalog lost with its database, restored from the
 manifest objects the archiver stored beside the payloads (local store; RGW in
-tests/archiver/test_rebuild_rgw.py)."""
+tests/archiver/test_rebuild_rgw.py); then a supervisor plays a recording in the web app."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
 
+import aiohttp
 import pytest
+from standalone import standalone_config, start_serve
 
 from appliance import compose
 from appliance import config as cfg
@@ -171,3 +174,47 @@ def test_rebuild_onto_a_new_postgresql_database(site, capsys, pg_url):
             assert {k: getattr(got, k) for k in RESTORED} == {k: getattr(want, k) for k in RESTORED}, rid
     code, out, _ = run(capsys, "recordings", "verify", "--all", "-c", str(path))
     assert code == 0 and out.count(": ok") == 3
+
+
+async def test_a_supervisor_plays_a_recording_in_the_web_app_after_the_rebuild(site, capsys, tmp_path):
+    """The database is lost; `catalog rebuild` restores the catalog, an administrator adds
+    a supervisor again, `serve` starts on the rebuilt database, and the recording plays
+    over HTTP with a reason: the bytes are the WAV that was recorded."""
+    path, rids, env = site
+    rid, original = rids[3], env.wavs[rids[3]]
+    lose_database(env)
+    code, out, err = run(capsys, "catalog", "rebuild", "-c", str(path))
+    assert code == 0 and "restored 4 of 4" in err, out + err
+    (tmp_path / "pw").write_text("correct-horse-sam\n")
+    code, out, err = run(capsys, "users", "add", "sam", "--role", "supervisor", "--password-file", str(tmp_path / "pw"),
+                         "-c", str(path))
+    assert code == 0, out + err
+
+    # `serve` on the same database and archive, the retrieval node holding the identity.
+    config = standalone_config(env.root, web=f'identity_file = "{tmp_path / "id.txt"}"')
+    node = start_serve(config, tmp_path / "serve.log")
+    try:
+        url = await asyncio.to_thread(node.wait_ready)
+        async with aiohttp.ClientSession(url, cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                         headers={"Origin": url}) as sam:
+            async with sam.get("/login") as r:
+                assert r.status == 200
+            token = next(c.value for c in sam.cookie_jar if c.key == "cv_login")
+            async with sam.post("/login", data={"csrf": token, "name": "sam", "password": "correct-horse-sam"},
+                                allow_redirects=False) as r:
+                assert r.status == 303, await r.text()
+            async with sam.get("/api/me") as r:
+                csrf = (await r.json())["csrf_token"]
+            async with sam.post(f"/api/recordings/{rid}/access", headers={"X-CSRF-Token": csrf},
+                                json={"purpose": "play", "format": "wav", "reason": "restore drill"}) as r:
+                assert r.status == 201, await r.text()
+                audio = (await r.json())["url"]
+            async with sam.get(audio) as r:
+                assert r.status == 200 and r.headers["Content-Type"] == "audio/wav"
+                assert await r.read() == original
+    finally:
+        assert node.stop() == 0
+        node.kill()
+    with open_database(f"sqlite:///{env.root / 'callvault.db'}") as db:
+        plays = Ledger(db).find(recording_id=rid, kind="audit.play")
+    assert [e.data["reason"] for e in plays] == ["restore drill"]
