@@ -259,7 +259,7 @@ async def pause_call(request: web.Request) -> web.Response:
     app, user = request.app, session_of(request).user
     try:
         await set_paused(app[K.ami], app[K.catalog], app[K.ledger].append_async, call.recorded_channel,
-                         body["paused"], actor=f"web:{user.name}")
+                         body["paused"], actor=user.name, trigger="web")
     except ControlError as e:
         return error(409, str(e))
     except (AmiError, asyncio.TimeoutError) as e:
