@@ -49,8 +49,10 @@ async def apply_pause(mute: MuteMixMonitor, catalog: Catalog, append: AppendEven
     """Mute or unmute ``rec``'s MixMonitor, then store the interval and the ledger entry."""
     if trigger not in PauseBody.TRIGGERS:
         raise ValueError(f"unknown pause trigger {trigger!r}")
+    sent = time.time()
     await mute(rec.channel, paused)
-    now = time.time()
+    # Asterisk acted between the request and its answer: the midpoint is closest.
+    now = (sent + time.time()) / 2
     await asyncio.to_thread(catalog.add_pause if paused else catalog.end_pause, rec.recording_id, now)
     body = PauseBody(rec.recording_id, rec.channel, now, actor, trigger)
     await append(PauseBody.kind(paused), body.to_body(), call_id=rec.linkedid, recording_id=rec.recording_id)

@@ -168,8 +168,10 @@ class PauseBody:
         return cls.PAUSE if paused else cls.RESUME
 
     def to_body(self) -> dict[str, Any]:
-        return {"recording_id": self.recording_id, "channel": self.channel, "at": self.at, "actor": self.actor,
-                "trigger": self.trigger}
+        body = {"recording_id": self.recording_id, "channel": self.channel, "at": self.at, "actor": self.actor}
+        if self.trigger:  # entries written before triggers were recorded have none
+            body["trigger"] = self.trigger
+        return body
 
     @classmethod
     def from_body(cls, d: Mapping[str, Any]) -> PauseBody:

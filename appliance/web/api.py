@@ -265,7 +265,7 @@ async def pause_call(request: web.Request) -> web.Response:
     except (AmiError, asyncio.TimeoutError) as e:
         return error(503, f"Asterisk did not take the command: {e}")
     app[W.metrics].pauses.labels("pause" if body["paused"] else "resume").inc()
-    app[W.live].set_recording(call.call_id, "paused" if body["paused"] else "recording")
+    app[W.live].set_recording(call.call_id, "paused" if body["paused"] else "recording", by="web")
     return web.json_response(call.public())
 
 

@@ -76,14 +76,24 @@ class LiveCall:
     recorded_channel: str = ""
     rule: str = ""
     agents: list[str] = field(default_factory=list)
+    # PCI pauses: {"from", "until" (None while paused), "by": dtmf, ivr, agi or web}
+    pauses: list[dict[str, Any]] = field(default_factory=list)
     ended_at: float | None = None
     updated_at: float = 0.0
+
+    def note_pause(self, paused: bool, by: str, at: float) -> None:
+        open_ = bool(self.pauses) and self.pauses[-1]["until"] is None
+        if paused and not open_:
+            self.pauses.append({"from": at, "until": None, "by": by})
+        elif not paused and open_:
+            self.pauses[-1]["until"] = at
 
     def public(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "did": self.did, "caller": self.caller, "consent": self.consent,
                 "recording": self.recording, "recording_id": self.recording_ids[-1] if self.recording_ids else "",
                 "rule": self.rule, "agents": list(self.agents), "started_at": self.started_at,
-                "ended": self.ended_at is not None, "updated_at": self.updated_at}
+                "ended": self.ended_at is not None, "updated_at": self.updated_at,
+                "pauses": [dict(p) for p in self.pauses]}
 
 
 class Subscriber:
@@ -267,6 +277,9 @@ class LiveCalls:
                 self._changed(call)
 
     def _userevent(self, event: AmiEvent) -> None:
+        if event.get("UserEvent") == v.PCI_EVENT:
+            self._pci(event)
+            return
         if event.get("UserEvent") != v.USER_EVENT:
             return
         call = self._call_for(event)
@@ -316,11 +329,23 @@ class LiveCalls:
             call.recording = "paused" if str(event.get("State")) in ("1", "on", "true") else "recording"
         self._changed(call)
 
-    def set_recording(self, call_id: str, state: str) -> None:
+    def _pci(self, event: AmiEvent) -> None:
+        """The feature codes or the IVR's Gosub paused or resumed the call's recording."""
+        state = event.get(v.EVENT_PCI_STATE)
+        call = self._call_for(event)
+        if call is None or state not in (v.PCI_PAUSED, v.PCI_RECORDING):
+            return
+        self.set_recording(call.call_id, state, by=str(event.get(v.EVENT_PCI_TRIGGER) or "agi"))
+
+    def set_recording(self, call_id: str, state: str, *, by: str) -> None:
+        """A pause or resume by ``by`` (web, dtmf, ivr, agi): shown with its interval."""
         call = self.calls.get(call_id)
-        if call is not None and call.recording != state:
+        if call is None:
+            return
+        call.note_pause(state == "paused", by, self.clock())
+        if call.recording in ("recording", "paused"):
             call.recording = state
-            self._changed(call)
+        self._changed(call)
 
     def _bridge_enter(self, event: AmiEvent) -> None:
         call = self._call_for(event)

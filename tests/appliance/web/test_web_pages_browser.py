@@ -90,7 +90,7 @@ async def test_agent_sees_consent_change_live_and_pauses_the_recording(webapp, a
         await page.wait_for_selector("td.recording[data-state=paused]")
         rid = h.app[W.live].calls[call_id].recording_ids[-1]
         pauses = h.app[K.ledger].find(recording_id=rid, kind="pause")
-        assert [e.data["actor"] for e in pauses] == ["web:alice"]
+        assert [(e.data["trigger"], e.data["actor"]) for e in pauses] == [("web", "alice")]
         assert h.app[K.catalog].get(rid).pause_intervals[0][1] is None  # open pause span
         await page.click("button.pause")  # resume
         await page.wait_for_selector("td.recording[data-state=recording]")
