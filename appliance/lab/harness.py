@@ -44,8 +44,14 @@ def lab_dialplan(agi_port: int) -> str:
     when the call ends).
     """
     from agi import variables as v
-    from agi.dialplan import AGENT_CONTEXT, CONSENT_CONTEXT, PCI_PAUSE_CONTEXT, PCI_RESUME_CONTEXT, \
-        consent_context, pci_contexts
+    from agi.dialplan import (
+        AGENT_CONTEXT,
+        CONSENT_CONTEXT,
+        PCI_PAUSE_CONTEXT,
+        PCI_RESUME_CONTEXT,
+        consent_context,
+        pci_contexts,
+    )
 
     def after(event: str) -> str:  # what the channel's variables say, as consent's UserEvent fields
         return v.user_event(event, (v.EVENT_CONSENT, f"${{{v.CONSENT}}}"), (v.EVENT_RECORD, f"${{{v.RECORD}}}"))
