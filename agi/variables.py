@@ -11,8 +11,10 @@ CONSENT_ID = "CALLVAULT_CONSENT_ID"
 RECORD = "CALLVAULT_RECORD"
 RECORDING_ID = "CALLVAULT_RECORDING_ID"
 RULE = "CALLVAULT_RULE"
+# Set by the pause and resume routes: what the recording is now (PCI_VALUES).
+PCI = "CALLVAULT_PCI"
 
-ALL = (CONSENT, CONSENT_ID, RECORD, RECORDING_ID, RULE)
+ALL = (CONSENT, CONSENT_ID, RECORD, RECORDING_ID, RULE, PCI)
 
 # Values of CONSENT. The first five are outcomes of the consent flow; REVOKED is
 # set by the revoke feature, NONE by the status route when the ledger has no entry.
@@ -30,6 +32,14 @@ YES = "yes"
 NO = "no"
 RECORD_VALUES = (YES, NO)
 
+# Values of PCI. FAILED: a recording of the call could not be muted or unmuted
+# (Asterisk refused, no AMI): it is still being written as before.
+PCI_PAUSED = "paused"
+PCI_RECORDING = "recording"
+PCI_NOT_RECORDED = "not-recorded"
+PCI_FAILED = "failed"
+PCI_VALUES = (PCI_PAUSED, PCI_RECORDING, PCI_NOT_RECORDED, PCI_FAILED)
+
 # The UserEvent name raised after a consent decision and after a revoke (agent pages
 # listen for it), and its fields (AMI headers of the event).
 USER_EVENT = "CallvaultConsent"
@@ -38,6 +48,11 @@ EVENT_CONSENT = "Consent"  # a CONSENT value
 EVENT_RECORD = "Record"  # a RECORD value
 EVENT_RECORDING_ID = "RecordingId"  # comma-separated recording ids, or empty
 EVENT_RULE = "Rule"
+
+# Raised by the pause and resume routes once a recording was muted or unmuted.
+PCI_EVENT = "CallvaultPci"
+EVENT_PCI_STATE = "State"  # a PCI value
+EVENT_PCI_TRIGGER = "Trigger"  # dtmf, ivr or agi
 
 
 def user_event(name: str, *fields: tuple[str, str]) -> str:

@@ -27,6 +27,8 @@ Costs and limits, compared with FastAGI:
   AGI's own channel only. A recording on another channel (the feature code dialled
   on the agent's leg) is flagged for erasure in the catalog, so it is shredded and
   never archived, but it goes on being written until that channel hangs up.
+  ``pause`` and ``resume`` cannot mute at all (``MixMonitorMute`` is AMI only): they
+  leave ``CALLVAULT_PCI=failed``, so an IVR does not collect card digits.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Sequence
 # Only what the fail-closed path needs is imported up front: a broken dependency of
 # the handlers (or of the config) must still let this process answer Asterisk.
 from agi.classic import PystSession, call_label, describe, fail_closed, run_call
+from agi.controls import ControlError
 from agi.session import AgiSession
 
 from .compose import StopMixMonitor
@@ -89,6 +92,12 @@ def _own_channel_stopper(session: AgiSession) -> StopMixMonitor:
     return stop_mixmonitor
 
 
+async def _no_mute(channel: str, paused: bool) -> None:
+    # MixMonitorMute is an AMI action only: there is no dialplan application for it.
+    raise ControlError(f"cannot mute MixMonitor on {channel} without AMI; "
+                       "run pause and resume over FastAGI (`callvault serve`)")
+
+
 async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | UsageError) -> None:
     if isinstance(parsed, UsageError):
         await fail_closed(session, f"{call_label(session)}: {parsed}")
@@ -114,7 +123,7 @@ async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | Usag
             ledger, catalog = Ledger(db), compose.catalog(config, db)
             key = load_hmac_key(config.privacy.hmac_key_file)
             routes = compose.agi_routes(config, ledger=ledger, catalog=catalog, hmac_key=key,
-                                stop_mixmonitor=_own_channel_stopper(session))
+                                stop_mixmonitor=_own_channel_stopper(session), mute_mixmonitor=_no_mute)
         except Exception as exc:  # the process boundary
             await fail_closed(session, f"{where}: setup failed: {describe(exc)}")
             return

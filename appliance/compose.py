@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agi.ami import AmiClient
+    from agi.controls import MuteMixMonitor
     from agi.routes import RouteTable
     from archiver.archive import Archive
     from archiver.retention import RetentionSweeper
@@ -276,11 +277,12 @@ def notice_problems(config: Config, where: str) -> list[str]:
 
 
 def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: bytes,
-               stop_mixmonitor: StopMixMonitor) -> RouteTable:
+               stop_mixmonitor: StopMixMonitor, mute_mixmonitor: MuteMixMonitor) -> RouteTable:
     """The AGI routes with their dependencies; FastAGI and classic AGI differ only in
-    how MixMonitor is stopped (AMI vs ``EXEC StopMixMonitor``)."""
+    how MixMonitor is stopped and muted (AMI vs ``EXEC StopMixMonitor``, no mute)."""
     from agi.handlers.callee import CalleeDeps, callee
     from agi.handlers.consent import ConsentDeps, RecordingStart, consent
+    from agi.handlers.pci import PciDeps, pci
     from agi.handlers.revoke import RevokeDeps, revoke
     from agi.handlers.status import StatusDeps, status
     from agi.routes import RouteTable
@@ -312,9 +314,12 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
                              stop_mixmonitor=stop_mixmonitor, prompt=prompt)
     status_deps = StatusDeps(ledger=ledger)
     callee_deps = CalleeDeps(consent=consent_deps, ledger=ledger)
+    pci_deps = PciDeps(catalog=catalog, append=ledger.append_async, mute=mute_mixmonitor, prompt=prompt)
     return RouteTable([
         ("consent", lambda s: consent(s, consent_deps)),
         ("callee", lambda s: callee(s, callee_deps)),
         ("revoke", lambda s: revoke(s, revoke_deps)),
+        ("pause", lambda s: pci(s, pci_deps, True)),
+        ("resume", lambda s: pci(s, pci_deps, False)),
         ("status", lambda s: status(s, status_deps)),
     ])

@@ -38,6 +38,7 @@ from .netconfig import (
     network_problems,
 )
 from .nodeconfig import ROLES, role_problems
+from .pciconfig import PciConfig, pci_problems
 
 
 class ConfigError(Exception):
@@ -231,6 +232,7 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    pci: PciConfig = field(default_factory=PciConfig)
     # [consent] holds a list of rules; parsed by agi.policy, not field by field.
     consent: Policy = field(default_factory=Policy)
 
@@ -373,6 +375,7 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         except ValueError as e:
             bad(section, key, value, str(e))
     out += network_problems(c, where)
+    out += pci_problems(c, where)
     if not 1 <= c.ami.port <= 65535:
         bad("ami", "port", c.ami.port, "expected a port between 1 and 65535")
     if (c.ami.secret is None or not c.ami.secret) and c.node.role != "retrieval":  # it never uses AMI

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from agi.controls import ami_mute
 from agi.server import FastAgiServer, new_event_loop
 from archiver.retention import RetentionSweeper
 from storage.errors import StorageError
@@ -99,7 +100,8 @@ async def _fastagi(app: web.Application) -> AsyncIterator[None]:
 
     config = app[K.config]
     routes = compose.agi_routes(config, ledger=app[K.ledger], catalog=app[K.catalog],
-                                hmac_key=app[K.hmac_key], stop_mixmonitor=stop_mixmonitor)
+                                hmac_key=app[K.hmac_key], stop_mixmonitor=stop_mixmonitor,
+                                mute_mixmonitor=ami_mute(ami))
     host, port = config.agi.address
     server = FastAgiServer(routes, host, port, read_timeout=config.agi.read_timeout,
                            allow=config.agi.allowed_peers)

@@ -181,12 +181,12 @@ async def serve(config_path: str) -> None:
     db = open_database(config.database.url)
     ledger, catalog = Ledger(db), Catalog(db)
 
-    async def no_ami(channel: str) -> bool:
+    async def no_ami(channel: str, *_: object) -> bool:
         raise RuntimeError("no AMI in the benchmark")
 
     routes = agi_routes(config, ledger=ledger, catalog=catalog,
                         hmac_key=load_hmac_key(config.privacy.hmac_key_file),
-                        stop_mixmonitor=no_ami)
+                        stop_mixmonitor=no_ami, mute_mixmonitor=no_ami)
     server = FastAgiServer(routes, "127.0.0.1", 0)
     await server.start()
     await _control(server.port, lambda: {"total": server.total, "errors": server.errors,

@@ -166,24 +166,35 @@ class RevokeBody:
 
 @dataclass(frozen=True)
 class PauseBody:
-    """A ``pause`` or ``resume`` entry (PCI: MixMonitor muted or unmuted)."""
+    """A ``pause`` or ``resume`` entry (PCI: MixMonitor muted or unmuted).
+
+    ``trigger`` is what asked for it (one of ``TRIGGERS``), ``actor`` who: the web
+    user, the OS account behind the CLI, or the channel that dialled the feature code
+    or ran the IVR's Gosub.
+    """
 
     PAUSE: ClassVar[str] = "pause"
     RESUME: ClassVar[str] = "resume"
+    # dtmf: an agent's feature code; ivr: the dialplan's Gosub; agi: another AGI call.
+    TRIGGERS: ClassVar[tuple[str, ...]] = ("dtmf", "ivr", "agi", "web", "cli")
 
     recording_id: str
     channel: str
     at: float
     actor: str
+    trigger: str
 
     @classmethod
     def kind(cls, paused: bool) -> str:
         return cls.PAUSE if paused else cls.RESUME
 
     def to_body(self) -> dict[str, Any]:
-        return {"recording_id": self.recording_id, "channel": self.channel, "at": self.at, "actor": self.actor}
+        body = {"recording_id": self.recording_id, "channel": self.channel, "at": self.at, "actor": self.actor}
+        if self.trigger:  # entries written before triggers were recorded have none
+            body["trigger"] = self.trigger
+        return body
 
     @classmethod
     def from_body(cls, d: Mapping[str, Any]) -> PauseBody:
         return cls(recording_id=_str(d, "recording_id"), channel=_str(d, "channel"), at=_float(d, "at"),
-                   actor=_str(d, "actor"))
+                   actor=_str(d, "actor"), trigger=_str(d, "trigger"))

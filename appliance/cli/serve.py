@@ -208,7 +208,7 @@ async def _call_control(config: cfg.Config, channel: str, paused: bool) -> int:
                 return 1
             try:
                 rec = await set_paused(ami, compose.catalog(config, db), Ledger(db).append_async, channel, paused,
-                                       actor=f"cli:{os_account()['actor']}")
+                                       actor=os_account()["actor"], trigger="cli")
             except ControlError as e:
                 print(str(e), file=sys.stderr)
                 return 2

@@ -186,6 +186,8 @@ maxcalls = 500
 enabled = yes
 port = {self.ami_port}
 bindaddr = 127.0.0.1
+; Events carry Asterisk's own time: tests line recordings up with it.
+timestampevents = yes
 
 [{self.ami_user}]
 secret = {self.ami_secret}

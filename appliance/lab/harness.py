@@ -36,9 +36,17 @@ PRODUCT_AMI_USER = "callvault"
 TEST_CALL_AMI_USER = "callvault-testcall"
 
 
+LAB_AGENT_CONTEXT = "callvault-lab-agent"
+# DIDs with these prefixes reach an agent (a Dial: the feature codes work there) or
+# an IVR payment step (the Gosub pair) after consent; other DIDs the talk context.
+AGENT_DID_PREFIX = "2780"
+IVR_DID_PREFIX = "2781"
+IVR_PAUSE_SECONDS = 1.5
+
+
 def lab_dialplan(agi_port: int) -> str:
-    """The generated consent context, exactly as `callvault dialplan` prints it,
-    plus the lab's inbound context (what a trunk's context does on a PBX).
+    """The generated contexts, exactly as `callvault dialplan` prints them, plus the
+    lab's inbound context (what a trunk's context does on a PBX).
 
     The extension is the DID. The inbound context does not answer: the consent
     context does, as on a PBX whose trunk context leaves that to it. After consent
@@ -47,22 +55,45 @@ def lab_dialplan(agi_port: int) -> str:
     """
     from agi import variables as v
     from agi.dialplan import (
+        AGENT_CONTEXT,
         CALLEE_CONTEXT,
         CONSENT_CONTEXT,
         OUTBOUND_CONTEXT,
+        PCI_PAUSE_CONTEXT,
+        PCI_RESUME_CONTEXT,
         callee_context,
         consent_context,
         outbound_context,
+        pci_contexts,
     )
 
     def after(event: str) -> str:  # what the channel's variables say, as consent's UserEvent fields
         return v.user_event(event, (v.EVENT_CONSENT, f"${{{v.CONSENT}}}"), (v.EVENT_RECORD, f"${{{v.RECORD}}}"))
 
+    pci_event = v.user_event("CallvaultLabPci", (v.EVENT_PCI_STATE, f"${{{v.PCI}}}"))
     agi = f"agi://127.0.0.1:{agi_port}"
-    return consent_context(agi) + "\n" + outbound_context(agi) + "\n" + callee_context(agi) + f"""
+    return consent_context(agi) + "\n" + outbound_context(agi) + "\n" + callee_context(agi) + "\n" + pci_contexts(agi) + f"""
 [{LAB_CONTEXT}]
 exten => _X.,1,Gosub({CONSENT_CONTEXT},s,1(${{EXTEN}}))
  same => n,UserEvent({after("CallvaultLabAfterAgi")})
+ same => n,Goto({LAB_TALK_CONTEXT},s,1)
+
+; An agent answers: the agent's leg gets the pause and resume codes.
+exten => _{AGENT_DID_PREFIX}X.,1,Gosub({CONSENT_CONTEXT},s,1(${{EXTEN}}))
+ same => n,UserEvent({after("CallvaultLabAfterAgi")})
+ same => n,Dial(Local/s@{LAB_AGENT_CONTEXT}/n,,b({AGENT_CONTEXT}^s^1))
+ same => n,Hangup()
+
+; An IVR payment step: pause, collect (here: wait), resume.
+exten => _{IVR_DID_PREFIX}X.,1,Gosub({CONSENT_CONTEXT},s,1(${{EXTEN}}))
+ same => n,UserEvent({after("CallvaultLabAfterAgi")})
+ same => n,Playtones(440)
+ same => n,Wait(1)
+ same => n,Gosub({PCI_PAUSE_CONTEXT},s,1)
+ same => n,UserEvent({pci_event})
+ same => n,Wait({IVR_PAUSE_SECONDS})
+ same => n,Gosub({PCI_RESUME_CONTEXT},s,1)
+ same => n,UserEvent({pci_event})
  same => n,Goto({LAB_TALK_CONTEXT},s,1)
 
 ; The "conversation": a steady tone (so recordings have audio to check) while
@@ -103,6 +134,12 @@ exten => _X.,1,Gosub({OUTBOUND_CONTEXT},s,1(${{EXTEN}}))
 [{LAB_FAR_CONTEXT}]
 exten => _X.,1,Answer()
  same => n,Playtones(440)
+ same => n,Wait(3600)
+
+; The agent: answers and talks (a tone at another pitch) until the call ends.
+[{LAB_AGENT_CONTEXT}]
+exten => s,1,Answer()
+ same => n,Playtones(620)
  same => n,Wait(3600)
 """
 

@@ -24,6 +24,7 @@ SIPP = "/usr/bin/sipp"
 PCAPS = Path("/usr/share/sip-tester")
 SCENARIOS = Path(__file__).with_name("sipp")
 KEYS = "0123456789"
+TALK_DELAY = 0.4  # uac-key-talk.xml: from the key to the speech
 
 
 class SippError(RuntimeError):
@@ -55,18 +56,22 @@ class CallerScript:
 
     ``key`` is pressed ``wait`` seconds after the answer; the caller hangs up
     ``hangup_after`` seconds after the answer. No key, or a hang-up before
-    ``wait``: the caller never presses anything.
+    ``wait``: the caller never presses anything. With ``talk`` the caller speaks
+    (about 7 s of SIPp's A-law sample) from ``TALK_DELAY`` after the key on.
     """
 
     key: str | None = None
     wait: float = 2.0
     hangup_after: float = 10.0
+    talk: bool = False
 
     def __post_init__(self) -> None:
         if self.key is not None and (len(self.key) != 1 or self.key not in KEYS):
             raise ValueError(f"key must be one digit 0-9, not {self.key!r}")
         if self.hangup_after < 0 or self.wait < 0:
             raise ValueError("wait and hangup_after must not be negative")
+        if self.talk and (self.key is None or self.hangup_after < self.wait + TALK_DELAY):
+            raise ValueError("a caller talks after pressing a key: set key, and hangup_after past wait")
 
     @property
     def presses(self) -> bool:
@@ -96,8 +101,10 @@ def sipp_command(sip_port: int, script: CallerScript, calls: int, workdir: Path)
     """The SIPp command line for ``calls`` callers, all started at once, read from
     ``workdir/callers.csv``."""
     base = _free_udp_block(8)
-    scenario = "uac-key.xml" if script.presses else "uac-silent.xml"
+    scenario = "uac-key-talk.xml" if script.talk else "uac-key.xml" if script.presses else "uac-silent.xml"
     after = script.hangup_after - script.wait if script.presses else script.hangup_after
+    if script.talk:
+        after -= TALK_DELAY
     cmd = [SIPP, f"127.0.0.1:{sip_port}", "-sf", str(SCENARIOS / scenario),
            "-inf", str(workdir / "callers.csv"),
            "-i", "127.0.0.1", "-p", str(base), "-mi", "127.0.0.1", "-mp", str(base + 4),
@@ -121,6 +128,8 @@ async def place_sip_calls(sip_port: int, calls: list[SipCall], script: CallerScr
             "SEQUENTIAL\n" + "".join(f"{c.caller};{c.did};\n" for c in calls))
         if script.presses:  # the scenario plays key.pcap from its working directory
             (workdir / "key.pcap").symlink_to(PCAPS / f"dtmf_2833_{script.key}.pcap")
+        if script.talk:
+            (workdir / "talk.pcap").symlink_to(PCAPS / "g711a.pcap")
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             *sipp_command(sip_port, script, len(calls), workdir), cwd=workdir,

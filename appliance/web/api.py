@@ -278,13 +278,13 @@ async def pause_call(request: web.Request) -> web.Response:
     app, user = request.app, session_of(request).user
     try:
         await set_paused(app[K.ami], app[K.catalog], app[K.ledger].append_async, call.recorded_channel,
-                         body["paused"], actor=f"web:{user.name}")
+                         body["paused"], actor=user.name, trigger="web")
     except ControlError as e:
         return error(409, str(e))
     except (TimeoutError, AmiError) as e:
         return error(503, f"Asterisk did not take the command: {e}")
     app[W.metrics].pauses.labels("pause" if body["paused"] else "resume").inc()
-    app[W.live].set_recording(call.call_id, "paused" if body["paused"] else "recording")
+    app[W.live].set_recording(call.call_id, "paused" if body["paused"] else "recording", by="web")
     return web.json_response(call.public())
 
 

@@ -41,10 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from agi import variables as v
@@ -55,6 +53,7 @@ from storage.errors import NotFound
 from storage.ledger import Ledger
 from storage.users import User, Users
 
+from .livecall import LiveCall, Span, Subscriber, endpoint_of, mask_number
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -63,81 +62,6 @@ KEEP_ENDED = 30.0
 MOVE_GRACE = 1.0  # a bridge change (BridgeLeave, then BridgeEnter) is one move, not a departure
 RULES_REFRESH = 5.0
 RECORDING_STATES = ("not-recorded", "recording", "paused", "stopped")
-
-
-_CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]+(?:;[12])?\Z")
-
-
-def endpoint_of(channel: str) -> str:
-    """The device a channel belongs to: Asterisk names each channel ``<device>-<hex>``
-    (``PJSIP/sales-2-00000007``), and each half of a Local channel also ``;1``/``;2``
-    (``Local/1001@agents-00000012;1``). Identifiers are compared with this exactly, so
-    ``PJSIP/sales`` is not ``PJSIP/sales-2``."""
-    return _CHANNEL_SUFFIX.sub("", channel, count=1)
-
-
-def _mask(number: str) -> str:
-    digits = "".join(c for c in number if c.isdigit())
-    return f"…{digits[-4:]}" if len(digits) > 4 else digits
-
-
-@dataclass
-class Span:
-    agent: str
-    joined_at: float
-    left_at: float | None = None
-    uids: set[str] = field(default_factory=set)  # the agent's channels on the call; none: a direct line
-
-    def stored(self) -> AgentSpan:
-        return AgentSpan(self.agent, self.joined_at, self.left_at)
-
-
-@dataclass
-class LiveCall:
-    call_id: str  # linkedid
-    started_at: float
-    did: str = ""
-    caller: str = ""  # masked: the agent is on the call, the page need not show the number
-    channels: dict[str, str] = field(default_factory=dict)  # uniqueid -> channel
-    consent: str = "pending"
-    recording: str = "not-recorded"
-    recording_ids: list[str] = field(default_factory=list)
-    recorded_channel: str = ""
-    rule: str = ""
-    agents: list[str] = field(default_factory=list)  # who sees the call as theirs now
-    spans: list[Span] = field(default_factory=list)  # every agent who handled it, in order
-    ended_at: float | None = None
-    updated_at: float = 0.0
-    node: str = ""  # the node whose AMI reports the call ("": this one)
-
-    def public(self) -> dict[str, Any]:
-        return {"call_id": self.call_id, "did": self.did, "caller": self.caller, "consent": self.consent,
-                "recording": self.recording, "recording_id": self.recording_ids[-1] if self.recording_ids else "",
-                "rule": self.rule, "agents": list(self.agents), "started_at": self.started_at,
-                "ended": self.ended_at is not None, "updated_at": self.updated_at, "node": self.node}
-
-    @classmethod
-    def remote(cls, node: str, d: dict[str, Any]) -> LiveCall:
-        """Another node's call, from the ``public()`` dict it published."""
-        rid = str(d.get("recording_id") or "")
-        return cls(call_id=str(d["call_id"]), started_at=float(d.get("started_at") or 0), did=str(d.get("did", "")),
-                   caller=str(d.get("caller", "")), consent=str(d.get("consent", "pending")),
-                   recording=str(d.get("recording", "not-recorded")), recording_ids=[rid] if rid else [],
-                   rule=str(d.get("rule", "")), agents=[str(a) for a in d.get("agents") or []],
-                   ended_at=float(d.get("updated_at") or 0) if d.get("ended") else None,
-                   updated_at=float(d.get("updated_at") or 0), node=node)
-
-
-class Subscriber:
-    def __init__(self, user: User, sees_all: bool, session_id: str = ""):
-        self.user, self.sees_all, self.session_id = user, sees_all, session_id
-        self.queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=256)
-        self.ws: Any = None  # the WebSocket it feeds, closed at shutdown
-        self.ended = asyncio.Event()  # its session was signed out: close now
-        self.closing = False
-
-    def may_see(self, call: LiveCall) -> bool:
-        return self.sees_all or self.user.name in call.agents
 
 
 class LiveCalls:
@@ -392,12 +316,15 @@ class LiveCalls:
         if call is None or not any(c.isdigit() for c in number):
             return
         if event.get("Uniqueid") == call.call_id or not call.caller:
-            masked = _mask(number)
+            masked = mask_number(number)
             if masked != call.caller:
                 call.caller = masked
                 self._changed(call)
 
     def _userevent(self, event: AmiEvent) -> None:
+        if event.get("UserEvent") == v.PCI_EVENT:
+            self._pci(event)
+            return
         if event.get("UserEvent") != v.USER_EVENT:
             return
         call = self._call_for(event)
@@ -448,11 +375,23 @@ class LiveCalls:
             call.recording = "paused" if str(event.get("State")) in ("1", "on", "true") else "recording"
         self._changed(call)
 
-    def set_recording(self, call_id: str, state: str) -> None:
+    def _pci(self, event: AmiEvent) -> None:
+        """The feature codes or the IVR's Gosub paused or resumed the call's recording."""
+        state = event.get(v.EVENT_PCI_STATE)
+        call = self._call_for(event)
+        if call is None or state not in (v.PCI_PAUSED, v.PCI_RECORDING):
+            return
+        self.set_recording(call.call_id, state, by=str(event.get(v.EVENT_PCI_TRIGGER) or "agi"))
+
+    def set_recording(self, call_id: str, state: str, *, by: str) -> None:
+        """A pause or resume by ``by`` (web, dtmf, ivr, agi): shown with its interval."""
         call = self.calls.get(call_id)
-        if call is not None and call.recording != state:
+        if call is None:
+            return
+        call.note_pause(state == "paused", by, self.clock())
+        if call.recording in ("recording", "paused"):
             call.recording = state
-            self._changed(call)
+        self._changed(call)
 
     def _bridge_enter(self, event: AmiEvent) -> None:
         call = self._call_for(event)

@@ -61,7 +61,11 @@ SCHEMAS: dict[str, Any] = {
         "recording": {"enum": ["not-recorded", "recording", "paused", "stopped"]},
         "recording_id": {"type": "string"}, "rule": {"type": "string"},
         "agents": {"type": "array", "items": {"type": "string"}}, "started_at": {"type": "number"},
-        "ended": {"type": "boolean"}, "updated_at": {"type": "number"}}},
+        "ended": {"type": "boolean"}, "updated_at": {"type": "number"},
+        "pauses": {"type": "array", "description": "PCI pauses of this call, oldest first", "items": {
+            "type": "object", "required": ["from", "until", "by"], "properties": {
+                "from": {"type": "number"}, "until": {"type": ["number", "null"]},
+                "by": {"enum": ["web", "dtmf", "ivr", "agi"]}}}}}},
     "Recording": {"type": "object", "required": ["recording_id", "state", "consent_state", "playable"], "properties": {
         "recording_id": {"type": "string"}, "started_at": {"type": ["string", "null"]},
         "ended_at": {"type": ["string", "null"]}, "duration_s": {"type": ["number", "null"]},

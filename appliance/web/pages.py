@@ -79,6 +79,18 @@ RECORDING_TEXT = {"not-recorded": "not recorded", "recording": "recording", "pau
                   "stopped": "stopped"}
 
 
+def _clock(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%H:%M:%S")
+
+
+def pause_list(pauses: list[dict[str, Any]]) -> str:
+    """Each PCI pause of a call: from, until (or "now") and what paused it."""
+    items = "".join(f'<li data-by="{escape(p["by"])}">{_clock(p["from"])}–'
+                    f'{_clock(p["until"]) if p["until"] is not None else "now"} ({escape(p["by"])})</li>'
+                    for p in pauses)
+    return f'<ul class="pauses">{items}</ul>' if items else ""
+
+
 def call_row(c: dict[str, Any], *, can_pause: bool) -> str:
     rec = c["recording"]
     button = ""
@@ -90,7 +102,7 @@ def call_row(c: dict[str, Any], *, can_pause: bool) -> str:
             f'<td>{_when(c["started_at"])}</td><td>{escape(c["did"] or "—")}</td><td>{escape(c["caller"] or "—")}</td>'
             f'<td class="consent" data-state="{escape(c["consent"])}">{escape(c["consent"])}</td>'
             f'<td class="recording" data-state="{escape(rec)}">{escape(RECORDING_TEXT.get(rec, rec))}'
-            f'{" (call ended)" if c["ended"] else ""}</td><td>{button}</td></tr>')
+            f'{" (call ended)" if c["ended"] else ""}{pause_list(c.get("pauses", []))}</td><td>{button}</td></tr>')
 
 
 def agent_page(session: Session, calls: list[dict[str, Any]], *, can_pause: bool) -> str:

@@ -78,9 +78,9 @@ async def test_pause_then_resume_leaves_a_muted_span_and_ledger_intervals(applia
         # Audio has to accumulate on each side of the pause: these sleeps are the
         # durations being recorded, not waits for an event.
         await asyncio.sleep(1.0)
-        await set_paused(product_ami, catalog, append, rec.channel, True, actor="test")
+        await set_paused(product_ami, catalog, append, rec.channel, True, actor="test", trigger="cli")
         await asyncio.sleep(1.5)
-        rec = await set_paused(product_ami, catalog, append, rec.channel, False, actor="test")
+        rec = await set_paused(product_ami, catalog, append, rec.channel, False, actor="test", trigger="cli")
         await asyncio.sleep(1.0)
         await finish(app, ami, calls, call)
 
@@ -109,9 +109,12 @@ async def test_pause_on_a_channel_without_recording_is_refused(appliance):
     async with appliance(rules=[OPT_IN]) as app:
         with pytest.raises(ControlError, match="no recording in progress"):
             await set_paused(app[K.ami], app[K.catalog], app[K.ledger].append_async,
-                             "Local/none-00000000;2", True, actor="test")
+                             "Local/none-00000000;2", True, actor="test", trigger="cli")
 
 
 async def test_generated_revoke_feature_is_loaded_by_asterisk(ami):
     out = await ami.command("features show")
     assert "callvault-revoke" in out and "*0" in out
+    for feature, code in (("callvault-pause", "*1"), ("callvault-resume", "*2")):
+        [line] = [x for x in out.splitlines() if feature in x]
+        assert code in line, out

@@ -270,3 +270,32 @@ def test_an_implied_or_opt_out_rule_needs_its_notice_installed(tmp_path, english
     assert result.returncode == 2
     assert f"notice-implied for 'en': {sounds}/callvault/en/notice-implied.ulaw changed since it was installed" \
         in result.stderr
+
+
+def test_pci_codes_default_and_reach_the_generated_features_conf(tmp_path):
+    from agi.dialplan import snippets
+
+    c = cfg.load(write(tmp_path, good(tmp_path, '[pci]\npause_code = "#7"\nresume_code = "#8"\n')),
+                 env={}, check_paths=False)
+    assert (c.pci.pause_code, c.pci.resume_code) == ("#7", "#8")
+    features = snippets(c, "x")["features.conf"]
+    assert "callvault-pause => #7,self,AGI(agi://127.0.0.1:4573/pause,dtmf)" in features
+    assert "callvault-resume => #8,self,AGI(agi://127.0.0.1:4573/resume,dtmf)" in features
+    default = cfg.load(write(tmp_path, good(tmp_path)), env={}, check_paths=False)
+    assert (default.pci.pause_code, default.pci.resume_code) == ("*1", "*2")
+
+
+@pytest.mark.parametrize("pci, message", [
+    ('pause_code = "*x"', "[pci] pause_code = '*x': expected 1 to 8 of 0-9, *, #, A-D"),
+    ('pause_code = ""', "[pci] pause_code = '': expected 1 to 8"),
+    ('resume_code = "*1"', "[pci] pause_code = '*1': is the same as [pci] resume_code ('*1')"),
+    ('pause_code = "*"', "[pci] pause_code = '*': is a prefix of [pci] resume_code ('*2')"),
+    ('resume_code = "*0"', "[pci] resume_code = '*0': is the same as the revoke code ('*0')"),
+])
+def test_bad_pci_codes_are_named_and_config_check_exits_2(tmp_path, pci, message):
+    path = write(tmp_path, good(tmp_path, f"[pci]\n{pci}\n"))
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(path, env={}, check_paths=False)
+    assert any(message in p for p in e.value.problems), e.value.problems
+    out = check(path)
+    assert out.returncode == 2 and message in out.stdout + out.stderr

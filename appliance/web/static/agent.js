@@ -13,6 +13,15 @@ function when(ts) {
   return new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
 }
 
+function clock(ts) { return new Date(ts * 1000).toISOString().slice(11, 19); }
+
+// Each PCI pause: from, until (or "now") and what paused it (web, dtmf, ivr).
+function pauseList(pauses) {
+  if (!pauses || !pauses.length) return "";
+  return el("ul", {className: "pauses"}, ...pauses.map((p) =>
+    el("li", {"data-by": p.by}, `${clock(p.from)}–${p.until === null ? "now" : clock(p.until)} (${p.by})`)));
+}
+
 function row(call) {
   let button = "";
   if (canPause && !call.ended && (call.recording === "recording" || call.recording === "paused")) {
@@ -24,7 +33,7 @@ function row(call) {
     el("td", {}, when(call.started_at)), el("td", {}, call.did || "—"), el("td", {}, call.caller || "—"),
     el("td", {className: "consent", "data-state": call.consent}, call.consent),
     el("td", {className: "recording", "data-state": call.recording},
-       (RECORDING_TEXT[call.recording] || call.recording) + (call.ended ? " (call ended)" : "")),
+       (RECORDING_TEXT[call.recording] || call.recording) + (call.ended ? " (call ended)" : ""), pauseList(call.pauses)),
     el("td", {}, button));
   if (call.ended) setTimeout(() => { if (tr.isConnected && tr.classList.contains("ended")) { tr.remove(); empty(); } }, KEEP_ENDED_MS);
   return tr;

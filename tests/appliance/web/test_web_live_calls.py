@@ -10,7 +10,8 @@ import pytest
 from waiting import until
 
 from agi.ami import AmiEvent
-from appliance.web.live import LiveCalls, endpoint_of
+from appliance.web.live import LiveCalls
+from appliance.web.livecall import endpoint_of
 from appliance.web.metrics import Metrics
 from storage.catalog import Catalog, Recording
 from storage.dburl import open_database

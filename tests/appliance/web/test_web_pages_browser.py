@@ -72,11 +72,15 @@ async def test_agent_sees_consent_change_live_and_pauses_the_recording(webapp, a
         await page.click("button.pause")
         await page.wait_for_selector("td.recording[data-state=paused]")
         rid = h.app[W.live].calls[call_id].recording_ids[-1]
+        # The page shows Asterisk's MixMonitorMute event, which may come before the entry is committed.
+        await until(lambda: h.app[K.ledger].find(recording_id=rid, kind="pause"), what="the pause entry")
         pauses = h.app[K.ledger].find(recording_id=rid, kind="pause")
-        assert [e.data["actor"] for e in pauses] == ["web:alice"]
+        assert [(e.data["trigger"], e.data["actor"]) for e in pauses] == [("web", "alice")]
         assert h.app[K.catalog].get(rid).pause_intervals[0][1] is None  # open pause span
+        await page.wait_for_selector("td.recording ul.pauses li[data-by=web]")  # the interval, with who paused
         await page.click("button.pause")  # resume
         await page.wait_for_selector("td.recording[data-state=recording]")
+        await until(lambda: h.app[K.ledger].find(recording_id=rid, kind="resume"), what="the resume entry")
         assert h.app[K.catalog].get(rid).pause_intervals[0][1] is not None
         await save(page, "agent")
 
