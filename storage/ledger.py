@@ -45,9 +45,10 @@ _COLUMNS = ", ".join(FIELDS)
 _INSERT = f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _BATCH = 500
 
-_SQLITE_V1 = f"""
+# The table and its indexes, the same in both dialects but for the type of seq.
+_TABLE = """
     CREATE TABLE ledger (
-        seq          INTEGER PRIMARY KEY CHECK (seq >= 1),
+        seq          {seq} PRIMARY KEY CHECK (seq >= 1),
         ts           TEXT NOT NULL,
         kind         TEXT NOT NULL,
         call_id      TEXT,
@@ -59,6 +60,9 @@ _SQLITE_V1 = f"""
     CREATE INDEX ledger_call_id ON ledger (call_id) WHERE call_id IS NOT NULL;
     CREATE INDEX ledger_recording_id ON ledger (recording_id) WHERE recording_id IS NOT NULL;
     CREATE INDEX ledger_kind ON ledger (kind);
+"""
+
+_SQLITE_V1 = _TABLE.format(seq="INTEGER") + f"""
     CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
     BEGIN
         SELECT RAISE(ABORT, 'ledger is append-only: UPDATE refused');
@@ -76,20 +80,7 @@ _SQLITE_V1 = f"""
     END;
     """
 
-_PG_V1 = f"""
-    CREATE TABLE ledger (
-        seq          BIGINT PRIMARY KEY CHECK (seq >= 1),
-        ts           TEXT NOT NULL,
-        kind         TEXT NOT NULL,
-        call_id      TEXT,
-        recording_id TEXT,
-        body         TEXT NOT NULL,
-        prev_hash    TEXT NOT NULL,
-        hash         TEXT NOT NULL UNIQUE
-    );
-    CREATE INDEX ledger_call_id ON ledger (call_id) WHERE call_id IS NOT NULL;
-    CREATE INDEX ledger_recording_id ON ledger (recording_id) WHERE recording_id IS NOT NULL;
-    CREATE INDEX ledger_kind ON ledger (kind);
+_PG_V1 = _TABLE.format(seq="BIGINT") + f"""
     CREATE FUNCTION ledger_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         RAISE EXCEPTION 'ledger is append-only: % refused', TG_OP;
