@@ -78,9 +78,9 @@ async def test_stereo_call_keeps_each_side_on_its_own_channel_and_pauses_both(ap
         catalog, append, product_ami = app[K.catalog], app[K.ledger].append_async, app[K.ami]
         # The sleeps are the durations being recorded: sound, a pause, sound again.
         await asyncio.sleep(1.5)
-        await set_paused(product_ami, catalog, append, rec.channel, True, actor="test")
+        await set_paused(product_ami, catalog, append, rec.channel, True, actor="test", trigger="agi")
         await asyncio.sleep(1.5)
-        await set_paused(product_ami, catalog, append, rec.channel, False, actor="test")
+        await set_paused(product_ami, catalog, append, rec.channel, False, actor="test", trigger="agi")
         await asyncio.sleep(1.5)
         await finish(app, ami, calls, call)
         wav = await archived_wav(app, appliance, rec.recording_id)
