@@ -3,11 +3,10 @@ it warns (exit 0) when the web is reachable beyond loopback over plain HTTP."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from configtext import config_check, good_config
 from cryptography.hazmat.primitives import serialization
 from nginxproxy import self_signed
 
@@ -16,26 +15,8 @@ from appliance import config as cfg
 
 def web(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "callvault.toml"
-    path.write_text(f"""
-[ami]
-secret = "s3cret-value"
-[database]
-url = "sqlite:///{tmp_path}/db/callvault.db"
-[spool]
-dir = "{tmp_path}/spool"
-[storage]
-path = "{tmp_path}/archive"
-[privacy]
-hmac_key_file = "{tmp_path}/hmac.key"
-[web]
-{body}
-""")
+    path.write_text(good_config(tmp_path, f"[web]\n{body}\n"))
     return path
-
-
-def check(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "appliance", "config", "check", "-c", str(path)],
-                          check=False, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +36,7 @@ def pems(tmp_path_factory) -> dict[str, Path]:
 def test_native_tls_loads_and_both_files_are_needed(tmp_path, pems):
     c = cfg.load(web(tmp_path, f'tls_cert = "{pems["cert"]}"\ntls_key = "{pems["key"]}"'), env={})
     assert c.web.tls_cert == pems["cert"] and c.web.tls_key == pems["key"]
-    only = check(web(tmp_path, f'tls_cert = "{pems["cert"]}"'))
+    only = config_check(web(tmp_path, f'tls_cert = "{pems["cert"]}"'))
     assert only.returncode == 2
     assert "[web] tls_key: missing while tls_cert is set; set both (PEM files) or neither" in only.stderr
 
@@ -75,13 +56,13 @@ def test_native_tls_loads_and_both_files_are_needed(tmp_path, pems):
     ('proxy_headers = "x-real-ip"', "[web] proxy_headers = 'x-real-ip': expected one of x-forwarded, forwarded"),
 ])
 def test_bad_tls_and_proxy_settings_name_the_key(tmp_path, pems, body, expected):
-    result = check(web(tmp_path, body.format(**pems)))
+    result = config_check(web(tmp_path, body.format(**pems)))
     assert result.returncode == 2, result
     assert expected.format(**pems) in result.stderr
 
 
 def test_unreadable_key_names_the_key(tmp_path, pems):
-    result = check(web(tmp_path, f'tls_cert = "{pems["cert"]}"\ntls_key = "{tmp_path}"'))
+    result = config_check(web(tmp_path, f'tls_cert = "{pems["cert"]}"\ntls_key = "{tmp_path}"'))
     assert result.returncode == 2
     assert f"[web] tls_key = '{tmp_path}': cannot read it (Is a directory)" in result.stderr
 
@@ -95,7 +76,7 @@ def test_unreadable_key_names_the_key(tmp_path, pems):
     ("0.0.0.0:8080", 'trusted_proxies = ["10.1.2.3"]', False),
 ])
 def test_plain_http_beyond_loopback_is_a_warning_not_an_error(tmp_path, pems, listen, extra, warns):
-    result = check(web(tmp_path, f'listen = "{listen}"\n' + extra.format(**pems)))
+    result = config_check(web(tmp_path, f'listen = "{listen}"\n' + extra.format(**pems)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(": ok\n")
     warning = f"warning: [web] listen = '{listen}': reachable beyond this host over plain HTTP"
