@@ -202,6 +202,10 @@ class WebConfig:
 class PrivacyConfig:
     # Key for the keyed HMAC of phone numbers; generated on first start if missing.
     hmac_key_file: Path = Path("/var/lib/callvault/hmac.key")
+    # Calling code of the country whose national numbers (0...) callers give, e.g. "27"
+    # for South Africa: a data-subject search then also tries the E.164 form. Empty:
+    # numbers are searched only as given.
+    default_country: str = ""
 
 
 @dataclass(frozen=True)
@@ -418,6 +422,11 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
             parse_duration(getattr(c.ledger, key))
         except ValueError as e:
             bad("ledger", key, getattr(c.ledger, key), str(e))
+    if c.privacy.default_country and not (c.privacy.default_country.isascii() and
+                                          c.privacy.default_country.isdigit() and
+                                          len(c.privacy.default_country) <= 3 and c.privacy.default_country[0] != "0"):
+        bad("privacy", "default_country", c.privacy.default_country, "expected a calling code: 1-3 digits "
+            "without + or leading 0, e.g. \"27\" for South Africa")
     if c.ami.reconnect_min > c.ami.reconnect_max:
         bad("ami", "reconnect_min", c.ami.reconnect_min, f"expected at most reconnect_max ({c.ami.reconnect_max:g})")
     from archiver.retention import RetentionPolicy

@@ -9,7 +9,7 @@ Normalisation ("E.164-ish"): keep the decimal digits and drop everything else
 caller's country, so the national form ``0821234567`` and the international form
 ``+27821234567`` give different values: store what the PBX presents (normally
 E.164 from the trunk) and, for a search, try the forms the person might have called
-from. SIP URIs must be reduced to their user part by the caller.
+from: :func:`number_forms` lists them, given ``[privacy] default_country``. SIP URIs must be reduced to their user part by the caller.
 
 A number with no digits at all (empty, ``anonymous``, ``unknown``, ``restricted``,
 Asterisk's ``<unknown>``) is not hashed: it maps to :data:`ANONYMOUS`, so that
@@ -26,7 +26,8 @@ from pathlib import Path
 
 from . import private
 
-__all__ = ["ANONYMOUS", "MIN_KEY_BYTES", "caller_hmac", "load_hmac_key", "normalise_number"]
+__all__ = ["ANONYMOUS", "MIN_KEY_BYTES", "caller_hmac", "load_hmac_key", "normalise_number", "number_forms",
+           "subject_hmacs"]
 
 ANONYMOUS = "anonymous"
 MIN_KEY_BYTES = 16
@@ -80,3 +81,35 @@ def load_hmac_key(path: Path) -> bytes:
         raise ValueError(f"{path}: HMAC key is {len(key)} bytes; expected 32 (delete it only "
                          "if no recordings exist yet)")
     return key
+
+
+def number_forms(number: str, default_country: str = "") -> list[str]:
+    """Every digit string a PBX may have presented for ``number`` (the forms a
+    data-subject search must try), E.164 first.
+
+    ``+CC...`` and ``00CC...`` are international; ``0...`` is national when
+    ``default_country`` (a calling code such as ``"27"``) is known, and then also
+    stands for ``CC...`` (and the other way round). Without a default country only
+    the number's own digits are tried.
+    """
+    digits = normalise_number(number)
+    if digits is None:
+        return []
+    text = number.strip()
+    if text.startswith("+"):
+        e164 = digits
+    elif digits.startswith("00"):
+        e164 = digits[2:]
+    elif digits.startswith("0") and default_country:
+        e164 = default_country + digits[1:]
+    else:
+        e164 = digits
+    forms = [e164, digits]
+    if default_country and e164.startswith(default_country):
+        forms.append("0" + e164[len(default_country):])  # the national form
+    return list(dict.fromkeys(f for f in forms if f))
+
+
+def subject_hmacs(key: bytes, number: str, default_country: str = "") -> list[str]:
+    """The caller HMACs under which ``number``'s calls may be catalogued."""
+    return [caller_hmac(key, form) for form in number_forms(number, default_country)]

@@ -278,3 +278,16 @@ def test_bad_pci_codes_are_named_and_config_check_exits_2(tmp_path, pci, message
     assert any(message in p for p in e.value.problems), e.value.problems
     out = config_check(path)
     assert out.returncode == 2 and message in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("value, ok", [("27", True), ("1", True), ("358", True), ("+27", False), ("027", False),
+                                       ("2771", False), ("ZA", False)])
+def test_default_country_is_a_calling_code(tmp_path, value, ok):
+    path = write(tmp_path, good_config(tmp_path).replace("[privacy]\n", f'[privacy]\ndefault_country = "{value}"\n'))
+    if ok:
+        assert cfg.load(path, env={}, check_paths=False).privacy.default_country == value
+        return
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(path, env={}, check_paths=False)
+    assert e.value.problems == [f"{path}: [privacy] default_country = {value!r}: expected a calling code: 1-3 "
+                                "digits without + or leading 0, e.g. \"27\" for South Africa"]

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from storage.hmac_index import ANONYMOUS, caller_hmac, normalise_number
+from storage.hmac_index import ANONYMOUS, caller_hmac, normalise_number, number_forms, subject_hmacs
 
 KEY = b"k" * 32
 
@@ -50,3 +50,25 @@ def test_non_ascii_digits_are_dropped():
 def test_weak_or_wrong_key_refused(key):
     with pytest.raises(ValueError, match="key"):
         caller_hmac(key, "+27821234567")
+
+
+@pytest.mark.parametrize("given, country, forms", [
+    ("+27 82 123 4567", "27", ["27821234567", "0821234567"]),
+    ("082 123 4567", "27", ["27821234567", "0821234567"]),
+    ("0027821234567", "27", ["27821234567", "0027821234567", "0821234567"]),
+    ("27821234567", "27", ["27821234567", "0821234567"]),
+    ("082 123 4567", "", ["0821234567"]),
+    ("+1 (415) 555-0100", "27", ["14155550100"]),
+    ("anonymous", "27", []),
+])
+def test_a_subject_number_is_tried_in_every_form_a_pbx_presents(given, country, forms):
+    assert number_forms(given, country) == forms
+    key = b"k" * 32
+    assert subject_hmacs(key, given, country) == [caller_hmac(key, f) for f in forms]
+
+
+def test_a_national_number_finds_the_call_the_trunk_presented_in_e164():
+    key = b"k" * 32
+    stored = caller_hmac(key, "+27821234567")
+    assert stored in subject_hmacs(key, "082-123-4567", "27")
+    assert stored not in subject_hmacs(key, "082-123-4567", "")  # no country: only as given
