@@ -44,7 +44,9 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PERMISSIONS: dict[str, frozenset[str]] = {
     "agent": frozenset({"calls.own", "calls.control"}),
     "supervisor": frozenset({"calls.all", "recordings.read", "recordings.play"}),
-    "officer": frozenset({"calls.all", "recordings.read", "recordings.play", "recordings.hold"}),
+    # ``subjects``: data-subject requests (find, export, erase, objections) and
+    # legal-hold cases; officers only (POPIA's information officer).
+    "officer": frozenset({"calls.all", "recordings.read", "recordings.play", "recordings.hold", "subjects"}),
     "admin": frozenset({"admin"}),
 }
 HOME = {"agent": "/agent", "supervisor": "/supervisor", "officer": "/supervisor", "admin": "/admin"}
