@@ -22,10 +22,11 @@ GRANTED = "granted"
 DECLINED = "declined"
 IMPLIED = "implied"
 ABANDONED = "abandoned"
+OBJECTED = "objected"  # a standing objection: no notice, never recorded
 ERROR = "error"
 REVOKED = "revoked"
 NONE = "none"
-CONSENT_VALUES = (GRANTED, DECLINED, IMPLIED, ABANDONED, ERROR, REVOKED, NONE)
+CONSENT_VALUES = (GRANTED, DECLINED, IMPLIED, ABANDONED, OBJECTED, ERROR, REVOKED, NONE)
 
 # Values of RECORD.
 YES = "yes"

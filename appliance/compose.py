@@ -17,6 +17,7 @@ per call and must not pay for boto3 or the archiver to build its routes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -289,6 +290,7 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     from storage.catalog import Recording
     from storage.entries import ConsentBody
     from storage.hmac_index import caller_hmac
+    from storage.objections import Objections
 
     prompt = prompt_resolver(config.prompts.sounds_dir)
 
@@ -306,10 +308,16 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
         await ledger.append_async(ConsentBody.KIND, c.to_body(), call_id=c.linkedid, recording_id=c.recording_id,
                                   also=catalog.add_op(recording(start)))
 
+    objections = Objections(catalog.db)
+
+    async def objected(caller: str) -> str | None:
+        return await asyncio.to_thread(objections.objected, caller_hmac(hmac_key, caller))
+
     consent_deps = ConsentDeps(policy=config.consent, append=ledger.append_async,
                                caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,
                                spool_dir=config.spool.asterisk_path, on_recording=on_recording,
-                               append_recording=append_recording, channels=config.archive.channels)
+                               append_recording=append_recording, channels=config.archive.channels,
+                               objected=objected)
     revoke_deps = RevokeDeps(catalog=catalog, append=ledger.append_async,
                              stop_mixmonitor=stop_mixmonitor, prompt=prompt)
     status_deps = StatusDeps(ledger=ledger)

@@ -57,6 +57,7 @@ class ConsentBody:
 
     KIND: ClassVar[str] = "consent"
     ABANDONED: ClassVar[str] = "abandoned"
+    OBJECTED: ClassVar[str] = "objected"  # a standing objection: no notice played, not recorded
     CALLER: ClassVar[str] = "caller"
     CALLEE: ClassVar[str] = "callee"
 
@@ -90,7 +91,7 @@ class ConsentBody:
 
     @property
     def answered(self) -> bool:
-        return self.outcome != self.ABANDONED
+        return self.outcome not in (self.ABANDONED, self.OBJECTED)
 
     @property
     def by_callee(self) -> bool:

@@ -98,6 +98,9 @@ class ConsentDeps:
     # written to it) on separate channels, MixMonitor's ``D`` option into a ``.raw``
     # file; "mono": both mixed into one WAV.
     channels: str = "mono"
+    # A standing objection in force for the caller's number: its id, or None. Asked
+    # before the notice; an objected call is never recorded and hears no notice.
+    objected: Callable[[str], Awaitable[str | None]] | None = None
 
 
 @dataclass
@@ -190,7 +193,31 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
     asked = Asked(ConsentBody.CALLER, rule, linkedid, did, dialled, deps.caller_hmac(caller),
                   starts_recording=not rule.all_parties)
+    if caller and deps.objected is not None and await deps.objected(caller):
+        await refuse_objected(session, deps, asked)
+        return
     await ask_party(session, deps, asked)
+
+
+async def refuse_objected(session: AgiSession, deps: ConsentDeps, asked: Asked) -> None:
+    """A standing objection: the ledger says so first, then the channel is told not to record."""
+    env, rule, now = session.env, asked.rule, time.time()
+    consent_id = new_id("c")
+    logcontext.bind(linkedid=asked.linkedid, consent_id=consent_id)
+    body = ConsentBody(consent_id=consent_id, uniqueid=env.uniqueid, linkedid=asked.linkedid, channel=env.channel,
+                       caller_hmac=asked.caller_hmac, did=asked.did, rule=rule.name, jurisdiction=rule.jurisdiction,
+                       mode=rule.mode, language=rule.prompt_language, notice="", started_at=now,
+                       outcome=ConsentBody.OBJECTED, reason="standing-objection", record=False, ended_at=now,
+                       party=asked.party, dialled=asked.dialled)
+    await deps.append(ConsentBody.KIND, body.to_body(), call_id=asked.linkedid, recording_id=None)
+    log.info("not recorded: a standing objection is in force for the caller (rule %s)", rule.name)
+    await session.set_variable(v.CONSENT_ID, consent_id)
+    await session.set_variable(v.RULE, rule.name)
+    await session.set_variable(v.CONSENT, v.OBJECTED)
+    await session.set_variable(v.RECORD, v.NO)
+    await session.exec("UserEvent", v.user_event(
+        v.USER_EVENT, (v.EVENT_CONSENT_ID, consent_id), (v.EVENT_CONSENT, v.OBJECTED),
+        (v.EVENT_RECORD, v.NO), (v.EVENT_RECORDING_ID, ""), (v.EVENT_RULE, rule.name)))
 
 
 async def ask_party(session: AgiSession, deps: ConsentDeps, asked: Asked) -> Outcome | None:
