@@ -88,6 +88,54 @@ SCHEMAS: dict[str, Any] = {
 _REASON = {"type": "string", "minLength": 3, "maxLength": 500}
 
 
+def _subject_paths() -> dict[str, Any]:
+    """Standing objections and legal-hold cases (officers: the ``subjects`` permission)."""
+    obj = {"type": "object"}
+    name = {"name": "name", "in": "path", "required": True,
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
+    number_body = {"type": "object", "required": ["number", "reason"], "additionalProperties": False,
+                   "properties": {"number": {"type": "string", "minLength": 1, "maxLength": 40}, "reason": _REASON}}
+    reason_body = {"type": "object", "required": ["reason"], "additionalProperties": False,
+                   "properties": {"reason": _REASON}}
+    text = {"type": ["string", "null"]}
+    tags = ("subjects",)
+    return {
+        "/api/objections": {
+            "get": _op("Standing objections (no numbers: they are kept as keyed hashes)",
+                       {"200": _json(obj), **_errors(401, 403)}, tags=tags),
+            "post": _op("Record a standing objection: calls from the number are never recorded",
+                        {"201": _json(obj), **_errors(400, 401, 403)}, params=[CSRF], body=number_body,
+                        tags=tags)},
+        "/api/objections/lift": {"post": _op(
+            "Lift the objections in force for a number", {"200": _json(obj), **_errors(400, 401, 403, 404)},
+            params=[CSRF], body=number_body, tags=tags)},
+        "/api/cases": {
+            "get": _op("Legal-hold cases", {"200": _json(obj), **_errors(401, 403)}, tags=tags),
+            "post": _op("Open a legal-hold case", {"201": _json(obj), **_errors(400, 401, 403, 409, 503)},
+                        params=[CSRF], body={"type": "object", "required": ["name", "reason"],
+                                             "additionalProperties": False,
+                                             "properties": {"name": {"type": "string"}, "reason": _REASON}},
+                        tags=tags)},
+        "/api/cases/{name}": {"get": _op("One case and its recordings", {"200": _json(obj),
+                                                                         **_errors(401, 403, 404)},
+                                         params=[name], tags=tags)},
+        "/api/cases/{name}/recordings": {"post": _op(
+            "Hold the recordings a search finds (subject, dates, agent, DID) or one recording under the case",
+            {"200": _json(obj), **_errors(400, 401, 403, 404, 409, 503)}, params=[name, CSRF],
+            body={"type": "object", "additionalProperties": False, "properties": {
+                k: text for k in ("subject", "since", "until", "agent", "did", "recording_id")}}, tags=tags)},
+        "/api/cases/{name}/remove": {"post": _op(
+            "Take a recording out of the case (its hold is released unless another open case keeps it)",
+            {"200": _json(obj), **_errors(400, 401, 403, 404, 409, 503)}, params=[name, CSRF],
+            body={"type": "object", "required": ["recording_id", "reason"], "additionalProperties": False,
+                  "properties": {"recording_id": {"type": "string"}, "reason": _REASON}}, tags=tags)},
+        "/api/cases/{name}/close": {"post": _op(
+            "Close the case and release the holds no other open case keeps",
+            {"200": _json(obj), **_errors(400, 401, 403, 404, 409, 503)}, params=[name, CSRF],
+            body=reason_body, tags=tags)},
+    }
+
+
 def document() -> dict[str, Any]:
     rec_params = [RECORDING_ID]
     paths: dict[str, Any] = {
@@ -158,6 +206,7 @@ def document() -> dict[str, Any]:
             body={"type": "object", "required": ["did"], "additionalProperties": False,
                   "properties": {"did": {"type": "string", "pattern": "^\\+?[0-9]{3,20}$"}}}, tags=("admin",))},
     }
+    paths.update(_subject_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "callvault", "version": "1", "description":

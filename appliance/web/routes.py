@@ -37,6 +37,7 @@ from .auth import (
     security_headers,
     session_of,
 )
+from .cases_views import add_case_routes
 from .health import down_parts
 from .live import LiveCalls
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -191,3 +192,4 @@ def setup_routes(app: web.Application) -> None:
     add_view_routes(app)
     add_api_routes(app)
     add_admin_routes(app)
+    add_case_routes(app)
