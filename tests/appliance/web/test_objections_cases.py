@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from callhelpers import OPT_IN, finish, run_call
 
 from appliance.keys import AppKeys as K
-from callhelpers import OPT_IN, finish, run_call
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.s3]
 
