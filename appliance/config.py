@@ -206,6 +206,9 @@ class PrivacyConfig:
     # for South Africa: a data-subject search then also tries the E.164 form. Empty:
     # numbers are searched only as given.
     default_country: str = ""
+    # Who must agree before an erasure runs: "single" (the requesting officer) or
+    # "two-person" (a different officer approves: `callvault erasure approve`).
+    erasure_approval: str = "single"
 
 
 @dataclass(frozen=True)
@@ -427,6 +430,8 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
                                           len(c.privacy.default_country) <= 3 and c.privacy.default_country[0] != "0"):
         bad("privacy", "default_country", c.privacy.default_country, "expected a calling code: 1-3 digits "
             "without + or leading 0, e.g. \"27\" for South Africa")
+    if c.privacy.erasure_approval not in ("single", "two-person"):
+        bad("privacy", "erasure_approval", c.privacy.erasure_approval, 'expected "single" or "two-person"')
     if c.ami.reconnect_min > c.ami.reconnect_max:
         bad("ami", "reconnect_min", c.ami.reconnect_min, f"expected at most reconnect_max ({c.ami.reconnect_max:g})")
     from archiver.retention import RetentionPolicy

@@ -231,6 +231,10 @@ class BlobStore(Protocol):
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys (with a readable current version) starting with ``prefix``, sorted."""
 
+    def versions(self, key: str) -> list[str]:
+        """Every stored version id of ``key`` (delete markers included), newest first
+        where the store knows the order; ``[]`` when nothing of ``key`` is left."""
+
     def check_setup(self) -> None:
         """Raise ``PermanentError`` saying what to fix when the store cannot work."""
 

@@ -393,6 +393,10 @@ class LocalStore:
                         keys.append(os.path.relpath(dirpath, self._objects))
         yield from sorted(keys)
 
+    def versions(self, key: str) -> list[str]:
+        validate_key(key)
+        return self._version_ids(self._versions_dir(key))
+
     # -- helpers ---------------------------------------------------------------------
 
     def _versions_dir(self, key: str) -> Path:

@@ -319,6 +319,10 @@ class S3Store:
             with self._errors("delete", key, lock=True):
                 self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=vid, **bypass)
 
+    def versions(self, key: str) -> list[str]:
+        validate_key(key)
+        return [vid for vid, _ in self._versions(key)]
+
     def _versions(self, key: str) -> Iterator[tuple[str, bool]]:
         with self._errors("list versions", key):
             pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key)

@@ -16,6 +16,7 @@ from .. import config as cfg
 from . import (
     cases,
     catalog,
+    erasure,
     keys,
     lab,
     ledger,
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callvault", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for leaf in (serve, ledger, storage, keys, recordings, catalog, users, prompts, lab, objections, cases):
+    for leaf in (serve, ledger, storage, keys, recordings, catalog, users, prompts, lab, objections, cases, erasure):
         leaf.add_commands(sub)
     return p
 

@@ -291,3 +291,14 @@ def test_default_country_is_a_calling_code(tmp_path, value, ok):
         cfg.load(path, env={}, check_paths=False)
     assert e.value.problems == [f"{path}: [privacy] default_country = {value!r}: expected a calling code: 1-3 "
                                 "digits without + or leading 0, e.g. \"27\" for South Africa"]
+
+
+@pytest.mark.parametrize("value, ok", [("single", True), ("two-person", True), ("two", False), ("", False)])
+def test_erasure_approval_is_single_or_two_person(tmp_path, value, ok):
+    path = write(tmp_path, good_config(tmp_path).replace("[privacy]\n", f'[privacy]\nerasure_approval = "{value}"\n'))
+    if ok:
+        assert cfg.load(path, env={}, check_paths=False).privacy.erasure_approval == value
+        return
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.load(path, env={}, check_paths=False)
+    assert e.value.problems == [f"{path}: [privacy] erasure_approval = {value!r}: expected \"single\" or \"two-person\""]

@@ -217,8 +217,10 @@ def test_delete_one_version_or_all(store):
     assert store.get("d") == b"one"
     with pytest.raises(NotFound):
         store.get("d", v2.version_id)
-    store.put("d", b"three", sha256=sha(b"three"))
+    v3 = store.put("d", b"three", sha256=sha(b"three"))
+    assert set(store.versions("d")) == {v1.version_id, v3.version_id}
     store.delete("d")
+    assert store.versions("d") == []
     for vid in (None, v1.version_id):
         with pytest.raises(NotFound):
             store.head("d", vid)

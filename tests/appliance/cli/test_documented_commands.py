@@ -195,6 +195,11 @@ NOT_RUN_HERE = {
     ("prompts", "build"): "speaks every prompt with espeak-ng (tests/announcements/test_prompts_cli.py)",
     ("prompts", "import"): "needs an audio file (tests/announcements/test_prompts_cli.py)",
     ("prompts", "install"): "needs built prompts (tests/announcements/test_prompts_cli.py)",
+    ("erasure", "plan"): "needs archived recordings on RGW (tests/archiver/test_erasure_rgw.py)",
+    ("erasure", "request"): "needs archived recordings on RGW (tests/archiver/test_erasure_rgw.py)",
+    ("erasure", "approve"): "needs an erasure request (tests/archiver/test_erasure_rgw.py)",
+    ("erasure", "certificate"): "needs an executed erasure (tests/archiver/test_erasure_rgw.py)",
+    ("erasure", "verify"): "needs a certificate (tests/archiver/test_erasure_rgw.py)",
 }
 RUN_BELOW = {("config", "check"), ("dialplan",), ("systemd-unit",), ("keys", "generate"), ("keys", "list"),
              ("storage", "init"), ("ledger", "verify"), ("ledger", "export"), ("ledger", "anchor"),
