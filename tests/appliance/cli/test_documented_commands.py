@@ -195,6 +195,8 @@ NOT_RUN_HERE = {
     ("prompts", "build"): "speaks every prompt with espeak-ng (tests/announcements/test_prompts_cli.py)",
     ("prompts", "import"): "needs an audio file (tests/announcements/test_prompts_cli.py)",
     ("prompts", "install"): "needs built prompts (tests/announcements/test_prompts_cli.py)",
+    ("subject", "find"): "needs calls in the ledger and catalog (tests/archiver/test_dsar_calls.py)",
+    ("subject", "export"): "needs archived recordings (tests/archiver/test_dsar_calls.py)",
 }
 RUN_BELOW = {("config", "check"), ("dialplan",), ("systemd-unit",), ("keys", "generate"), ("keys", "list"),
              ("storage", "init"), ("ledger", "verify"), ("ledger", "export"), ("ledger", "anchor"),
