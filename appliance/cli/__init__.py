@@ -25,6 +25,7 @@ from . import (
     recordings,
     serve,
     storage,
+    subject,
     users,
 )
 
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callvault", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for leaf in (serve, ledger, storage, keys, recordings, catalog, users, prompts, lab, objections, cases, erasure):
+    for leaf in (serve, ledger, storage, keys, recordings, catalog, users, prompts, lab, subject, objections, cases,
+                 erasure):
         leaf.add_commands(sub)
     return p
 

@@ -47,6 +47,7 @@ from .probe import Probe
 from .proxy import make_middleware as proxy_middleware
 from .retrieval import Retrieval
 from .state import WebKeys as W
+from .subject_views import add_subject_routes
 from .views import add_view_routes
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -193,3 +194,4 @@ def setup_routes(app: web.Application) -> None:
     add_api_routes(app)
     add_admin_routes(app)
     add_case_routes(app)
+    add_subject_routes(app)

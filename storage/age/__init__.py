@@ -49,7 +49,11 @@ from storage.age.header import (
     unwrap_file_key,
 )
 from storage.age.keys import Identity, Recipient
-from storage.age.passphrase import decrypt_with_passphrase, encrypt_with_passphrase
+from storage.age.passphrase import (
+    PassphraseWriter,
+    decrypt_with_passphrase,
+    encrypt_with_passphrase,
+)
 from storage.age.stream import (
     CHUNK_SIZE,
     ENC_CHUNK_SIZE,
@@ -68,7 +72,8 @@ __all__ = [
     "BLOCK_CHUNKS", "CHUNK_SIZE", "ENC_CHUNK_SIZE", "FILE_KEY_SIZE", "FORMAT", "MAX_HEADER_SIZE",
     "NONCE_SIZE", "TAG_SIZE", "VERSION_LINE",
     "ChunkAuthError", "ChunkSpan", "Decryptor", "EncryptionSummary", "Encryptor", "HeaderError",
-    "HeaderMacError", "Identity", "KeyFormatError", "NoMatchingIdentity", "PayloadDecryptor",
+    "HeaderMacError", "Identity", "KeyFormatError", "NoMatchingIdentity", "PassphraseWriter",
+    "PayloadDecryptor",
     "PayloadError", "Recipient", "Stanza", "TrailingData", "TruncatedPayload",
     "bech32_decode", "bech32_encode", "build_header", "chunk_count", "decrypt_with_passphrase",
     "encrypt_file", "encrypt_with_passphrase", "parse_header", "payload_size_for",

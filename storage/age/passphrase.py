@@ -15,7 +15,7 @@ from storage.age.header import (
 from storage.age.keys import ScryptIdentity, scrypt_stanza
 from storage.age.stream import NONCE_SIZE, PayloadDecryptor, Sealer
 
-__all__ = ["decrypt_with_passphrase", "encrypt_with_passphrase"]
+__all__ = ["PassphraseWriter", "decrypt_with_passphrase", "encrypt_with_passphrase"]
 
 
 def _passphrase_bytes(passphrase: str | bytes) -> bytes:
@@ -34,6 +34,35 @@ def encrypt_with_passphrase(data: bytes, passphrase: str | bytes, *, work_factor
     header = header_with_mac(file_key, [scrypt_stanza(file_key, _passphrase_bytes(passphrase), work_factor)])
     sealer = Sealer(file_key, os.urandom(NONCE_SIZE))
     return header + sealer.update(data) + sealer.finalize()
+
+
+class PassphraseWriter:
+    """A passphrase-encrypted age file written as a stream (``age -p`` for data of any
+    size): the header goes to ``sink`` at once, each ``write`` is sealed and passed on,
+    ``close`` seals the last chunk. Holds at most one 64 KiB chunk of plaintext. Not
+    seekable: a ``zipfile.ZipFile`` written into it uses data descriptors."""
+
+    def __init__(self, sink, passphrase: str | bytes, *, work_factor: int = 18) -> None:
+        if not 1 <= work_factor <= 30:
+            raise ValueError("scrypt work factor must be in 1..30")
+        file_key = os.urandom(FILE_KEY_SIZE)
+        self._sink = sink
+        self._sink.write(header_with_mac(file_key, [scrypt_stanza(file_key, _passphrase_bytes(passphrase),
+                                                                  work_factor)]))
+        self._sealer = Sealer(file_key, os.urandom(NONCE_SIZE))
+
+    def write(self, data) -> int:
+        sealed = self._sealer.update(data)
+        if sealed:
+            self._sink.write(sealed)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self._sealer.done:
+            self._sink.write(self._sealer.finalize())
 
 
 def decrypt_with_passphrase(data: bytes, passphrase: str | bytes, *, max_work_factor: int = 22) -> bytes:
