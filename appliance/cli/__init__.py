@@ -13,14 +13,25 @@ import sys
 from archiver.errors import SetupError
 
 from .. import config as cfg
-from . import catalog, keys, lab, ledger, prompts, recordings, serve, storage, users
+from . import (
+    catalog,
+    keys,
+    lab,
+    ledger,
+    prompts,
+    recordings,
+    reports,
+    serve,
+    storage,
+    users,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callvault", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for leaf in (serve, ledger, storage, keys, recordings, catalog, users, prompts, lab):
+    for leaf in (serve, ledger, storage, keys, recordings, catalog, users, prompts, lab, reports):
         leaf.add_commands(sub)
     return p
 

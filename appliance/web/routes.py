@@ -44,6 +44,7 @@ from .metrics import Metrics
 from .openapi import document
 from .probe import Probe
 from .proxy import make_middleware as proxy_middleware
+from .reports_views import add_report_routes
 from .retrieval import Retrieval
 from .state import WebKeys as W
 from .views import add_view_routes
@@ -191,3 +192,4 @@ def setup_routes(app: web.Application) -> None:
     add_view_routes(app)
     add_api_routes(app)
     add_admin_routes(app)
+    add_report_routes(app)
