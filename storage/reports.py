@@ -93,6 +93,23 @@ def _after(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+def entries_query(kinds: tuple[str, ...], prefixes: tuple[str, ...], since: datetime.datetime | None,
+                  until: datetime.datetime | None) -> tuple[str, list[str]]:
+    """The SQL (and its parameters) reading ledger entries by kind: one index range a
+    kind or prefix."""
+    clauses, params = [], []
+    for k in kinds:
+        clauses.append("kind = ?")
+        params.append(k)
+    for p in prefixes:
+        clauses.append("(kind >= ? AND kind < ?)")
+        params += [p, _after(p)]
+    params += [_ledger_ts(since, ""), _ledger_ts(until, _FAR)]
+    sql = (f"SELECT ts, kind, recording_id, body FROM ledger WHERE ({' OR '.join(clauses)}) "
+           "AND ts >= ? AND ts < ? ORDER BY seq")
+    return sql, params
+
+
 class Reports:
     """Every report, over one database holding the catalog and the ledger."""
 
@@ -104,17 +121,9 @@ class Reports:
                 until: datetime.datetime | None = None) -> Iterator[tuple[str, str, str | None, dict[str, Any]]]:
         """``(ts, kind, recording_id, body)`` of the entries of these kinds or kind
         prefixes in the window, in ledger order."""
-        clauses, params = [], []
-        for k in kinds:
-            clauses.append("kind = ?")
-            params.append(k)
-        for p in prefixes:
-            clauses.append("(kind >= ? AND kind < ?)")
-            params += [p, _after(p)]
-        params += [_ledger_ts(since, ""), _ledger_ts(until, _FAR)]
+        sql, params = entries_query(kinds, prefixes, since, until)
         with self.db.read() as c:
-            rows = c.execute(f"SELECT ts, kind, recording_id, body FROM ledger WHERE ({' OR '.join(clauses)}) "
-                             "AND ts >= ? AND ts < ? ORDER BY seq", params).fetchall()
+            rows = c.execute(sql, params).fetchall()
         for ts, kind, rid, body in rows:
             yield ts, kind, rid, json.loads(body)
 
