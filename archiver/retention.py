@@ -107,6 +107,22 @@ class SweepResult:
     errors: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Planned:
+    """What a sweep would do to one recording (``RetentionSweeper.plan``).
+
+    ``action``: ``delete`` (payload, manifest object and header go), ``shred`` (the
+    payload is still locked: only the header goes), ``held`` (a legal hold on the stored
+    version: nothing happens) or ``wait`` (already shredded; its payload is still locked)."""
+
+    recording_id: str
+    why: str  # retention | erase | leftover
+    action: str
+    retention_class: str
+    retain_until: float | None
+    payload_locked_until: datetime.datetime | None
+
+
 class RetentionSweeper:
     """Blocking; run it in a thread from async code."""
 
@@ -124,6 +140,27 @@ class RetentionSweeper:
                 log.warning("retention: %s: %s", rec.recording_id, e)
                 result.errors.append(f"{rec.recording_id}: {e}")
         return result
+
+    def plan(self, now: float | None = None, limit: int | None = None) -> list[Planned]:
+        """A dry run: what :meth:`sweep` would do next, in the order it would, from the
+        same selection; reads the stored payload versions' holds and locks, changes nothing."""
+        now = self.clock() if now is None else now
+        lock_now = datetime.datetime.fromtimestamp(self.clock(), datetime.UTC)  # what the store enforces
+        out = []
+        for rec, why in self.catalog.retention_due(now)[:limit]:
+            info = self.archive.head(self.archive.payload, rec.object_key, rec.version_id or None) \
+                if rec.object_key else None
+            lock = info.retention.until if info is not None and info.retention is not None else None
+            locked = lock is not None and lock > lock_now
+            if info is not None and info.legal_hold:
+                action = "held"
+            elif why == "leftover":
+                action = "wait" if locked else "delete"
+            else:
+                action = "shred" if locked else "delete"
+            out.append(Planned(rec.recording_id, why, action, rec.retention_class, rec.retain_until,
+                               lock if locked else None))
+        return out
 
     def _dispose(self, rec: Recording, why: str, result: SweepResult) -> None:
         rid = rec.recording_id

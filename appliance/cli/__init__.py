@@ -23,6 +23,7 @@ from . import (
     objections,
     prompts,
     recordings,
+    reports,
     serve,
     storage,
     subject,
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="cmd", required=True)
     for leaf in (serve, ledger, storage, keys, recordings, catalog, users, prompts, lab, subject, objections, cases,
-                 erasure):
+                 erasure, reports):
         leaf.add_commands(sub)
     return p
 

@@ -49,7 +49,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "officer": frozenset({"calls.all", "recordings.read", "recordings.play", "recordings.hold", "subjects"}),
     "admin": frozenset({"admin"}),
 }
-HOME = {"agent": "/agent", "supervisor": "/supervisor", "officer": "/supervisor", "admin": "/admin"}
+HOME = {"agent": "/agent", "supervisor": "/supervisor", "officer": "/officer", "admin": "/admin"}
 
 HSTS = "max-age=31536000"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "

@@ -10,6 +10,7 @@ from typing import Any
 
 from agi import variables as v
 from storage.catalog import STATES
+from storage.reports import NAMES as REPORTS
 
 CONSENT = [*v.CONSENT_VALUES, "unknown"]
 RECORDING_ID = {"name": "recording_id", "in": "path", "required": True,
@@ -206,6 +207,19 @@ def document() -> dict[str, Any]:
              **_errors(400, 401, 403, 409)}, params=[CSRF],
             body={"type": "object", "required": ["number", "reference"], "additionalProperties": False,
                   "properties": {"number": {"type": "string"}, "reference": _REASON}}, tags=("subjects",))},
+        "/api/reports/{name}": {"get": _op(
+            "An information officer's report as JSON or CSV (officers)",
+            {"200": {"description": "the report", "content": {
+                "application/json": {"schema": {"type": "object", "required": ["report", "columns", "rows"],
+                                                "properties": {"report": {"type": "string"},
+                                                               "columns": {"type": "array"},
+                                                               "rows": {"type": "array"}}}},
+                "text/csv": {}}}, **_errors(400, 401, 403, 404)},
+            params=[{"name": "name", "in": "path", "required": True, "schema": {"enum": list(REPORTS)}},
+                    _query("format", {"enum": ["json", "csv"]}, "json (default) or csv"),
+                    _query("since", {"type": "string"}, "from this date (YYYY-MM-DD) or ISO date-time (UTC if none)"),
+                    _query("until", {"type": "string"}, "to this date (inclusive) or date-time")],
+            tags=("reports",))},
         "/api/admin/health": {"get": _op("Health in detail (admins)", {"200": _json({"type": "object"}),
                                                                         **_errors(401, 403)}, tags=("admin",))},
         "/api/admin/dialplan": {"get": _op("The generated dialplan, features and manager snippets (admins)",

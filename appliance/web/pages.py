@@ -18,7 +18,7 @@ from .health import PARTS
 
 CONSENT_CHOICES = ("granted", "implied", "declined", "revoked", "abandoned", "error", "unknown")
 NAV = (("/agent", "My calls", ("calls.own",)), ("/supervisor", "Recordings", ("recordings.read",)),
-       ("/officer/subject", "Data subject", ("subjects",)), ("/admin", "Admin", ("admin",)))
+       ("/officer", "Officer", ("subjects",)), ("/admin", "Admin", ("admin",)))
 
 
 def _state(ok: bool, text: str) -> str:

@@ -45,6 +45,7 @@ from .metrics import Metrics
 from .openapi import document
 from .probe import Probe
 from .proxy import make_middleware as proxy_middleware
+from .reports_views import add_report_routes
 from .retrieval import Retrieval
 from .state import WebKeys as W
 from .subject_views import add_subject_routes
@@ -195,3 +196,4 @@ def setup_routes(app: web.Application) -> None:
     add_admin_routes(app)
     add_case_routes(app)
     add_subject_routes(app)
+    add_report_routes(app)

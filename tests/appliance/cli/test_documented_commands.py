@@ -203,7 +203,7 @@ NOT_RUN_HERE = {
     ("subject", "find"): "needs calls in the ledger and catalog (tests/archiver/test_dsar_calls.py)",
     ("subject", "export"): "needs archived recordings (tests/archiver/test_dsar_calls.py)",
 }
-RUN_BELOW = {("config", "check"), ("dialplan",), ("systemd-unit",), ("keys", "generate"), ("keys", "list"),
+RUN_BELOW = {("report",), ("retention", "plan"), ("config", "check"), ("dialplan",), ("systemd-unit",), ("keys", "generate"), ("keys", "list"),
              ("storage", "init"), ("ledger", "verify"), ("ledger", "export"), ("ledger", "anchor"),
              ("ledger", "anchors"), ("users", "add"),
              ("users", "list"), ("users", "disable"), ("recordings", "list"), ("recordings", "verify"),
@@ -282,6 +282,13 @@ def test_recordings_list_and_verify_of_an_empty_catalog(site):
     _, config, _ = site
     assert callvault("recordings", "list", "-c", str(config)).stdout.startswith("recording ")
     assert "verified 0 recording(s), 0 bad" in callvault("recordings", "verify", "--all", "-c", str(config)).stderr
+
+
+def test_report_and_retention_plan_of_a_new_site(site):
+    _, config, _ = site
+    callvault("storage", "init", "-c", str(config))
+    assert callvault("report", "consent", "-c", str(config)).stdout == "day,rule,jurisdiction,outcome,count\n"
+    assert callvault("retention", "plan", "-c", str(config)).stdout.endswith("nothing is due\n")
 
 
 def test_prompts_list(tmp_path):
