@@ -70,9 +70,9 @@ def find_subject(catalog: Catalog, ledger: Ledger, hmacs: Sequence[str]) -> Subj
         for rec in catalog.search(caller_hmac=h, limit=SEARCH_LIMIT):
             recs[rec.recording_id] = rec
     subject = Subject(recordings=sorted(recs.values(), key=lambda r: r.started_at or 0))
-    for e in ledger.find(kind=ConsentBody.KIND):
+    for e in ledger.consents_of(hmacs):
         c = ConsentBody.from_body(e.data)
-        if c.caller_hmac in wanted:
+        if c.caller_hmac in wanted:  # the index holds the body's own caller_hmac; checked all the same
             subject.consents.append({"seq": e.seq, "at": e.ts, "call_id": e.call_id, "consent_id": c.consent_id,
                                      "started_at": _iso(c.started_at), "outcome": c.outcome, "reason": c.reason,
                                      "record": c.record, "recording_id": c.recording_id, "did": c.did,

@@ -25,9 +25,10 @@ import io
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
+from . import ledger_subjects
 from .chain import (
     FIELDS,
     GENESIS_HASH,
@@ -120,12 +121,14 @@ class Ledger:
 
     def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None) -> None:
         self._db = db
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         db.migrate("ledger", MIGRATIONS)
+        db.migrate("ledger_subjects", ledger_subjects.MIGRATIONS)
 
     def _insert(self, conn: Any, kind: str, call_id: str | None,
-                recording_id: str | None, text: str) -> Entry:
-        """Extend the head by one entry. Only inside a write transaction."""
+                recording_id: str | None, text: str, subject: str | None = None) -> Entry:
+        """Extend the head by one entry (and index it under ``subject``, a caller
+        HMAC, in the same transaction). Only inside a write transaction."""
         # The ledger lock is held from this read of the head to the commit of the
         # insert: no other appender, in any process or on any node, can fork the chain.
         self._db.lock(conn, "ledger")
@@ -133,6 +136,8 @@ class Ledger:
         entry = next_entry((row[0], row[1]) if row else (0, GENESIS_HASH), format_ts(self._clock()),
                            kind, call_id, recording_id, text)
         conn.execute(_INSERT, tuple(getattr(entry, name) for name in FIELDS))
+        if subject is not None:
+            conn.execute(ledger_subjects.INSERT, (subject, entry.seq))
         return entry
 
     def append(
@@ -144,8 +149,9 @@ class Ledger:
         appenders prefer :meth:`append_async`, which shares fsyncs.
         """
         text = prepare_body(kind, body, call_id, recording_id)
+        subject = ledger_subjects.subject_of(kind, body)
         with self._db.write() as conn:
-            return self._insert(conn, kind, call_id, recording_id, text)
+            return self._insert(conn, kind, call_id, recording_id, text, subject)
 
     async def append_async(
         self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None,
@@ -169,12 +175,13 @@ class Ledger:
         committed. That is the safe direction for an audit trail.
         """
         text = prepare_body(kind, body, call_id, recording_id)
+        subject = ledger_subjects.subject_of(kind, body)
         if also is None:
             return await self._db.write_async(
-                lambda conn: self._insert(conn, kind, call_id, recording_id, text))
+                lambda conn: self._insert(conn, kind, call_id, recording_id, text, subject))
 
         def op(conn: Any) -> Entry:
-            entry = self._insert(conn, kind, call_id, recording_id, text)
+            entry = self._insert(conn, kind, call_id, recording_id, text, subject)
             also(conn)
             return entry
 
@@ -228,6 +235,17 @@ class Ledger:
                 f"SELECT {_COLUMNS} FROM ledger WHERE {' AND '.join(clauses)} ORDER BY seq", params
             ).fetchall()
         return [_row_entry(row) for row in rows]
+
+    def consents_of(self, caller_hmacs: Sequence[str]) -> list[Entry]:
+        """The consent entries of these caller HMACs, in seq order, read through the
+        ``ledger_subjects`` index (:mod:`storage.ledger_subjects`), not a scan."""
+        wanted = sorted(set(caller_hmacs))
+        out: list[Entry] = []
+        with self._db.read() as conn:
+            for i in range(0, len(wanted), _BATCH):
+                chunk = wanted[i:i + _BATCH]
+                out += map(_row_entry, conn.execute(ledger_subjects.query(_COLUMNS, len(chunk)), chunk).fetchall())
+        return sorted(out, key=lambda e: e.seq) if len(wanted) > _BATCH else out
 
     def verify(self, *, expected_head: tuple[int, str] | None = None,
                anchors: Iterable[tuple[int, str, str]] = ()) -> VerifyResult:
