@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import html
 import json
 import os
 from collections.abc import Iterable
@@ -238,3 +239,20 @@ def _check_item(item: dict[str, Any], ledger: Ledger, archive: Archive) -> Itera
             until = datetime.datetime.fromisoformat(item["retain_until"])
             if info.retention.until < until - datetime.timedelta(seconds=1):
                 yield f"{rid}: payload lock ends {info.retention.until.isoformat()}, before {item['retain_until']}"
+
+
+def render_html(cert: dict[str, Any]) -> str:
+    """The certificate as a page a person can read and print."""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(r['recording_id'])}</td><td>{e(r['header_key'])}</td>"
+        f"<td>{e(', '.join(r['header_versions_deleted']) or '(unversioned)')}</td>"
+        f"<td>{e(r['retain_until'] or '')}</td><td>{r['ledger_seq']}</td></tr>" for r in cert["recordings"])
+    held = "".join(f"<li>{e(r['recording_id'])}: {e(r['why'])}</li>" for r in cert["held"])
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>Erasure certificate {e(cert['request_id'])}"
+            f"</title></head><body><h1>Erasure certificate</h1><dl><dt>Request</dt><dd>{e(cert['request_id'])}</dd>"
+            f"<dt>Reference</dt><dd>{e(cert['reference'])}</dd><dt>Officers</dt><dd>{e(', '.join(cert['officers']))}"
+            f"</dd><dt>Issued</dt><dd>{e(cert['issued_at'])}</dd><dt>Ledger seq</dt>"
+            f"<dd>{cert['certificate_seq']}</dd></dl><table><tr><th>Recording</th><th>Header object</th>"
+            f"<th>Versions deleted</th><th>Payload locked until</th><th>Ledger seq</th></tr>{rows}</table>"
+            f"<h2>Held (untouched)</h2><ul>{held or '<li>none</li>'}</ul></body></html>\n")

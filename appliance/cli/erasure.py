@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
-import html
 import json
 import os
 import sys
@@ -14,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from archiver.erasure import Eraser, ErasureRefused, verify_certificate
+from archiver.erasure import Eraser, ErasureRefused, render_html, verify_certificate
 from archiver.errors import ArchiverError
 from storage.erasures import ErasureRequests
 from storage.errors import NotFound, StorageError
@@ -168,22 +167,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
           f"{'verified against the ledger and the buckets' if not problems else f'{len(problems)} problem(s)'}",
           file=sys.stderr)
     return 1 if problems else 0
-
-
-def render_html(cert: dict[str, Any]) -> str:
-    e = html.escape
-    rows = "".join(
-        f"<tr><td>{e(r['recording_id'])}</td><td>{e(r['header_key'])}</td>"
-        f"<td>{e(', '.join(r['header_versions_deleted']) or '(unversioned)')}</td>"
-        f"<td>{e(r['retain_until'] or '')}</td><td>{r['ledger_seq']}</td></tr>" for r in cert["recordings"])
-    held = "".join(f"<li>{e(r['recording_id'])}: {e(r['why'])}</li>" for r in cert["held"])
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>Erasure certificate {e(cert['request_id'])}"
-            f"</title></head><body><h1>Erasure certificate</h1><dl><dt>Request</dt><dd>{e(cert['request_id'])}</dd>"
-            f"<dt>Reference</dt><dd>{e(cert['reference'])}</dd><dt>Officers</dt><dd>{e(', '.join(cert['officers']))}"
-            f"</dd><dt>Issued</dt><dd>{e(cert['issued_at'])}</dd><dt>Ledger seq</dt>"
-            f"<dd>{cert['certificate_seq']}</dd></dl><table><tr><th>Recording</th><th>Header object</th>"
-            f"<th>Versions deleted</th><th>Payload locked until</th><th>Ledger seq</th></tr>{rows}</table>"
-            f"<h2>Held (untouched)</h2><ul>{held or '<li>none</li>'}</ul></body></html>\n")
 
 
 def _select(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -137,6 +137,37 @@ def _subject_paths() -> dict[str, Any]:
     }
 
 
+def _erasure_paths() -> dict[str, Any]:
+    """Erasure: plan, request, approve, certificate (officers: the ``subjects`` permission)."""
+    obj, tags = {"type": "object"}, ("subjects",)
+    rid = {"name": "request_id", "in": "path", "required": True,
+           "schema": {"type": "string", "minLength": 1, "maxLength": 100}}
+    select = {"type": "object", "required": ["reference"], "additionalProperties": False, "properties": {
+        "subject": {"type": "string", "description": "a caller number (give this or recording_ids)"},
+        "recording_ids": {"type": "array", "minItems": 1, "maxItems": 500, "items": {
+            "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"}}, "reference": _REASON}}
+    return {
+        "/api/erasures": {
+            "get": _op("Erasure requests, newest first", {"200": _json(obj), **_errors(401, 403)}, tags=tags),
+            "post": _op("Request an erasure: runs at once unless [privacy] erasure_approval is two-person",
+                        {"201": _json(obj), **_errors(400, 401, 403, 409, 503)}, params=[CSRF], body=select,
+                        tags=tags)},
+        "/api/erasures/plan": {"post": _op(
+            "Dry run: what would be erased, held (and why) or flagged", {"200": _json(obj),
+                                                                       **_errors(400, 401, 403, 409, 503)},
+            params=[CSRF], body=select, tags=tags)},
+        "/api/erasures/{request_id}/approve": {"post": _op(
+            "Approve another officer's pending request (two-person rule); it runs",
+            {"200": _json(obj), **_errors(401, 403, 409, 503)}, params=[rid, CSRF], tags=tags)},
+        "/api/erasures/{request_id}/certificate": {"get": _op(
+            "The certificate of an executed erasure, as JSON or a printable page",
+            {"200": {"description": "the certificate", "content": {"application/json": {"schema": obj},
+                                                                   "text/html": {}}},
+             **_errors(400, 401, 403, 404, 409)},
+            params=[rid, _query("format", {"enum": ["json", "html"]}, "json (default) or html")], tags=tags)},
+    }
+
+
 def document() -> dict[str, Any]:
     rec_params = [RECORDING_ID]
     paths: dict[str, Any] = {
@@ -234,6 +265,7 @@ def document() -> dict[str, Any]:
                   "properties": {"did": {"type": "string", "pattern": "^\\+?[0-9]{3,20}$"}}}, tags=("admin",))},
     }
     paths.update(_subject_paths())
+    paths.update(_erasure_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "callvault", "version": "1", "description":

@@ -1,7 +1,7 @@
 """The information officer's pages and the reports API (permission ``subjects``).
 
 ``/officer``: the officer's landing page, linking to subject search and export,
-objections, legal-hold cases and the reports. ``/officer/reports``: one report at a
+erasure, objections, legal-hold cases and the reports. ``/officer/reports``: one report at a
 time (storage/reports.py) as a table, with its CSV and JSON downloads.
 ``/api/reports/<name>?format=csv|json&since=&until=``: the same tables for tools.
 """
@@ -23,6 +23,7 @@ from .auth import requires, session_of
 from .jsonio import error
 
 OFFICER_LINKS = (("/officer/subject", "Find a data subject", "every recording and ledger entry of one number"),
+                 ("/officer/erasure", "Erasure", "plan, request and approve erasures; certificates"),
                  ("/officer/objections", "Objections", "objections to recording"),
                  ("/officer/cases", "Legal-hold cases", "holds grouped by case"),
                  ("/officer/reports", "Reports", "consent, retention, erasures, access, objections"))

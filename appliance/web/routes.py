@@ -38,6 +38,7 @@ from .auth import (
     session_of,
 )
 from .cases_views import add_case_routes
+from .erasure_views import add_erasure_routes
 from .health import down_parts
 from .live import LiveCalls
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -197,3 +198,4 @@ def setup_routes(app: web.Application) -> None:
     add_case_routes(app)
     add_subject_routes(app)
     add_report_routes(app)
+    add_erasure_routes(app)

@@ -4,6 +4,7 @@
 the lab Asterisk, archiver, FastAGI, web) with users already made, archive storage
 on the lab's Ceph RGW, and, unless ``identity=False``, the private identity on this
 node (the retrieval node); ``web_`` replaces ``[web]`` keys (TLS, trusted proxies), ``archive_`` ``[archive]`` keys,
+``privacy_`` ``[privacy]`` keys,
 and with ``tls_cert`` the site listens with `serve`'s TLS context. ``harness.recording(seconds)`` stores an archived
 recording the way the archiver would (age-encrypted header and payload objects in
 RGW, a catalog row), so playback is tested without waiting for a call to archive.
@@ -152,7 +153,8 @@ class Harness:
 
 def make_config(lab_state, tmp_path: Path, users_template: Path, buckets: tuple[str, str], *,
                 rules: list[dict] | None = None, identity: bool = True,
-                web_: dict | None = None, archive_: dict | None = None) -> tuple[cfg.Config, Identity, int]:
+                web_: dict | None = None, archive_: dict | None = None,
+                privacy_: dict | None = None) -> tuple[cfg.Config, Identity, int]:
     """The dev config `callvault lab up` writes, with archive storage on RGW and the test users."""
     from agi.policy import parse_policy
 
@@ -177,6 +179,8 @@ def make_config(lab_state, tmp_path: Path, users_template: Path, buckets: tuple[
         config = dataclasses.replace(config, web=dataclasses.replace(config.web, **web_))
     if archive_:  # e.g. channels
         config = dataclasses.replace(config, archive=dataclasses.replace(config.archive, **archive_))
+    if privacy_:  # e.g. erasure_approval
+        config = dataclasses.replace(config, privacy=dataclasses.replace(config.privacy, **privacy_))
     return config, ident, port
 
 
@@ -184,9 +188,9 @@ def make_config(lab_state, tmp_path: Path, users_template: Path, buckets: tuple[
 def webapp(lab_state, tmp_path, users_template, web_buckets):
     @contextlib.asynccontextmanager
     async def start(rules: list[dict] | None = None, *, identity: bool = True, web_: dict | None = None,
-                    archive_: dict | None = None):
+                    archive_: dict | None = None, privacy_: dict | None = None):
         config, ident, port = make_config(lab_state, tmp_path, users_template, web_buckets, rules=rules,
-                                          identity=identity, web_=web_, archive_=archive_)
+                                          identity=identity, web_=web_, archive_=archive_, privacy_=privacy_)
         runner = web.AppRunner(build_app(config), shutdown_timeout=5)
         await runner.setup()
         context = tls_context(config)  # what `serve` listens with

@@ -61,7 +61,7 @@ async def test_officer_sees_reports_others_get_403(webapp):
             await page.wait_for_selector("#who")
             assert page.url.endswith("/officer")
             hrefs = await page.eval_on_selector_all("#officer-links a", "els => els.map(e => e.getAttribute('href'))")
-            assert hrefs == ["/officer/subject", "/officer/objections", "/officer/cases",
+            assert hrefs == ["/officer/subject", "/officer/erasure", "/officer/objections", "/officer/cases",
                              "/officer/reports"]
             assert await page.locator("nav a[href='/officer']").count() == 1
             await page.click("#officer-links a[href='/officer/reports']")
