@@ -3,9 +3,12 @@ subject through `callvault erasure`, with legal holds, certificates and the two-
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import zipfile
 
+import pyrage
 import pytest
 
 from appliance.cli import build_parser
@@ -127,6 +130,18 @@ def test_erase_by_subject_shreds_two_reports_the_held_one_and_certifies(site, ca
     held = env.catalog.get(rids[1])
     assert held.state == "archived" and env.archive().verify(held) is None
     assert env.catalog.get(rids[3]).state == "archived"
+
+    # The subject's access export after the erasure: the erased recordings are listed as
+    # erased, with no audio; only the held one is exported.
+    bundle = tmp_path / "dsar.zip.age"
+    code, out, err = run(capsys, "subject", "export", NUMBER, "--reference", "DSR-1b", "--out", str(bundle),
+                         "--identity", str(tmp_path / "id.txt"), "-c", conf)
+    assert code == 0, err
+    passphrase = out.strip().rsplit("passphrase: ", 1)[1]
+    with zipfile.ZipFile(io.BytesIO(pyrage.passphrase.decrypt(bundle.read_bytes(), passphrase))) as zf:
+        assert [n for n in zf.namelist() if n.endswith(".wav")] == [f"recordings/{rids[1]}.wav"]
+        states = {r["recording_id"]: r["state"] for r in json.loads(zf.read("recordings.json"))}
+    assert states == {rids[0]: "erased", rids[1]: "archived", rids[2]: "erased"}
 
     cert_json, cert_html = tmp_path / "cert.json", tmp_path / "cert.html"
     code, _, err = run(capsys, "erasure", "certificate", request_id, "--json", str(cert_json),
