@@ -161,29 +161,68 @@ def _table(heads: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _field(name: str, label: str, kind: str = "text", required: bool = False) -> str:
+    return (f'<label>{escape(label)} <input id="{name}" name="{name}" type="{kind}"'
+            f'{" required" if required else ""}></label>')
+
+
+def _form(form_id: str, fields: str, button: str) -> str:
+    return f'<form id="{form_id}" class="search">{fields}<button type="submit">{escape(button)}</button></form>'
+
+
+def _page(request: web.Request, title: str, body: str, path: str) -> web.Response:
+    body += '<div id="outcome" role="status"></div>'
+    html = pages.layout(title, body, session=session_of(request), scripts=("common.js", "cases.js"), page=path)
+    return web.Response(text=html, content_type="text/html")
+
+
 @requires("subjects")
 async def objections_page(request: web.Request) -> web.Response:
     rows = [[o["objection_id"], pages._when(o["created_at"]), o["actor"], o["reason"],
              "in force" if o["active"] else f"lifted by {o['lifted_by']}: {o['lift_reason']}"]
             for o in await _objections(request.app)]
     body = ("<p>Calls from these numbers are not recorded and hear no notice. Numbers are kept only as "
-            "keyed hashes. Add or lift with POST /api/objections and /api/objections/lift.</p>"
-            + _table(["objection", "since", "by", "reason", "state"], rows))
-    html = pages.layout("Standing objections", body, session=session_of(request), page="/officer/objections")
-    return web.Response(text=html, content_type="text/html")
+            "keyed hashes.</p>" + _table(["objection", "since", "by", "reason", "state"], rows)
+            + "<h2>Add or lift an objection</h2>"
+            + _form("objection", _field("number", "Telephone number", required=True)
+                    + _field("objection-reason", "Reason", required=True), "Add objection")
+            .replace("</form>", '<button type="button" id="lift">Lift objection</button></form>'))
+    return _page(request, "Standing objections", body, "/officer/objections")
+
+
+def _cases_table(shown: list[dict[str, Any]]) -> str:
+    rows = []
+    for c in shown:
+        recs = "".join(f'<li data-id="{escape(r["recording_id"])}">{escape(r["recording_id"])}'
+                       f'{" (held)" if r["legal_hold"] else ""}</li>' for r in c["recordings"])
+        cells = [c["name"], pages._when(c["created_at"]), c["actor"], c["reason"], "open" if c["open"] else "closed"]
+        rows.append(f'<tr data-case="{escape(c["name"])}">' + "".join(f"<td>{escape(str(v))}</td>" for v in cells)
+                    + f"<td><ul>{recs}</ul></td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("case", "opened", "by", "reason", "state", "recordings"))
+    return f'<table id="cases-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 @requires("subjects")
 async def cases_page(request: web.Request) -> web.Response:
     desk = request.app[CASES]
     shown = await asyncio.to_thread(lambda: [desk.show(c.name) for c in desk.cases.list()])
-    rows = [[c["name"], pages._when(c["created_at"]), c["actor"], c["reason"], "open" if c["open"] else "closed",
-             " ".join(r["recording_id"] for r in c["recordings"])] for c in shown]
+    opened = "".join(f'<option>{escape(c["name"])}</option>' for c in shown if c["open"])
+    pick = f'<label>Case <select class="case" required>{opened}</select></label>'
     body = ("<p>Recordings held under an open case cannot be deleted; closing a case releases its holds "
-            "unless another open case keeps them.</p>"
-            + _table(["case", "opened", "by", "reason", "state", "recordings"], rows))
-    html = pages.layout("Legal-hold cases", body, session=session_of(request), page="/officer/cases")
-    return web.Response(text=html, content_type="text/html")
+            "unless another open case keeps them.</p>" + _cases_table(shown)
+            + "<h2>Open a case</h2>"
+            + _form("create", _field("case-name", "Case name", required=True)
+                    + _field("case-reason", "Reason", required=True), "Open case")
+            + "<h2>Add recordings</h2><p>Fill in any of these; the recordings matching all of them are held.</p>"
+            + _form("add", pick + _field("subject", "Telephone number") + _field("since", "From", "date")
+                    + _field("until", "Until", "date") + _field("agent", "Agent") + _field("did", "Number dialled")
+                    + _field("recording-id", "Recording id"), "Add to case")
+            + "<h2>Remove a recording</h2>"
+            + _form("remove", pick + _field("remove-id", "Recording id", required=True)
+                    + _field("remove-reason", "Reason", required=True), "Remove")
+            + "<h2>Close a case</h2>"
+            + _form("close", pick + _field("close-reason", "Reason", required=True), "Close case"))
+    return _page(request, "Legal-hold cases", body, "/officer/cases")
 
 
 async def _desks(app: web.Application):

@@ -1,5 +1,6 @@
 """Standing objections (real calls through the lab Asterisk) and legal-hold cases (holds on
-the payload objects in the lab's RGW), through the CLI and the officer's API."""
+the payload objects in the lab's RGW), through the CLI, the officer's API and the officer's pages
+in Chromium."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from browser import chromium
 from callhelpers import OPT_IN, finish, run_call
 
 from appliance.keys import AppKeys as K
@@ -109,3 +111,56 @@ async def test_case_holds_a_subjects_recordings_in_rgw_until_removed_or_closed(w
         assert [len(ledger.find(kind=k)) for k in ("case.create", "case.close")] == [1, 1]
         async with olga.get("/officer/cases") as r:
             assert r.status == 200 and "m-117" in await r.text()
+
+
+async def _act(page, form: str, fields: dict[str, str], expect: str = "#done", button: str = "") -> str:
+    for selector, value in fields.items():
+        await page.fill(f"#{form} {selector}", value)
+    await page.click(button or f"#{form} button[type=submit]")
+    await page.wait_for_selector(expect)
+    return await page.inner_text(expect)
+
+
+async def test_officer_runs_a_case_and_an_objection_from_the_pages(webapp, s3_client, user_password):
+    async with webapp() as h:
+        mine = [(await asyncio.to_thread(h.recording, 2, caller=SUBJECT))[0] for _ in range(2)]
+        other, _ = await asyncio.to_thread(h.recording, 2, caller="+27215550999")
+        bucket, catalog = h.config.storage.bucket, h.app[K.catalog]
+        async with chromium() as page:
+            await page.goto(h.url + "/login")
+            await page.fill("#name", "olga")
+            await page.fill("#password", user_password("olga"))
+            await page.click("#sign-in")
+            await page.wait_for_selector("#who")
+            await page.goto(h.url + "/officer/cases")
+            said = await _act(page, "create", {"#case-name": "m-9", "#case-reason": "matter 9"})
+            assert "m-9 opened" in said
+            said = await _act(page, "create", {"#case-name": "m-9", "#case-reason": "again"}, "#problem")
+            assert "m-9" in said  # the API's refusal is shown
+            said = await _act(page, "add", {"#subject": SUBJECT}, "#done")
+            assert "2 recording(s) added to m-9" in said
+            listed = await page.inner_text("#cases-table tr[data-case=m-9]")
+            assert all(r in listed for r in mine) and other not in listed and "open" in listed
+            recs = {r: catalog.get(r) for r in mine}
+            assert [_held(s3_client, bucket, recs[r]) for r in mine] == ["ON", "ON"]
+            assert not h.app[K.archive].payload.head(catalog.get(other).object_key,
+                                                     catalog.get(other).version_id).legal_hold
+
+            said = await _act(page, "remove", {"#remove-id": mine[0], "#remove-reason": "not in scope"})
+            assert "hold is released" in said
+            assert await page.locator(f"#cases-table tr[data-case=m-9] li[data-id={mine[0]}]").count() == 0
+            assert [_held(s3_client, bucket, recs[r]) for r in mine] == ["OFF", "ON"]
+            said = await _act(page, "close", {"#close-reason": "matter settled"})
+            assert "m-9 closed; 1 hold(s) released" in said
+            assert "closed" in await page.inner_text("#cases-table tr[data-case=m-9]")
+            assert [_held(s3_client, bucket, recs[r]) for r in mine] == ["OFF", "OFF"]
+            assert [catalog.get(r).legal_hold for r in mine] == [0, 0]
+
+            await page.goto(h.url + "/officer/objections")
+            said = await _act(page, "objection", {"#number": SUBJECT, "#objection-reason": "asked by letter"})
+            assert "recorded" in said and "in force" in await page.inner_text("table")
+            said = await _act(page, "objection", {"#number": SUBJECT, "#objection-reason": "consent given again"}, button="#lift")
+            assert said == "Objection lifted." and "lifted by olga" in await page.inner_text("table")
+            said = await _act(page, "objection", {"#number": SUBJECT, "#objection-reason": "twice"}, "#problem", button="#lift")
+            assert "no objection in force" in said
+        assert [len(h.app[K.ledger].find(kind=k)) for k in ("objection.add", "objection.lift")] == [1, 1]
