@@ -78,6 +78,11 @@ def canonical(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _digest(value: Any) -> str:
+    """SHA-256 of ``value`` as canonical JSON (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 class Eraser:
     def __init__(self, catalog: Catalog, ledger: Ledger, archive: Archive, requests: ErasureRequests, *,
                  approval: str = "single", work_dir: Path | None = None):
@@ -126,9 +131,16 @@ class Eraser:
         if not (plan.erase or plan.held or plan.flagged or plan.erased):
             raise ErasureRefused("the selection matches no recording")
         req = self.requests.add(reference, selection, officer)
+        # The selection and the plan can name thousands of recordings: the entry holds
+        # their digests and counts (a ledger body is at most 64 KiB); each recording gets
+        # its own `erase` entry, and the certificate lists them all.
+        report = plan.report()
         self.ledger.append("erasure.request", {"request_id": req.request_id, "reference": reference,
                                                "officer": officer, **via, "approval": self.approval,
-                                               "selection": selection, "plan": plan.report()})
+                                               "selection_sha256": _digest(selection),
+                                               "plan_sha256": _digest(report),
+                                               "counts": {k: len(v) for k, v in report.items()
+                                                          if isinstance(v, list)}})
         if self.approval == "two-person":
             return req, None
         return req, self.execute(req, [officer])
@@ -164,7 +176,7 @@ class Eraser:
                 "already_erased": [r.recording_id for r in plan.erased]}
         entry = self.ledger.append("erasure.certificate", {"request_id": req.request_id, "reference": req.reference,
                                                            "sha256": hashlib.sha256(canonical(cert)).hexdigest(),
-                                                           "recordings": [d["recording_id"] for d in done]})
+                                                           "recordings": len(done)})
         cert = {**cert, "certificate_seq": entry.seq}
         self.requests.complete(req.request_id, cert)
         return cert
