@@ -49,6 +49,23 @@ def database(config: cfg.Config) -> Iterator:
         db.close()
 
 
+def identity_file(args: argparse.Namespace, config: cfg.Config) -> Path | None:
+    """``--identity``, else ``[web] identity_file``; None when neither names one."""
+    return args.identity or config.web.identity_file
+
+
+NO_IDENTITY = "no identity: pass --identity FILE or set [web] identity_file in the config"
+
+
+def read_identities(path: Path) -> list:
+    """The age identities in ``path``, asking for its passphrase if it is encrypted."""
+    from storage.age import VERSION_LINE
+    from storage.keys import load_identities
+
+    encrypted = path.read_bytes()[:len(VERSION_LINE)] == VERSION_LINE
+    return load_identities(path, passphrase(f"passphrase for {path}: ") if encrypted else None)
+
+
 def fail(message: str, code: int = 1) -> int:
     print(f"callvault: {message}", file=sys.stderr)
     return code

@@ -18,7 +18,6 @@ from typing import Any
 from archiver.archive import Archive
 from archiver.errors import ArchiverError
 from storage import private
-from storage.age import VERSION_LINE, Identity
 from storage.catalog import Catalog, Recording
 from storage.errors import NotFound, StorageError
 from storage.ledger import Ledger
@@ -26,13 +25,15 @@ from storage.ledger import Ledger
 from .. import compose
 from .. import config as cfg
 from .common import (
+    NO_IDENTITY,
     database,
     fail,
     guarded,
+    identity_file,
     iso,
     load_config,
     os_account,
-    passphrase,
+    read_identities,
     reason,
     with_config,
 )
@@ -81,22 +82,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _identities(path: Path) -> list[Identity]:
-    from storage.keys import load_identities
-
-    encrypted = path.read_bytes()[:len(VERSION_LINE)] == VERSION_LINE
-    return load_identities(path, passphrase(f"passphrase for {path}: ") if encrypted else None)
-
-
 @_guard
 def cmd_get(args: argparse.Namespace) -> int:
     config = load_config(args)
     out = Path(args.out)
     if out.exists():
         return fail(f"{out} exists; refusing to overwrite", 2)
-    identity = args.identity or config.web.identity_file
+    identity = identity_file(args, config)
     if identity is None:
-        return fail("no identity: pass --identity FILE or set [web] identity_file in the config", 2)
+        return fail(NO_IDENTITY, 2)
     with _catalog(config) as (catalog, ledger):
         try:
             rec = catalog.get(args.recording_id)
@@ -104,7 +98,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             return fail(f"no recording {args.recording_id}")
         if rec.state != "archived":
             return fail(f"recording {rec.recording_id} is {rec.state}, not archived")
-        identities = _identities(identity)
+        identities = read_identities(identity)
         # The audit entry first, then the key is used.
         ledger.append("audit.get", {"recording_id": rec.recording_id, **os_account(), "reason": args.reason,
                                     "identities": [i.fingerprint for i in identities]},

@@ -21,16 +21,18 @@ from storage.ledger import Ledger
 from .. import compose
 from .. import config as cfg
 from .common import (
+    NO_IDENTITY,
     database,
     fail,
     guarded,
+    identity_file,
     iso,
     load_config,
     os_account,
+    read_identities,
     reason,
     with_config,
 )
-from .recordings import _identities
 
 _guard = guarded(StorageError, ArchiverError, ValueError)
 
@@ -71,10 +73,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists():
         return fail(f"{out} exists; refusing to overwrite", 2)
-    identity = args.identity or config.web.identity_file
+    identity = identity_file(args, config)
     if identity is None:
-        return fail("no identity: pass --identity FILE or set [web] identity_file in the config", 2)
-    identities = _identities(identity)
+        return fail(NO_IDENTITY, 2)
+    identities = read_identities(identity)
     passphrase = new_passphrase()
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
 
