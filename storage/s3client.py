@@ -19,6 +19,8 @@ connection refused/reset, timeouts
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,10 +74,34 @@ class S3Settings:
             response_checksum_validation="when_supported",
         )
         # A session per client: boto3's default session is not thread-safe.
-        return boto3.session.Session().client(
+        client = boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint_url, region_name=self.region,
             aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
             config=config)
+        client.meta.events.register("request-created.s3", REQUESTS.count)
+        return client
+
+
+class RequestCounts:
+    """HTTP requests sent to S3 by this process, by operation (``PutObject``,
+    ``HeadObject``, ...), retries included: botocore creates a request per attempt.
+    Every client made by ``S3Settings.client()`` reports here; the metrics page
+    exports it as ``callvault_s3_requests_total``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def count(self, operation_name: str = "", **kwargs: Any) -> None:
+        with self._lock:
+            self._counts[operation_name or "unknown"] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+REQUESTS = RequestCounts()
 
 
 def sign_checksummed_bodies_by_checksum(client: Any) -> None:

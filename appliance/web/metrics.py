@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from archiver.archive import Archive
+from storage import s3client
 from storage.catalog import ACTIVE, STATES, Catalog
 
 LATENCY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -66,6 +67,7 @@ class Snapshot:
     spool_free_bytes: float = float("nan")
     anchored_seq: int = 0
     anchor_check_failures: int = 0
+    s3_requests: dict[str, int] = field(default_factory=dict)
 
 
 class _StateCollector(Collector):
@@ -114,6 +116,11 @@ class _StateCollector(Collector):
                                   value=s.anchor_check_failures)
         yield CounterMetricFamily("callvault_agi_refused", "FastAGI connections refused: peer not in [agi] allow.",
                                   value=s.agi_refused)
+        requests = CounterMetricFamily("callvault_s3_requests", "HTTP requests sent to S3 storage, by "
+                                       "operation (retries included).", labels=["operation"])
+        for operation, n in sorted(s.s3_requests.items()):
+            requests.add_metric([operation], n)
+        yield requests
         yield CounterMetricFamily("callvault_playback_fetched_bytes",
                                   "Ciphertext bytes read from storage for playback and download.",
                                   value=s.playback_fetched_bytes)
@@ -172,7 +179,8 @@ class Metrics:
                 storage_up=bool(archiver.get("running")) and archiver.get("storage_down_since") is None,
                 last_archive=self._archived_after, spool_free_bytes=await asyncio.to_thread(self._spool_free),
                 anchored_seq=(anchors or {}).get("anchored_seq", 0),
-                anchor_check_failures=(anchors or {}).get("check_failures", 0))
+                anchor_check_failures=(anchors or {}).get("check_failures", 0),
+                s3_requests=s3client.REQUESTS.snapshot())
             return await asyncio.to_thread(generate_latest, self.registry)
 
     def _spool_free(self) -> float:
