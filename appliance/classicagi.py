@@ -18,11 +18,10 @@ the dialplan goes on.
 Costs and limits, compared with FastAGI:
 
 * one Python process per call: startup and imports are most of its cost, about
-  300 ms of CPU per call on a 2-core test machine against ~3 ms for a FastAGI flow
-  (``python -m bench agi``). Measured there: the bare interpreter ~35 ms, importing
-  asyncio (with ssl, concurrent.futures, inspect, ...) ~90 ms, which the async
-  handlers need; pydub is not imported on this path (announcements imports it where
-  prompts are converted);
+  120-200 ms of CPU per call on a 2-core test machine, about three times a bare pyst2
+  script, against ~3 ms for a FastAGI flow (``python -m bench agi --classic``). The
+  handlers run without an event loop (``agi.inline``) and the path imports no
+  asyncio, AMI client, archiver, age encryption or pydub (a test checks it);
 * no AMI: ``revoke`` stops MixMonitor with ``EXEC StopMixMonitor``, which acts on the
   AGI's own channel only. A recording on another channel (the feature code dialled
   on the agent's leg) is flagged for erasure in the catalog, so it is shredded and

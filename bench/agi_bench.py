@@ -112,11 +112,16 @@ def run_classic(argv: list[str], env: dict[str, str], *, runs: int, parallel: in
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - t0
+    return _summary(results, runs=runs, parallel=parallel, elapsed=time.perf_counter() - t0)
+
+
+def _summary(results: list[dict], *, runs: int, parallel: int, elapsed: float | None) -> dict:
+    cpu = sorted(r["cpu"] * 1e3 for r in results)
     return {"runs": runs, "parallel": parallel, "ok": sum(r["ok"] for r in results),
             "median_wall_ms": statistics.median(r["wall"] for r in results) * 1e3,
-            "median_cpu_ms": statistics.median(r["cpu"] for r in results) * 1e3,
-            "flows_per_s": runs / elapsed}
+            "median_cpu_ms": statistics.median(cpu), "p10_cpu_ms": cpu[len(cpu) // 10],
+            "p90_cpu_ms": cpu[len(cpu) * 9 // 10],
+            "flows_per_s": runs / elapsed if elapsed else None}
 
 
 def classic_suite(workdir: Path, prompts_root: Path, *, runs: int = 20) -> dict:
@@ -129,13 +134,18 @@ def classic_suite(workdir: Path, prompts_root: Path, *, runs: int = 20) -> dict:
     entry = [str(Path(sys.prefix) / "bin" / "callvault-agi"), "consent", agi_load.DID]
     bare = workdir / "bare_pyst2.py"
     bare.write_text(BARE_PYST2)
-    out = {}
-    for name, argv in (("callvault_agi", entry), ("bare_pyst2", [sys.executable, str(bare)])):
+    both = {"callvault_agi": entry, "bare_pyst2": [sys.executable, str(bare)]}
+    for argv in both.values():
         classic_once(argv, env, 0)  # warm the page cache and __pycache__
-        seq = run_classic(argv, env, runs=runs)
-        par = run_classic(argv, env, runs=runs, parallel=os.cpu_count() or 2)
-        out[name] = {"sequential": seq, "parallel": par}
-    return out
+    # Sequential calls alternate between the two, so both see the same load from
+    # whatever else runs on the machine: the ratio is what counts.
+    calls: dict[str, list[dict]] = {name: [] for name in both}
+    for n in range(runs):
+        for name, argv in both.items():
+            calls[name].append(classic_once(argv, env, n))
+    return {name: {"sequential": _summary(calls[name], runs=runs, parallel=1, elapsed=None),
+                   "parallel": run_classic(argv, env, runs=runs, parallel=os.cpu_count() or 2)}
+            for name, argv in both.items()}
 
 
 # --- the whole thing -------------------------------------------------------------------
@@ -301,12 +311,13 @@ def classic_table(results: dict) -> str:
     classic = results["classic"]["callvault_agi"]
     bare = results["classic"]["bare_pyst2"]
     base_cpu = bare["sequential"]["median_cpu_ms"]
-    crow = [["classic (one process per call)", "median wall ms", "median CPU ms", "CPU vs bare",
+    crow = [["classic (one process per call)", "median wall ms", "median CPU ms", "CPU p10-p90 ms", "CPU vs bare",
              f"flows/s, {classic['parallel']['parallel']} at a time", "flows/s if CPU-bound",
              "ok runs"]]
     for name, c in (("callvault-agi consent DID", classic), ("bare pyst2 script (reference)", bare)):
         cpu = c["sequential"]["median_cpu_ms"]
         crow.append([name, f"{c['sequential']['median_wall_ms']:.1f}", f"{cpu:.1f}",
+                     f"{c['sequential']['p10_cpu_ms']:.0f}-{c['sequential']['p90_cpu_ms']:.0f}",
                      f"{cpu / base_cpu:.2f}x", f"{c['parallel']['flows_per_s']:.1f}",
                      f"{(results['cores'] or 1) * 1000 / cpu:.1f}",
                      (f"{c['sequential']['ok'] + c['parallel']['ok']}/"
