@@ -41,19 +41,32 @@ import re
 import select
 import signal
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NoReturn, Sequence
+from typing import Any, NoReturn
 
-from asterisk.agi import (AGI, AGIAppError, AGIInvalidCommand, AGIResultHangup,
-                          AGIUnknownError, AGIUsageError)
+from asterisk.agi import (
+    AGI,
+    AGIAppError,
+    AGIInvalidCommand,
+    AGIResultHangup,
+    AGIUnknownError,
+    AGIUsageError,
+)
 
 from . import variables as v
-from .errors import (AgiError, AgiHangup, AgiTimeout, CommandFailed, LocalProtocolError,
-                     ProtocolError)
+from .errors import (
+    AgiError,
+    AgiHangup,
+    AgiTimeout,
+    CommandFailed,
+    LocalProtocolError,
+    ProtocolError,
+)
 from .events import Environment
+from .interface import DEFAULT_PLAYBACK_TIMEOUT, DEFAULT_READ_TIMEOUT, AgiSession
 from .protocol import MAX_LINE, build_command, verb_of
 from .routes import Handler
-from .session import DEFAULT_PLAYBACK_TIMEOUT, DEFAULT_READ_TIMEOUT, AgiSession
 
 log = logging.getLogger(__name__)
 

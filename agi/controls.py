@@ -10,16 +10,19 @@ call (``agi.handlers.pci``); both end in :func:`apply_pause`.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from storage.catalog import Catalog, Recording
 from storage.entries import PauseBody
 
-from .ami import AmiClient
 from .errors import AgiError
 from .handlers.consent import AppendEvent
+from .inline import to_thread
+
+if TYPE_CHECKING:  # AMI (panoramisk) only where a caller has a client: not in classic AGI
+    from .ami import AmiClient
 
 # Mutes (True) or unmutes the MixMonitor on a channel; raises if Asterisk refused.
 MuteMixMonitor = Callable[[str, bool], Awaitable[None]]
@@ -53,13 +56,13 @@ async def apply_pause(mute: MuteMixMonitor, catalog: Catalog, append: AppendEven
     await mute(rec.channel, paused)
     # Asterisk acted between the request and its answer: the midpoint is closest.
     now = (sent + time.time()) / 2
-    await asyncio.to_thread(catalog.add_pause if paused else catalog.end_pause, rec.recording_id, now)
+    await to_thread(catalog.add_pause if paused else catalog.end_pause, rec.recording_id, now)
     body = PauseBody(rec.recording_id, rec.channel, now, actor, trigger)
     await append(PauseBody.kind(paused), body.to_body(), call_id=rec.linkedid, recording_id=rec.recording_id)
-    return await asyncio.to_thread(catalog.get, rec.recording_id)
+    return await to_thread(catalog.get, rec.recording_id)
 
 
 async def set_paused(ami: AmiClient, catalog: Catalog, append: AppendEvent, channel: str,
                      paused: bool, *, actor: str, trigger: str) -> Recording:
-    rec = await asyncio.to_thread(_active, catalog, channel)
+    rec = await to_thread(_active, catalog, channel)
     return await apply_pause(ami_mute(ami), catalog, append, rec, paused, actor=actor, trigger=trigger)

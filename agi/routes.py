@@ -8,10 +8,10 @@ leading slash or the query string (``Environment.route``).
 from __future__ import annotations
 
 import re
-from typing import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from .events import Environment
-from .session import AgiSession
+from .interface import AgiSession
 
 Handler = Callable[[AgiSession], Awaitable[None]]
 

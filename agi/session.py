@@ -1,4 +1,4 @@
-"""The small interface handlers use to drive a channel, and its socket implementation.
+"""FastAGI's implementation of :class:`agi.interface.AgiSession`, over a socket.
 
 Handlers see :class:`AgiSession` only: never a socket, never protocol state.
 
@@ -17,55 +17,13 @@ How replies map to outcomes (see also ``agi.errors``):
 
 from __future__ import annotations
 
-import abc
 import asyncio
 from typing import NoReturn
 
 from .errors import AgiHangup, AgiTimeout, CommandFailed, ProtocolError
 from .events import NEED_DATA, Closed, Environment, Event, Hangup, Response
+from .interface import DEFAULT_PLAYBACK_TIMEOUT, DEFAULT_READ_TIMEOUT, AgiSession
 from .protocol import AgiConnection, State, build_command, verb_of
-
-DEFAULT_READ_TIMEOUT = 30.0
-# STREAM FILE and GET DATA last as long as their sound: allowed on top of read_timeout.
-DEFAULT_PLAYBACK_TIMEOUT = 120.0
-
-
-class AgiSession(abc.ABC):
-    """One call's channel, as a handler drives it."""
-
-    env: Environment
-
-    @abc.abstractmethod
-    async def get_variable(self, name: str) -> str | None:
-        """A channel variable or function (``CHANNEL(linkedid)``); None if unset."""
-
-    @abc.abstractmethod
-    async def get_full_variable(self, expression: str) -> str | None:
-        """Evaluate ``${...}`` expressions on the channel; None if unset."""
-
-    @abc.abstractmethod
-    async def set_variable(self, name: str, value: str) -> None: ...
-
-    @abc.abstractmethod
-    async def stream_file(self, name: str, escape_digits: str = "") -> tuple[str | None, int]:
-        """Play a sound; return (escape digit pressed or None, end position in samples)."""
-
-    @abc.abstractmethod
-    async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
-        """Play ``prompt`` and collect DTMF; return (digits, timed out)."""
-
-    @abc.abstractmethod
-    async def exec(self, app: str, args: str = "") -> int:
-        """Run a dialplan application; return its result."""
-
-    @abc.abstractmethod
-    async def verbose(self, message: str, level: int = 1) -> None: ...
-
-    @abc.abstractmethod
-    async def answer(self) -> None: ...
-
-    @abc.abstractmethod
-    async def hangup(self) -> None: ...
 
 
 class _CommandSession(AgiSession):

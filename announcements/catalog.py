@@ -25,10 +25,10 @@ import functools
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from storage.prompt_names import DEFAULT_KEYS, KEYED_RE, split_keyed
 
@@ -47,6 +47,9 @@ PROMPT_NAMES: tuple[str, ...] = (
 )
 DEFAULT_LANGUAGE = "en"
 BUILTIN_FILE = "announcements/catalog.toml"
+# Package data beside this module (read as a file: importlib.resources would load
+# tempfile, shutil and zipfile into every classic AGI process).
+_BUILTIN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "catalog.toml")
 
 LANG_RE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{2,8})*")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -158,8 +161,7 @@ def check_name(name: str) -> str:
 
 @functools.cache
 def builtin_catalog() -> Catalog:
-    raw = resources.files(__package__).joinpath("catalog.toml").read_text(encoding="utf-8")
-    return _build([(BUILTIN_FILE, _parse(BUILTIN_FILE, raw))])
+    return _build([(BUILTIN_FILE, _parse(BUILTIN_FILE, _builtin_text()))])
 
 
 def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
@@ -172,8 +174,12 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
             raw = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise CatalogError(file, "", None, f"cannot be read: {e}", "check the path and that it is UTF-8 text") from None
-    builtin_raw = resources.files(__package__).joinpath("catalog.toml").read_text(encoding="utf-8")
-    return _build([(BUILTIN_FILE, _parse(BUILTIN_FILE, builtin_raw)), (file, _parse(file, raw))])
+    return _build([(BUILTIN_FILE, _parse(BUILTIN_FILE, _builtin_text())), (file, _parse(file, raw))])
+
+
+def _builtin_text() -> str:
+    with open(_BUILTIN_PATH, encoding="utf-8") as f:
+        return f.read()
 
 
 def fallback_chain(lang: str, catalog: Catalog | None = None) -> tuple[str, ...]:

@@ -18,11 +18,10 @@ the dialplan goes on.
 Costs and limits, compared with FastAGI:
 
 * one Python process per call: startup and imports are most of its cost, about
-  300 ms of CPU per call on a 2-core test machine against ~3 ms for a FastAGI flow
-  (``python -m bench agi``). Measured there: the bare interpreter ~35 ms, importing
-  asyncio (with ssl, concurrent.futures, inspect, ...) ~90 ms, which the async
-  handlers need; pydub is not imported on this path (announcements imports it where
-  prompts are converted);
+  120-200 ms of CPU per call on a 2-core test machine, about three times a bare pyst2
+  script, against ~3 ms for a FastAGI flow (``python -m bench agi --classic``). The
+  handlers run without an event loop (``agi.inline``) and the path imports no
+  asyncio, AMI client, archiver, age encryption or pydub (a test checks it);
 * no AMI: ``revoke`` stops MixMonitor with ``EXEC StopMixMonitor``, which acts on the
   AGI's own channel only. A recording on another channel (the feature code dialled
   on the agent's leg) is flagged for erasure in the catalog, so it is shredded and
@@ -33,19 +32,19 @@ Costs and limits, compared with FastAGI:
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import logging.handlers
 import os
 import sys
+import syslog
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 # Only what the fail-closed path needs is imported up front: a broken dependency of
 # the handlers (or of the config) must still let this process answer Asterisk.
 from agi.classic import PystSession, call_label, describe, fail_closed, run_call
 from agi.controls import ControlError
-from agi.session import AgiSession
+from agi.inline import run
+from agi.interface import AgiSession
 
 from .compose import StopMixMonitor
 
@@ -123,7 +122,8 @@ async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | Usag
             ledger, catalog = Ledger(db), compose.catalog(config, db)
             key = load_hmac_key(config.privacy.hmac_key_file)
             routes = compose.agi_routes(config, ledger=ledger, catalog=catalog, hmac_key=key,
-                                stop_mixmonitor=_own_channel_stopper(session), mute_mixmonitor=_no_mute)
+                                stop_mixmonitor=_own_channel_stopper(session), mute_mixmonitor=_no_mute,
+                                blocking=True)
         except Exception as exc:  # the process boundary
             await fail_closed(session, f"{where}: setup failed: {describe(exc)}")
             return
@@ -136,6 +136,28 @@ async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | Usag
         db.close()
 
 
+class _Syslog(logging.Handler):
+    """To syslog (facility daemon) through libc, tagged ``callvault-agi[PID]``.
+
+    Not ``logging.handlers.SysLogHandler``: that module imports pickle, socket and
+    queue, a few ms of every call's CPU, for a handler that writes the same line.
+    """
+
+    _PRIORITY = ((logging.CRITICAL, syslog.LOG_CRIT), (logging.ERROR, syslog.LOG_ERR),
+                 (logging.WARNING, syslog.LOG_WARNING), (logging.INFO, syslog.LOG_INFO))
+
+    def __init__(self) -> None:
+        super().__init__()
+        syslog.openlog("callvault-agi", syslog.LOG_PID, syslog.LOG_DAEMON)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            priority = next((p for level, p in self._PRIORITY if record.levelno >= level), syslog.LOG_DEBUG)
+            syslog.syslog(priority, self.format(record))
+        except Exception:  # logging's rule: a handler never raises
+            self.handleError(record)
+
+
 def _setup_logging() -> None:
     root = logging.getLogger()
     root.setLevel(logging.WARNING)
@@ -143,13 +165,7 @@ def _setup_logging() -> None:
     stderr.setFormatter(logging.Formatter("callvault-agi[%(process)d]: %(message)s"))
     root.addHandler(stderr)
     if os.path.exists("/dev/log"):
-        try:
-            syslog = logging.handlers.SysLogHandler(
-                "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
-        except OSError:
-            return
-        syslog.setFormatter(logging.Formatter("callvault-agi[%(process)d]: %(message)s"))
-        root.addHandler(syslog)
+        root.addHandler(_Syslog())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("no AGI session: %s", describe(exc))
         return 0
     try:
-        asyncio.run(_serve(session, parsed))
+        run(_serve(session, parsed))
     except Exception as exc:  # last resort; _serve fails closed on its own
         log.error("%s: %s", call_label(session), describe(exc))
     finally:

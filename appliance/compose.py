@@ -17,7 +17,6 @@ per call and must not pay for boto3 or the archiver to build its routes.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -278,14 +277,20 @@ def notice_problems(config: Config, where: str) -> list[str]:
 
 
 def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: bytes,
-               stop_mixmonitor: StopMixMonitor, mute_mixmonitor: MuteMixMonitor) -> RouteTable:
+               stop_mixmonitor: StopMixMonitor, mute_mixmonitor: MuteMixMonitor,
+               blocking: bool = False) -> RouteTable:
     """The AGI routes with their dependencies; FastAGI and classic AGI differ only in
-    how MixMonitor is stopped and muted (AMI vs ``EXEC StopMixMonitor``, no mute)."""
+    how MixMonitor is stopped and muted (AMI vs ``EXEC StopMixMonitor``, no mute) and
+    in how writes commit: through the group-commit writer on FastAGI's event loop,
+    or with ``blocking`` (classic AGI: one call per process, run by ``agi.inline``
+    without a loop) in the calling thread. Either way a write is durable before the
+    handler goes on."""
     from agi.handlers.callee import CalleeDeps, callee
     from agi.handlers.consent import ConsentDeps, RecordingStart, consent
     from agi.handlers.pci import PciDeps, pci
     from agi.handlers.revoke import RevokeDeps, revoke
     from agi.handlers.status import StatusDeps, status
+    from agi.inline import to_thread
     from agi.routes import RouteTable
     from storage.catalog import Recording
     from storage.entries import ConsentBody
@@ -300,29 +305,41 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
             retention_class=start.rule.retention, consent_state="granted", started_at=start.started_at)
 
     async def on_recording(start: RecordingStart) -> None:
-        await catalog.add_async(recording(start))
+        if blocking:
+            catalog.add(recording(start))
+        else:
+            await catalog.add_async(recording(start))
 
     async def append_recording(start: RecordingStart) -> None:
         # The consent entry and the catalog row commit together (one fsync).
         c = start.consent
-        await ledger.append_async(ConsentBody.KIND, c.to_body(), call_id=c.linkedid, recording_id=c.recording_id,
-                                  also=catalog.add_op(recording(start)))
+        also = catalog.add_op(recording(start))
+        if blocking:
+            ledger.append(ConsentBody.KIND, c.to_body(), call_id=c.linkedid, recording_id=c.recording_id, also=also)
+        else:
+            await ledger.append_async(ConsentBody.KIND, c.to_body(), call_id=c.linkedid,
+                                      recording_id=c.recording_id, also=also)
 
+    async def append_blocking(kind: str, body: dict, *, call_id: str | None = None,
+                              recording_id: str | None = None) -> object:
+        return ledger.append(kind, body, call_id=call_id, recording_id=recording_id)
+
+    append = append_blocking if blocking else ledger.append_async
     objections = Objections(catalog.db)
 
     async def objected(caller: str) -> str | None:
-        return await asyncio.to_thread(objections.objected, caller_hmac(hmac_key, caller))
+        return await to_thread(objections.objected, caller_hmac(hmac_key, caller))
 
-    consent_deps = ConsentDeps(policy=config.consent, append=ledger.append_async,
+    consent_deps = ConsentDeps(policy=config.consent, append=append,
                                caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,
                                spool_dir=config.spool.asterisk_path, on_recording=on_recording,
                                append_recording=append_recording, channels=config.archive.channels,
                                objected=objected)
-    revoke_deps = RevokeDeps(catalog=catalog, append=ledger.append_async,
+    revoke_deps = RevokeDeps(catalog=catalog, append=append,
                              stop_mixmonitor=stop_mixmonitor, prompt=prompt)
     status_deps = StatusDeps(ledger=ledger)
     callee_deps = CalleeDeps(consent=consent_deps, ledger=ledger)
-    pci_deps = PciDeps(catalog=catalog, append=ledger.append_async, mute=mute_mixmonitor, prompt=prompt)
+    pci_deps = PciDeps(catalog=catalog, append=append, mute=mute_mixmonitor, prompt=prompt)
     return RouteTable([
         ("consent", lambda s: consent(s, consent_deps)),
         ("callee", lambda s: callee(s, callee_deps)),

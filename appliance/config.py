@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
-import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from typing import Any, get_type_hints
 from agi.policy import Policy, parse_policy
 from storage.anchors import NODE_RE, duration_seconds, parse_duration
 from storage.dburl import mask, parse_url
+from storage.retention_classes import RetentionPolicy
 
 from .configvalues import (
     AGE_SECRET,
@@ -36,6 +37,7 @@ from .netconfig import (
     LOOPBACK_PEERS,
     listen_address,
     network_problems,
+    web_problems,
 )
 from .nodeconfig import ROLES, role_problems
 from .pciconfig import PciConfig, pci_problems
@@ -110,7 +112,7 @@ class DatabaseConfig:
 class NodeConfig:
     # This node's name: its recordings' archive jobs are its own (its spool holds the
     # files). Unique among the nodes sharing one PostgreSQL database.
-    name: str = field(default_factory=socket.gethostname)
+    name: str = field(default_factory=lambda: os.uname().nodename)  # the host name
     # "all" (one node does everything), "pbx" (beside Asterisk: FastAGI, AMI, archiver,
     # agent live view; recipients only) or "retrieval" (web apps, identity, retention).
     role: str = "all"
@@ -260,6 +262,7 @@ WRITABLE = (("spool", "dir"), ("storage", "path"), ("privacy", "hmac_key_file"))
 
 
 
+@functools.cache  # evaluates every annotation: once per section, not once per key
 def _fields(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
 
@@ -434,8 +437,6 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
         bad("privacy", "erasure_approval", c.privacy.erasure_approval, 'expected "single" or "two-person"')
     if c.ami.reconnect_min > c.ami.reconnect_max:
         bad("ami", "reconnect_min", c.ami.reconnect_min, f"expected at most reconnect_max ({c.ami.reconnect_max:g})")
-    from archiver.retention import RetentionPolicy
-
     try:
         classes = RetentionPolicy.parse(c.archive.retention)
     except ValueError as e:
@@ -451,7 +452,6 @@ def _validate(c: Config, where: str, check_paths: bool) -> list[str]:
             "written by `callvault keys generate`, or remove the key on nodes that never decrypt")
     out += role_problems(c, where)
     from .storageroles import storage_problems
-    from .tls import web_problems
 
     out += web_problems(c.web, where, check_paths)
     if c.storage.backend == "s3":

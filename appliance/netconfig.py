@@ -1,4 +1,5 @@
-"""Network settings: listen addresses, [agi] allow/advertise and [ami] permit."""
+"""Network settings: listen addresses, [agi] allow/advertise, [ami] permit and [web]
+trusted proxies and TLS files."""
 
 from __future__ import annotations
 
@@ -75,4 +76,28 @@ def network_problems(c: Any, where: str) -> list[str]:
     elif is_unspecified(host):
         out.append(f"{where}: [agi] advertise: missing while [agi] listen = {c.agi.listen!r} listens on all "
                    "addresses; set the HOST:PORT Asterisk dials, e.g. advertise = \"10.0.0.2:4573\"")
+    return out
+
+
+def web_problems(w: Any, where: str, check_paths: bool) -> list[str]:
+    """Config errors in ``[web] trusted_proxies``, ``tls_cert`` and ``tls_key`` (``w``: the
+    ``WebConfig``)."""
+    out = []
+    for value in w.trusted_proxies:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            out.append(f"{where}: [web] trusted_proxies = {list(w.trusted_proxies)!r}: {value!r} is not an IP "
+                       "address or network; list the proxies' addresses, e.g. [\"127.0.0.1\", \"10.0.0.0/8\"]")
+    if (w.tls_cert is None) != (w.tls_key is None):
+        given, missing = ("tls_cert", "tls_key") if w.tls_cert is not None else ("tls_key", "tls_cert")
+        out.append(f"{where}: [web] {missing}: missing while {given} is set; set both (PEM files) or neither")
+    elif w.tls_cert is not None and w.tls_key is not None and check_paths:
+        # ssl is loaded only when there are files to check (not by `callvault-agi`).
+        from .tls import TlsError, server_context
+
+        try:
+            server_context(w.tls_cert, w.tls_key)
+        except TlsError as e:
+            out.append(f"{where}: {e}")
     return out

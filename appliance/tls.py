@@ -9,10 +9,8 @@ a certificate rarely names.
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from pathlib import Path
-from typing import Any
 
 
 class TlsError(Exception):
@@ -67,24 +65,3 @@ def pinned_client_context(cert: Path) -> ssl.SSLContext:
     ctx.load_verify_locations(cafile=cert)
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the trust anchor
     return ctx
-
-
-def web_problems(w: Any, where: str, check_paths: bool) -> list[str]:
-    """Config errors in ``[web] trusted_proxies``, ``tls_cert`` and ``tls_key`` (``w``: the
-    ``WebConfig``)."""
-    out = []
-    for value in w.trusted_proxies:
-        try:
-            ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            out.append(f"{where}: [web] trusted_proxies = {list(w.trusted_proxies)!r}: {value!r} is not an IP "
-                       "address or network; list the proxies' addresses, e.g. [\"127.0.0.1\", \"10.0.0.0/8\"]")
-    if (w.tls_cert is None) != (w.tls_key is None):
-        given, missing = ("tls_cert", "tls_key") if w.tls_cert is not None else ("tls_key", "tls_cert")
-        out.append(f"{where}: [web] {missing}: missing while {given} is set; set both (PEM files) or neither")
-    elif w.tls_cert is not None and w.tls_key is not None and check_paths:
-        try:
-            server_context(w.tls_cert, w.tls_key)
-        except TlsError as e:
-            out.append(f"{where}: {e}")
-    return out

@@ -4,6 +4,8 @@ A recording's ``retention_class`` (from the consent rule) names a rule
 ``MODE:AMOUNTunit``: Object Lock mode and how long from the end of the call.
 Built in: ``default = COMPLIANCE:90d`` and ``legal = COMPLIANCE:5y``; configured
 entries (``"class=MODE:AMOUNT[smhdy]"``) override or add. Years are calendar years.
+The classes live in :mod:`storage.retention_classes` (the config check parses them
+without importing the archiver); they are re-exported here.
 
 The sweeper (run by the archiver every ``retention_interval`` and safe to run from
 anywhere: every action is idempotent) disposes of:
@@ -24,80 +26,18 @@ from __future__ import annotations
 
 import datetime
 import logging
-import re
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from storage.blobstore import Retention
 from storage.catalog import Catalog, Recording
 from storage.errors import PermanentError, RetentionError, StorageError
 from storage.ledger import Ledger
+from storage.retention_classes import RetentionPolicy, RetentionRule  # noqa: F401 (re-exported)
 
 from . import manifest_object
 from .archive import Archive
 
 log = logging.getLogger(__name__)
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_RULE_RE = re.compile(r"(?P<name>[A-Za-z0-9_.\-]+)=(?P<mode>COMPLIANCE|GOVERNANCE):(?P<n>[1-9][0-9]*)(?P<unit>[smhdy])")
-
-
-@dataclass(frozen=True)
-class RetentionRule:
-    mode: str
-    amount: int
-    unit: str  # s m h d y
-
-    def until(self, anchor: float) -> datetime.datetime:
-        start = datetime.datetime.fromtimestamp(anchor, datetime.UTC)
-        if self.unit != "y":
-            return start + datetime.timedelta(seconds=self.amount * _UNITS[self.unit])
-        try:
-            return start.replace(year=start.year + self.amount)
-        except ValueError:  # 29 February into a common year: the day after 28 February
-            return start.replace(year=start.year + self.amount, day=28) + datetime.timedelta(days=1)
-
-    def __str__(self) -> str:
-        return f"{self.mode}:{self.amount}{self.unit}"
-
-
-DEFAULT_RULES = {"default": RetentionRule("COMPLIANCE", 90, "d"),
-                 "legal": RetentionRule("COMPLIANCE", 5, "y")}
-
-
-class RetentionPolicy:
-    """Retention class -> (Object Lock mode, period)."""
-
-    def __init__(self, rules: Mapping[str, RetentionRule] | None = None):
-        self.rules = dict(DEFAULT_RULES if rules is None else rules)
-
-    @classmethod
-    def parse(cls, items: Iterable[str]) -> RetentionPolicy:
-        """``["legal=COMPLIANCE:7y", "short=GOVERNANCE:30d"]`` over the built-in classes."""
-        rules = dict(DEFAULT_RULES)
-        for item in items:
-            m = _RULE_RE.fullmatch(item.strip())
-            if not m:
-                raise ValueError(f"retention class {item!r}: expected NAME=COMPLIANCE|GOVERNANCE:N[smhdy], "
-                                 "e.g. \"legal=COMPLIANCE:5y\"")
-            rules[m["name"]] = RetentionRule(m["mode"], int(m["n"]), m["unit"])
-        return cls(rules)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.rules
-
-    def rule(self, name: str) -> RetentionRule:
-        try:
-            return self.rules[name]
-        except KeyError:
-            raise PermanentError(f"retention class {name!r} is not configured (known: "
-                                 f"{', '.join(sorted(self.rules))}); add it to [archive] retention") from None
-
-    def retention(self, name: str, anchor: float) -> Retention:
-        rule = self.rule(name)
-        return Retention(rule.mode, rule.until(anchor))  # type: ignore[arg-type]
-
 
 @dataclass
 class SweepResult:

@@ -41,15 +41,18 @@ migrate once. Scripts are append-only: never edit one that has shipped, add a ne
 from __future__ import annotations
 
 import abc
-import concurrent.futures
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from .errors import PermanentError
-from .groupcommit import GroupCommitWriter
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    from .groupcommit import GroupCommitWriter
 
 __all__ = ["Database"]
 
@@ -115,6 +118,10 @@ class Database(abc.ABC):
     def _group_writer(self) -> GroupCommitWriter:
         group = self._group
         if group is None:
+            # Imported on first use: a process that only writes in its own thread (the
+            # classic AGI entry point, the CLI) never loads asyncio and its futures.
+            from .groupcommit import GroupCommitWriter
+
             with self._group_lock:
                 self._ensure_open()
                 if self._group is None:

@@ -141,17 +141,22 @@ class Ledger:
         return entry
 
     def append(
-        self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None, recording_id: str | None = None
+        self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None,
+        recording_id: str | None = None, also: Callable[[Any], Any] | None = None,
     ) -> Entry:
         """Append one entry and return it once it is committed (and fsynced).
 
         Its own write transaction, in the calling thread; for many concurrent
-        appenders prefer :meth:`append_async`, which shares fsyncs.
+        appenders prefer :meth:`append_async`, which shares fsyncs. ``also(conn)``
+        as in :meth:`append_async`: in the same transaction, right after the insert.
         """
         text = prepare_body(kind, body, call_id, recording_id)
         subject = ledger_subjects.subject_of(kind, body)
         with self._db.write() as conn:
-            return self._insert(conn, kind, call_id, recording_id, text, subject)
+            entry = self._insert(conn, kind, call_id, recording_id, text, subject)
+            if also is not None:
+                also(conn)
+            return entry
 
     async def append_async(
         self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None,

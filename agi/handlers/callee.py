@@ -19,7 +19,6 @@ configured: nothing is recorded and the variables say ``error``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -27,7 +26,8 @@ from storage.entries import ConsentBody
 from storage.ledger import Ledger
 
 from .. import variables as v
-from ..session import AgiSession
+from ..inline import to_thread
+from ..interface import AgiSession
 from .consent import Asked, ConsentDeps, ask_party
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _caller_entry(ledger: Ledger, linkedid: str) -> ConsentBody | None:
 
 async def callee(session: AgiSession, deps: CalleeDeps) -> None:
     linkedid = await session.get_variable("CHANNEL(linkedid)") or session.env.uniqueid
-    first = await asyncio.to_thread(_caller_entry, deps.ledger, linkedid)
+    first = await to_thread(_caller_entry, deps.ledger, linkedid)
     rule = deps.consent.policy.named(first.rule) if first is not None else None
     if first is None or rule is None:
         why = "no consent entry for this call" if first is None else f"rule {first.rule!r} is not configured"

@@ -35,8 +35,8 @@ from storage.spool_names import done_marker, recording_file
 
 from .. import variables as v
 from ..errors import AgiHangup, CommandFailed, NoticeNotInstalled
+from ..interface import AgiSession
 from ..policy import Policy, Rule
-from ..session import AgiSession
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ recording is still running. A ``CallvaultPci`` user event tells the agent page.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -21,7 +20,8 @@ from storage.entries import PauseBody
 from .. import variables as v
 from ..controls import ControlError, MuteMixMonitor, apply_pause
 from ..errors import AmiError
-from ..session import AgiSession
+from ..inline import to_thread
+from ..interface import AgiSession
 from .consent import AppendEvent, PromptResolver, play_optional
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ async def pci(session: AgiSession, deps: PciDeps, paused: bool) -> None:
     trigger = env.args[0] if env.args and env.args[0] in DIALPLAN_TRIGGERS else "agi"
     linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
     logcontext.bind(linkedid=linkedid)
-    recordings = await asyncio.to_thread(deps.catalog.by_linkedid, linkedid)
+    recordings = await to_thread(deps.catalog.by_linkedid, linkedid)
     live = [r for r in recordings if r.state == "recording" and not r.erase_requested]
     outcome = v.PCI_NOT_RECORDED if not live else v.PCI_PAUSED if paused else v.PCI_RECORDING
     done = []

@@ -10,18 +10,18 @@ with what was stopped and what goes on being written until its channel hangs up
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from storage import logcontext
 from storage.catalog import Catalog
 from storage.entries import RevokeBody
 
 from .. import variables as v
-from ..session import AgiSession
+from ..inline import to_thread
+from ..interface import AgiSession
 from .consent import AppendEvent, PromptResolver, play_optional
 
 
@@ -41,11 +41,11 @@ async def revoke(session: AgiSession, deps: RevokeDeps) -> None:
     env = session.env
     linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
     logcontext.bind(linkedid=linkedid)  # this connection's task only
-    recordings = await asyncio.to_thread(deps.catalog.by_linkedid, linkedid)
+    recordings = await to_thread(deps.catalog.by_linkedid, linkedid)
     live = [r for r in recordings if r.state == "recording" and not r.erase_requested]
     stopped, not_stopped = [], []
     for rec in live:
-        await asyncio.to_thread(deps.catalog.update, rec.recording_id, erase_requested=1,
+        await to_thread(deps.catalog.update, rec.recording_id, erase_requested=1,
                                 consent_state="revoked")
         try:
             ok = await deps.stop_mixmonitor(rec.channel)

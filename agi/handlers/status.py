@@ -7,14 +7,14 @@ the call this channel belongs to (by linkedid), or ``none``/``no`` if there is n
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from storage.entries import ConsentBody, RevokeBody
 from storage.ledger import Ledger
 
 from .. import variables as v
-from ..session import AgiSession
+from ..inline import to_thread
+from ..interface import AgiSession
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class StatusDeps:
 
 async def status(session: AgiSession, deps: StatusDeps) -> None:
     linkedid = await session.get_variable("CHANNEL(linkedid)") or session.env.uniqueid
-    entries = await asyncio.to_thread(deps.ledger.find, call_id=linkedid)
+    entries = await to_thread(deps.ledger.find, call_id=linkedid)
     consent, record, consent_id = "none", "no", ""
     for entry in entries:  # oldest first: later facts (revoke) override
         if entry.kind == ConsentBody.KIND:

@@ -13,9 +13,23 @@ import sys
 from pathlib import Path
 
 import pytest
+from callhelpers import (
+    OPT_IN,
+    after_agi,
+    after_revoke,
+    mixmonitor_started,
+    mixmonitor_stopped,
+    wait_path,
+)
 
 from agi.classic import PystSession, classic_environment
-from agi.errors import AgiHangup, AgiTimeout, CommandFailed, LocalProtocolError, ProtocolError
+from agi.errors import (
+    AgiHangup,
+    AgiTimeout,
+    CommandFailed,
+    LocalProtocolError,
+    ProtocolError,
+)
 from announcements.manifest import MANIFEST_NAME, file_record, manifest_bytes
 from appliance.classicagi import UsageError, parse_argv
 from appliance.compose import prompt_resolver
@@ -26,8 +40,6 @@ from storage.catalog import Catalog
 from storage.dburl import open_database
 from storage.hmac_index import load_hmac_key
 from storage.ledger import Ledger
-
-from callhelpers import OPT_IN, after_agi, after_revoke, mixmonitor_started, mixmonitor_stopped, wait_path
 
 ENV = (b"agi_request: /usr/share/asterisk/agi-bin/callvault-agi\n"
        b"agi_channel: Local/100@consent-test-00000000;2\n"
@@ -268,10 +280,12 @@ def answer(command: str) -> str:
     return "510 Invalid or unknown command"
 
 
-def converse(argv: list[str], env: dict[str, str]) -> tuple[list[str], int, str]:
+def converse(argv: list[str], env: dict[str, str], *,
+             python_options: tuple[str, ...] = ()) -> tuple[list[str], int, str]:
     # PYTHONPATH passes on, so the script runs the code under test.
     inherited = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}
-    proc = subprocess.Popen([str(SCRIPT), *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    cmd = [sys.executable, *python_options, str(SCRIPT)] if python_options else [str(SCRIPT)]
+    proc = subprocess.Popen([*cmd, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**inherited, **env})
     proc.stdin.write(ENV)
     proc.stdin.flush()
@@ -318,6 +332,28 @@ def test_entry_point_runs_the_consent_flow_and_writes_the_ledger(tmp_path):
         assert Catalog(db).get(entry.recording_id).spool_path.startswith(str(tmp_path / "spool"))
     finally:
         db.close()
+
+
+# One process per call: none of these may load on the consent path (asyncio alone was
+# a third of a call's CPU; the rest belong to FastAGI, AMI, the archiver and prompt
+# building). Packages by their top-level name, modules by their full name.
+NOT_ON_THE_CLASSIC_PATH = ("asyncio", "concurrent.futures", "ssl", "socket", "logging.handlers",
+                           "importlib.resources", "panoramisk", "cryptography", "boto3", "botocore",
+                           "aiohttp", "pydub", "archiver", "storage.age", "storage.groupcommit")
+
+
+def test_entry_point_imports_only_what_the_classic_path_needs(tmp_path):
+    _stage(tmp_path / "sounds", ".callvault-1", ["notice-opt-in", "will-record"])
+    (tmp_path / "sounds" / "callvault").symlink_to(".callvault-1")
+    config = write_config(tmp_path, spool_dir=str(tmp_path / "spool"), sounds=str(tmp_path / "sounds"))
+    sent, rc, err = converse(["consent", "27215550100"], {"CALLVAULT_CONFIG": str(config)},
+                             python_options=("-X", "importtime"))
+    assert rc == 0 and 'SET VARIABLE "CALLVAULT_RECORD" "yes"' in sent  # the whole flow ran
+    imported = {line.rsplit("|", 1)[1].strip() for line in err.splitlines() if line.startswith("import time:")}
+    assert {"storage.ledger", "storage.catalog", "agi.handlers.consent"} <= imported
+    loaded = sorted(m for m in imported
+                    if any(m == name or m.startswith(name + ".") for name in NOT_ON_THE_CLASSIC_PATH))
+    assert loaded == []
 
 
 @pytest.mark.parametrize("argv", [["-c", "/nonexistent/callvault.toml", "consent"], ["nosuch"], []])
