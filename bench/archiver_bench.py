@@ -3,21 +3,20 @@
     python -m bench archiver            # starts its own Ceph RGW from the lab root
     CALLVAULT_BENCH_LAB=lab python -m bench archiver   # or uses a running `callvault lab up`
 
-1. encryption: ``storage.age.Encryptor`` (age STREAM: ChaCha20-Poly1305 plus the
-   SHA-256 of plaintext and ciphertext for the manifest) vs raw ChaCha20-Poly1305 over
-   the same 64 KiB chunks, 256 MiB in memory.
-2. pipeline: one recording (256 MiB, then 1 GiB) archived (encrypt, upload with
+1. pipeline: one recording (256 MiB, then 1 GiB) archived (encrypt, upload with
    retention, verify) vs boto3 ``upload_file`` (default TransferConfig: 8 MiB parts, like
    the pipeline) of the same file to the same RGW; each in a fresh process, two rounds
    in swapped order, best of each. The source is fsynced first so its write-back is
    billed to neither side.
-3. peak RSS of those processes (``ru_maxrss``), for 256 MiB and 1 GiB recordings.
-4. hang-up to verified: ``recording_ended()`` -> catalog ``archived`` for 5-minute
+2. peak RSS of those processes (``ru_maxrss``), for 256 MiB and 1 GiB recordings.
+3. hang-up to verified: ``recording_ended()`` -> catalog ``archived`` for 5-minute
    recordings (8 kHz 16-bit mono, 4.8 MB), one at a time.
-5. drain: 1,000 one-minute recordings queued at once, the archiver as configured by
+4. drain: 1,000 one-minute recordings queued at once, the archiver as configured by
    default (2 workers).
+Encryption alone (``encrypt_to`` vs raw ChaCha20-Poly1305, SHA-256 and the age CLI) is
+``python -m bench crypto`` (bench/crypto_bench.py).
 Results are printed as a table and written to bench/results/archiver-<time>.json.
-``--pipeline-only`` runs 2 and 3 alone (about a minute and a half, with the same pairing).
+``--pipeline-only`` runs 1 and 2 alone (about a minute and a half, with the same pairing).
 """
 
 from __future__ import annotations
@@ -155,29 +154,6 @@ def run_child(kind: str, args: dict) -> dict:
 
 # -- in-process measurements ---------------------------------------------------------------
 
-def bench_encryption(size: int = 256 * MiB) -> tuple[float, float]:
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-    from storage.age import Encryptor, Identity
-
-    data = memoryview(os.urandom(size))
-    recipient = Identity.generate().recipient
-    raw, ours = [], []
-    for _ in range(3):
-        aead = ChaCha20Poly1305(os.urandom(32))
-        t0 = time.perf_counter()
-        for i in range(0, size, 64 * 1024):
-            aead.encrypt(i.to_bytes(12, "big"), data[i:i + 64 * 1024], None)
-        raw.append(size / (time.perf_counter() - t0) / 1e6)
-        enc = Encryptor([recipient])
-        t0 = time.perf_counter()
-        for i in range(0, size, MiB):
-            enc.update(data[i:i + MiB])
-        enc.finalize()
-        ours.append(size / (time.perf_counter() - t0) / 1e6)
-    return statistics.median(ours), statistics.median(raw)
-
-
 async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int, drain_n: int) -> dict:
     from appliance import config as cfg
     from appliance import compose
@@ -255,10 +231,6 @@ def measure(endpoint, work: Path, pipeline_only: bool = False) -> dict:
     from storage.s3store import S3Settings, S3Store
 
     results: dict = {}
-    if not pipeline_only:
-        print("encryption ...", flush=True)
-        results["encrypt_mb_s"], results["raw_chacha_mb_s"] = bench_encryption()
-
     settings = S3Settings(endpoint_url=endpoint.endpoint_url, region=endpoint.region,
                           access_key_id=endpoint.access_key_id, secret_access_key=endpoint.secret_access_key,
                           addressing_style="path")
@@ -306,10 +278,6 @@ def measure(endpoint, work: Path, pipeline_only: bool = False) -> dict:
 
 def table(r: dict) -> str:
     rows = [("metric", "callvault", "baseline (same run)", "ratio", "target")]
-    if "encrypt_mb_s" in r:
-        rows.append(("encryption, 256 MiB in memory", f"{r['encrypt_mb_s']:.0f} MB/s",
-                     f"raw ChaCha20-Poly1305 {r['raw_chacha_mb_s']:.0f} MB/s",
-                     f"{r['encrypt_mb_s'] / r['raw_chacha_mb_s']:.2f}", ""))
     for label, name in (("256m", "256 MiB"), ("1g", "1 GiB")):
         rows.append((f"pipeline {name} (encrypt+upload+verify)", f"{r[f'pipeline_{label}_mb_s']:.0f} MB/s",
                      f"boto3 upload_file {r[f'upload_{label}_mb_s']:.0f} MB/s",

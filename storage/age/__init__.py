@@ -23,6 +23,7 @@ arithmetic, random access, ``Decryptor``); ``encryptor`` (``Encryptor``,
 from storage.age.bech32 import bech32_decode, bech32_encode
 from storage.age.encryptor import (
     BLOCK_CHUNKS,
+    INLINE_BYTES,
     EncryptionSummary,
     Encryptor,
     encrypt_file,
@@ -69,8 +70,8 @@ from storage.age.stream import (
 )
 
 __all__ = [
-    "BLOCK_CHUNKS", "CHUNK_SIZE", "ENC_CHUNK_SIZE", "FILE_KEY_SIZE", "FORMAT", "MAX_HEADER_SIZE",
-    "NONCE_SIZE", "TAG_SIZE", "VERSION_LINE",
+    "BLOCK_CHUNKS", "CHUNK_SIZE", "ENC_CHUNK_SIZE", "FILE_KEY_SIZE", "FORMAT", "INLINE_BYTES",
+    "MAX_HEADER_SIZE", "NONCE_SIZE", "TAG_SIZE", "VERSION_LINE",
     "ChunkAuthError", "ChunkSpan", "Decryptor", "EncryptionSummary", "Encryptor", "HeaderError",
     "HeaderMacError", "Identity", "KeyFormatError", "NoMatchingIdentity", "PassphraseWriter",
     "PayloadDecryptor",

@@ -27,9 +27,10 @@ from storage.age.stream import (
 )
 from storage.blobstore import PartDigests, PartHasher
 
-__all__ = ["BLOCK_CHUNKS", "EncryptionSummary", "Encryptor", "encrypt_file"]
+__all__ = ["BLOCK_CHUNKS", "INLINE_BYTES", "EncryptionSummary", "Encryptor", "encrypt_file"]
 
 BLOCK_CHUNKS = 16  # chunks per block in Encryptor.encrypt_to (1 MiB of plaintext)
+INLINE_BYTES = 8 << 20  # encrypt_to runs everything on the calling thread up to here
 
 
 @dataclass(frozen=True)
@@ -83,58 +84,76 @@ class Encryptor:
         """Encrypt all of the binary file ``source`` and pass the payload to ``write``
         in pieces of about 1 MiB; return the summary. Byte for byte what
         ``payload_chunks`` gives, but made for whole files: chunks are sealed straight
-        into reused buffers on the calling thread, while the SHA-256 of the plaintext,
-        the SHA-256 of the payload and ``write`` each run on a helper thread of their
-        own (hashlib, ChaCha20-Poly1305 and file writes release the GIL), so they use
-        the cores side by side instead of taking turns on one.
+        into reused buffers on the calling thread.
 
-        ``write(piece)`` is called on a helper thread, one piece at a time and in
-        order, and must be done with ``piece`` when it returns: the buffer is reused.
-        ``progress(payload bytes written so far)`` is called on the calling thread
-        after each piece is handed over, and once more at the end with the total. An exception from either stops the
-        encryption and propagates (all helper threads have ended by then); the
-        Encryptor is then spent. Memory: ``blocks`` (>= 2) pairs of 1 MiB buffers,
-        whatever the size of ``source``. Needs a fresh Encryptor (no ``update``).
+        The first ``INLINE_BYTES`` of payload are also hashed and written on the
+        calling thread: most recordings end there, and for them starting helper
+        threads and mapping more buffers costs more than running side by side saves.
+        Beyond that the SHA-256 of the plaintext, the SHA-256 of the payload and
+        ``write`` each run on a helper thread of their own (hashlib and file writes
+        release the GIL; ChaCha20-Poly1305 does not), so they use the cores side by
+        side instead of taking turns on one.
 
-        With ``part_size``, a fourth helper thread also takes the SHA-256 of each
-        ``part_size`` slice of the payload (payload byte offsets, the nonce included)
-        from the same buffers the payload digest and ``write`` get; they are
-        ``part_digests`` afterwards (``storage.blobstore.PartDigests``, what
-        ``BlobStore.put(parts=...)`` takes)."""
+        ``write(piece)`` is called one piece at a time and in order (on the calling
+        thread, then on a helper thread) and must be done with ``piece`` when it
+        returns: the buffer is reused. ``progress(payload bytes written so far)`` is
+        called on the calling thread after each piece is handed over, and once more at
+        the end with the total. An exception from either stops the encryption and
+        propagates (all helper threads have ended by then); the Encryptor is then
+        spent. Memory: ``blocks`` (>= 2) pairs of 1 MiB buffers, whatever the size of
+        ``source``. Needs a fresh Encryptor (no ``update``).
+
+        With ``part_size``, the SHA-256 of each ``part_size`` slice of the payload
+        (payload byte offsets, the nonce included) is taken from the same buffers the
+        payload digest and ``write`` get; they are ``part_digests`` afterwards
+        (``storage.blobstore.PartDigests``, what ``BlobStore.put(parts=...)`` takes).
+        The first slice's digest is a copy of the payload digest's state at the end of
+        that slice, so a payload of one part costs no extra pass and a longer one a
+        fourth helper thread for the slices after the first."""
         s = self._sealer
         if s.done or not s._prefix:
             raise RuntimeError("encrypt_to() needs a fresh Encryptor")
         block, sealed_block = BLOCK_CHUNKS * CHUNK_SIZE, BLOCK_CHUNKS * ENC_CHUNK_SIZE
         # Anonymous mappings rather than bytearrays: unmapped when done, so the buffers
         # do not stay in the allocator's arenas (and in RSS) for the upload that follows.
-        maps = [mmap.mmap(-1, size) for _ in range(max(2, blocks)) for size in (block, sealed_block)]
-        pairs = [(maps[k], maps[k + 1]) for k in range(0, len(maps), 2)]
-        hashing: list[tuple[Future, ...] | None] = [None] * len(pairs)
-        pt_pool = ThreadPoolExecutor(1, thread_name_prefix="age-sha256-pt")
-        ct_pool = ThreadPoolExecutor(1, thread_name_prefix="age-sha256-ct")
-        out_pool = ThreadPoolExecutor(1, thread_name_prefix="age-write")
-        parts = PartHasher(part_size) if part_size is not None else None
-        part_pool = ThreadPoolExecutor(1, thread_name_prefix="age-sha256-parts") if parts is not None else None
+        # Two pairs at first; the rest only once the payload outgrows INLINE_BYTES.
+        maps: list[mmap.mmap] = []
+        pairs: list[tuple[mmap.mmap, mmap.mmap]] = []
 
+        def add_pairs(count: int) -> None:
+            while len(pairs) < count:
+                maps.extend((mmap.mmap(-1, block), mmap.mmap(-1, sealed_block)))
+                pairs.append((maps[-2], maps[-1]))
+
+        add_pairs(2)
+        hashing: dict[int, list[Future]] = {}  # pair -> its hashing and writing, under way
+        digests = _PayloadDigests(s.ct_hash, part_size)
+        pools: list[ThreadPoolExecutor] = []
+        pt_pool = ct_pool = out_pool = part_pool = None
         written = 0
 
-        def put(piece: memoryview) -> None:  # on the writer thread
+        def put(piece: memoryview) -> None:
             nonlocal written
             write(piece)
             written += len(piece)
 
+        def run(i: int, pool: ThreadPoolExecutor | None, fn, *args) -> None:
+            if pool is None:
+                fn(*args)
+            else:
+                hashing.setdefault(i, []).append(pool.submit(fn, *args))
+
         def settle(i: int) -> None:  # pair i is hashed and written: its buffers may be refilled
-            if hashing[i] is not None:
-                for f in hashing[i]:
-                    f.result()
-                hashing[i] = None
+            for f in hashing.pop(i, ()):
+                f.result()
 
         try:
             prefix, s._prefix = s._prefix, b""
-            s._emit([], prefix)
-            if parts is not None:
-                parts.update(prefix)
-            out_pool.submit(put, memoryview(prefix)).result()
+            s.payload_size += len(prefix)
+            digests.update(prefix, 0)
+            if (tail := digests.tail(prefix, 0)) is not None:
+                digests.parts.update(tail)
+            put(memoryview(prefix))
             if progress is not None:
                 progress(written)
             i = 0
@@ -154,30 +173,35 @@ class Encryptor:
                                          None, ct[c:c + size + TAG_SIZE])
                     s._index += 1
                     p, c = p + size, c + size + TAG_SIZE
-                hashing[i] = (pt_pool.submit(s.pt_hash.update, pt[:n]), ct_pool.submit(s.ct_hash.update, ct[:c]),
-                              out_pool.submit(put, ct[:c]))
-                if part_pool is not None:
-                    hashing[i] += (part_pool.submit(parts.update, ct[:c]),)
+                offset = s.payload_size
+                run(i, pt_pool, s.pt_hash.update, pt[:n])
+                run(i, ct_pool, digests.update, ct[:c], offset)
+                run(i, out_pool, put, ct[:c])
+                if (tail := digests.tail(ct[:c], offset)) is not None:
+                    run(i, part_pool, digests.parts.update, tail)
                 s.plaintext_size += n
                 s.payload_size += c
                 if progress is not None:
                     progress(written)
                 if last:
                     break
+                if pt_pool is None and s.payload_size >= INLINE_BYTES:
+                    pools = [ThreadPoolExecutor(1, thread_name_prefix=f"age-{name}")
+                             for name in ("sha256-pt", "sha256-ct", "write", "sha256-parts")]
+                    pt_pool, ct_pool, out_pool, part_pool = pools
+                    add_pairs(max(2, blocks))  # j still names the pair holding the next block
                 i, n = j, following
-            for i in range(len(pairs)):
+            for i in list(hashing):
                 settle(i)
             if progress is not None:
                 progress(written)
-            if parts is not None:
-                self.part_digests = parts.digests()
+            self.part_digests = digests.result(s.payload_size)
             s.done = True
         finally:
-            for pool in (pt_pool, ct_pool, out_pool, part_pool):
-                if pool is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
             hashing.clear()
-            pt = ct = None  # noqa: F841  (views of the maps)
+            pt = ct = None  # views of the maps: let them go before closing the maps
             for m in maps:
                 with contextlib.suppress(BufferError):  # a view still held elsewhere: GC unmaps it
                     m.close()
@@ -192,6 +216,42 @@ class Encryptor:
                                  header_sha256=hashlib.sha256(self.header).hexdigest(),
                                  plaintext_size=s.plaintext_size, payload_size=s.payload_size,
                                  recipient_fingerprints=self.recipient_fingerprints)
+
+
+class _PayloadDigests:
+    """The SHA-256 of the payload (``whole``, fed in order) and, with a ``part_size``,
+    of each ``part_size`` slice of it. The first slice's digest is a copy of the whole
+    one's state at the end of that slice, so only the bytes after it (``tail``) are
+    hashed a second time, by ``parts``."""
+
+    def __init__(self, whole, part_size: int | None) -> None:
+        self.whole, self.part_size = whole, part_size
+        self.parts = PartHasher(part_size) if part_size is not None else None
+        self._first: str | None = None
+
+    def update(self, data, offset: int) -> None:
+        """Feed ``data``, the payload bytes at ``offset``."""
+        cut = None if self.part_size is None else self.part_size - offset
+        if cut is not None and 0 < cut <= len(data):
+            mv = memoryview(data)
+            self.whole.update(mv[:cut])
+            self._first = self.whole.copy().hexdigest()
+            self.whole.update(mv[cut:])
+        else:
+            self.whole.update(data)
+
+    def tail(self, data, offset: int) -> memoryview | None:
+        """What of ``data`` (the payload bytes at ``offset``) lies after the first slice."""
+        if self.part_size is None or offset + len(data) <= self.part_size:
+            return None
+        return memoryview(data)[max(0, self.part_size - offset):]
+
+    def result(self, payload_size: int) -> PartDigests | None:
+        if self.part_size is None:
+            return None
+        if payload_size <= self.part_size:
+            return PartDigests(self.part_size, (self.whole.hexdigest(),))
+        return PartDigests(self.part_size, (self._first, *self.parts.digests().sha256))
 
 
 def _fill(source, buf: bytearray) -> int:

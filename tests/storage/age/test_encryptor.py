@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -15,10 +16,12 @@ import pyrage
 import pytest
 
 from agehelpers import SIZES, age, data, encrypt
+from storage.blobstore import MIN_PART_SIZE
 from storage.age import (
     BLOCK_CHUNKS,
     CHUNK_SIZE,
     ENC_CHUNK_SIZE,
+    INLINE_BYTES,
     NONCE_SIZE,
     TAG_SIZE,
     ChunkAuthError,
@@ -145,6 +148,50 @@ def test_encrypt_to_is_byte_for_byte_the_streaming_encryption(size, source, iden
     assert seen == sorted(seen) and seen[-1] == len(expected)
 
 
+# Past INLINE_BYTES of payload the digests and the writes move to helper threads, and the
+# two buffer pairs become ``blocks``: the switch after an even and an odd block, and at once.
+@pytest.mark.parametrize("inline", [0, BLOCK, 2 * BLOCK, INLINE_BYTES])
+def test_encrypt_to_is_the_same_after_moving_to_helper_threads(inline, ident, monkeypatch):
+    from storage.age import encryptor
+
+    monkeypatch.setattr(encryptor, "INLINE_BYTES", inline)
+    size = INLINE_BYTES + 2 * BLOCK + 7
+    pt = data(size, 11)
+    part_size = MIN_PART_SIZE + 5  # not block-aligned: the first part ends mid-block
+    key, nonce = os.urandom(16), os.urandom(16)
+    expected = b"".join(Encryptor([ident.recipient], _file_key=key, _nonce=nonce).payload_chunks(pt))
+    enc = Encryptor([ident.recipient], _file_key=key, _nonce=nonce)
+    out, writers = io.BytesIO(), set()
+
+    def write(piece) -> None:
+        writers.add(threading.current_thread().name.split("_")[0])
+        out.write(piece)
+
+    summary = enc.encrypt_to(ShortReads(pt, 700_001), write, part_size=part_size)
+    assert out.getvalue() == expected
+    assert (summary.plaintext_sha256, summary.payload_sha256) == (
+        hashlib.sha256(pt).hexdigest(), hashlib.sha256(expected).hexdigest())
+    assert list(enc.part_digests.sha256) == [hashlib.sha256(expected[k:k + part_size]).hexdigest()
+                                             for k in range(0, len(expected), part_size)]
+    assert writers == {"MainThread", "age-write"}  # the nonce (and the first blocks) inline
+
+
+def test_encrypt_to_runs_a_small_source_on_the_calling_thread(ident):
+    # Most recordings are a few MB: starting four threads (and mapping eight buffers)
+    # for them cost more than it saved.
+    before = threading.active_count()
+    seen = set()
+
+    def write(piece) -> None:
+        seen.add((threading.current_thread() is threading.main_thread(), threading.active_count()))
+
+    size = INLINE_BYTES - 2 * ENC_CHUNK_SIZE
+    enc = Encryptor([ident.recipient])
+    enc.encrypt_to(io.BytesIO(bytes(size)), write, part_size=MiB8)
+    assert seen == {(True, before)}
+    assert enc.part_digests.sha256 == (enc.summary.payload_sha256,)
+
+
 MiB8 = 8 << 20
 
 
@@ -228,9 +275,13 @@ def test_encrypt_to_memory_is_bounded(ident):
     assert grew < 24 << 20, f"RSS grew {grew >> 20} MiB for a {size >> 20} MiB stream"
 
 
+@pytest.mark.parametrize("inline", [True, False])
 @pytest.mark.parametrize("where", ["progress", "write"])
-def test_encrypt_to_stops_on_an_error_and_leaves_no_thread(where, ident):
-    import threading
+def test_encrypt_to_stops_on_an_error_and_leaves_no_thread(where, inline, ident, monkeypatch):
+    from storage.age import encryptor
+
+    if not inline:
+        monkeypatch.setattr(encryptor, "INLINE_BYTES", BLOCK)
 
     class Stop(Exception):
         pass
@@ -239,7 +290,7 @@ def test_encrypt_to_stops_on_an_error_and_leaves_no_thread(where, ident):
         raise Stop
 
     before = threading.active_count()
-    kw = {"progress": lambda n: fail() if n > BLOCK else None} if where == "progress" else {}
+    kw = {"progress": lambda n: fail() if n > 2 * BLOCK else None} if where == "progress" else {}
     write = fail if where == "write" else (lambda piece: None)
     enc = Encryptor([ident.recipient])
     with pytest.raises(Stop):
