@@ -24,8 +24,9 @@ each part is measured over a quiet stretch first; the table is gross (idle inclu
 Both scenarios run twice: with the product's manager.conf user (its ``eventfilter``
 lines) and with a user of the same privileges without them (the baseline: every event of
 those classes). The AMI session's own cost per event is measured in-process
-(bench/calls_ami.py) and multiplied by the events per call. ``--profile`` adds a pass of the recorded scenario under py-spy (not
-counted in the table); its samples are grouped by the part of callvault they fall in.
+(bench/calls_ami.py) and multiplied by the events per call. ``--profile`` adds a pass
+of each scenario under py-spy (not counted in the table; bench/calls_profile.py): the
+share of serve's CPU each part of callvault takes.
 
 Printed as a table; written to bench/results/calls-<time>.json.
 """
@@ -286,7 +287,7 @@ def scenario(name: str, serve: Serve, parts: dict[str, list[int]], catalog: Cata
             k: v / max(archived, 1) for k, v in sorted(delta(
                 metrics1.get("callvault_s3_requests", {}), metrics0.get("callvault_s3_requests", {})).items())})
     if profile is not None:
-        result = {"profile": profile, "wall_seconds": wall, "calls": calls}
+        result["profile"] = profile
     return result
 
 
@@ -327,10 +328,11 @@ def run(args: argparse.Namespace) -> dict:
                         r = scenario(name, serve, parts, catalog, state.sip_port, args.calls,
                                      args.concurrency, f"{i}{rnd}{name[0] == 'r':d}")
                         results["passes"].setdefault(f"{name}/{label}", []).append(r)
-                if args.profile and label == "filtered":
-                    print("filtered AMI user, recorded, under py-spy", flush=True)
-                    results["profile"] = scenario("recorded", serve, parts, catalog, state.sip_port, args.calls,
-                                                  args.concurrency, f"{i}9", profile_to=work / "profile.txt")
+                for name in ("declined", "recorded") if args.profile and label == "filtered" else ():
+                    print(f"filtered AMI user, {name}, under py-spy", flush=True)
+                    results.setdefault("profiles", {})[name] = scenario(
+                        name, serve, parts, catalog, state.sip_port, args.calls, args.concurrency,
+                        f"{i}9{name[0] == 'r':d}", profile_to=work / f"profile-{name}.txt")
             finally:
                 serve.stop()
     finally:
@@ -392,8 +394,8 @@ def report(results: dict) -> str:
                  f"{_ami_ms(results, 'unfiltered', us):.2f} ms/call of a declined call")
     for label, idle in results["idle_ms_per_s"].items():
         lines.append(f"idle CPU ms/s ({label}): " + ", ".join(f"{k} {v:.1f}" for k, v in idle.items()))
-    if "profile" in results:
-        lines += ["", calls_profile.table(results["profile"]["profile"], results["profile"]["calls"])]
+    for name, r in results.get("profiles", {}).items():
+        lines += ["", calls_profile.table(r["profile"], name, r["ms_per_call"]["callvault"])]
     return "\n".join(lines)
 
 
@@ -402,7 +404,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--calls", type=int, default=50, help="calls per scenario (default 50)")
     parser.add_argument("--concurrency", type=int, default=10, help="calls at a time (default 10)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat each scenario (default 1)")
-    parser.add_argument("--profile", action="store_true", help="one more recorded pass under py-spy")
+    parser.add_argument("--profile", action="store_true", help="one more pass of each scenario under py-spy")
     args = parser.parse_args(argv)
     results = run(args)
     print(report(results))

@@ -1,11 +1,13 @@
 """py-spy over `callvault serve` for the calls benchmark: where its CPU goes.
 
-``start(pid, out)`` runs ``py-spy record`` (100 Hz, ``--nonblocking`` so the process is
-never paused) until ``stop``, sampling only the thread that holds the GIL (``--gil``):
-py-spy's "active" samples count threads asleep in ``time.sleep`` or blocked in a read,
-so without ``--gil`` they add up to several times the process's CPU. The GIL samples
-are Python running; native code that lets go of the GIL (SQLite, hashing, socket
-calls) is in the process's CPU but not here. Each sample is given to the part of
+``start(pid, out)`` runs ``py-spy record`` (100 Hz) until ``stop``, sampling only the
+thread that holds the GIL (``--gil``): py-spy's "active" samples count threads asleep
+in ``time.sleep`` or blocked in a read, and without pausing the process
+(``--nonblocking``) the GIL's last holder is sampled while nobody holds it; either way
+the samples add up to several times the process's CPU. The GIL samples are Python
+running; native code that lets go of the GIL (SQLite, hashing, socket calls) is in the
+process's CPU but not in them, so the table gives each part's share of the samples and
+that share of the CPU measured over the same pass. Each sample is given to the part of
 callvault its innermost callvault frame is in (a stack without one, to the library it
 is in: panoramisk is AMI, botocore the archiver's uploads, ...).
 """
@@ -47,7 +49,7 @@ def start(pid: int, out: Path) -> subprocess.Popen:
     if spy is None:
         raise SystemExit("--profile needs py-spy: pip install py-spy (a development tool, not a dependency)")
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(RATE), "--format", "raw",
-                             "--nonblocking", "--gil", "--threads", "--output", str(out)],
+                             "--gil", "--threads", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -89,14 +91,15 @@ def stop(proc: subprocess.Popen) -> dict:
             "top": dict(by_frame.most_common(15))}
 
 
-def table(profile: dict, calls: int) -> str:
-    """ms of CPU per call by part (samples / rate), and the busiest frames."""
-    ms = 1000 / profile["rate"] / max(calls, 1)
-    total = profile["samples"] * ms
-    lines = [f"py-spy over serve, recorded scenario: {total:.1f} ms/call holding the GIL", f"{'part':<40} {'ms/call':>8} {'share':>6}"]
+def table(profile: dict, scenario: str, cpu_ms_per_call: float) -> str:
+    """Each part's share of the GIL samples, and that share of the measured CPU per call."""
+    total = max(profile["samples"], 1)
+    lines = [(f"py-spy over serve, {scenario} calls: {profile['samples']} GIL samples, "
+             f"{cpu_ms_per_call:.1f} ms CPU/call measured over the same pass"),
+             f"{'part':<40} {'share':>6} {'ms/call':>8}"]
     for part, n in profile["by_part"].items():
-        lines.append(f"{part:<40} {n * ms:>8.2f} {n * ms / max(total, 1e-9):>6.0%}")
-    lines.append("busiest frames (innermost callvault frame, or the library's):")
+        lines.append(f"{part:<40} {n / total:>6.0%} {n / total * cpu_ms_per_call:>8.2f}")
+    lines.append("busiest frames (innermost callvault frame, or the library's), share of samples:")
     for frame, n in profile["top"].items():
-        lines.append(f"  {n * ms:6.2f} ms  {frame}")
+        lines.append(f"  {n / total:5.1%}  {frame}")
     return "\n".join(lines)
