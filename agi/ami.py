@@ -20,8 +20,10 @@ import enum
 import logging
 import random
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import panoramisk
 import panoramisk.actions
@@ -68,7 +70,7 @@ class AmiStatus:
 class _Manager(panoramisk.Manager):
     """panoramisk's Manager with its reconnect logic handed to AmiClient."""
 
-    def __init__(self, owner: "AmiClient", **config: Any):
+    def __init__(self, owner: AmiClient, **config: Any):
         super().__init__(**config)
         self._owner = owner
 
@@ -105,10 +107,10 @@ class AmiClient:
     def __init__(self, host: str, port: int, username: str, secret: str, *,
                  reconnect_min: float = 0.5, reconnect_max: float = 30.0,
                  ping_interval: int = 20, fetch_version: bool = True):
-        self._cfg = dict(host=host, port=port, username=username, secret=secret,
-                         ping_delay=ping_interval, ping_interval=ping_interval,
-                         # Login happens through _Manager.login; this is unused.
-                         reconnect_timeout=int(reconnect_max))
+        self._cfg = {"host": host, "port": port, "username": username, "secret": secret,
+                     "ping_delay": ping_interval, "ping_interval": ping_interval,
+                     # Login happens through _Manager.login; this is unused.
+                     "reconnect_timeout": int(reconnect_max)}
         self._min, self._max = reconnect_min, reconnect_max
         self._delay = reconnect_min
         self._handlers: list[tuple[str, EventHandler]] = []
@@ -119,6 +121,9 @@ class AmiClient:
         self._version_task: asyncio.Future | None = None
         self._fetch_version_on_login = fetch_version  # CoreSettings needs write = reporting
         self.status = AmiStatus()
+        # Events received and parsed, by name, over the client's life (all sessions): what
+        # manager.conf's event filter lets through (``callvault_ami_events_total``).
+        self.events_received: Counter[str] = Counter()
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -186,7 +191,7 @@ class AmiClient:
     async def _fetch_version(self) -> None:
         try:
             settings = await self.action("CoreSettings")
-        except (AmiError, asyncio.TimeoutError) as e:
+        except (TimeoutError, AmiError) as e:
             log.warning("AMI CoreSettings failed: %s", e)
             return
         self.status.asterisk_version = settings.get("AsteriskVersion", "")
@@ -219,6 +224,7 @@ class AmiClient:
 
     def _dispatch(self, _manager: Any, message: Any) -> None:
         event = AmiEvent(message.get("Event", ""), dict(message.items()))
+        self.events_received[event.name] += 1
         name = event.name.lower()
         for pattern, handler in list(self._handlers):
             if pattern == "*" or pattern == name:
@@ -236,7 +242,7 @@ class AmiClient:
         async with self.expect(predicate) as fut:
             return await asyncio.wait_for(fut, timeout)
 
-    def expect(self, predicate: Callable[[AmiEvent], bool]) -> "_Expectation":
+    def expect(self, predicate: Callable[[AmiEvent], bool]) -> _Expectation:
         """Context manager: start listening now, await the future later.
 
         Use it to avoid missing an event raised by the action you are about to send.
@@ -297,7 +303,7 @@ class _Expectation:
         self._client.on_event("*", self._on)
         return self.future
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self._client.remove_handler(self._on)
         if not self.future.done():
             self.future.cancel()

@@ -17,24 +17,8 @@ import pytest
 
 from agi.ami import AmiClient
 from appliance.lab.calls import CallDriver
-from appliance.lab.harness import Lab, LabState
+from appliance.lab.harness import SHORT_ENGLISH, Lab, LabState
 from appliance.lab.pgserver import PgServer
-
-# Short English texts, so that calls in the lab take about as long as they did
-# with a beep (the built-in opt-in notice alone lasts 8 s). Same voice, same build
-# and install; tests/announcements plays the built-in texts.
-SHORT_ENGLISH = """
-[languages.en.prompts]
-notice-opt-in = "Record? {allow} yes, {refuse} no."
-notice-opt-out = "Recorded. {refuse}, no."
-notice-implied = "This call is recorded."
-will-record = "Recording."
-will-not-record = "Not recording."
-recording-stopped = "Stopped."
-recording-paused = "Paused."
-recording-resumed = "Resumed."
-invalid-choice = "Invalid."
-"""
 
 
 @pytest.fixture(scope="session")

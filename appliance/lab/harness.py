@@ -44,6 +44,24 @@ IVR_DID_PREFIX = "2781"
 IVR_PAUSE_SECONDS = 1.5
 
 
+# Short English texts, so that calls in the lab take about as long as they did
+# with a beep (the built-in opt-in notice alone lasts 8 s). Same voice, same build
+# and install; tests/announcements plays the built-in texts. The test suite's lab
+# and `python -m bench calls` install these.
+SHORT_ENGLISH = """
+[languages.en.prompts]
+notice-opt-in = "Record? {allow} yes, {refuse} no."
+notice-opt-out = "Recorded. {refuse}, no."
+notice-implied = "This call is recorded."
+will-record = "Recording."
+will-not-record = "Not recording."
+recording-stopped = "Stopped."
+recording-paused = "Paused."
+recording-resumed = "Resumed."
+invalid-choice = "Invalid."
+"""
+
+
 def lab_dialplan(agi_port: int) -> str:
     """The generated contexts, exactly as `callvault dialplan` prints them, plus the
     lab's inbound context (what a trunk's context does on a PBX).

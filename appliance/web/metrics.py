@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import platform
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -68,6 +68,7 @@ class Snapshot:
     anchored_seq: int = 0
     anchor_check_failures: int = 0
     s3_requests: dict[str, int] = field(default_factory=dict)
+    ami_events: dict[str, int] = field(default_factory=dict)
 
 
 class _StateCollector(Collector):
@@ -121,6 +122,11 @@ class _StateCollector(Collector):
         for operation, n in sorted(s.s3_requests.items()):
             requests.add_metric([operation], n)
         yield requests
+        events = CounterMetricFamily("callvault_ami_events", "AMI events received from Asterisk, by event "
+                                     "name (what manager.conf's event filter lets through).", labels=["event"])
+        for name, n in sorted(s.ami_events.items()):
+            events.add_metric([name], n)
+        yield events
         yield CounterMetricFamily("callvault_playback_fetched_bytes",
                                   "Ciphertext bytes read from storage for playback and download.",
                                   value=s.playback_fetched_bytes)
@@ -162,7 +168,7 @@ class Metrics:
         return self.registry.get_sample_value(name, labels) or 0.0
 
     async def render(self, *, catalog: Catalog | None, ami_connected: bool, agi: dict, archiver: dict,
-                     live_calls: int, anchors: dict | None = None) -> bytes:
+                     live_calls: int, anchors: dict | None = None, ami_events: dict[str, int] | None = None) -> bytes:
         """The exposition text (``CONTENT_TYPE``) for one scrape."""
         async with self._lock:  # one scrape at a time moves the watermark and owns the snapshot
             counts: dict[str, int] = {}
@@ -180,7 +186,7 @@ class Metrics:
                 last_archive=self._archived_after, spool_free_bytes=await asyncio.to_thread(self._spool_free),
                 anchored_seq=(anchors or {}).get("anchored_seq", 0),
                 anchor_check_failures=(anchors or {}).get("check_failures", 0),
-                s3_requests=s3client.REQUESTS.snapshot())
+                s3_requests=s3client.REQUESTS.snapshot(), ami_events=dict(ami_events or {}))
             return await asyncio.to_thread(generate_latest, self.registry)
 
     def _spool_free(self) -> float:

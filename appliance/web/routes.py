@@ -84,7 +84,7 @@ async def metrics(request: web.Request) -> web.Response:
         catalog=app.get(K.catalog), ami_connected=bool(ami and ami.connected), agi=agi.stats() if agi else {},
         archiver=archiver.stats.as_dict() if archiver else {},
         live_calls=sum(1 for c in live.calls.values() if c.ended_at is None) if live else 0,
-        anchors=anchors.stats() if anchors else None)
+        anchors=anchors.stats() if anchors else None, ami_events=ami.events_received if ami else None)
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 

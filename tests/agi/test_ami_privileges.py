@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import Counter
 
 import pytest
 
@@ -126,6 +127,10 @@ async def test_generated_user_runs_every_action_and_receives_every_event_of_a_ca
         assert (await product.action("CoreSettings"))["AsteriskVersion"].startswith("22.")
         assert any(e.get("Context") == "cv-priv" for e in await product.action_list("ShowDialPlan", Context="cv-priv"))
         assert (await product.action("Ping"))["Response"] == "Success"
+        # The Filter action (per-session filters at login) needs write = system: not for this user,
+        # whose filter is the stanza's eventfilter lines.
+        with pytest.raises(AmiActionError, match="Permission denied"):
+            await product.action("Filter", Operation="Add", Filter="Event: Newchannel")
         await admin.action("Hangup", Channel=channel, Cause="16")
         await until("Hangup")
         await until("BridgeLeave")
@@ -134,6 +139,8 @@ async def test_generated_user_runs_every_action_and_receives_every_event_of_a_ca
         await admin.close()
     names = {e.name for e in seen}
     assert set(AMI_EVENTS) <= names, f"missing: {set(AMI_EVENTS) - names}"
+    # callvault_ami_events_total: every event received is counted once, by name.
+    assert product.events_received == Counter(e.name for e in seen)
     # The event filter: only the events callvault uses reach it; a "call" class event it
     # does not use (DialBegin) reached the all-privileges user but not this one.
     assert names <= set(AMI_EVENTS), f"not filtered: {names - set(AMI_EVENTS)}"

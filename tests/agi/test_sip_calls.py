@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 from callhelpers import OPT_IN, OPT_OUT, archived_wav, wait_state
+from prometheus_client.parser import text_string_to_metric_families
 
+from agi.dialplan import AMI_EVENTS
 from appliance.keys import AppKeys as K
 from appliance.lab.sip import CallerScript, SipCall, place_sip_calls
+from appliance.web.state import WebKeys as W
 
 pytestmark = pytest.mark.asterisk
 
@@ -65,6 +68,14 @@ async def test_key_2_refuses_and_records_nothing(appliance, lab_state):
         assert entry.data["recording_id"] is None
         assert set(appliance.spool.iterdir()) == before
         assert app[K.catalog].by_linkedid(entry.data["linkedid"]) == []
+        # callvault_ami_events_total: the call's real events, counted by name, nothing the
+        # generated stanza's eventfilter lines keep out.
+        text = (await app[W.metrics].render(catalog=None, ami_connected=True, agi={}, archiver={}, live_calls=0,
+                                            ami_events=app[K.ami].events_received)).decode()
+        [family] = [f for f in text_string_to_metric_families(text) if f.name == "callvault_ami_events"]
+        counted = {s.labels["event"]: s.value for s in family.samples if s.name.endswith("_total")}
+        assert {"Newchannel", "Hangup", "UserEvent"} <= set(counted) <= set(AMI_EVENTS), counted
+        assert counted == dict(app[K.ami].events_received)
 
 
 @pytest.mark.parametrize("rule, outcome, reason", [(OPT_IN, "declined", "no-answer"),

@@ -108,6 +108,7 @@ def test_scrape_is_valid_prometheus_text_with_token_enforced(tmp_path):
             "callvault_recording_pauses": "counter", "callvault_agi_requests": "counter",
             "callvault_agi_errors": "counter", "callvault_agi_refused": "counter",
             "callvault_playback_requests": "counter", "callvault_s3_requests": "counter",
+            "callvault_ami_events": "counter",
             "callvault_playback_fetched_bytes": "counter", "callvault_playback_served_bytes": "counter",
             "callvault_archive_latency_seconds": "histogram", "callvault_build_info": "gauge",
             "callvault_live_calls": "gauge", "callvault_archive_queue_depth": "gauge",
