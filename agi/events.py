@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Mapping
 from urllib.parse import parse_qsl, urlsplit
 
@@ -55,7 +56,7 @@ class Environment:
         """Query-string parameters, percent-decoded; the last of repeated keys wins."""
         return dict(parse_qsl(self._script_and_query[1], keep_blank_values=True))
 
-    @property
+    @cached_property
     def args(self) -> tuple[str, ...]:
         """``agi_arg_1`` .. ``agi_arg_N`` in numeric order (``agi_arg_10`` after 9)."""
         numbered = []

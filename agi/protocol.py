@@ -40,11 +40,14 @@ MAX_USAGE_LINES = 200
 MAX_COMMAND_BYTES = 2046
 
 FINAL_CODES = frozenset({200, 503, 510, 511, 520})
+# Environment keys already found well formed (Asterisk sends the same few dozen).
+_ENV_KEYS_SEEN: set[str] = set()
 
 _ENV_KEY = re.compile(r"agi_[a-z0-9_]+")
 _STATUS = re.compile(r"([0-9]{3})([ -])(.*)")
 _KEY_VALUE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(\S*)")
 _VERB = re.compile(r"[A-Z]+(?: [A-Z]+)*")
+_INT = re.compile(r"-?[0-9]+")
 
 
 class State(enum.Enum):
@@ -71,18 +74,29 @@ def quote(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_VERBS: set[str] = set()  # verbs already checked (a handful in practice)
+
+
 def build_command(verb: str, *args: str | int) -> str:
     """``build_command("SET VARIABLE", "X", 'a "b"')`` -> ``SET VARIABLE "X" "a \\"b\\""``.
 
     The verb is upper-case words; ``str`` arguments are quoted, ``int`` ones bare.
     """
-    if not _VERB.fullmatch(verb):
-        raise LocalProtocolError("AGI verb must be upper-case words")
+    if verb not in _VERBS:
+        if not isinstance(verb, str) or not _VERB.fullmatch(verb):
+            raise LocalProtocolError("AGI verb must be upper-case words")
+        _VERBS.add(verb)
     parts = [verb]
     for arg in args:
-        if isinstance(arg, bool) or not isinstance(arg, (str, int)):
+        kind = type(arg)
+        if kind is str:
+            parts.append(quote(arg))
+        elif kind is int:
+            parts.append(str(arg))
+        elif isinstance(arg, bool) or not isinstance(arg, (str, int)):
             raise LocalProtocolError(f"AGI arguments are str or int, not {type(arg).__name__}")
-        parts.append(str(arg) if isinstance(arg, int) else quote(arg))
+        else:  # subclasses of str and int
+            parts.append(str(arg) if isinstance(arg, int) else quote(arg))
     return " ".join(parts)
 
 
@@ -105,8 +119,10 @@ def parse_final(code: int, rest: str, usage: tuple[str, ...] = ()) -> Response:
         return Response(code=code, text=rest, usage=usage)
     if not rest.startswith("result="):
         raise ProtocolError("200 reply without result=")
-    raw_result, _, tail = rest[len("result="):].partition(" ")
-    result = int(raw_result) if re.fullmatch(r"-?[0-9]+", raw_result) else None
+    raw_result, _, tail = rest[7:].partition(" ")
+    result = int(raw_result) if _INT.fullmatch(raw_result) else None
+    if not tail:  # "200 result=1": most replies
+        return Response(code=200, result=result, raw_result=raw_result)
     tail = tail.strip()
     data = None
     if tail.startswith("("):
@@ -171,6 +187,10 @@ class AgiConnection:
             raise
 
     def _next_event(self) -> Event | NeedData:
+        if self.state is State.ENV and not self._env_bytes:
+            env = self._whole_environment()
+            if env is not None:
+                return env
         while True:
             if self.state is State.CLOSED:
                 return Closed()
@@ -208,6 +228,33 @@ class AgiConnection:
         # Caller names are not always UTF-8; they must not cost the call.
         return raw.decode("utf-8", errors="replace")
 
+    def _whole_environment(self) -> Environment | None:
+        """The environment block in one pass when all of it has arrived and it is
+        plainly well formed (what Asterisk sends); None leaves anything else, errors
+        included, to the line-by-line path, which reports them as before."""
+        buf = self._buf
+        end = buf.find(b"\n\n")
+        if end <= 0 or end + 2 > self.max_env_bytes:
+            return None
+        raw = bytes(buf[:end])
+        if b"\r" in raw or b"\0" in raw:
+            return None
+        lines = raw.split(b"\n")
+        if len(lines) > self.max_env_lines or max(map(len, lines)) > self.max_line:
+            return None
+        env: dict[str, str] = {}
+        for line in raw.decode("utf-8", errors="replace").split("\n"):
+            key, sep, value = line.partition(":")
+            if not sep or key in env or not (key in _ENV_KEYS_SEEN or _ENV_KEY.fullmatch(key)):
+                return None
+            env[key] = value[1:] if value[:1] == " " else value
+        if len(_ENV_KEYS_SEEN) < MAX_ENV_LINES:
+            _ENV_KEYS_SEEN.update(env)
+        del buf[:end + 2]
+        self._env_bytes = end + 2
+        self.state = State.IDLE
+        return Environment(env)
+
     def _check_env_prefix(self) -> None:
         # Refuse junk (a TLS hello, an HTTP request) before waiting for a newline.
         head = bytes(self._buf[:4])
@@ -223,6 +270,10 @@ class AgiConnection:
         return Closed()
 
     def _on_line(self, line: str) -> Event | None:
+        if line[:4] == "200 " and self.state is State.AWAITING and self._usage is None:
+            response = parse_final(200, line[4:])  # the common reply, as below
+            self.state = State.IDLE
+            return response
         if self.state is State.ENV:
             return self._on_env_line(line)
         if self._usage is not None:
@@ -262,7 +313,7 @@ class AgiConnection:
             raise ProtocolError(f"malformed environment line {len(self._env) + 1}")
         if key in self._env:
             raise ProtocolError(f"duplicate environment key {key}")
-        self._env[key] = value[1:] if value.startswith(" ") else value
+        self._env[key] = value.removeprefix(" ")
         return None
 
     def _on_usage_line(self, line: str) -> Response | None:

@@ -24,14 +24,20 @@ import asyncio
 import ipaddress
 import logging
 import re
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable
+from typing import Self
 
 from . import variables as v
 from .errors import AgiError, AgiHangup
 from .routes import RouteTable
-from .session import (DEFAULT_PLAYBACK_TIMEOUT, DEFAULT_READ_TIMEOUT, AgiProtocol,
-                      AgiSession, ProtocolSession)
+from .session import (
+    DEFAULT_PLAYBACK_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    AgiProtocol,
+    AgiSession,
+    ProtocolSession,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,7 @@ class FastAgiServer:
                  on_error: FailClosed = fail_closed, allow: Iterable[str] = LOOPBACK):
         self.routes = routes
         self.allow = tuple(ipaddress.ip_network(a, strict=False) for a in allow)
+        self._verdicts: dict[str, bool] = {}  # peer address -> allowed
         self.host = host
         self._port = port
         self.read_timeout = read_timeout
@@ -146,7 +153,7 @@ class FastAgiServer:
         async with asyncio.timeout(timeout):
             await self._idle.wait()
 
-    async def __aenter__(self) -> FastAgiServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -166,9 +173,20 @@ class FastAgiServer:
 
     def _allowed(self, transport: asyncio.BaseTransport) -> bool:
         peer = transport.get_extra_info("peername")
+        if not isinstance(peer, tuple) or not peer:
+            return False
+        host = peer[0]
+        allowed = self._verdicts.get(host)  # the same Asterisk connects again and again
+        if allowed is None:
+            allowed = self._check_peer(host)
+            if len(self._verdicts) < 1024:
+                self._verdicts[host] = allowed
+        return allowed
+
+    def _check_peer(self, host: object) -> bool:
         try:
-            address = ipaddress.ip_address(peer[0])
-        except (TypeError, IndexError, ValueError):
+            address = ipaddress.ip_address(host)
+        except (TypeError, ValueError):
             return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # a dual-stack socket's IPv4 peer
@@ -211,7 +229,7 @@ class FastAgiServer:
             log.info("FastAGI connection from %s closed before the environment block",
                      _peer(protocol))
             return
-        except Exception as exc:  # connection boundary: junk must not reach a handler
+        except Exception as exc:  # noqa: BLE001 - connection boundary: junk must not reach a handler
             self.errors += 1
             log.warning("FastAGI connection from %s dropped: %s", _peer(protocol), _describe(exc))
             return
@@ -228,7 +246,7 @@ class FastAgiServer:
         except AgiHangup:
             log.debug("FastAGI call %s on %s: hung up", uniqueid, route)
             return
-        except Exception as exc:  # connection boundary: every failure is failed closed
+        except Exception as exc:  # noqa: BLE001 - connection boundary: every failure is failed closed
             await self._fail(session, f"FastAGI call {uniqueid} on {route}: {_describe(exc)}",
                              "handler-error")
             return
@@ -251,7 +269,7 @@ class FastAgiServer:
     async def _run_hook(self, session: ProtocolSession, reason: str) -> str:
         try:
             await self.on_error(session, reason)
-        except Exception as exc:  # best effort: the dialplan preset still says "no"
+        except Exception as exc:  # noqa: BLE001 - best effort: the dialplan preset still says "no"
             return f"fail-closed hook failed: {_describe(exc)}"
         return "failed closed"
 

@@ -166,10 +166,13 @@ class AgiProtocol(asyncio.Protocol):
     """One FastAGI connection at the transport level: feeds an :class:`AgiConnection`.
 
     The server's per-command path is: ``transport.write``, one future awaited until
-    a reply line has arrived, one timer for the deadline. No ``StreamReader``, no
-    ``drain()`` unless the socket's send buffer is actually full, no
-    ``asyncio.timeout()`` context (which costs a task lookup and a reschedule per
-    command). Replies are parsed by the same sans-I/O machine as everywhere else.
+    a reply line has arrived, and a deadline that is only a number: one timer per
+    connection, armed for the earliest deadline still to come, checks it when it
+    fires (a call's commands rarely wait more than milliseconds, so it seldom does).
+    No ``StreamReader``, no ``drain()`` unless the socket's send buffer is actually
+    full, no ``asyncio.timeout()`` context (which costs a task lookup and a
+    reschedule per command), no timer per command. Replies are parsed by the same
+    sans-I/O machine as everywhere else.
     """
 
     def __init__(self, conn: AgiConnection | None = None) -> None:
@@ -178,6 +181,8 @@ class AgiProtocol(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._timed_out = False
+        self._deadline = 0.0  # loop time by which the awaited data must have come
+        self._timer: asyncio.TimerHandle | None = None  # fires at or before _deadline
         self._lost = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -205,6 +210,9 @@ class AgiProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._end_of_stream()
         drain = self._drain_waiter
         if drain is not None and not drain.done():
@@ -228,19 +236,27 @@ class AgiProtocol(asyncio.Protocol):
 
     # -- for the session -------------------------------------------------------------
 
-    async def send(self, wire: bytes) -> bool:
-        """Write ``wire``; False if the connection is gone."""
+    def write(self, wire: bytes) -> bool:
+        """Write ``wire``; False if the connection is gone. Then :meth:`drain` if
+        :attr:`write_paused` (the socket's send buffer is full)."""
         if self._lost or self.transport is None or self.transport.is_closing():
             return False
         self.transport.write(wire)
-        if self._write_paused:
+        return True
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    async def drain(self) -> bool:
+        """Wait until the send buffer has room again; False if the connection is gone."""
+        if self._write_paused and not self._lost:
             self._drain_waiter = self._loop.create_future()
             try:
                 await self._drain_waiter
             finally:
                 self._drain_waiter = None
-            return not self._lost
-        return True
+        return not self._lost
 
     async def next_event(self, timeout: float) -> Event | None:
         """The next event that is not a ``Hangup``; None if ``timeout`` passed first."""
@@ -250,31 +266,38 @@ class AgiProtocol(asyncio.Protocol):
             return event
         loop = self._loop
         self._timed_out = False
-        timer = loop.call_later(timeout, self._on_timeout)
-        try:
-            while True:
-                if event is NEED_DATA:
-                    if self._read_paused:
-                        self._read_paused = False
-                        self.transport.resume_reading()
-                    self._waiter = waiter = loop.create_future()
-                    try:
-                        await waiter
-                    finally:
-                        self._waiter = None
-                    if self._timed_out:
-                        return None
-                elif type(event) is not Hangup:
-                    return event
-                event = conn.next_event()
-        finally:
-            timer.cancel()
+        self._deadline = deadline = loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
+        while True:
+            if event is NEED_DATA:
+                if self._read_paused:
+                    self._read_paused = False
+                    self.transport.resume_reading()
+                self._waiter = waiter = loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+                if self._timed_out:
+                    return None
+            elif type(event) is not Hangup:
+                return event
+            event = conn.next_event()
 
-    def _on_timeout(self) -> None:
-        self._timed_out = True
+    def _on_timer(self) -> None:
+        self._timer = None
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is None or waiter.done():
+            return  # nothing awaited: the next wait arms a timer of its own
+        if self._loop.time() < self._deadline:  # armed for an earlier wait
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
+        self._timed_out = True
+        waiter.set_result(None)
 
 
 class ProtocolSession(_CommandSession):
@@ -307,7 +330,7 @@ class ProtocolSession(_CommandSession):
 
     async def _exchange(self, wire: bytes, timeout: float) -> Event | _Lost | _Timeout:
         protocol = self._protocol
-        if not await protocol.send(wire):
+        if not protocol.write(wire) or (protocol.write_paused and not await protocol.drain()):
             return _Lost()
         event = await protocol.next_event(timeout)
         return _Timeout(timeout) if event is None else event

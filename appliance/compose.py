@@ -213,8 +213,8 @@ def prompt_resolver(sounds_dir: Path):
     manifest; None when it is not installed (nothing stands in for it).
 
     Installs swap the ``callvault`` symlink to a new, never modified stage
-    directory, so the manifest is read once per link target: one readlink() per
-    prompt, and a new install is seen at once. A hand-made ``callvault`` directory
+    directory, so the manifest is read, and each prompt resolved, once per link
+    target: one readlink() per prompt, and a new install is seen at once. A hand-made ``callvault`` directory
     (not a link) is read every time.
     """
     from announcements.catalog import fallback_chain
@@ -222,7 +222,8 @@ def prompt_resolver(sounds_dir: Path):
     from announcements.manifest import SOUNDS_SUBDIR, Manifest, resolve
 
     link = Path(sounds_dir) / SOUNDS_SUBDIR
-    cached: list = [None, None]  # link target, its Manifest (or None: nothing installed)
+    # link target, its Manifest (or None: nothing installed), (language, name) -> prompt
+    cached: list = [None, None, {}]
 
     def prompt(language: str, name: str):
         try:
@@ -232,13 +233,20 @@ def prompt_resolver(sounds_dir: Path):
         except OSError:
             target = None  # a real directory: may change in place
         if target is None or target != cached[0]:
-            cached[:] = [target, Manifest.load(link) if target != "" else None]
+            cached[:] = [target, Manifest.load(link) if target != "" else None, {}]
         if cached[1] is None:
             return None
+        found = cached[2]
+        key = (language, name)
+        if key in found and target is not None:
+            return found[key]
         try:
-            return resolve(fallback_chain(language), name, sounds_dir, manifest=cached[1])
+            result = resolve(fallback_chain(language), name, sounds_dir, manifest=cached[1])
         except PromptNotFound:
-            return None
+            result = None
+        if len(found) < 1024:
+            found[key] = result
+        return result
 
     return prompt
 
@@ -298,10 +306,12 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     from storage.objections import Objections
 
     prompt = prompt_resolver(config.prompts.sounds_dir)
+    spool_dir = str(config.spool.dir)
 
     def recording(start: RecordingStart) -> Recording:
+        # The file Asterisk writes, under our own view of the spool (no pathlib: per call).
         return Recording.from_consent(
-            start.consent, spool_path=str(config.spool.dir / Path(start.path).name),
+            start.consent, spool_path=os.path.join(spool_dir, start.path.rpartition("/")[2]),
             retention_class=start.rule.retention, consent_state="granted", started_at=start.started_at)
 
     async def on_recording(start: RecordingStart) -> None:
@@ -327,8 +337,8 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     append = append_blocking if blocking else ledger.append_async
     objections = Objections(catalog.db)
 
-    async def objected(caller: str) -> str | None:
-        return await to_thread(objections.objected, caller_hmac(hmac_key, caller))
+    async def objected(hmac: str) -> str | None:
+        return await to_thread(objections.objected, hmac)
 
     consent_deps = ConsentDeps(policy=config.consent, append=append,
                                caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,

@@ -29,7 +29,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .catalog_indexes import COUNTED, PG_V5, SQLITE_V5
@@ -172,6 +172,7 @@ class Recording:
 
 
 _COLUMNS = [f.name for f in fields(Recording)]
+_NODE = _COLUMNS.index("node")
 _INSERT = (f"INSERT INTO recordings ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT DO NOTHING")
 _ACTIVE = f"state IN ({', '.join('?' for _ in ACTIVE)})"
@@ -212,7 +213,9 @@ class Catalog:
 
     def add_op(self, rec: Recording) -> Callable[[Any], None]:
         """:meth:`add` as a write operation for another transaction (``Ledger.append_async(also=)``)."""
-        values = _values(rec if rec.node else replace(rec, node=self.node))
+        values = _values(rec)
+        if not rec.node:
+            values = values[:_NODE] + (self.node,) + values[_NODE + 1:]
 
         def insert(c: Any) -> None:
             c.execute(_INSERT, values)

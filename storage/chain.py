@@ -44,7 +44,7 @@ import re
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from .errors import IntegrityError
@@ -73,12 +73,18 @@ _TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}\Z")
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def canonical_json(body: Mapping[str, Any]) -> str:
     """Canonical JSON text of ``body``; raises ``ValueError`` if it would not round-trip."""
     if not isinstance(body, Mapping):
         raise TypeError(f"ledger body must be a mapping, not {type(body).__name__}")
     try:
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # Exactly json.dumps(body, sort_keys=True, separators=(",", ":"),
+        # ensure_ascii=False, allow_nan=False), without re-creating the encoder.
+        text = _ENCODER.encode(body)
         text.encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError) as exc:
         raise ValueError(f"ledger body is not canonical-JSON encodable: {exc}") from exc
@@ -91,11 +97,13 @@ def _require_str_keys(value: Any) -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValueError(f"ledger body keys must be strings, not {key!r}")
-            _require_str_keys(item)
+                raise ValueError(f"ledger body keys must be strings, not {key!r}")  # noqa: TRY004 - documented
+            if type(item) not in _SCALARS:
+                _require_str_keys(item)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            _require_str_keys(item)
+            if type(item) not in _SCALARS:
+                _require_str_keys(item)
 
 
 def _recanonical(text: str) -> str | None:
@@ -136,8 +144,8 @@ def entry_hash(
 
 def format_ts(moment: datetime) -> str:
     """``moment`` as an entry's ``ts``: UTC, milliseconds (truncated), ``Z``."""
-    if moment.tzinfo is not timezone.utc:
-        moment = moment.astimezone(timezone.utc)
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
     # "2025-01-31T12:00:00.123+00:00" (milliseconds truncated, as documented) -> "...123Z"
     return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
@@ -187,7 +195,7 @@ def prepare_body(kind: str, body: Mapping[str, Any], call_id: str | None, record
         if value is not None and not isinstance(value, str):
             raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")
     text = canonical_json(body)
-    if len(text.encode("utf-8")) > MAX_BODY_BYTES:
+    if len(text) * 4 > MAX_BODY_BYTES and len(text.encode("utf-8")) > MAX_BODY_BYTES:
         raise ValueError(f"ledger body exceeds {MAX_BODY_BYTES} bytes")
     return text
 

@@ -6,11 +6,10 @@ import asyncio
 import socket
 
 import pytest
+from waiting import until
 
 from agi.errors import AgiHangup, AgiTimeout, CommandFailed, ProtocolError
 from agi.session import AgiProtocol, ProtocolSession
-
-from waiting import until
 
 ENV = b"agi_network_script: consent\nagi_uniqueid: 1.1\n\n"
 WAIT = 5.0
@@ -145,11 +144,34 @@ async def test_exec_and_rejections(pair):
 
 
 async def test_timeout_leaves_the_session_broken(pair):
-    s, pbx = pair
+    s, _pbx = pair
     s.read_timeout = 0.05
     with pytest.raises(AgiTimeout):
         await s.answer()  # the PBX never answers
     assert s.broken and not s.usable
+
+
+async def test_each_wait_keeps_its_own_deadline(pair):
+    """One timer per connection: an earlier, shorter deadline does not cut a later
+    wait short, and a later, shorter one still fires on time."""
+    s, pbx = pair
+    s.read_timeout = 0.2
+    await run(s.answer(), pbx.expect("ANSWER", "200 result=0"))  # armed for +0.2 s
+
+    async def slow_reply():
+        async with asyncio.timeout(WAIT):
+            await pbx.reader.readline()
+        await asyncio.sleep(0.4)  # past the first command's deadline, within this one's
+        pbx.writer.write(b"200 result=1\n")
+        await pbx.writer.drain()
+
+    s.read_timeout = 1.0
+    await run(s.set_variable("X", "1"), slow_reply())
+    s.read_timeout = 0.1
+    t0 = asyncio.get_running_loop().time()
+    with pytest.raises(AgiTimeout):
+        await s.answer()  # the PBX never answers
+    assert asyncio.get_running_loop().time() - t0 < 0.9
 
 
 async def test_connection_closed_while_waiting_is_a_hangup(pair):
