@@ -8,9 +8,10 @@ sentinel.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Mapping
+from typing import Self
 from urllib.parse import parse_qsl, urlsplit
 
 _ARG_KEY = re.compile(r"agi_arg_([1-9][0-9]*)")
@@ -127,9 +128,9 @@ class Closed:
 class NeedData:
     """Sentinel type: feed more bytes with ``receive_data``."""
 
-    _instance: "NeedData | None" = None
+    _instance: NeedData | None = None
 
-    def __new__(cls) -> "NeedData":
+    def __new__(cls) -> Self:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
