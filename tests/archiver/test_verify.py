@@ -43,7 +43,7 @@ def run(env, payload, headers, n=2):
 def test_fresh_jobs_read_back_only_the_first(archive_env):
     env = archive_env
     payload, headers = Answering(env.payload), Answering(env.headers)
-    first, second, third = run(env, payload, headers, 3)
+    first, *_ = run(env, payload, headers, 3)
     assert payload.heads == [env.payload_key(first)] and headers.heads == [env.header_key(first)]
     assert env.pipeline.puts_trusted
 

@@ -10,8 +10,8 @@ import json
 import os
 
 import pytest
-
 from archivehelpers import assert_locked_default_za, versions
+
 from archiver import manifest_object
 from storage.blobstore import PartDigests, part_size_for
 from storage.s3client import REQUESTS
