@@ -18,7 +18,8 @@
    default (2 workers).
 Results are printed as a table and written to bench/results/archiver-<time>.json.
 ``--pipeline-only`` runs 2 and 3 alone (about a minute and a half, with the same pairing);
-``--drain-only`` runs 4 and 5 alone, ``--drain N`` drains N recordings instead of 1,000.
+``--drain-only`` runs 4 and 5 alone, ``--drain N`` drains N recordings instead of 1,000,
+``--workers N`` drains with N archive workers instead of the configured number.
 The drain reports, per archived recording: S3 requests by operation
 (``storage.s3client.REQUESTS``), the CPU time of the archiving process, the CPU time of
 the store's daemons (RGW, OSD, monitor: /proc, when the bench started them), and the
@@ -186,8 +187,27 @@ def bench_encryption(size: int = 256 * MiB) -> tuple[float, float]:
     return statistics.median(ours), statistics.median(raw)
 
 
+def time_calls(obj, names: tuple[str, ...], acc: dict[str, float]) -> None:
+    """Wrap ``obj``'s methods ``names`` so the seconds spent in each add up in ``acc``."""
+    import threading
+
+    lock = threading.Lock()
+    for name in names:
+        fn, label = getattr(obj, name), name.lstrip("_")
+
+        def timed(*args, _fn=fn, _name=label, **kw):
+            t0 = time.perf_counter()
+            try:
+                return _fn(*args, **kw)
+            finally:
+                with lock:
+                    acc[_name] = acc.get(_name, 0.0) + time.perf_counter() - t0
+
+        setattr(obj, name, timed)
+
+
 async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int, drain_n: int,
-                                  endpoint=None) -> dict:
+                                  endpoint=None, workers: int | None = None) -> dict:
     import resource
 
     from appliance import compose
@@ -240,6 +260,11 @@ async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int
     make_s = time.perf_counter() - t_make
     archiver = compose.build_archiver(config, catalog, ledger, archive)
     archiver.scan_interval = 3600
+    archiver.workers = workers or archiver.workers
+    # Where a job's time goes: its steps, and the service's queries around them.
+    steps: dict[str, float] = {}
+    time_calls(archiver.pipeline, ("_wait_closed", "_encrypt", "_upload", "_verify"), steps)
+    time_calls(catalog, ("claim", "get", "queue_counts", "retrying_count", "quarantined_count"), steps)
     reset_peak_rss()
     requests0, store0 = REQUESTS.snapshot(), store_cpu_seconds(endpoint) if endpoint else None
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -272,7 +297,8 @@ async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int
             "drain_cpu_ms_per_rec": cpu_s * 1000 / drain_n,
             "drain_store_cpu_ms_per_rec": None if store0 is None else
             {k: (store1[k] - store0[k]) * 1000 / drain_n for k in store0},
-            "drain_peak_rss_mb": peak_rss_mb()}
+            "drain_peak_rss_mb": peak_rss_mb(),
+            "drain_step_ms_per_rec": {k: round(v * 1000 / drain_n, 2) for k, v in steps.items()}}
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -306,7 +332,7 @@ def bench_bare_puts(e: dict, bucket: str, n: int, threads: int) -> float:
 
 
 def measure(endpoint, work: Path, pipeline_only: bool = False, drain_only: bool = False,
-            drain_n: int = 1000) -> dict:
+            drain_n: int = 1000, workers: int | None = None) -> dict:
     import boto3
 
     from storage.age import Identity
@@ -358,7 +384,7 @@ def measure(endpoint, work: Path, pipeline_only: bool = False, drain_only: bool 
     if not pipeline_only:
         print("latency and drain ...", flush=True)
         results.update(asyncio.run(bench_latency_and_drain(config, work / "spool", latency_n=20, drain_n=drain_n,
-                                                           endpoint=endpoint)))
+                                                           endpoint=endpoint, workers=workers)))
         print("bare PutObject ...", flush=True)
         results["bare_n"] = min(drain_n, 300)
         results["bare_put_per_s"] = bench_bare_puts(e, name + "-plain", results["bare_n"], results["workers"])
@@ -403,6 +429,8 @@ def table(r: dict) -> str:
                  "store " + (", ".join(f"{k} {v:.1f}" for k, v in store.items()) if store else "n/a"),
                  f"{r['drain_cpu_ms_per_rec'] / sum(store.values()):.2f}" if store else "", ""))
     rows.append(("drain: peak RSS of the archiving process", f"{r['drain_peak_rss_mb']:.0f} MB", "", "", ""))
+    rows.append(("drain: wall ms per recording in each step", "", "", "",
+                 ", ".join(f"{k} {v:.1f}" for k, v in r["drain_step_ms_per_rec"].items())))
     return _render(rows)
 
 
@@ -416,14 +444,16 @@ def _render(rows: list[tuple[str, ...]]) -> str:
 def main(argv: list[str]) -> int:
     pipeline_only = "--pipeline-only" in argv
     drain_only = "--drain-only" in argv
-    drain_n = 1000
+    sizes = {"--drain": 1000, "--workers": None}
     args = [a for a in argv if a not in ("--pipeline-only", "--drain-only")]
-    if args[:1] == ["--drain"] and len(args) >= 2 and args[1].isdigit() and int(args[1]) > 0:
-        drain_n, args = int(args[1]), args[2:]
+    while len(args) >= 2 and args[0] in sizes and args[1].isdigit() and int(args[1]) > 0:
+        sizes[args[0]], args = int(args[1]), args[2:]
     if args or (pipeline_only and drain_only):
         raise SystemExit(f"bad arguments {argv}; options: --pipeline-only | --drain-only, --drain N "
-                         "(recordings in the drain, default 1000)")
-    results = run_with_rgw(lambda endpoint, work: measure(endpoint, work, pipeline_only, drain_only, drain_n),
+                         "(recordings in the drain, default 1000), --workers N (default: the configured "
+                         "[archive] workers)")
+    results = run_with_rgw(lambda endpoint, work: measure(endpoint, work, pipeline_only, drain_only,
+                                                          sizes["--drain"], sizes["--workers"]),
                            "bench", 9 * GiB)
     print()
     print(table(results))
