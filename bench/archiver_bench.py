@@ -265,6 +265,7 @@ async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int
     steps: dict[str, float] = {}
     time_calls(archiver.pipeline, ("_wait_closed", "_encrypt", "_upload", "_verify"), steps)
     time_calls(catalog, ("claim", "get", "queue_counts", "retrying_count", "quarantined_count"), steps)
+    time_calls(archiver, ("_scan_sync",), steps)  # the spool scan at start
     reset_peak_rss()
     requests0, store0 = REQUESTS.snapshot(), store_cpu_seconds(endpoint) if endpoint else None
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
