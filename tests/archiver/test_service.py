@@ -6,13 +6,12 @@ import asyncio
 import time
 
 import pytest
+from waiting import until
 
 from archiver.errors import SetupError
 from archiver.retention import RetentionSweeper
 from archiver.service import Archiver
 from storage.errors import PermanentError
-
-from waiting import until
 
 ACTIVE = ("pending", "encrypting", "uploading", "verifying")
 
