@@ -16,7 +16,8 @@ the caller's HMAC (never a number in clear). Its SHA-256 goes into the ledger's
 
 Writing is idempotent: an object already there for the same payload version is kept
 (a job resumed after a crash writes it exactly once); one that describes other
-objects stops the job for review. docs/storage.md has the format.
+objects stops the job for review. A fresh job (its payload uploaded by this very
+attempt) cannot find one there, and does not look. docs/storage.md has the format.
 """
 
 from __future__ import annotations
@@ -124,12 +125,14 @@ def read(store: BlobStore, recording_id: str) -> Stored | None:
         return None
 
 
-def store(payload: BlobStore, rec: Recording, m: Manifest, retention: Retention, now: float) -> Stored:
+def store(payload: BlobStore, rec: Recording, m: Manifest, retention: Retention, now: float, *,
+          fresh: bool = False) -> Stored:
     """Write ``rec``'s manifest object (locked by ``retention``) unless one for the same
     payload version is there already; returns what is stored. ``PermanentError`` when
-    the object there describes another payload."""
+    the object there describes another payload. ``fresh``: the payload was uploaded by
+    this very job's first attempt, so no manifest object of it can exist: not read."""
     k = key(rec.recording_id)
-    there = read(payload, rec.recording_id)
+    there = None if fresh else read(payload, rec.recording_id)
     if there is not None:
         if (there.rec.version_id, there.manifest) != (rec.version_id, m):
             raise PermanentError(f"{k} already describes payload version {there.rec.version_id or '-'} "

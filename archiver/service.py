@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 RECORDING_SUFFIXES = spool.RECORDING_SUFFIXES
 NO_FILE_AFTER = 300.0  # a row still 'recording' this long with no file at all: MixMonitor never wrote
+# Queue figures after an archived job: at most this often (each count reads every active
+# row, so counting after each job of a large backlog would cost the backlog squared).
+COUNT_EVERY = 1.0
 STALE_WORK = 86400.0
 
 
@@ -105,6 +108,8 @@ class Archiver:
         self._halt = threading.Event()  # seen by jobs running in threads
         self._wake = asyncio.Event()
         self._warned: set[str] = set()
+        self._counted = 0.0  # time.monotonic() of the last queue count
+        self._stale = False  # jobs ended since then
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -177,6 +182,8 @@ class Archiver:
             try:
                 rec = await asyncio.to_thread(self.catalog.claim, lease=self.pipeline.lease_seconds)
                 if rec is None:
+                    if self._stale:  # the queue ran dry: its figures are due now
+                        await self._refresh()
                     due = await asyncio.to_thread(self.catalog.next_due)
                     idle = self.scan_interval if due is None else min(self.scan_interval, due - time.time())
                     await self._idle(max(0.05, idle))
@@ -215,7 +222,7 @@ class Archiver:
     async def _sleep(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._stop.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _idle(self, seconds: float) -> None:
@@ -236,12 +243,16 @@ class Archiver:
             self.stats.erased += 1
         elif outcome.kind in ("retry", "failed"):
             self.stats.last_error = outcome.detail
-        if outcome.kind != "waiting":
+        if outcome.kind in ("retry", "failed") or (
+                outcome.kind != "waiting" and time.monotonic() - self._counted >= COUNT_EVERY):
             await self._refresh()
+        elif outcome.kind != "waiting":
+            self._stale = True
         if outcome.kind in ("archived", "erased"):
             self.wake()  # the others may be idle while more is queued
 
     async def _refresh(self) -> None:
+        self._counted, self._stale = time.monotonic(), False
         self.stats.queue, self.stats.retrying, self.stats.quarantined = await asyncio.to_thread(self._counts)
 
     def _counts(self) -> tuple[dict[str, int], int, int]:
@@ -372,7 +383,7 @@ class Archiver:
                 return
             try:
                 await self.scan()
-            except Exception as e:  # task boundary: the next scan tries again
+            except Exception as e:  # noqa: BLE001 (task boundary: the next scan tries again)
                 log.error("spool scan of %s failed: %s", self.spool_dir, e)
                 self.stats.last_error = f"scan: {e}"
             if self.sweeper is not None and time.time() - self.stats.last_sweep >= self.retention_interval:
@@ -381,7 +392,7 @@ class Archiver:
     async def _sweep(self) -> None:
         try:
             result = await asyncio.to_thread(self.sweeper.sweep)
-        except Exception as e:  # task boundary
+        except Exception as e:  # noqa: BLE001 (task boundary)
             log.error("retention sweep failed: %s", e)
             self.stats.last_error = f"retention: {e}"
             return

@@ -16,7 +16,14 @@
 Encryption alone (``encrypt_to`` vs raw ChaCha20-Poly1305, SHA-256 and the age CLI) is
 ``python -m bench crypto`` (bench/crypto_bench.py).
 Results are printed as a table and written to bench/results/archiver-<time>.json.
-``--pipeline-only`` runs 1 and 2 alone (about a minute and a half, with the same pairing).
+``--pipeline-only`` runs 1 and 2 alone (about a minute and a half, with the same pairing);
+``--drain-only`` runs 3 and 4 alone, ``--drain N`` drains N recordings instead of 1,000,
+``--workers N`` drains with N archive workers instead of the configured number.
+The drain reports, per archived recording: S3 requests by operation
+(``storage.s3client.REQUESTS``), the CPU time of the archiving process, the CPU time of
+the store's daemons (RGW, OSD, monitor: /proc, when the bench started them), and the
+peak RSS; next to it, bare PutObject requests of the same size from as many threads as
+the archiver has workers: the floor one request per recording would give.
 """
 
 from __future__ import annotations
@@ -102,8 +109,8 @@ def child_upload_file(args: dict) -> dict:
 
 
 def child_pipeline(args: dict) -> dict:
-    from appliance import config as cfg
     from appliance import compose
+    from appliance import config as cfg
     from storage.catalog import Catalog, Recording
     from storage.dburl import open_database
     from storage.ledger import Ledger
@@ -125,7 +132,9 @@ def child_pipeline(args: dict) -> dict:
     catalog.mark_ended(rid, time.time())
     steps: dict[str, float] = {}
     for step in ("_encrypt", "_upload", "_verify"):  # time each step of the one job
-        def timed(job, _fn=getattr(pipeline, step), _name=step[1:]):
+        fn = getattr(pipeline, step)
+
+        def timed(job, _fn=fn, _name=step[1:]):
             s0 = time.perf_counter()
             try:
                 return _fn(job)
@@ -146,7 +155,7 @@ def child_pipeline(args: dict) -> dict:
 
 def run_child(kind: str, args: dict) -> dict:
     proc = subprocess.run([sys.executable, "-m", "bench.archiver_bench", kind, json.dumps(args)],
-                          stdout=subprocess.PIPE, cwd=ROOT)
+                          stdout=subprocess.PIPE, cwd=ROOT, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} child failed ({proc.returncode})")
     return json.loads(proc.stdout)
@@ -154,12 +163,37 @@ def run_child(kind: str, args: dict) -> dict:
 
 # -- in-process measurements ---------------------------------------------------------------
 
-async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int, drain_n: int) -> dict:
-    from appliance import config as cfg
+def time_calls(obj, names: tuple[str, ...], acc: dict[str, float]) -> None:
+    """Wrap ``obj``'s methods ``names`` so the seconds spent in each add up in ``acc``."""
+    import threading
+
+    lock = threading.Lock()
+    for name in names:
+        fn, label = getattr(obj, name), name.lstrip("_")
+
+        def timed(*args, _fn=fn, _name=label, **kw):
+            t0 = time.perf_counter()
+            try:
+                return _fn(*args, **kw)
+            finally:
+                with lock:
+                    acc[_name] = acc.get(_name, 0.0) + time.perf_counter() - t0
+
+        setattr(obj, name, timed)
+
+
+async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int, drain_n: int,
+                                  endpoint=None, workers: int | None = None) -> dict:
+    import resource
+
     from appliance import compose
+    from appliance import config as cfg
     from storage.catalog import Catalog, Recording
     from storage.dburl import open_database
     from storage.ledger import Ledger
+    from storage.s3client import REQUESTS
+
+    from .rgw import store_cpu_seconds
 
     config = cfg.load(config_path, env={}, check_paths=False)
     db = open_database(config.database.url)
@@ -198,33 +232,84 @@ async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int
     t_make = time.perf_counter()
     for i, rid in enumerate(rids):
         add(rid, 60, f"drain-{i}", "pending")
+    os.sync()  # the spool files' write-back is billed to the set-up, not to the drain
     make_s = time.perf_counter() - t_make
     archiver = compose.build_archiver(config, catalog, ledger, archive)
     archiver.scan_interval = 3600
+    archiver.workers = workers or archiver.workers
+    # Where a job's time goes: its steps, and the service's queries around them.
+    steps: dict[str, float] = {}
+    time_calls(archiver.pipeline, ("_wait_closed", "_encrypt", "_upload", "_verify"), steps)
+    time_calls(catalog, ("claim", "get", "queue_counts", "retrying_count", "quarantined_count"), steps)
+    time_calls(archiver, ("_scan_sync",), steps)  # the spool scan at start
+    reset_peak_rss()
+    requests0, store0 = REQUESTS.snapshot(), store_cpu_seconds(endpoint) if endpoint else None
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     await archiver.start()
     try:
-        while catalog.queue_counts().get("archived", 0) < latency_n + drain_n:
-            if catalog.queue_counts().get("failed"):
+        # Polls the archiver's own counters: the bench adds no queries of its own.
+        while archiver.stats.archived < drain_n:
+            if archiver.stats.dead_letters:
                 raise RuntimeError("drain: dead letters")
             await asyncio.sleep(0.05)
         drain_s = time.perf_counter() - t0
     finally:
         await archiver.stop(30)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    store1 = store_cpu_seconds(endpoint) if endpoint else None
+    requests = {op: n - requests0.get(op, 0) for op, n in REQUESTS.snapshot().items()
+                if n - requests0.get(op, 0)}
     archive.close()
     db.close()
     latencies.sort()
+    cpu_s = usage.ru_utime + usage.ru_stime - usage0.ru_utime - usage0.ru_stime
     return {"latency_p50_s": statistics.median(latencies),
-            "latency_p95_s": latencies[max(0, int(round(0.95 * len(latencies))) - 1)],
+            "latency_p95_s": latencies[max(0, round(0.95 * len(latencies)) - 1)],
             "latency_max_s": latencies[-1], "latency_n": latency_n, "drain_n": drain_n,
             "drain_seconds": drain_s, "drain_rec_per_s": drain_n / drain_s,
             "drain_mb_per_s": drain_n * (60 * RATE + 44) / drain_s / 1e6, "drain_setup_seconds": make_s,
-            "workers": config.archive.workers}
+            "workers": archiver.workers,
+            "drain_requests_per_rec": {op: n / drain_n for op, n in sorted(requests.items())},
+            "drain_cpu_ms_per_rec": cpu_s * 1000 / drain_n,
+            "drain_store_cpu_ms_per_rec": None if store0 is None else
+            {k: (store1[k] - store0[k]) * 1000 / drain_n for k in store0},
+            "drain_peak_rss_mb": peak_rss_mb(),
+            "drain_step_ms_per_rec": {k: round(v * 1000 / drain_n, 2) for k, v in steps.items()}}
 
 
 # -- the run -------------------------------------------------------------------------------
 
-def measure(endpoint, work: Path, pipeline_only: bool = False) -> dict:
+def bench_bare_puts(e: dict, bucket: str, n: int, threads: int) -> float:
+    """The floor under the drain: ``n`` bare PutObject requests of a 1-minute recording's
+    size (with their SHA-256, as the archiver sends) from ``threads`` threads, no
+    encryption, no catalog. Objects per second."""
+    import base64
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=e["endpoint_url"], aws_access_key_id=e["access_key_id"],
+                          aws_secret_access_key=e["secret_access_key"], region_name=e["region"])
+    bodies = [os.urandom(60 * RATE + 44) for _ in range(8)]
+    sums = [base64.b64encode(hashlib.sha256(b).digest()).decode() for b in bodies]
+    client.head_bucket(Bucket=bucket)
+
+    def put(i: int) -> None:
+        client.put_object(Bucket=bucket, Key=f"bare/{i}", Body=bodies[i % 8], ChecksumAlgorithm="SHA256",
+                          ChecksumSHA256=sums[i % 8])
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(put, range(n)))
+    rate = n / (time.perf_counter() - t0)
+    client.close()
+    return rate
+
+
+def measure(endpoint, work: Path, pipeline_only: bool = False, drain_only: bool = False,
+            drain_n: int = 1000, workers: int | None = None) -> dict:
     import boto3
 
     from storage.age import Identity
@@ -244,7 +329,7 @@ def measure(endpoint, work: Path, pipeline_only: bool = False) -> dict:
     e = {"endpoint_url": endpoint.endpoint_url, "access_key_id": endpoint.access_key_id,
          "secret_access_key": endpoint.secret_access_key, "region": endpoint.region}
 
-    for size, label in ((256 * MiB, "256m"), (GiB, "1g")):
+    for size, label in () if drain_only else ((256 * MiB, "256m"), (GiB, "1g")):
         wav = work / f"source-{label}.wav"
         write_wav(wav, size, sync=True)
         runs = []
@@ -271,18 +356,26 @@ def measure(endpoint, work: Path, pipeline_only: bool = False) -> dict:
 
     if not pipeline_only:
         print("latency and drain ...", flush=True)
-        results.update(asyncio.run(bench_latency_and_drain(config, work / "spool", latency_n=20, drain_n=1000)))
-    boto3  # imported for the children's sake: fail early if missing
+        results.update(asyncio.run(bench_latency_and_drain(config, work / "spool", latency_n=20, drain_n=drain_n,
+                                                           endpoint=endpoint, workers=workers)))
+        print("bare PutObject ...", flush=True)
+        results["bare_n"] = min(drain_n, 300)
+        results["bare_put_per_s"] = bench_bare_puts(e, name + "-plain", results["bare_n"], results["workers"])
+    del boto3  # imported for the children's sake: fail early if missing
     return results
 
 
 def table(r: dict) -> str:
     rows = [("metric", "callvault", "baseline (same run)", "ratio", "target")]
     for label, name in (("256m", "256 MiB"), ("1g", "1 GiB")):
+        if f"pipeline_{label}_mb_s" not in r:
+            continue
         rows.append((f"pipeline {name} (encrypt+upload+verify)", f"{r[f'pipeline_{label}_mb_s']:.0f} MB/s",
                      f"boto3 upload_file {r[f'upload_{label}_mb_s']:.0f} MB/s",
                      f"{r[f'pipeline_{label}_mb_s'] / r[f'upload_{label}_mb_s']:.2f}", ">= 0.9"))
     for label, name in (("256m", "256 MiB"), ("1g", "1 GiB")):
+        if f"pipeline_{label}_rss_mb" not in r:
+            continue
         ours, base = r[f"pipeline_{label}_rss_mb"], r[f"upload_{label}_rss_mb"]
         ours0, base0 = r[f"pipeline_{label}_rss_before_mb"], r[f"upload_{label}_rss_before_mb"]
         rows.append((f"peak RSS archiving {name} (+ over idle)", f"{ours:.0f} MB (+{ours - ours0:.0f})",
@@ -295,8 +388,18 @@ def table(r: dict) -> str:
                  f"max {r['latency_max_s'] * 1000:.0f} ms", "", "p95 < 2 s"))
     rows.append((f"drain {r['drain_n']} x 1-min recordings ({r['workers']} workers)",
                  f"{r['drain_rec_per_s']:.1f} rec/s ({r['drain_mb_per_s']:.0f} MB/s)",
-                 f"upload_file {r['upload_1g_mb_s']:.0f} MB/s",
-                 f"{r['drain_mb_per_s'] / r['upload_1g_mb_s']:.2f}", ""))
+                 f"bare PutObject x {r['bare_n']}: {r['bare_put_per_s']:.1f}/s",
+                 f"{r['drain_rec_per_s'] / r['bare_put_per_s']:.2f}", ">= 100 rec/s"))
+    reqs = r["drain_requests_per_rec"]
+    rows.append(("drain: S3 requests per recording", f"{sum(reqs.values()):.2f}", "bare PutObject 1", "",
+                 ", ".join(f"{op} {n:.2f}" for op, n in reqs.items())))
+    store = r.get("drain_store_cpu_ms_per_rec")
+    rows.append(("drain: CPU ms per recording", f"callvault {r['drain_cpu_ms_per_rec']:.1f}",
+                 "store " + (", ".join(f"{k} {v:.1f}" for k, v in store.items()) if store else "n/a"),
+                 f"{r['drain_cpu_ms_per_rec'] / sum(store.values()):.2f}" if store else "", ""))
+    rows.append(("drain: peak RSS of the archiving process", f"{r['drain_peak_rss_mb']:.0f} MB", "", "", ""))
+    rows.append(("drain: wall ms per recording in each step", "", "", "",
+                 ", ".join(f"{k} {v:.1f}" for k, v in r["drain_step_ms_per_rec"].items())))
     return _render(rows)
 
 
@@ -309,14 +412,23 @@ def _render(rows: list[tuple[str, ...]]) -> str:
 
 def main(argv: list[str]) -> int:
     pipeline_only = "--pipeline-only" in argv
-    unknown = [a for a in argv if a != "--pipeline-only"]
-    if unknown:
-        raise SystemExit(f"unknown arguments {unknown}; the only option is --pipeline-only")
-    results = run_with_rgw(lambda endpoint, work: measure(endpoint, work, pipeline_only), "bench", 9 * GiB)
+    drain_only = "--drain-only" in argv
+    sizes = {"--drain": 1000, "--workers": None}
+    args = [a for a in argv if a not in ("--pipeline-only", "--drain-only")]
+    while len(args) >= 2 and args[0] in sizes and args[1].isdigit() and int(args[1]) > 0:
+        sizes[args[0]], args = int(args[1]), args[2:]
+    if args or (pipeline_only and drain_only):
+        raise SystemExit(f"bad arguments {argv}; options: --pipeline-only | --drain-only, --drain N "
+                         "(recordings in the drain, default 1000), --workers N (default: the configured "
+                         "[archive] workers)")
+    results = run_with_rgw(lambda endpoint, work: measure(endpoint, work, pipeline_only, drain_only,
+                                                          sizes["--drain"], sizes["--workers"]),
+                           "bench", 9 * GiB)
     print()
     print(table(results))
-    print(f"\n(pipeline 1 GiB step seconds: {results['pipeline_1g_steps']}; total bench time "
-          f"{results['total_seconds']:.0f} s; {os.cpu_count()} CPUs, RGW on the same host)")
+    steps = f"pipeline 1 GiB step seconds: {results['pipeline_1g_steps']}; " if "pipeline_1g_steps" in results else ""
+    print(f"\n({steps}total bench time {results['total_seconds']:.0f} s; {os.cpu_count()} CPUs, "
+          "RGW on the same host)")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"archiver-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=2))

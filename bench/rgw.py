@@ -18,6 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+# The pid files of the daemons behind each endpoint this process started (own_rgw).
+_RUN_DIRS: dict[str, Path] = {}
+DAEMONS = ("mon", "osd", "rgw")
+
 
 @contextlib.contextmanager
 def own_rgw(prefix: str, memstore_bytes: int) -> Iterator[Any]:
@@ -31,11 +35,29 @@ def own_rgw(prefix: str, memstore_bytes: int) -> Iterator[Any]:
         t0 = time.perf_counter()
         rgw.start()
         print(f"RGW up in {time.perf_counter() - t0:.0f} s", flush=True)
+        _RUN_DIRS[rgw.endpoint.endpoint_url] = rgw.host / "run"
         yield rgw.endpoint
     finally:
+        _RUN_DIRS.pop(rgw.endpoint.endpoint_url, None)
         rgw.stop()
         release_root(root)
         shutil.rmtree(rgw.host.parent, ignore_errors=True)
+
+
+def store_cpu_seconds(endpoint: Any) -> dict[str, float] | None:
+    """CPU seconds (user + system) used so far by each daemon of the store behind
+    ``endpoint`` (RGW, its OSD, its monitor), read from /proc; None for a store this
+    process did not start (``CALLVAULT_BENCH_LAB``)."""
+    run = _RUN_DIRS.get(endpoint.endpoint_url)
+    if run is None:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name in DAEMONS:
+        pid = (run / f"{name}.pid").read_text().strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
 
 
 def run_with_rgw(measure: Callable[[Any, Path], dict], prefix: str, memstore_bytes: int) -> dict:

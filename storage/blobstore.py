@@ -93,6 +93,13 @@ class PutResult:
     etag: str
     size: int
     sha256: str  # hex
+    # The SHA-256 checksum the store itself reports for what it stored, in hex, once it
+    # is known to agree with ``sha256``: the object's (a single put, the local store), or
+    # for a multipart object the checksum of its part checksums with "-<parts>" (each
+    # part checked by the service against the caller's digest). None when the service
+    # answered without one (it may not check checksums at all). A store that reports
+    # a checksum other than what was sent raises ``IntegrityError`` instead.
+    checksum: str | None = None
 
 
 @dataclass(frozen=True)

@@ -309,15 +309,22 @@ class Catalog:
         return out
 
     def update(self, recording_id: str, **changes: Any) -> None:
+        with self.db.write() as c:
+            self.update_op(recording_id, **changes)(c)
+
+    def update_op(self, recording_id: str, **changes: Any) -> Callable[[Any], None]:
+        """:meth:`update` as a write operation for another transaction (``Ledger.append(also=)``)."""
         bad = set(changes) - set(_COLUMNS)
         if bad:
             raise ValueError(f"unknown recording columns: {sorted(bad)}")
-        sets = ", ".join(f"{k} = ?" for k in changes)
-        with self.db.write() as c:
-            cur = c.execute(f"UPDATE recordings SET {sets} WHERE recording_id = ?",
-                            (*changes.values(), recording_id))
-            if cur.rowcount == 0:
+        sql = f"UPDATE recordings SET {', '.join(f'{k} = ?' for k in changes)} WHERE recording_id = ?"
+        args = (*changes.values(), recording_id)
+
+        def update(c: Any) -> None:
+            if c.execute(sql, args).rowcount == 0:
                 raise NotFound(f"recording {recording_id}")
+
+        return update
 
     def mark_ended(self, recording_id: str, ended_at: float) -> bool:
         """The recording's file is complete: queue it (once). True if this call queued it."""

@@ -142,21 +142,22 @@ class Ledger:
 
     def append(
         self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None,
-        recording_id: str | None = None, also: Callable[[Any], Any] | None = None,
+        recording_id: str | None = None, also: Callable[[Any], Any] | None = None, shared: bool = False,
     ) -> Entry:
         """Append one entry and return it once it is committed (and fsynced).
 
-        Its own write transaction, in the calling thread; for many concurrent
-        appenders prefer :meth:`append_async`, which shares fsyncs. ``also(conn)``
-        as in :meth:`append_async`: in the same transaction, right after the insert.
+        Its own write transaction, in the calling thread. ``also(conn)`` as in
+        :meth:`append_async`: in the same transaction, right after the insert.
+        ``shared``: through the group-commit writer instead (the calling thread
+        waits), sharing an fsync with whatever else is being committed; for worker
+        threads that append concurrently (the archiver). In asyncio use
+        :meth:`append_async`.
         """
-        text = prepare_body(kind, body, call_id, recording_id)
-        subject = ledger_subjects.subject_of(kind, body)
+        op = self._op(kind, body, call_id, recording_id, also)
+        if shared:
+            return self._db.submit(op).result()
         with self._db.write() as conn:
-            entry = self._insert(conn, kind, call_id, recording_id, text, subject)
-            if also is not None:
-                also(conn)
-            return entry
+            return op(conn)
 
     async def append_async(
         self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None,
@@ -179,18 +180,21 @@ class Ledger:
         Cancelling the awaiting task does not withdraw the entry: it may still be
         committed. That is the safe direction for an audit trail.
         """
+        return await self._db.write_async(self._op(kind, body, call_id, recording_id, also))
+
+    def _op(self, kind: str, body: Mapping[str, Any], call_id: str | None, recording_id: str | None,
+            also: Callable[[Any], Any] | None) -> Callable[[Any], Entry]:
+        """The append as a write operation; invalid arguments raise here, at once."""
         text = prepare_body(kind, body, call_id, recording_id)
         subject = ledger_subjects.subject_of(kind, body)
-        if also is None:
-            return await self._db.write_async(
-                lambda conn: self._insert(conn, kind, call_id, recording_id, text, subject))
 
         def op(conn: Any) -> Entry:
             entry = self._insert(conn, kind, call_id, recording_id, text, subject)
-            also(conn)
+            if also is not None:
+                also(conn)
             return entry
 
-        return await self._db.write_async(op)
+        return op
 
     def get(self, seq: int) -> Entry:
         with self._db.read() as conn:

@@ -230,7 +230,7 @@ class LocalStore:
             finally:
                 if not placed:  # nothing half-written stays behind, whatever went wrong
                     shutil.rmtree(staging, ignore_errors=True)
-        return PutResult(version_id=vid, etag=digest, size=written, sha256=digest)
+        return PutResult(version_id=vid, etag=digest, size=written, sha256=digest, checksum=digest)
 
     @staticmethod
     def _write_data(path: Path, source: BinaryIO | bytes, parts: PartHasher | None = None) -> tuple[int, str]:

@@ -20,7 +20,7 @@ import json
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 import botocore.exceptions as bce
 
@@ -92,7 +92,7 @@ class S3Store:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> S3Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -204,7 +204,8 @@ class S3Store:
         with self._errors("put", key):
             r = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
                                        ChecksumSHA256=_b64(bytes.fromhex(sha256)), **extra)
-        return PutResult(r.get("VersionId"), r["ETag"].strip('"'), len(data), sha256)
+        return PutResult(r.get("VersionId"), r["ETag"].strip('"'), len(data), sha256,
+                         _answered_checksum(key, r, sha256, sha256))
 
     def _put_multipart(self, key: str, source: BinaryIO, head: list[bytes | bytearray], part_size: int,
                        size: int | None, sha256: str, extra: dict[str, Any],
@@ -228,7 +229,9 @@ class S3Store:
             if not done:
                 with contextlib.suppress(bce.ClientError, bce.BotoCoreError):
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        return PutResult(r.get("VersionId"), r["ETag"].strip('"'), total, sha256)
+        composite = hashlib.sha256(b"".join(base64.b64decode(p["ChecksumSHA256"]) for p in completed))
+        return PutResult(r.get("VersionId"), r["ETag"].strip('"'), total, sha256,
+                         _answered_checksum(key, r, sha256, f"{composite.hexdigest()}-{len(completed)}"))
 
     def _upload_parts(self, key: str, upload_id: str, source: BinaryIO, head: list[bytes | bytearray],
                       part_size: int, parts: PartDigests | None) -> tuple[list[dict[str, Any]], int, str]:
@@ -426,6 +429,26 @@ def _verify(key: str, got_size: int, got_sha256: str, size: int | None, sha256: 
         raise IntegrityError(f"put {key}: read {got_size} bytes, caller said {size}")
     if got_sha256 != sha256:
         raise IntegrityError(f"put {key}: sha256 of the data is {got_sha256}, caller said {sha256}")
+
+
+def _answered_checksum(key: str, response: dict[str, Any], sha256: str, sent: str) -> str | None:
+    """The SHA-256 checksum a PUT (or CompleteMultipartUpload) response reports, in hex
+    (a composite keeps its "-<parts>"), checked against what was sent: ``sent`` is
+    ``sha256`` for a single put, the checksum of the part checksums for a multipart
+    one; a full-object checksum must equal ``sha256`` either way. None when the
+    response has none (a service without flexible checksums)."""
+    answered = response.get("ChecksumSHA256")
+    if not answered:
+        return None
+    digest, dash, count = answered.partition("-")
+    try:
+        got = base64.b64decode(digest, validate=True).hex() + dash + count
+    except ValueError:
+        raise IntegrityError(f"put {key}: the service answered checksum {answered!r}, not a SHA-256") from None
+    if got not in (sent, sha256):
+        raise IntegrityError(f"put {key}: the service reports checksum {got} for what it stored, "
+                             f"the caller sent {sent}")
+    return got
 
 
 def _verify_count(key: str, count: int, parts: PartDigests) -> None:

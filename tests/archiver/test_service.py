@@ -6,13 +6,12 @@ import asyncio
 import time
 
 import pytest
+from waiting import until
 
 from archiver.errors import SetupError
 from archiver.retention import RetentionSweeper
 from archiver.service import Archiver
 from storage.errors import PermanentError
-
-from waiting import until
 
 ACTIVE = ("pending", "encrypting", "uploading", "verifying")
 
@@ -45,6 +44,28 @@ async def test_start_scan_queues_done_markers_and_archives(archive_env):
         await archiver.stop(5)
     assert not archiver.stats.running
     assert env.spool_files() == []
+
+
+async def test_queue_figures_follow_a_drain_without_a_count_per_job(archive_env):
+    """Counting the queue reads every active row: after each of a large backlog's jobs
+    that is the backlog squared. Counted at most once a second, and when it runs dry."""
+    env = archive_env
+    rids = [env.recording(20_000) for _ in range(12)]
+    counts = []
+    count = env.catalog.queue_counts
+    env.catalog.queue_counts = lambda: counts.append(time.monotonic()) or count()
+    archiver = make_archiver(env)
+    t0 = time.monotonic()
+    await archiver.start()
+    try:
+        await until(lambda: states(env, rids) == ["archived"] * 12, what="archived")
+        await until(lambda: archiver.stats.as_dict()["queue"] == {"archived": 12}, what="the figures to follow")
+        took = time.monotonic() - t0
+        assert archiver.stats.as_dict()["backlog"] == 0
+    finally:
+        await archiver.stop(5)
+    # the start's scan, about one a second while draining, one when the queue ran dry
+    assert len(counts) <= 2 + int(took) + 1 < 1 + 12, (counts, took)
 
 
 async def test_recording_ended_queues_that_channel_and_wakes_a_worker(archive_env):
