@@ -177,7 +177,9 @@ class S3Store:
         if size is not None and size < 0:
             raise ValueError("size must be >= 0")
         parts = validate_parts(parts, size, sha256)
+        expect = size
         if isinstance(source, (bytes, bytearray, memoryview)):
+            expect = len(source) if size is None else size
             source = io.BytesIO(source)  # shares a bytes object's buffer; no copy
         extra: dict[str, Any] = {"Metadata": {"sha256": sha256}}
         if retention is not None:
@@ -186,7 +188,9 @@ class S3Store:
         if tags:
             extra["Tagging"] = urllib.parse.urlencode(tags, quote_via=urllib.parse.quote)
         part_size = parts.part_size if parts is not None else part_size_for(size, self.part_size)
-        first = read_full(source, part_size)
+        # An object smaller than a part gets a buffer of its own size, not a part's:
+        # one byte past the size it should have, so a longer source is still caught.
+        first = read_full(source, part_size if expect is None else min(part_size, expect + 1))
         second = read_full(source, part_size) if len(first) == part_size else b""
         if not second:
             return self._put_single(key, first, size, sha256, extra, parts)
