@@ -36,7 +36,7 @@ import datetime
 import hashlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
@@ -169,6 +169,26 @@ class BlobStream(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+class Upload(Protocol):
+    """A new version in the making (``BlobStore.open_upload``)."""
+
+    def write(self, data) -> None:
+        """Take the next bytes (copied or written before returning: ``data`` may be reused)."""
+
+    def seal(self, *, size: int, sha256: str) -> dict | None:
+        """All bytes were written, ``size`` of them with the caller's ``sha256`` (taken
+        from the same buffers); else ``IntegrityError``. Every byte is then held by the
+        store, ready for ``complete``. The token ``resume_upload`` takes, or None when
+        nothing could be resumed after a crash."""
+
+    def complete(self) -> PutResult:
+        """Make the version visible."""
+
+    def abort(self) -> bool:
+        """Drop the upload unless completed; False when the store could not be told
+        (the caller keeps the token and ``abort_upload``s it later)."""
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """What the archiver and the retrieval tier need from a store. All methods block.
@@ -197,6 +217,23 @@ class BlobStore(Protocol):
         cannot describe ``size`` bytes, or a single part that differs from ``sha256``,
         are a ``ValueError``.
         """
+
+    def open_upload(self, key: str, *, size: int | None = None, retention: Retention | None = None,
+                    tags: dict[str, str] | None = None,
+                    on_create: Callable[[dict], None] | None = None) -> Upload:
+        """Start a new version of ``key`` whose bytes the caller hands over piece by
+        piece while it makes them (the archiver encrypts straight into it); ``size``,
+        when known, picks the part size. Nothing is visible before ``complete``.
+        ``on_create(token)`` is called before the first bytes leave when the store
+        keeps something server-side (S3: the multipart upload), so the caller can
+        record the token and ``abort_upload`` it after a crash."""
+
+    def resume_upload(self, key: str, token: dict) -> PutResult:
+        """Complete, in another process, an upload whose ``seal`` returned ``token``
+        (idempotent); ``NotFound`` when it cannot be completed (the caller starts over)."""
+
+    def abort_upload(self, key: str, token: dict) -> None:
+        """Drop the upload ``token`` names (one already gone is not an error)."""
 
     def head(self, key: str, version_id: str | None = None, *, tags: bool = True) -> ObjectInfo:
         """Size, SHA-256, version, retention, legal hold and (with ``tags``) tags.

@@ -24,7 +24,9 @@ from typing import Any, BinaryIO
 
 import botocore.exceptions as bce
 
+from storage import s3upload
 from storage.blobstore import (
+    MAX_TAGS,
     MIN_PART_SIZE,
     MiB,
     ObjectInfo,
@@ -54,6 +56,7 @@ from storage.s3client import (
     s3_errors,
     sign_checksummed_bodies_by_checksum,
 )
+from storage.s3upload import SHA256_TAG, S3Upload
 
 __all__ = ["S3Settings", "S3Store"]
 
@@ -297,6 +300,31 @@ class S3Store:
                                         Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum)
         return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": checksum}
 
+    def open_upload(self, key: str, *, size: int | None = None, retention: Retention | None = None,
+                    tags: dict[str, str] | None = None,
+                    on_create: Callable[[dict[str, Any]], None] | None = None) -> S3Upload:
+        """See ``BlobStore.open_upload`` (storage/s3upload.py has how)."""
+        validate_key(key)
+        tags = validate_tags(tags)
+        if SHA256_TAG in tags or len(tags) >= MAX_TAGS:
+            raise ValueError(f"a streamed upload takes at most {MAX_TAGS - 1} tags, none named {SHA256_TAG!r}")
+        validate_new_retention(retention)
+        return S3Upload(self, key, part_size=part_size_for(size, self.part_size), retention=retention,
+                        tags=tags, on_create=on_create)
+
+    def resume_upload(self, key: str, token: dict[str, Any]) -> PutResult:
+        """See ``BlobStore.resume_upload``."""
+        validate_key(key)
+        if not isinstance(token, dict) or "parts" not in token:
+            raise NotFound(f"put {key}: the upload was never sealed")
+        return s3upload.complete(self, key, token)
+
+    def abort_upload(self, key: str, token: dict[str, Any]) -> None:
+        """See ``BlobStore.abort_upload``."""
+        validate_key(key)
+        if isinstance(token, dict) and token.get("upload_id"):
+            s3upload.abort(self, key, token["upload_id"])
+
     def delete(self, key: str, version_id: str | None = None, *,
                bypass_governance: bool = False) -> None:
         validate_key(key)
@@ -364,12 +392,17 @@ class S3Store:
             r = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED",
                                         **_version(version_id))
             vid = r.get("VersionId")
+            sha256 = r.get("Metadata", {}).get("sha256")
+            stored = r.get("ChecksumSHA256")
             tag_set: dict[str, str] = {}
-            if tags and r.get("TagCount", 1):  # TagCount is absent on AWS: ask
+            # A streamed upload's whole-object digest is a tag (storage/s3upload.py).
+            streamed = not sha256 and stored is not None and "-" in stored
+            if (tags or streamed) and r.get("TagCount", 1):  # TagCount is absent on AWS: ask
                 got = self.client.get_object_tagging(Bucket=self.bucket, Key=key, **_version(vid))
                 tag_set = {t["Key"]: t["Value"] for t in got.get("TagSet", [])}
-        sha256 = r.get("Metadata", {}).get("sha256")
-        stored = r.get("ChecksumSHA256")
+            if streamed:
+                sha256 = tag_set.get(SHA256_TAG)
+            tag_set.pop(SHA256_TAG, None)
         if stored and "-" not in stored and r.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
             server = base64.b64decode(stored).hex()
             if sha256 and sha256 != server:
