@@ -209,13 +209,15 @@ def complete(store: S3Store, key: str, token: dict[str, Any]) -> PutResult:
     current version is taken as ours only if the service's checksum of it is the
     composite of the token's part digests and its size is the token's."""
     client, parts = store.client, token["parts"]
+    version = None
     try:
         with store._errors("put", key):
             r = client.complete_multipart_upload(Bucket=store.bucket, Key=key, UploadId=token["upload_id"],
                                                  MultipartUpload={"Parts": parts})
-        version = r.get("VersionId")
-        etag = r["ETag"].strip('"')
+        version, etag = r.get("VersionId"), r["ETag"].strip('"')
     except NotFound:
+        pass
+    if version is None:  # completed before (RGW then answers without a version id) or gone
         with store._errors("head", key):
             try:
                 h = client.head_object(Bucket=store.bucket, Key=key, ChecksumMode="ENABLED")
