@@ -256,8 +256,7 @@ def upload(p: Pipeline, job: _Job) -> None:
             raise Redo("encrypting", "the payload upload cannot be completed (no token); encrypting again")
         try:
             result = p.archive.payload.resume_upload(pkey, token)
-        except NotFound as e:
-            spool.unlink_quietly(token_path)
+        except NotFound as e:  # the token stays: encrypting aborts what it names first
             raise Redo("encrypting", f"the payload upload cannot be completed ({e}); encrypting again") from e
         spool.unlink_quietly(token_path)
     _stored(p, job, result, retention)

@@ -18,6 +18,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+SERVER_PIDS: list[int] = []
+"""The pids of the bench's own RGW daemons while it runs (empty for a lab's)."""
+
+
+def server_cpu_seconds() -> float:
+    """CPU seconds (user + system) the bench's own RGW daemons used so far; 0 for a lab's."""
+    total = 0
+    for pid in SERVER_PIDS:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
 
 @contextlib.contextmanager
 def own_rgw(prefix: str, memstore_bytes: int) -> Iterator[Any]:
@@ -31,8 +44,10 @@ def own_rgw(prefix: str, memstore_bytes: int) -> Iterator[Any]:
         t0 = time.perf_counter()
         rgw.start()
         print(f"RGW up in {time.perf_counter() - t0:.0f} s", flush=True)
+        SERVER_PIDS[:] = [proc.pid for proc in rgw.procs.values()]
         yield rgw.endpoint
     finally:
+        SERVER_PIDS.clear()
         rgw.stop()
         release_root(root)
         shutil.rmtree(rgw.host.parent, ignore_errors=True)

@@ -18,8 +18,8 @@ has no token. ``abort`` (idempotent) drops the upload. ``on_create(token)`` is c
 once the multipart upload exists and before its first part is sent, so the caller can
 record the upload id and abort it after a crash.
 
-Memory: at most ``max_concurrency`` parts in flight plus the one being filled; buffers
-are reused, so it stays flat whatever the size.
+Memory: ``max(2, max_concurrency)`` part buffers, the one being filled included, reused
+part after part, so it stays flat whatever the size.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import botocore.exceptions as bce
 
 from storage.blobstore import PutResult, Retention
-from storage.errors import IntegrityError, NotFound, PermanentError, StorageError
+from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError, StorageError
 from storage.s3client import http_status
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class S3Upload:
             self.total += take
             mv = mv[take:]
 
-    def _send(self) -> None:
+    def _send(self, last: bool = False) -> None:
         if self.upload_id is None:
             with self.store._errors("put", self.key):
                 self.upload_id = self.client.create_multipart_upload(
@@ -117,6 +117,12 @@ class S3Upload:
         future = self.pool.submit(self._upload_part, self.number, data)
         self.futures.append(future)
         self.in_flight[future] = data
+        if last:
+            return
+        # The buffer to fill next counts too: at most max(2, max_concurrency) in all, as
+        # for ``put``, so the writer waits rather than the memory growing.
+        while len(self.in_flight) >= max(2, self.store.max_concurrency):
+            self._reap(block=True)
         self.buf = self.spare.pop() if self.spare else bytearray(self.part_size)
         self.fill = 0
 
@@ -158,7 +164,7 @@ class S3Upload:
         self.sha256 = sha256
         if self.upload_id is None:
             return None
-        self._send()
+        self._send(last=True)
         try:
             self.completed = [f.result() for f in self.futures]
         finally:
@@ -215,7 +221,10 @@ def complete(store: S3Store, key: str, token: dict[str, Any]) -> PutResult:
             r = client.complete_multipart_upload(Bucket=store.bucket, Key=key, UploadId=token["upload_id"],
                                                  MultipartUpload={"Parts": parts})
         version, etag = r.get("VersionId"), r["ETag"].strip('"')
-    except NotFound:
+    except (NotFound, RetryableError):
+        # RGW answers 500 "completion already in progress", not NoSuchUpload, for an
+        # upload id it does not have (aborted, or never made): the HEAD below tells that
+        # apart from an outage, in which it fails too.
         pass
     if version is None:  # completed before (RGW then answers without a version id) or gone
         with store._errors("head", key):
