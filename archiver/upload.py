@@ -161,7 +161,9 @@ def _stream(p: Pipeline, job: _Job, src: BinaryIO, payload_size: int, token_path
                                        on_create=lambda t: _write_token(token_path, t))
     committed, sealed = False, None
     try:
-        enc.encrypt_to(src, up.write, progress=_progress(p, job, payload_size))
+        # Two pairs of 1 MiB buffers, not four: the upload's part buffers are the
+        # queue here, and peak RSS stays under 100 MB (docs/performance.md).
+        enc.encrypt_to(src, up.write, progress=_progress(p, job, payload_size), blocks=2)
         m = Manifest.of(enc.summary)
         sealed = up.seal(size=m.payload_size, sha256=m.payload_sha256)
         job.check()
