@@ -119,3 +119,37 @@ def test_a_sealed_upload_completed_but_not_tagged_is_recognised_on_resume(make_e
     assert_locked_default_za(payload, rec, s3_client)
     got = Decryptor(header_store.get(rec.header_key), [env.identity]).decrypt(payload.get(rec.object_key, rec.version_id))
     assert got == env.wavs[rid]
+
+
+@pytest.mark.parametrize("point", ["encrypting", "uploading"])
+def test_rgw_down_while_a_large_payload_streams_then_it_is_archived_once(make_env, rgw_buckets, s3_client, lab,
+                                                                         point):
+    # encrypting: parts half sent; the retry aborts that upload (once RGW answers) and
+    # encrypts again. uploading: every part stored; the retry only completes the upload.
+    payload, header_store = rgw_buckets()
+    stopped = []
+
+    def hook(p, rec):
+        if p == point and not stopped:
+            stopped.append(p)
+            lab.rgw.stop_rgw()
+
+    env = make_env(payload, header_store, hook=hook)
+    rid = env.recording(40 * MiB)
+    try:
+        outcome = env.process(rid)
+        rec = env.catalog.get(rid)
+        assert stopped and outcome.kind == "retry", outcome
+        assert rec.state == point and payload.endpoint in rec.last_error
+        assert env.work_files() == [f"{rid}.upload"]  # the upload it must abort or complete
+    finally:
+        lab.rgw.start_rgw()
+    env.drive(rid)
+    rec = env.catalog.get(rid)
+    assert rec.state == "archived" and rec.attempts == 1
+    assert versions(s3_client, payload.bucket, rec.object_key) == [rec.version_id]
+    assert len(versions(s3_client, header_store.bucket, rec.header_key)) == 1  # no header of the first try
+    assert s3_client.list_multipart_uploads(Bucket=payload.bucket).get("Uploads", []) == []
+    assert env.work_files() == []
+    got = Decryptor(header_store.get(rec.header_key), [env.identity]).decrypt(payload.get(rec.object_key, rec.version_id))
+    assert got == env.wavs[rid]
