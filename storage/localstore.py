@@ -40,15 +40,12 @@ from storage.blobstore import (
     MIN_PART_SIZE,
     MiB,
     ObjectInfo,
-    PartDigests,
-    PartHasher,
     PutResult,
     Retention,
     deletion_refusal,
     retention_change_refusal,
     validate_key,
     validate_new_retention,
-    validate_parts,
     validate_prefix,
     validate_range,
     validate_sha256,
@@ -188,17 +185,13 @@ class LocalStore:
     # -- writing ---------------------------------------------------------------------
 
     def put(self, key: str, source: BinaryIO | bytes, *, size: int | None = None, sha256: str,
-            retention: Retention | None = None, tags: dict[str, str] | None = None,
-            parts: PartDigests | None = None) -> PutResult:
-        """See ``BlobStore.put``. Given ``parts``, the bytes are checked against them
-        too (on the same read), so a mismatch is refused here as it is on S3."""
+            retention: Retention | None = None, tags: dict[str, str] | None = None) -> PutResult:
+        """See ``BlobStore.put``."""
         validate_sha256(sha256)
         if size is not None and size < 0:
             raise ValueError("size must be >= 0")
-        parts = validate_parts(parts, size, sha256)
         up = self.open_upload(key, retention=retention, tags=tags)
         try:
-            hasher = PartHasher(parts.part_size) if parts is not None else None
             if isinstance(source, (bytes, bytearray, memoryview)):
                 view = memoryview(source)
                 pieces = (view[i:i + 4 * MiB] for i in range(0, len(view), 4 * MiB))
@@ -207,11 +200,7 @@ class LocalStore:
             written = 0
             for piece in pieces:
                 up.write(piece)
-                if hasher is not None:
-                    hasher.update(piece)
                 written += len(piece)
-            if hasher is not None and hasher.digests() != parts:
-                raise IntegrityError(f"put {key}: the data does not match the caller's part digests")
             up.seal(size=written if size is None else size, sha256=sha256)
             return up.complete()
         finally:

@@ -30,7 +30,6 @@ from storage.blobstore import (
     MIN_PART_SIZE,
     MiB,
     ObjectInfo,
-    PartDigests,
     PutResult,
     Retention,
     deletion_refusal,
@@ -39,7 +38,6 @@ from storage.blobstore import (
     retention_change_refusal,
     validate_key,
     validate_new_retention,
-    validate_parts,
     validate_prefix,
     validate_range,
     validate_sha256,
@@ -167,19 +165,14 @@ class S3Store:
     # -- writing -----------------------------------------------------------------------
 
     def put(self, key: str, source: BinaryIO | bytes, *, size: int | None = None, sha256: str,
-            retention: Retention | None = None, tags: dict[str, str] | None = None,
-            parts: PartDigests | None = None) -> PutResult:
-        """See ``BlobStore.put``. With ``parts`` nothing is hashed here: each request
-        carries the caller's digest of its bytes (the part's, or ``sha256`` for a
-        single put) and the service refuses bytes that do not match (``BadDigest``,
-        an ``IntegrityError``); only the byte and part counts are checked locally."""
+            retention: Retention | None = None, tags: dict[str, str] | None = None) -> PutResult:
+        """See ``BlobStore.put``."""
         validate_key(key)
         validate_sha256(sha256)
         tags = validate_tags(tags)
         validate_new_retention(retention)
         if size is not None and size < 0:
             raise ValueError("size must be >= 0")
-        parts = validate_parts(parts, size, sha256)
         if isinstance(source, (bytes, bytearray, memoryview)):
             source = io.BytesIO(source)  # shares a bytes object's buffer; no copy
         extra: dict[str, Any] = {"Metadata": {"sha256": sha256}}
@@ -188,41 +181,32 @@ class S3Store:
             extra["ObjectLockRetainUntilDate"] = retention.until
         if tags:
             extra["Tagging"] = urllib.parse.urlencode(tags, quote_via=urllib.parse.quote)
-        part_size = parts.part_size if parts is not None else part_size_for(size, self.part_size)
+        part_size = part_size_for(size, self.part_size)
         first = read_full(source, part_size)
         second = read_full(source, part_size) if len(first) == part_size else b""
         if not second:
-            return self._put_single(key, first, size, sha256, extra, parts)
+            return self._put_single(key, first, size, sha256, extra)
         head = [first, second]
         del first, second  # the parts list owns them, so each is freed once sent
-        return self._put_multipart(key, source, head, part_size, size, sha256, extra, parts)
+        return self._put_multipart(key, source, head, part_size, size, sha256, extra)
 
     def _put_single(self, key: str, data: bytes | bytearray, size: int | None, sha256: str,
-                    extra: dict[str, Any], parts: PartDigests | None) -> PutResult:
-        if parts is None:
-            _verify(key, len(data), hashlib.sha256(data).hexdigest(), size, sha256)
-        else:  # the service checks the bytes against sha256 (x-amz-checksum-sha256)
-            _verify(key, len(data), sha256, size, sha256)
-            _verify_count(key, 1, parts)
+                    extra: dict[str, Any]) -> PutResult:
+        _verify(key, len(data), hashlib.sha256(data).hexdigest(), size, sha256)
         with self._errors("put", key):
             r = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
                                        ChecksumSHA256=_b64(bytes.fromhex(sha256)), **extra)
         return PutResult(r.get("VersionId"), r["ETag"].strip('"'), len(data), sha256)
 
     def _put_multipart(self, key: str, source: BinaryIO, head: list[bytes | bytearray], part_size: int,
-                       size: int | None, sha256: str, extra: dict[str, Any],
-                       parts: PartDigests | None) -> PutResult:
+                       size: int | None, sha256: str, extra: dict[str, Any]) -> PutResult:
         with self._errors("put", key):
             upload_id = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)["UploadId"]
         done = False
         try:
-            completed, total, digest = self._upload_parts(key, upload_id, source, head, part_size, parts)
-            # Before complete: a mismatch never appears. With parts the service has
-            # checked every part against the caller's digests; the counts are left.
-            _verify(key, total, sha256 if parts is not None else digest, size, sha256)
-            if parts is not None:
-                _verify_count(key, len(completed), parts)
+            completed, total, digest = self._upload_parts(key, upload_id, source, head, part_size)
+            _verify(key, total, digest, size, sha256)  # before complete: a mismatch never appears
             with self._errors("put", key):
                 r = self.client.complete_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed})
@@ -234,10 +218,9 @@ class S3Store:
         return PutResult(r.get("VersionId"), r["ETag"].strip('"'), total, sha256)
 
     def _upload_parts(self, key: str, upload_id: str, source: BinaryIO, head: list[bytes | bytearray],
-                      part_size: int, parts: PartDigests | None) -> tuple[list[dict[str, Any]], int, str]:
+                      part_size: int) -> tuple[list[dict[str, Any]], int, str]:
         """Send ``head`` and then the rest of ``source`` as parts, at most
-        ``max_concurrency`` in flight; hash the whole (and each part) on the way
-        unless ``parts`` gives the digests (then the digest returned is "").
+        ``max_concurrency`` in flight; hash the whole (and each part) on the way.
 
         A part is read only once a slot is free, into the buffer of a part already
         sent when the source has ``readinto``: memory stays at ``max(2,
@@ -271,16 +254,9 @@ class S3Store:
                 if number > _MAX_PARTS:
                     raise PermanentError(f"put {key}: more than {_MAX_PARTS} parts of {part_size} bytes; "
                                          "pass size= so the part size can grow")
-                if parts is None:
-                    whole.update(data)
-                    checksum = None
-                elif number > len(parts.sha256):
-                    raise IntegrityError(f"put {key}: the data has more than the {len(parts.sha256)} parts "
-                                         "the caller gave digests for")
-                else:
-                    checksum = _b64(bytes.fromhex(parts.sha256[number - 1]))
+                whole.update(data)
                 total += len(data)
-                future = pool.submit(self._upload_part, key, upload_id, number, data, checksum)
+                future = pool.submit(self._upload_part, key, upload_id, number, data)
                 futures.append(future)
                 in_flight[future] = data
                 del data
@@ -289,12 +265,10 @@ class S3Store:
             # After a failure, parts not yet started never start.
             pool.shutdown(wait=True, cancel_futures=not read_all)
             in_flight.clear()
-        return [f.result() for f in futures], total, whole.hexdigest() if parts is None else ""
+        return [f.result() for f in futures], total, whole.hexdigest()
 
-    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray,
-                     checksum: str | None = None) -> dict[str, Any]:
-        if checksum is None:
-            checksum = _b64(hashlib.sha256(data).digest())
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> dict[str, Any]:
+        checksum = _b64(hashlib.sha256(data).digest())
         with self._errors("put", key):
             r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
                                         Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum)
@@ -459,12 +433,6 @@ def _verify(key: str, got_size: int, got_sha256: str, size: int | None, sha256: 
         raise IntegrityError(f"put {key}: read {got_size} bytes, caller said {size}")
     if got_sha256 != sha256:
         raise IntegrityError(f"put {key}: sha256 of the data is {got_sha256}, caller said {sha256}")
-
-
-def _verify_count(key: str, count: int, parts: PartDigests) -> None:
-    if count != len(parts.sha256):
-        raise IntegrityError(f"put {key}: the data has {count} parts of {parts.part_size} bytes, "
-                             f"the caller gave {len(parts.sha256)} digests")
 
 
 def _read_part(source: BinaryIO, part_size: int, spare: list[bytearray]) -> bytes | bytearray:

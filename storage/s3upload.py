@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING, Any
 import botocore.exceptions as bce
 
 from storage.blobstore import PutResult, Retention
-from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError, StorageError
+from storage.errors import (
+    IntegrityError,
+    NotFound,
+    PermanentError,
+    RetryableError,
+    StorageError,
+)
 from storage.s3client import http_status
 
 if TYPE_CHECKING:
