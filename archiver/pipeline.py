@@ -1,12 +1,15 @@
 """One archive job, step by step, each step idempotent and resumable from the catalog.
 
     pending     wait until the spool file is closed (archiver/spool.py)
-    encrypting  age-encrypt, streaming, into two work files (header, payload) next to
-                the spool (a stereo ``.raw`` file as a 2-channel WAV); the manifest (sizes, SHA-256s) is committed to the catalog
-                together with the move to ``uploading``
-    uploading   header -> header store (deletable), then payload -> payload store with
-                Object Lock retention and tags; skipped for an object already there with
-                the manifest's SHA-256
+    encrypting  age-encrypt (a stereo ``.raw`` file as a 2-channel WAV): a payload of
+                more than one part straight into a multipart upload, the header PUT
+                once every part is stored; a smaller one into two work files (header,
+                payload) next to the spool (archiver/upload.py). The manifest (sizes,
+                SHA-256s) is committed to the catalog with the move to ``uploading``
+    uploading   the streamed upload completed; or header -> header store (deletable),
+                then payload -> payload store with Object Lock retention and tags, from
+                the work files; skipped for an object already there with the manifest's
+                SHA-256
     verifying   HEAD both objects: size and SHA-256 against the manifest, retention as
                 the class says; the manifest object (archiver/manifest_object.py), locked
                 like the payload; ledger ``archive`` and catalog ``archived`` in one
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import contextvars
 import errno
-import json
 import logging
 import os
 import random
@@ -39,20 +41,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
 from storage import logcontext
-from storage.age import Encryptor, Recipient, payload_size_for
-from storage.blobstore import PartDigests, part_size_for, validate_parts
+from storage.age import Recipient
 from storage.catalog import Catalog, Recording
 from storage.errors import IntegrityError, NotFound, PermanentError, RetryableError
 from storage.ledger import Ledger
 
-from . import intake, manifest_object, quarantine, spool, verify
+from . import manifest_object, quarantine, spool, upload, verify
 from .archive import Archive
 from .errors import Abandoned
-from .manifest import Manifest
 from .retention import RetentionPolicy
+from .upload import Redo as _Redo
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,10 @@ def env_test_hook(point: str, rec: Recording) -> None:
     With ``CALLVAULT_TEST_HOOK=point[,point...]`` and ``CALLVAULT_TEST_HOOK_DIR=DIR`` in
     the environment, a worker reaching ``point`` writes ``DIR/<point>.<recording_id>``
     and then blocks forever, so the test can SIGKILL the process right there. Points:
-    ``encrypting`` (payload half written), ``uploading`` (9/10 of the payload read by
-    the store: a multipart upload is under way), ``uploaded`` (payload stored, catalog
+    ``encrypting`` (payload half written: into the work file, or streamed into a
+    multipart upload), ``uploading`` (catalog says uploading; streamed: every part
+    stored, the upload not completed; work files: 9/10 of the payload read by the
+    store), ``uploaded`` (payload stored, catalog
     not yet told), ``manifest`` (manifest object stored, catalog not yet told),
     ``verified`` (catalog says archived, spool file not yet removed). Unset in
     production: a no-op.
@@ -98,14 +100,6 @@ def env_test_hook(point: str, rec: Recording) -> None:
     (where / f"{point}.{rec.recording_id}").write_text(str(os.getpid()))
     while True:
         time.sleep(3600)
-
-
-class _Redo(Exception):
-    """Go back to an earlier state (counted as a failed attempt)."""
-
-    def __init__(self, state: str, message: str):
-        super().__init__(message)
-        self.state = state
 
 
 class _Job:
@@ -131,33 +125,6 @@ class _Job:
     def move(self, **changes) -> None:
         self.p.catalog.update(self.rec.recording_id, **changes)
         self.rec = replace(self.rec, **changes)
-
-
-class _Reader:
-    """A file for ``BlobStore.put`` that honours stop requests and renews the lease."""
-
-    def __init__(self, f: BinaryIO, job: _Job, hook_at: int | None, hook: Callable[[], None]):
-        self.f, self.job, self.sent = f, job, 0
-        self.hook_at, self.hook = hook_at, hook
-
-    def read(self, n: int = -1) -> bytes:
-        self.job.check()
-        data = self.f.read(n)
-        self._count(len(data))
-        return data
-
-    def readinto(self, buf) -> int:
-        # Lets the store read each part straight into a buffer it reuses.
-        self.job.check()
-        got = self.f.readinto(buf) or 0
-        self._count(got)
-        return got
-
-    def _count(self, n: int) -> None:
-        self.sent += n
-        if self.hook_at is not None and self.sent >= self.hook_at:
-            self.hook_at = None
-            self.hook()
 
 
 class Pipeline:
@@ -188,32 +155,9 @@ class Pipeline:
         self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.archive.check_setup()
 
-    def work_files(self, recording_id: str) -> tuple[Path, Path]:
-        return self.work_dir / f"{recording_id}.header", self.work_dir / f"{recording_id}.payload"
-
-    def parts_file(self, recording_id: str) -> Path:
-        """The payload's per-part SHA-256 digests, taken while encrypting (JSON)."""
-        return self.work_dir / f"{recording_id}.parts"
-
-    def _part_size(self, payload_size: int) -> int:
-        # The payload store's own part size, so it uploads exactly these parts.
-        return part_size_for(payload_size, self.archive.payload.part_size)
-
-    def _load_parts(self, recording_id: str, m: Manifest) -> PartDigests | None:
-        """The part digests of this manifest's encryption, or None (the store then hashes
-        the parts itself): the side file must name the manifest's payload SHA-256 and size,
-        so digests of another encryption are never used."""
-        try:
-            d = json.loads(self.parts_file(recording_id).read_text())
-            if d["payload_sha256"] != m.payload_sha256 or d["payload_size"] != m.payload_size:
-                raise ValueError("digests of another encryption")
-            return validate_parts(PartDigests(d["part_size"], tuple(d["sha256"])), m.payload_size,
-                                  m.payload_sha256)
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            log.warning("archive %s: ignoring part digests (%s); the store hashes the parts", recording_id, e)
-            return None
+    def work_files(self, recording_id: str) -> tuple[Path, ...]:
+        """The job's files in the work dir (archiver/upload.py)."""
+        return upload.work_files(self, recording_id)
 
     def _hook(self, point: str, job: _Job) -> None:
         if self.hook is not None:
@@ -319,117 +263,13 @@ class Pipeline:
             return True
         return False
 
-    # -- encrypting -------------------------------------------------------------------
+    # -- encrypting and uploading (archiver/upload.py) -------------------------------------
 
     def _encrypt(self, job: _Job) -> None:
-        rid = job.rec.recording_id
-        hdr, pay = self.work_files(rid)
-        parts = self.parts_file(rid)
-        hdr_part, pay_part = hdr.with_name(hdr.name + ".part"), pay.with_name(pay.name + ".part")
-        parts_part = parts.with_name(parts.name + ".part")
-        # An earlier attempt's; never uploaded. The digests go first: digests never
-        # outlive (or predate) the payload they describe.
-        spool.unlink_quietly(parts, hdr, pay, hdr_part, pay_part, parts_part)
-        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        enc = Encryptor(self.recipients)
-        hooked = False
-        try:
-            # A stereo spool file becomes a 2-channel WAV on the way in (archiver/intake.py).
-            with intake.plaintext(Path(job.rec.spool_path)) as (size, src), open(pay_part, "xb") as out:
-                part_size = self._part_size(payload_size_for(size))
-
-                def progress(written: int) -> None:
-                    nonlocal hooked
-                    if not hooked and written >= size // 2:
-                        hooked = True
-                        out.flush()
-                        self._hook("encrypting", job)
-                    job.check()
-
-                # Sealing, the digests and the writes side by side (storage/age/encryptor.py);
-                # the part digests come from the very buffers that are written.
-                enc.encrypt_to(src, out.write, progress=progress, part_size=part_size)
-            m = Manifest.of(enc.summary)
-            with open(hdr_part, "xb") as out:
-                out.write(enc.header)
-            if enc.part_digests is not None:
-                parts_part.write_text(json.dumps({
-                    "payload_sha256": m.payload_sha256, "payload_size": m.payload_size,
-                    "part_size": enc.part_digests.part_size, "sha256": list(enc.part_digests.sha256)}))
-            # No fsync: every later use checks the manifest's SHA-256 (the part digests
-            # name it too), and a work file lost or torn by a power cut is simply made
-            # again or, for the digests, recomputed by the store (docs/archiver.md).
-            os.replace(hdr_part, hdr)
-            os.replace(pay_part, pay)
-            if enc.part_digests is not None:
-                os.replace(parts_part, parts)
-        except BaseException:
-            spool.unlink_quietly(hdr_part, pay_part, parts_part)
-            raise
-        job.move(state="uploading", manifest=m.to_json())
-        job.fresh = job.rec.attempts == 0
-
-    # -- uploading ----------------------------------------------------------------------
+        upload.encrypt(self, job)
 
     def _upload(self, job: _Job) -> None:
-        rec = job.rec
-        m = Manifest.from_json(rec.manifest)
-        hkey, pkey = Archive.header_key(rec.recording_id), Archive.payload_key(rec.recording_id)
-        hdr, pay = self.work_files(rec.recording_id)
-        have_work = hdr.exists() and pay.exists() and pay.stat().st_size == m.payload_size
-        retention = self.retention.retention(rec.retention_class, rec.ended_at or rec.started_at)
-
-        # The header first: a stored payload always has its header stored already.
-        h = None if job.fresh else self.archive.head(self.archive.headers, hkey)
-        if h is None or h.sha256 != m.header_sha256:
-            if not have_work:
-                raise _Redo("encrypting", "work files are gone before the upload finished; encrypting again")
-            # One left by an earlier encryption whose payload never got stored wraps a key
-            # to nothing; the new header goes on top as a new version (the pbx role may
-            # not delete; erasure removes every version).
-            if h is not None and self.archive.head(self.archive.payload, pkey) is not None:
-                raise PermanentError(f"{pkey} exists but {hkey} does not match the manifest; "
-                                     "manual review needed")
-            with open(hdr, "rb") as f:
-                try:
-                    header_put = self.archive.headers.put(hkey, f, size=hdr.stat().st_size, sha256=m.header_sha256)
-                except IntegrityError as e:
-                    raise _Redo("encrypting", f"header work file does not match the manifest: {e}") from e
-        job.check()
-
-        p = None if job.fresh else self.archive.head(self.archive.payload, pkey)
-        if p is None:
-            if not have_work:
-                raise _Redo("encrypting", "payload work file is gone before the upload; encrypting again")
-            if retention.until.timestamp() <= self.clock() + 1:
-                raise PermanentError(f"retention class {rec.retention_class!r} ended at "
-                                     f"{retention.until.isoformat()} before the recording could be archived")
-            tags = {"retention": rec.retention_class, "consent": rec.consent_state,
-                    "jurisdiction": rec.jurisdiction}
-            tags = {k: _TAG_UNSAFE.sub("_", v)[:256] for k, v in tags.items()}
-            # Taken while encrypting: the store hashes nothing again, and the service
-            # refuses a part whose bytes changed on disk since (IntegrityError below).
-            parts = self._load_parts(rec.recording_id, m)
-            with open(pay, "rb", buffering=0) as f:
-                reader = _Reader(f, job, m.payload_size * 9 // 10 if self.hook else None,
-                                 lambda: self._hook("uploading", job))
-                try:
-                    result = self.archive.payload.put(pkey, reader, size=m.payload_size, sha256=m.payload_sha256,
-                                                    retention=retention, tags=tags, parts=parts)
-                except IntegrityError as e:
-                    raise _Redo("encrypting", f"payload work file does not match the manifest: {e}") from e
-            version = result.version_id
-        elif p.sha256 == m.payload_sha256 and p.size == m.payload_size:
-            version = p.version_id  # stored before a crash; not again
-        else:
-            raise PermanentError(f"{pkey} already holds other content (sha256 {p.sha256}); manual review needed")
-        self._hook("uploaded", job)
-        changes = {"object_key": pkey, "header_key": hkey, "version_id": version or "",
-                   "retain_until": retention.until.timestamp()}
-        if job.fresh:  # both PUTs were made by this call: their answers go straight on
-            job.uploaded = verify.Uploaded(header_put, result, changes)
-        else:
-            job.move(state="verifying", **changes)
+        upload.upload(self, job)
 
     # -- verifying ----------------------------------------------------------------------
 
@@ -441,8 +281,7 @@ class Pipeline:
         path = Path(rec.spool_path)
         # The recording before its marker: a marker left by a crash in between is
         # recognised by the spool scan (row archived/erased) and removed then.
-        spool.unlink_quietly(path, spool.marker_for(path), *self.work_files(rec.recording_id),
-                             self.parts_file(rec.recording_id))
+        spool.unlink_quietly(path, spool.marker_for(path), *self.work_files(rec.recording_id))
 
     # -- erase instead of archive ---------------------------------------------------------
 
@@ -451,6 +290,7 @@ class Pipeline:
         path = Path(rec.spool_path)
         if path.exists() and not spool.closed(path, self.spool_rules, self.clock()):
             return self._not_yet(job)  # MixMonitor is still closing it (StopMixMonitor was sent)
+        upload.abort_stale(self, rec.recording_id)  # parts of a streamed upload, never completed
         self.archive.shred(rec.recording_id)  # crypto-shred first
         payload = "none"
         if self.archive.head(self.archive.payload, Archive.payload_key(rec.recording_id)) is not None:

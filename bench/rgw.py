@@ -23,6 +23,12 @@ _RUN_DIRS: dict[str, Path] = {}
 DAEMONS = ("mon", "osd", "rgw")
 
 
+def server_cpu_seconds() -> float:
+    """CPU seconds (user + system) every store daemon this process started has used so
+    far; 0 for a lab's."""
+    return sum(sum(_daemon_cpu(run).values()) for run in list(_RUN_DIRS.values()))
+
+
 @contextlib.contextmanager
 def own_rgw(prefix: str, memstore_bytes: int) -> Iterator[Any]:
     from appliance.lab import rootfs
@@ -49,14 +55,17 @@ def store_cpu_seconds(endpoint: Any) -> dict[str, float] | None:
     ``endpoint`` (RGW, its OSD, its monitor), read from /proc; None for a store this
     process did not start (``CALLVAULT_BENCH_LAB``)."""
     run = _RUN_DIRS.get(endpoint.endpoint_url)
-    if run is None:
-        return None
+    return None if run is None else _daemon_cpu(run)
+
+
+def _daemon_cpu(run: Path) -> dict[str, float]:
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for name in DAEMONS:
         pid = (run / f"{name}.pid").read_text().strip()
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return out
 
 

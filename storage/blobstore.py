@@ -36,7 +36,7 @@ import datetime
 import hashlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
@@ -106,9 +106,8 @@ class PutResult:
 class PartDigests:
     """The SHA-256 (hex) of each consecutive ``part_size``-byte slice of a source, in
     order: the last slice may be shorter, and an empty source has one digest (of no
-    bytes). A caller that hashed the bytes when it made them (the archiver, while
-    encrypting) passes this to ``put`` with the whole object's ``sha256``, so the store
-    need not hash them again; ``PartHasher`` computes it."""
+    bytes: ``Encryptor.encrypt_to(part_size=...)`` takes them while encrypting);
+    ``PartHasher`` computes it."""
 
     part_size: int
     sha256: tuple[str, ...]
@@ -176,34 +175,62 @@ class BlobStream(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+class Upload(Protocol):
+    """A new version in the making (``BlobStore.open_upload``)."""
+
+    def write(self, data) -> None:
+        """Take the next bytes (copied or written before returning: ``data`` may be reused)."""
+
+    def seal(self, *, size: int, sha256: str) -> dict | None:
+        """All bytes were written, ``size`` of them with the caller's ``sha256`` (taken
+        from the same buffers); else ``IntegrityError``. Every byte is then held by the
+        store, ready for ``complete``. The token ``resume_upload`` takes, or None when
+        nothing could be resumed after a crash."""
+
+    def complete(self) -> PutResult:
+        """Make the version visible."""
+
+    def abort(self) -> bool:
+        """Drop the upload unless completed; False when the store could not be told
+        (the caller keeps the token and ``abort_upload``s it later)."""
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """What the archiver and the retrieval tier need from a store. All methods block.
 
-    ``part_size`` is the size of the parts a large ``put`` is written in (at least
-    ``MIN_PART_SIZE``); the archiver takes its per-part digests at that size while
-    encrypting, so the store hashes nothing again.
+    ``part_size`` is the size of the parts a large ``put`` or ``open_upload`` is
+    written in (at least ``MIN_PART_SIZE``); the archiver streams a payload of more
+    than one part straight into ``open_upload``.
     """
 
     part_size: int
 
     def put(self, key: str, source: BinaryIO | bytes, *, size: int | None = None, sha256: str,
-            retention: Retention | None = None, tags: dict[str, str] | None = None,
-            parts: PartDigests | None = None) -> PutResult:
+            retention: Retention | None = None, tags: dict[str, str] | None = None) -> PutResult:
         """Store a new version of ``key`` from ``source`` (read to EOF, streamed).
 
         ``size``, when given, must match the bytes read; ``sha256`` (hex) must match
         them too, else ``IntegrityError`` and nothing becomes visible. Large sources
         are written in parts of at least ``MIN_PART_SIZE`` with bounded memory.
-
-        ``parts``, when given, must match the bytes read slice by slice (else
-        ``IntegrityError``, nothing visible); a store that writes in parts then uses
-        ``parts.part_size``. The caller vouches that ``sha256`` and ``parts`` were
-        taken from the same bytes: a store may check the parts instead of hashing the
-        whole (S3 hashes nothing and lets the service check each part). Digests that
-        cannot describe ``size`` bytes, or a single part that differs from ``sha256``,
-        are a ``ValueError``.
         """
+
+    def open_upload(self, key: str, *, size: int | None = None, retention: Retention | None = None,
+                    tags: dict[str, str] | None = None,
+                    on_create: Callable[[dict], None] | None = None) -> Upload:
+        """Start a new version of ``key`` whose bytes the caller hands over piece by
+        piece while it makes them (the archiver encrypts straight into it); ``size``,
+        when known, picks the part size. Nothing is visible before ``complete``.
+        ``on_create(token)`` is called before the first bytes leave when the store
+        keeps something server-side (S3: the multipart upload), so the caller can
+        record the token and ``abort_upload`` it after a crash."""
+
+    def resume_upload(self, key: str, token: dict) -> PutResult:
+        """Complete, in another process, an upload whose ``seal`` returned ``token``
+        (idempotent); ``NotFound`` when it cannot be completed (the caller starts over)."""
+
+    def abort_upload(self, key: str, token: dict) -> None:
+        """Drop the upload ``token`` names (one already gone is not an error)."""
 
     def head(self, key: str, version_id: str | None = None, *, tags: bool = True) -> ObjectInfo:
         """Size, SHA-256, version, retention, legal hold and (with ``tags``) tags.
@@ -311,18 +338,6 @@ def validate_new_retention(retention: Retention | None) -> Retention | None:
     if retention is not None and not retention.active():
         raise ValueError(f"retention until {retention.until.isoformat()} is not in the future")
     return retention
-
-
-def validate_parts(parts: PartDigests | None, size: int | None, sha256: str) -> PartDigests | None:
-    if parts is None:
-        return None
-    if not isinstance(parts, PartDigests):
-        raise ValueError("parts must be PartDigests")
-    if size is not None and not parts.fits(size):
-        raise ValueError(f"{len(parts.sha256)} part digests of {parts.part_size} bytes cannot describe {size} bytes")
-    if len(parts.sha256) == 1 and parts.sha256[0] != sha256:
-        raise ValueError("a single part's digest must be the object's sha256")
-    return parts
 
 
 def part_size_for(size: int | None, part_size: int) -> int:

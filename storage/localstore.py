@@ -40,15 +40,12 @@ from storage.blobstore import (
     MIN_PART_SIZE,
     MiB,
     ObjectInfo,
-    PartDigests,
-    PartHasher,
     PutResult,
     Retention,
     deletion_refusal,
     retention_change_refusal,
     validate_key,
     validate_new_retention,
-    validate_parts,
     validate_prefix,
     validate_range,
     validate_sha256,
@@ -188,74 +185,48 @@ class LocalStore:
     # -- writing ---------------------------------------------------------------------
 
     def put(self, key: str, source: BinaryIO | bytes, *, size: int | None = None, sha256: str,
-            retention: Retention | None = None, tags: dict[str, str] | None = None,
-            parts: PartDigests | None = None) -> PutResult:
-        """See ``BlobStore.put``. Given ``parts``, the bytes are checked against them
-        too (on the same read), so a mismatch is refused here as it is on S3."""
-        validate_key(key)
+            retention: Retention | None = None, tags: dict[str, str] | None = None) -> PutResult:
+        """See ``BlobStore.put``."""
         validate_sha256(sha256)
-        tags = validate_tags(tags)
-        validate_new_retention(retention)
         if size is not None and size < 0:
             raise ValueError("size must be >= 0")
-        parts = validate_parts(parts, size, sha256)
+        up = self.open_upload(key, retention=retention, tags=tags)
+        try:
+            if isinstance(source, (bytes, bytearray, memoryview)):
+                view = memoryview(source)
+                pieces = (view[i:i + 4 * MiB] for i in range(0, len(view), 4 * MiB))
+            else:
+                pieces = iter(lambda: source.read(MiB), b"")
+            written = 0
+            for piece in pieces:
+                up.write(piece)
+                written += len(piece)
+            up.seal(size=written if size is None else size, sha256=sha256)
+            return up.complete()
+        finally:
+            up.abort()
+
+    def open_upload(self, key: str, *, size: int | None = None, retention: Retention | None = None,
+                    tags: dict[str, str] | None = None, on_create=None) -> _Upload:
+        """See ``BlobStore.open_upload``: the bytes go to a staging file in the store,
+        renamed into place by ``complete``; nothing to resume after a crash (a staging
+        file left behind is swept by ``check_setup``). ``on_create`` is never called."""
+        validate_key(key)
+        tags = validate_tags(tags)
+        validate_new_retention(retention)
         with self._os_errors("put", key):
             staging = self._tmp / f"put-{secrets.token_hex(12)}"
             try:
                 staging.mkdir()
             except FileNotFoundError:
                 raise PermanentError(f"local blob store at {self.root} is not initialised") from None
-            placed = False
-            try:
-                hasher = PartHasher(parts.part_size) if parts is not None else None
-                written, digest = self._write_data(staging / "data", source, hasher)
-                if size is not None and written != size:
-                    raise IntegrityError(f"put {key}: read {written} bytes, caller said {size}")
-                if digest != sha256:
-                    raise IntegrityError(f"put {key}: sha256 of the data is {digest}, caller said {sha256}")
-                if hasher is not None and hasher.digests() != parts:
-                    raise IntegrityError(f"put {key}: the data does not match the caller's part digests")
-                meta = {"sha256": digest, "size": written, "retention": _retention_to_json(retention),
-                        "legal_hold": False, "tags": tags,
-                        "created": datetime.datetime.now(datetime.UTC).isoformat()}
-                _write_file(staging / "meta.json", json.dumps(meta).encode())
-                _fsync_dir(staging)
-                with self._locked():
-                    vdir = self._versions_dir(key)
-                    self._makedirs(vdir)
-                    vid = self._new_version_id(vdir)
-                    os.rename(staging, vdir / vid)
-                    placed = True
-                    _fsync_dir(vdir)
-            finally:
-                if not placed:  # nothing half-written stays behind, whatever went wrong
-                    shutil.rmtree(staging, ignore_errors=True)
-        return PutResult(version_id=vid, etag=digest, size=written, sha256=digest, checksum=digest)
+            return _Upload(self, key, staging, retention, tags)
 
-    @staticmethod
-    def _write_data(path: Path, source: BinaryIO | bytes, parts: PartHasher | None = None) -> tuple[int, str]:
-        h = hashlib.sha256()
-        written = 0
-        with open(path, "xb") as f:
-            if isinstance(source, (bytes, bytearray, memoryview)):
-                view = memoryview(source)
-                for i in range(0, len(view), 4 * MiB):
-                    piece = view[i:i + 4 * MiB]
-                    h.update(piece)
-                    if parts is not None:
-                        parts.update(piece)
-                    f.write(piece)
-                written = len(view)
-            else:
-                while chunk := source.read(MiB):
-                    h.update(chunk)
-                    if parts is not None:
-                        parts.update(chunk)
-                    f.write(chunk)
-                    written += len(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        return written, h.hexdigest()
+    def resume_upload(self, key: str, token: dict) -> PutResult:
+        raise NotFound(f"put {key}: a local upload cannot be resumed")
+
+    def abort_upload(self, key: str, token: dict) -> None:
+        pass  # nothing outlives the process but a staging file, swept by check_setup
 
     def _makedirs(self, path: Path) -> None:
         # Created one level at a time so each new entry's parent is fsynced.
@@ -449,6 +420,61 @@ class LocalStore:
             if e.errno in _RETRYABLE_ERRNOS:
                 raise RetryableError(msg) from e
             raise PermanentError(msg) from e
+
+
+class _Upload:
+    """``LocalStore.open_upload``: hashed and written as it comes, placed by ``complete``."""
+
+    def __init__(self, store: LocalStore, key: str, staging: Path, retention: Retention | None,
+                 tags: dict[str, str]):
+        self.store, self.key, self.staging = store, key, staging
+        self.retention, self.tags = retention, tags
+        self.h = hashlib.sha256()
+        self.written = 0
+        self.f: BinaryIO | None = open(staging / "data", "xb")  # noqa: SIM115 (closed by seal/abort)
+        self.placed: PutResult | None = None
+
+    def write(self, data) -> None:
+        with self.store._os_errors("put", self.key):
+            self.h.update(data)
+            self.f.write(data)
+        self.written += len(data)
+
+    def seal(self, *, size: int, sha256: str) -> None:
+        digest = self.h.hexdigest()
+        if self.written != size:
+            raise IntegrityError(f"put {self.key}: read {self.written} bytes, caller said {size}")
+        if digest != sha256:
+            raise IntegrityError(f"put {self.key}: sha256 of the data is {digest}, caller said {sha256}")
+        with self.store._os_errors("put", self.key):
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            meta = {"sha256": digest, "size": self.written, "retention": _retention_to_json(self.retention),
+                    "legal_hold": False, "tags": self.tags,
+                    "created": datetime.datetime.now(datetime.UTC).isoformat()}
+            _write_file(self.staging / "meta.json", json.dumps(meta).encode())
+            _fsync_dir(self.staging)
+
+    def complete(self) -> PutResult:
+        store = self.store
+        with store._os_errors("put", self.key), store._locked():
+            vdir = store._versions_dir(self.key)
+            store._makedirs(vdir)
+            vid = store._new_version_id(vdir)
+            os.rename(self.staging, vdir / vid)
+            digest = self.h.hexdigest()
+            self.placed = PutResult(version_id=vid, etag=digest, size=self.written, sha256=digest,
+                                    checksum=digest)
+            _fsync_dir(vdir)
+        return self.placed
+
+    def abort(self) -> bool:
+        if self.f is not None:
+            self.f.close()
+        if self.placed is None:  # nothing half-written stays behind, whatever went wrong
+            shutil.rmtree(self.staging, ignore_errors=True)
+        return True
 
 
 def _retention_to_json(retention: Retention | None) -> dict | None:

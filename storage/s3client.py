@@ -18,6 +18,7 @@ connection refused/reset, timeouts
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import threading
 import weakref
@@ -234,3 +235,23 @@ class EmptyStream:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+def answered_checksum(key: str, response: dict[str, Any], sha256: str, sent: str) -> str | None:
+    """The SHA-256 checksum a PUT (or CompleteMultipartUpload) response reports, in hex
+    (a composite keeps its "-<parts>"), checked against what was sent: ``sent`` is
+    ``sha256`` for a single put, the checksum of the part checksums for a multipart
+    one; a full-object checksum must equal ``sha256`` either way. None when the
+    response has none (a service without flexible checksums)."""
+    answered = response.get("ChecksumSHA256")
+    if not answered:
+        return None
+    digest, dash, count = answered.partition("-")
+    try:
+        got = base64.b64decode(digest, validate=True).hex() + dash + count
+    except ValueError:
+        raise IntegrityError(f"put {key}: the service answered checksum {answered!r}, not a SHA-256") from None
+    if got not in (sent, sha256):
+        raise IntegrityError(f"put {key}: the service reports checksum {got} for what it stored, "
+                             f"the caller sent {sent}")
+    return got

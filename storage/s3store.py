@@ -24,11 +24,12 @@ from typing import Any, BinaryIO, Self
 
 import botocore.exceptions as bce
 
+from storage import s3upload
 from storage.blobstore import (
+    MAX_TAGS,
     MIN_PART_SIZE,
     MiB,
     ObjectInfo,
-    PartDigests,
     PutResult,
     Retention,
     deletion_refusal,
@@ -37,7 +38,6 @@ from storage.blobstore import (
     retention_change_refusal,
     validate_key,
     validate_new_retention,
-    validate_parts,
     validate_prefix,
     validate_range,
     validate_sha256,
@@ -49,11 +49,13 @@ from storage.s3client import (
     BodyStream,
     EmptyStream,
     S3Settings,
+    answered_checksum,
     error_code,
     http_status,
     s3_errors,
     sign_checksummed_bodies_by_checksum,
 )
+from storage.s3upload import SHA256_TAG, S3Upload
 
 __all__ = ["S3Settings", "S3Store"]
 
@@ -164,19 +166,14 @@ class S3Store:
     # -- writing -----------------------------------------------------------------------
 
     def put(self, key: str, source: BinaryIO | bytes, *, size: int | None = None, sha256: str,
-            retention: Retention | None = None, tags: dict[str, str] | None = None,
-            parts: PartDigests | None = None) -> PutResult:
-        """See ``BlobStore.put``. With ``parts`` nothing is hashed here: each request
-        carries the caller's digest of its bytes (the part's, or ``sha256`` for a
-        single put) and the service refuses bytes that do not match (``BadDigest``,
-        an ``IntegrityError``); only the byte and part counts are checked locally."""
+            retention: Retention | None = None, tags: dict[str, str] | None = None) -> PutResult:
+        """See ``BlobStore.put``."""
         validate_key(key)
         validate_sha256(sha256)
         tags = validate_tags(tags)
         validate_new_retention(retention)
         if size is not None and size < 0:
             raise ValueError("size must be >= 0")
-        parts = validate_parts(parts, size, sha256)
         expect = size
         if isinstance(source, (bytes, bytearray, memoryview)):
             expect = len(source) if size is None else size
@@ -187,44 +184,35 @@ class S3Store:
             extra["ObjectLockRetainUntilDate"] = retention.until
         if tags:
             extra["Tagging"] = urllib.parse.urlencode(tags, quote_via=urllib.parse.quote)
-        part_size = parts.part_size if parts is not None else part_size_for(size, self.part_size)
+        part_size = part_size_for(size, self.part_size)
         # An object smaller than a part gets a buffer of its own size, not a part's:
         # one byte past the size it should have, so a longer source is still caught.
         first = read_full(source, part_size if expect is None else min(part_size, expect + 1))
         second = read_full(source, part_size) if len(first) == part_size else b""
         if not second:
-            return self._put_single(key, first, size, sha256, extra, parts)
+            return self._put_single(key, first, size, sha256, extra)
         head = [first, second]
         del first, second  # the parts list owns them, so each is freed once sent
-        return self._put_multipart(key, source, head, part_size, size, sha256, extra, parts)
+        return self._put_multipart(key, source, head, part_size, size, sha256, extra)
 
     def _put_single(self, key: str, data: bytes | bytearray, size: int | None, sha256: str,
-                    extra: dict[str, Any], parts: PartDigests | None) -> PutResult:
-        if parts is None:
-            _verify(key, len(data), hashlib.sha256(data).hexdigest(), size, sha256)
-        else:  # the service checks the bytes against sha256 (x-amz-checksum-sha256)
-            _verify(key, len(data), sha256, size, sha256)
-            _verify_count(key, 1, parts)
+                    extra: dict[str, Any]) -> PutResult:
+        _verify(key, len(data), hashlib.sha256(data).hexdigest(), size, sha256)
         with self._errors("put", key):
             r = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
                                        ChecksumSHA256=_b64(bytes.fromhex(sha256)), **extra)
         return PutResult(r.get("VersionId"), r["ETag"].strip('"'), len(data), sha256,
-                         _answered_checksum(key, r, sha256, sha256))
+                         answered_checksum(key, r, sha256, sha256))
 
     def _put_multipart(self, key: str, source: BinaryIO, head: list[bytes | bytearray], part_size: int,
-                       size: int | None, sha256: str, extra: dict[str, Any],
-                       parts: PartDigests | None) -> PutResult:
+                       size: int | None, sha256: str, extra: dict[str, Any]) -> PutResult:
         with self._errors("put", key):
             upload_id = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)["UploadId"]
         done = False
         try:
-            completed, total, digest = self._upload_parts(key, upload_id, source, head, part_size, parts)
-            # Before complete: a mismatch never appears. With parts the service has
-            # checked every part against the caller's digests; the counts are left.
-            _verify(key, total, sha256 if parts is not None else digest, size, sha256)
-            if parts is not None:
-                _verify_count(key, len(completed), parts)
+            completed, total, digest = self._upload_parts(key, upload_id, source, head, part_size)
+            _verify(key, total, digest, size, sha256)  # before complete: a mismatch never appears
             with self._errors("put", key):
                 r = self.client.complete_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed})
@@ -235,13 +223,12 @@ class S3Store:
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         composite = hashlib.sha256(b"".join(base64.b64decode(p["ChecksumSHA256"]) for p in completed))
         return PutResult(r.get("VersionId"), r["ETag"].strip('"'), total, sha256,
-                         _answered_checksum(key, r, sha256, f"{composite.hexdigest()}-{len(completed)}"))
+                         answered_checksum(key, r, sha256, f"{composite.hexdigest()}-{len(completed)}"))
 
     def _upload_parts(self, key: str, upload_id: str, source: BinaryIO, head: list[bytes | bytearray],
-                      part_size: int, parts: PartDigests | None) -> tuple[list[dict[str, Any]], int, str]:
+                      part_size: int) -> tuple[list[dict[str, Any]], int, str]:
         """Send ``head`` and then the rest of ``source`` as parts, at most
-        ``max_concurrency`` in flight; hash the whole (and each part) on the way
-        unless ``parts`` gives the digests (then the digest returned is "").
+        ``max_concurrency`` in flight; hash the whole (and each part) on the way.
 
         A part is read only once a slot is free, into the buffer of a part already
         sent when the source has ``readinto``: memory stays at ``max(2,
@@ -275,16 +262,9 @@ class S3Store:
                 if number > _MAX_PARTS:
                     raise PermanentError(f"put {key}: more than {_MAX_PARTS} parts of {part_size} bytes; "
                                          "pass size= so the part size can grow")
-                if parts is None:
-                    whole.update(data)
-                    checksum = None
-                elif number > len(parts.sha256):
-                    raise IntegrityError(f"put {key}: the data has more than the {len(parts.sha256)} parts "
-                                         "the caller gave digests for")
-                else:
-                    checksum = _b64(bytes.fromhex(parts.sha256[number - 1]))
+                whole.update(data)
                 total += len(data)
-                future = pool.submit(self._upload_part, key, upload_id, number, data, checksum)
+                future = pool.submit(self._upload_part, key, upload_id, number, data)
                 futures.append(future)
                 in_flight[future] = data
                 del data
@@ -293,16 +273,39 @@ class S3Store:
             # After a failure, parts not yet started never start.
             pool.shutdown(wait=True, cancel_futures=not read_all)
             in_flight.clear()
-        return [f.result() for f in futures], total, whole.hexdigest() if parts is None else ""
+        return [f.result() for f in futures], total, whole.hexdigest()
 
-    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray,
-                     checksum: str | None = None) -> dict[str, Any]:
-        if checksum is None:
-            checksum = _b64(hashlib.sha256(data).digest())
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> dict[str, Any]:
+        checksum = _b64(hashlib.sha256(data).digest())
         with self._errors("put", key):
             r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
                                         Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum)
         return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": checksum}
+
+    def open_upload(self, key: str, *, size: int | None = None, retention: Retention | None = None,
+                    tags: dict[str, str] | None = None,
+                    on_create: Callable[[dict[str, Any]], None] | None = None) -> S3Upload:
+        """See ``BlobStore.open_upload`` (storage/s3upload.py has how)."""
+        validate_key(key)
+        tags = validate_tags(tags)
+        if SHA256_TAG in tags or len(tags) >= MAX_TAGS:
+            raise ValueError(f"a streamed upload takes at most {MAX_TAGS - 1} tags, none named {SHA256_TAG!r}")
+        validate_new_retention(retention)
+        return S3Upload(self, key, part_size=part_size_for(size, self.part_size), retention=retention,
+                        tags=tags, on_create=on_create)
+
+    def resume_upload(self, key: str, token: dict[str, Any]) -> PutResult:
+        """See ``BlobStore.resume_upload``."""
+        validate_key(key)
+        if not isinstance(token, dict) or "parts" not in token:
+            raise NotFound(f"put {key}: the upload was never sealed")
+        return s3upload.complete(self, key, token)
+
+    def abort_upload(self, key: str, token: dict[str, Any]) -> None:
+        """See ``BlobStore.abort_upload``."""
+        validate_key(key)
+        if isinstance(token, dict) and token.get("upload_id"):
+            s3upload.abort(self, key, token["upload_id"])
 
     def delete(self, key: str, version_id: str | None = None, *,
                bypass_governance: bool = False) -> None:
@@ -371,12 +374,17 @@ class S3Store:
             r = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED",
                                         **_version(version_id))
             vid = r.get("VersionId")
+            sha256 = r.get("Metadata", {}).get("sha256")
+            stored = r.get("ChecksumSHA256")
             tag_set: dict[str, str] = {}
-            if tags and r.get("TagCount", 1):  # TagCount is absent on AWS: ask
+            # A streamed upload's whole-object digest is a tag (storage/s3upload.py).
+            streamed = not sha256 and stored is not None and "-" in stored
+            if (tags or streamed) and r.get("TagCount", 1):  # TagCount is absent on AWS: ask
                 got = self.client.get_object_tagging(Bucket=self.bucket, Key=key, **_version(vid))
                 tag_set = {t["Key"]: t["Value"] for t in got.get("TagSet", [])}
-        sha256 = r.get("Metadata", {}).get("sha256")
-        stored = r.get("ChecksumSHA256")
+            if streamed:
+                sha256 = tag_set.get(SHA256_TAG)
+            tag_set.pop(SHA256_TAG, None)
         if stored and "-" not in stored and r.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
             server = base64.b64decode(stored).hex()
             if sha256 and sha256 != server:
@@ -433,32 +441,6 @@ def _verify(key: str, got_size: int, got_sha256: str, size: int | None, sha256: 
         raise IntegrityError(f"put {key}: read {got_size} bytes, caller said {size}")
     if got_sha256 != sha256:
         raise IntegrityError(f"put {key}: sha256 of the data is {got_sha256}, caller said {sha256}")
-
-
-def _answered_checksum(key: str, response: dict[str, Any], sha256: str, sent: str) -> str | None:
-    """The SHA-256 checksum a PUT (or CompleteMultipartUpload) response reports, in hex
-    (a composite keeps its "-<parts>"), checked against what was sent: ``sent`` is
-    ``sha256`` for a single put, the checksum of the part checksums for a multipart
-    one; a full-object checksum must equal ``sha256`` either way. None when the
-    response has none (a service without flexible checksums)."""
-    answered = response.get("ChecksumSHA256")
-    if not answered:
-        return None
-    digest, dash, count = answered.partition("-")
-    try:
-        got = base64.b64decode(digest, validate=True).hex() + dash + count
-    except ValueError:
-        raise IntegrityError(f"put {key}: the service answered checksum {answered!r}, not a SHA-256") from None
-    if got not in (sent, sha256):
-        raise IntegrityError(f"put {key}: the service reports checksum {got} for what it stored, "
-                             f"the caller sent {sent}")
-    return got
-
-
-def _verify_count(key: str, count: int, parts: PartDigests) -> None:
-    if count != len(parts.sha256):
-        raise IntegrityError(f"put {key}: the data has {count} parts of {parts.part_size} bytes, "
-                             f"the caller gave {len(parts.sha256)} digests")
 
 
 def _read_part(source: BinaryIO, part_size: int, spare: list[bytearray]) -> bytes | bytearray:

@@ -126,6 +126,7 @@ def test_kill_9_mid_archive_then_restart_archives_everything_once(site, s3_clien
         assert payload.head(rec.object_key).sha256 == rec.manifest.split('"payload_sha256":"')[1][:64]
         assert len(env.ledger.find(recording_id=rid, kind="archive")) == 1
     assert env.spool_files() == [] and env.work_files() == []
+    assert s3_client.list_multipart_uploads(Bucket=payload.bucket).get("Uploads", []) == []
 
 
 def test_serve_with_a_payload_bucket_without_object_lock_exits_with_the_reason(site, rgw_buckets, tmp_path):

@@ -4,12 +4,12 @@ The outage test, with real calls, is in test_calls_rgw.py."""
 
 from __future__ import annotations
 
+import json
 import subprocess
-from pathlib import Path
 
 import pytest
-
 from archivehelpers import assert_locked_default_za, versions
+
 from archiver.errors import SetupError
 from archiver.service import Archiver
 from storage import keys
@@ -72,37 +72,84 @@ async def test_payload_bucket_without_object_lock_is_refused_at_start(make_env, 
         await archiver.start()
 
 
-def test_a_part_changed_on_disk_after_encryption_is_refused_by_rgw(make_env, rgw_buckets, s3_client):
-    # The part digests are taken while encrypting and the store hashes nothing itself:
-    # RGW refuses the changed part (BadDigest), the job encrypts again, the spool stays.
+def test_streamed_upload_abandoned_mid_way_leaves_no_upload_and_no_header(make_env, rgw_buckets, s3_client):
     payload, header_store = rgw_buckets()
-    flipped = []
+    crashed = []
 
     def hook(point, rec):
-        if point == "encrypting" and not flipped:  # half the payload written, digests taken
-            part = Path(rec.spool_path).parent / ".callvault-work" / f"{rec.recording_id}.payload.part"
-            with open(part, "r+b") as f:
-                f.seek(8 * MiB + 100)  # in the second 8 MiB part
-                b = f.read(1)
-                f.seek(8 * MiB + 100)
-                f.write(bytes([b[0] ^ 0x01]))
-            flipped.append(point)
+        if point == "encrypting" and not crashed:  # half the payload sent as parts
+            crashed.append(s3_client.list_multipart_uploads(Bucket=payload.bucket).get("Uploads", []))
+            raise KeyboardInterrupt
+
+    env = make_env(payload, header_store, hook=hook)
+    rid = env.recording(40 * MiB)
+    with pytest.raises(KeyboardInterrupt):
+        env.process(rid)
+    assert [u["Key"] for u in crashed[0]] == [f"rec/{rid}.age.payload"]  # it was streaming
+    assert s3_client.list_multipart_uploads(Bucket=payload.bucket).get("Uploads", []) == []
+    assert versions(s3_client, header_store.bucket, f"hdr/{rid}.age.header") == []
+    assert env.work_files() == []
+
+
+def test_a_sealed_upload_completed_but_not_tagged_is_recognised_on_resume(make_env, rgw_buckets, s3_client):
+    # A crash between CompleteMultipartUpload and the sha256 tag: the resumed job takes
+    # the version as its own by the service's checksum of the part checksums, tags it.
+    payload, header_store = rgw_buckets()
+    crashed = []
+
+    def hook(point, rec):
+        if point == "uploading" and not crashed:  # every part stored, catalog says uploading
+            crashed.append(1)
+            raise KeyboardInterrupt
 
     env = make_env(payload, header_store, hook=hook)
     rid = env.recording(20 * MiB)
-    outcome = env.process(rid)
+    with pytest.raises(KeyboardInterrupt):
+        env.process(rid)
+    token = json.loads((env.spool / ".callvault-work" / f"{rid}.upload").read_text())
+    s3_client.complete_multipart_upload(Bucket=payload.bucket, Key=f"rec/{rid}.age.payload",
+                                        UploadId=token["upload_id"], MultipartUpload={"Parts": token["parts"]})
+    assert payload.head(f"rec/{rid}.age.payload").sha256 is None  # not tagged yet
+    env.pipeline = env.make_pipeline()
+    env.drive(rid)
     rec = env.catalog.get(rid)
-    assert flipped and outcome.kind == "retry", outcome
-    assert rec.state == "encrypting" and "does not match" in rec.last_error
-    assert "BadDigest" in rec.last_error  # the service's refusal, not a local hash
-    assert (env.spool / f"{rid}.wav").exists()
-    assert versions(s3_client, payload.bucket, f"rec/{rid}.age.payload") == []
-    assert s3_client.list_multipart_uploads(Bucket=payload.bucket).get("Uploads", []) == []
+    assert rec.state == "archived" and rec.attempts == 0
+    assert versions(s3_client, payload.bucket, rec.object_key) == [rec.version_id]
+    assert payload.head(rec.object_key).sha256 == token["sha256"]
+    assert_locked_default_za(payload, rec, s3_client)
+    got = Decryptor(header_store.get(rec.header_key), [env.identity]).decrypt(payload.get(rec.object_key, rec.version_id))
+    assert got == env.wavs[rid]
 
+
+@pytest.mark.parametrize("point", ["encrypting", "uploading"])
+def test_rgw_down_while_a_large_payload_streams_then_it_is_archived_once(make_env, rgw_buckets, s3_client, lab,
+                                                                         point):
+    # encrypting: parts half sent; the retry aborts that upload (once RGW answers) and
+    # encrypts again. uploading: every part stored; the retry only completes the upload.
+    payload, header_store = rgw_buckets()
+    stopped = []
+
+    def hook(p, rec):
+        if p == point and not stopped:
+            stopped.append(p)
+            lab.rgw.stop_rgw()
+
+    env = make_env(payload, header_store, hook=hook)
+    rid = env.recording(40 * MiB)
+    try:
+        outcome = env.process(rid)
+        rec = env.catalog.get(rid)
+        assert stopped and outcome.kind == "retry", outcome
+        assert rec.state == point and payload.endpoint in rec.last_error
+        assert env.work_files() == [f"{rid}.upload"]  # the upload it must abort or complete
+    finally:
+        lab.rgw.start_rgw()
     env.drive(rid)
     rec = env.catalog.get(rid)
     assert rec.state == "archived" and rec.attempts == 1
     assert versions(s3_client, payload.bucket, rec.object_key) == [rec.version_id]
-    assert not (env.spool / f"{rid}.wav").exists()
+    assert len(versions(s3_client, header_store.bucket, rec.header_key)) == 1  # no header of the first try
+    assert s3_client.list_multipart_uploads(Bucket=payload.bucket).get("Uploads", []) == []
+    assert env.work_files() == []
     got = Decryptor(header_store.get(rec.header_key), [env.identity]).decrypt(payload.get(rec.object_key, rec.version_id))
     assert got == env.wavs[rid]

@@ -13,7 +13,7 @@ import pytest
 from archivehelpers import assert_locked_default_za, versions
 
 from archiver import manifest_object
-from storage.blobstore import PartDigests, part_size_for
+from storage.blobstore import part_size_for
 from storage.s3client import REQUESTS
 
 pytestmark = pytest.mark.s3
@@ -35,9 +35,17 @@ def test_put_answers_carry_the_checksum_the_service_checked(rgw_buckets):
     big = os.urandom(17 * MiB)  # three parts of 8 MiB
     part = part_size_for(len(big), payload.part_size)
     digests = [hashlib.sha256(big[i:i + part]).digest() for i in range(0, len(big), part)]
-    r = payload.put("t/multi", big, size=len(big), sha256=hashlib.sha256(big).hexdigest(),
-                    parts=PartDigests(part, tuple(d.hex() for d in digests)))
-    assert r.checksum == f"{hashlib.sha256(b''.join(digests)).hexdigest()}-3" and r.version_id
+    composite = f"{hashlib.sha256(b''.join(digests)).hexdigest()}-3"
+    r = payload.put("t/multi", big, size=len(big), sha256=hashlib.sha256(big).hexdigest())
+    assert r.checksum == composite and r.version_id
+
+    # The archiver's way for a payload of more than one part: encrypted into the upload.
+    up = payload.open_upload("t/streamed", size=len(big))
+    for i in range(0, len(big), MiB):
+        up.write(big[i:i + MiB])
+    up.seal(size=len(big), sha256=hashlib.sha256(big).hexdigest())
+    r = up.complete()
+    assert r.checksum == composite and r.version_id
 
 
 def test_fresh_job_costs_three_puts_and_reads_nothing_back(make_env, rgw_buckets, s3_client):
@@ -88,16 +96,16 @@ def test_legal_hold_placed_during_a_fresh_upload_is_set_on_the_object(make_env, 
 def test_checksum_answer_is_compared_with_what_was_sent():
     """Parsing only: RGW never answers another checksum, so a canned answer stands in."""
     from storage.errors import IntegrityError
-    from storage.s3store import _answered_checksum
+    from storage.s3client import answered_checksum
 
     sha = hashlib.sha256(b"x").hexdigest()
     b64 = base64.b64encode(bytes.fromhex(sha)).decode()
-    assert _answered_checksum("k", {"ChecksumSHA256": b64}, sha, sha) == sha
-    assert _answered_checksum("k", {}, sha, sha) is None
+    assert answered_checksum("k", {"ChecksumSHA256": b64}, sha, sha) == sha
+    assert answered_checksum("k", {}, sha, sha) is None
     other = base64.b64encode(hashlib.sha256(b"y").digest()).decode()
     with pytest.raises(IntegrityError, match="reports checksum"):
-        _answered_checksum("k", {"ChecksumSHA256": other}, sha, sha)
+        answered_checksum("k", {"ChecksumSHA256": other}, sha, sha)
     with pytest.raises(IntegrityError, match="reports checksum"):
-        _answered_checksum("k", {"ChecksumSHA256": f"{b64}-3"}, sha, f"{sha}-2")
+        answered_checksum("k", {"ChecksumSHA256": f"{b64}-3"}, sha, f"{sha}-2")
     with pytest.raises(IntegrityError, match="not a SHA-256"):
-        _answered_checksum("k", {"ChecksumSHA256": "!!"}, sha, sha)
+        answered_checksum("k", {"ChecksumSHA256": "!!"}, sha, sha)

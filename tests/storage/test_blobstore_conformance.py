@@ -1,7 +1,7 @@
 """One behaviour, every store: the same cases run on LocalStore and on S3Store (real RGW).
 
-What each store says when it cannot work: test_blobstore_setup.py; precomputed part
-digests (``put(parts=...)``): test_blobstore_parts.py.
+What each store says when it cannot work: test_blobstore_setup.py; streamed uploads
+(``open_upload``): test_blobstore_upload.py.
 """
 
 from __future__ import annotations
