@@ -96,11 +96,22 @@ def catalog(any_db):
     return catalog
 
 
+# The index of each filter. PostgreSQL gets every filter plain and picks by its statistics
+# (with bitmap scans off, as here, one filter's index walked newest first).
+INDEX_OF = {"did": "recordings_did", "agent": "recordings_agent", "caller_hmac": "recordings_caller_started",
+            "consent_state": "recordings_consent", "state": "recordings_state_started",
+            "since": "recordings_started", "until": "recordings_started"}
+
+
 def test_every_supervisor_filter_reads_its_index_newest_first(catalog):
     rec = Recorder(catalog.db)
     for kwargs, index in SEARCHES:
         plan, *transferred = rec.plans(lambda kw=kwargs: catalog.search(**kw, limit=100))
-        _reads_only(plan, index)
+        if catalog.db.dialect == "sqlite" or len({INDEX_OF[k] for k in kwargs}) <= 1:
+            _reads_only(plan, index)
+        else:
+            _reads_only(plan)
+            assert any(INDEX_OF[k] in plan for k in kwargs), f"none of {sorted(kwargs)}'s indexes used:\n{plan}"
         # With an agent, a second statement finds the calls the agent took over or handed
         # on: through recording_agents' index, never a walk of the recordings.
         assert len(transferred) == ("agent" in kwargs)
