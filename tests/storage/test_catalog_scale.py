@@ -5,12 +5,14 @@ falls back to reading the whole archive; the archived and erased totals stay exa
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from contextlib import contextmanager
 
 import pytest
 
 from storage.catalog import _INSERT, MIGRATIONS, Catalog, Recording, _values
+from storage.dburl import open_database
 
 
 def _rec(rid: str, **kw) -> Recording:
@@ -168,3 +170,38 @@ def test_by_spool_path_prefers_the_exact_path(catalog):
     catalog.add(_rec("other", spool_path="/chroot/var/spool/callvault/r3.wav"))
     assert catalog.by_spool_path("/chroot/var/spool/callvault/r3.wav").recording_id == "other"
     assert catalog.by_spool_path("/var/spool/callvault/r3.wav").recording_id == "r3"
+
+
+def _index_buffers(plan: str, index: str) -> int:
+    """Shared buffers (hit + read) of the plan node that scans ``index``."""
+    node = plan.split(f"using {index} on")[1].split("->")[0]
+    return sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", node.split("Buffers:")[1].split("\n")[0]))
+
+
+def test_retention_on_postgresql_reads_the_due_rows_not_the_archive(pg_url):
+    """Version 6: PostgreSQL leaves out of an index search the condition its WHERE implies
+    (``state = 'archived'``), so version 5's ``(state, retain_until)`` was read from its first
+    entry to its last to find the due rows; keyed on ``retain_until`` it reads those alone."""
+    db = open_database(pg_url)
+    try:
+        db.migrate("catalog", {dialect: scripts[:5] for dialect, scripts in MIGRATIONS.items()})
+        for first in range(1, 6001, 1000):  # 6,000 archived rows, the first 5 due
+            with db.write() as c:
+                c.execute("INSERT INTO recordings (recording_id, consent_id, uniqueid, linkedid, channel, spool_path, "
+                          "caller_hmac, did, rule, jurisdiction, retention_class, consent_state, started_at, state, "
+                          "retain_until) SELECT 'r' || i, 'c' || i, 'u' || i, 'l' || i, 'PJSIP/t-1', 'r' || i || '.wav', "
+                          "'ab', '100', 'r', 'ZA', 'default', 'granted', i, 'archived', "
+                          "CASE WHEN i <= 5 THEN i ELSE 1e10 END FROM generate_series(?::int, ?::int) AS g(i)",
+                          (first, first + 999))
+        catalog = Catalog(db, node="n1")  # to the current version
+        with db.write() as c:
+            c.execute("ANALYZE recordings")
+        rec = Recorder(db)
+        assert [r.recording_id for r, _ in catalog.retention_due(100.0)] == [f"r{i}" for i in range(1, 6)]
+        [(sql, args)] = rec.seen
+        with db.read() as c:
+            plan = "\n".join(r[0] for r in c.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, args).fetchall())
+        # Version 5 read every leaf of the index (33 buffers here); now the root, a leaf, the 5 rows.
+        assert _index_buffers(plan, "recordings_retain") <= 10, plan
+    finally:
+        db.close()
