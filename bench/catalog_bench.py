@@ -93,7 +93,7 @@ def seed(db, rows: int, url: str) -> float:
         import psycopg
 
         conn = psycopg.connect(url, autocommit=True)  # VACUUM: outside a transaction
-        conn.execute("VACUUM (ANALYZE) recordings")
+        conn.execute("VACUUM (ANALYZE)")
         conn.execute("CHECKPOINT")
         conn.close()
     else:  # the seed's WAL into the file now, not during the measurements
