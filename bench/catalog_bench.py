@@ -21,7 +21,8 @@ every index and trigger of the schema is maintained as in production), then:
   claim, four state moves, the counts the archiver refreshes after each job), two
   workers; no encryption or upload (``python -m bench archiver`` measures those),
 
-with the full/empty ratio. Printed as a table; written to bench/results/catalog-<time>.json.
+with the full/empty ratio (rates: the median of ``--rounds`` measurements, empty and full
+catalog alternately, so the shared machine's load swings hit both). Printed as a table; written to bench/results/catalog-<time>.json.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,17 +220,28 @@ def measure_rates(db, tag: str) -> dict[str, float]:
     return {"consent/s": consent_rate, "drain jobs/s": drain}
 
 
-def run(url: str, rows: int, label: str) -> dict:
+def run(url, rows: int, label: str, rounds: int) -> dict:
+    """Both catalogs seeded, their queries measured, then their rates ``rounds`` times,
+    empty and full alternately (the machine's load swings hit both alike): the median."""
     from storage.dburl import open_database
 
     result: dict = {}
-    for size in ("empty", "full"):
-        at = url(size)
-        with open_database(at) as db:
+    with ExitStack() as stack:
+        dbs = {}
+        for size in ("empty", "full"):
+            at = url(size)
+            dbs[size] = db = stack.enter_context(open_database(at))
             n = rows if size == "full" else 300
             result[f"seed {size} s"] = seed(db, n, at)
             print(f"{label}: {size} catalog seeded with {n} rows in {result[f'seed {size} s']:.1f} s", flush=True)
-            result[size] = {**measure_queries(db, n), **measure_rates(db, size[0])}
+            result[size] = measure_queries(db, n)
+        rates: dict = {"empty": [], "full": []}
+        for i in range(rounds):
+            for size, db in dbs.items():
+                rates[size].append(measure_rates(db, f"{size[0]}{i}"))
+        for size, runs in rates.items():
+            result[size].update({key: statistics.median(r[key] for r in runs) for key in runs[0]})
+            result[f"{size} rates"] = runs
     return result
 
 
@@ -249,20 +262,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--postgresql", action="store_true", help="PostgreSQL as well as SQLite")
     parser.add_argument("--no-sqlite", action="store_true", help="leave SQLite out (with --postgresql)")
+    parser.add_argument("--rounds", type=int, default=3, help="rate measurements per catalog (median)")
     args = parser.parse_args(argv)
     if args.no_sqlite and not args.postgresql:
         parser.error("--no-sqlite leaves nothing to measure without --postgresql")
     results: dict = {}
     if not args.no_sqlite:
         with tempfile.TemporaryDirectory(prefix="callvault-catalog-bench-") as d:
-            results["SQLite"] = run(lambda size: f"sqlite:///{Path(d) / size}.db", args.rows, "SQLite")
+            results["SQLite"] = run(lambda size: f"sqlite:///{Path(d) / size}.db", args.rows, "SQLite", args.rounds)
     if args.postgresql:
         from appliance.lab.pgserver import PgServer
 
         with PgServer(fsync=True) as server:
-            results["PostgreSQL"] = run(lambda size: server.new_database(), args.rows, "PostgreSQL")
+            results["PostgreSQL"] = run(lambda size: server.new_database(), args.rows, "PostgreSQL", args.rounds)
     print(table(results))
-    print(f"({args.rows} archived rows in the full catalog; p95 of {REPEAT} calls; {os.cpu_count()} CPUs)")
+    print(f"({args.rows} archived rows in the full catalog; p95 of {REPEAT} calls; rates: median of "
+          f"{args.rounds} rounds, empty and full alternately; {os.cpu_count()} CPUs)")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"catalog-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
