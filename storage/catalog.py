@@ -364,7 +364,10 @@ class Catalog:
         with self.db.read() as c:
             rows = c.execute(f"SELECT state, COUNT(*) FROM recordings WHERE state IN "
                              f"({', '.join('?' for _ in _PASSING)}) GROUP BY state", _PASSING).fetchall()
-            rows += c.execute("SELECT state, n FROM recording_totals WHERE n > 0").fetchall()
+            # By key, never a scan: the table has two rows but may hold the pages of
+            # many dead versions (updates while a long transaction kept them from pruning).
+            rows += c.execute(f"SELECT state, n FROM recording_totals WHERE state IN ({', '.join('?' for _ in COUNTED)}) "
+                              "AND n > 0", COUNTED).fetchall()
         return {state: n for state, n in rows}
 
     def quarantined_count(self) -> int:
