@@ -2,7 +2,8 @@
 
     python -m bench catalog                  SQLite, 2,000,000 archived rows
     python -m bench catalog --rows 200000    fewer rows (a quick look)
-    python -m bench catalog --postgresql     PostgreSQL too (tests/support/pgserver.py)
+    python -m bench catalog --postgresql     PostgreSQL too (appliance/lab/pgserver.py)
+    python -m bench catalog --postgresql --no-sqlite   PostgreSQL only
 
 For each backend, in the same run: an *empty* catalog (a few hundred rows) and a *full*
 one (``--rows`` archived recordings, seeded by one generated ``INSERT ... SELECT``, so
@@ -20,7 +21,8 @@ every index and trigger of the schema is maintained as in production), then:
   claim, four state moves, the counts the archiver refreshes after each job), two
   workers; no encryption or upload (``python -m bench archiver`` measures those),
 
-with the full/empty ratio. Printed as a table; written to bench/results/catalog-<time>.json.
+with the full/empty ratio (rates: the median of ``--rounds`` measurements, empty and full
+catalog alternately, so the shared machine's load swings hit both). Printed as a table; written to bench/results/catalog-<time>.json.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,22 +74,30 @@ def _seed_sql(dialect: str) -> str:
         f"FROM {source}")
 
 
-def seed(db, rows: int) -> float:
-    """``rows`` archived recordings; returns the seconds it took."""
+def seed(db, rows: int, url: str) -> float:
+    """``rows`` archived recordings into ``db`` (at ``url``); returns the seconds it took."""
     from storage.catalog import Catalog
 
     Catalog(db, node="bench")  # migrated
     t = time.perf_counter()
     sql = _seed_sql(db.dialect)
+    # PostgreSQL: 1,000 rows a transaction. The totals trigger updates one row of
+    # recording_totals per inserted row, and each update of a row within one transaction
+    # walks the versions the earlier ones left: a 250,000-row transaction takes hours.
+    chunk = 250_000 if db.dialect == "sqlite" else 1_000
     done = 0
-    while done < rows:  # 250,000 rows a transaction
-        n = min(250_000, rows - done)
+    while done < rows:
+        n = min(chunk, rows - done)
         with db.write() as c:
             c.execute(_shifted(sql, done), (n,))
         done += n
-    if db.dialect == "postgresql":
-        with db.write() as c:
-            c.execute("ANALYZE recordings")
+    if db.dialect == "postgresql":  # what autovacuum does to rows that arrived over years
+        import psycopg
+
+        conn = psycopg.connect(url, autocommit=True)  # VACUUM: outside a transaction
+        conn.execute("VACUUM (ANALYZE)")
+        conn.execute("CHECKPOINT")
+        conn.close()
     else:  # the seed's WAL into the file now, not during the measurements
         conn = sqlite3.connect(db.path)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -209,16 +220,28 @@ def measure_rates(db, tag: str) -> dict[str, float]:
     return {"consent/s": consent_rate, "drain jobs/s": drain}
 
 
-def run(url: str, rows: int, label: str) -> dict:
+def run(url, rows: int, label: str, rounds: int) -> dict:
+    """Both catalogs seeded, their queries measured, then their rates ``rounds`` times,
+    empty and full alternately (the machine's load swings hit both alike): the median."""
     from storage.dburl import open_database
 
     result: dict = {}
-    for size in ("empty", "full"):
-        with open_database(url(size)) as db:
+    with ExitStack() as stack:
+        dbs = {}
+        for size in ("empty", "full"):
+            at = url(size)
+            dbs[size] = db = stack.enter_context(open_database(at))
             n = rows if size == "full" else 300
-            result[f"seed {size} s"] = seed(db, n)
+            result[f"seed {size} s"] = seed(db, n, at)
             print(f"{label}: {size} catalog seeded with {n} rows in {result[f'seed {size} s']:.1f} s", flush=True)
-            result[size] = {**measure_queries(db, n), **measure_rates(db, size[0])}
+            result[size] = measure_queries(db, n)
+        rates: dict = {"empty": [], "full": []}
+        for i in range(rounds):
+            for size, db in dbs.items():
+                rates[size].append(measure_rates(db, f"{size[0]}{i}"))
+        for size, runs in rates.items():
+            result[size].update({key: statistics.median(r[key] for r in runs) for key in runs[0]})
+            result[f"{size} rates"] = runs
     return result
 
 
@@ -238,18 +261,23 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench catalog")
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--postgresql", action="store_true", help="PostgreSQL as well as SQLite")
+    parser.add_argument("--no-sqlite", action="store_true", help="leave SQLite out (with --postgresql)")
+    parser.add_argument("--rounds", type=int, default=3, help="rate measurements per catalog (median)")
     args = parser.parse_args(argv)
+    if args.no_sqlite and not args.postgresql:
+        parser.error("--no-sqlite leaves nothing to measure without --postgresql")
     results: dict = {}
-    with tempfile.TemporaryDirectory(prefix="callvault-catalog-bench-") as d:
-        results["SQLite"] = run(lambda size: f"sqlite:///{Path(d) / size}.db", args.rows, "SQLite")
+    if not args.no_sqlite:
+        with tempfile.TemporaryDirectory(prefix="callvault-catalog-bench-") as d:
+            results["SQLite"] = run(lambda size: f"sqlite:///{Path(d) / size}.db", args.rows, "SQLite", args.rounds)
     if args.postgresql:
-        sys.path.insert(0, str(ROOT / "tests" / "support"))
-        from pgserver import PgServer
+        from appliance.lab.pgserver import PgServer
 
         with PgServer(fsync=True) as server:
-            results["PostgreSQL"] = run(lambda size: server.new_database(), args.rows, "PostgreSQL")
+            results["PostgreSQL"] = run(lambda size: server.new_database(), args.rows, "PostgreSQL", args.rounds)
     print(table(results))
-    print(f"({args.rows} archived rows in the full catalog; p95 of {REPEAT} calls; {os.cpu_count()} CPUs)")
+    print(f"({args.rows} archived rows in the full catalog; p95 of {REPEAT} calls; rates: median of "
+          f"{args.rounds} rounds, empty and full alternately; {os.cpu_count()} CPUs)")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"catalog-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(

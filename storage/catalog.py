@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .catalog_indexes import COUNTED, PG_V5, SQLITE_V5
+from .catalog_indexes import COUNTED, PG_V5, PG_V6, SQLITE_V5, SQLITE_V6
 from .db import Database
 from .entries import ConsentBody
 from .errors import NotFound
@@ -99,10 +99,11 @@ _V4 = """
     """
 
 # Version 5 (storage/catalog_indexes.py): an index for every recurring query, the
-# archived and erased totals kept by triggers.
-MIGRATIONS = {"sqlite": [_V1, _V2, _V3, _V4, SQLITE_V5],
+# archived and erased totals kept by triggers. Version 6: PostgreSQL's retention indexes
+# keyed on retain_until alone.
+MIGRATIONS = {"sqlite": [_V1, _V2, _V3, _V4, SQLITE_V5, SQLITE_V6],
               "postgresql": [_V1.replace("REAL", "DOUBLE PRECISION"), _V2, _V3.replace("REAL", "DOUBLE PRECISION"),
-                             _V4.replace("REAL", "DOUBLE PRECISION"), PG_V5]}
+                             _V4.replace("REAL", "DOUBLE PRECISION"), PG_V5, PG_V6]}
 
 
 @dataclass(frozen=True)
@@ -252,14 +253,17 @@ class Catalog:
                 where.append(f"{col} {op} ?")
                 args.append(val)
         # Equality filters, most selective first (a state that rows leave again, such as
-        # failed, before any other): the first picks the index (column, started_at); the
-        # others are written so that no index serves them (SQLite has no statistics to
-        # choose by) and are checked on the rows that index yields, newest first.
+        # failed, before any other). SQLite has no statistics to choose by: the first picks
+        # the index (column, started_at); the others are written so that no index serves
+        # them and are checked on the rows that index yields, newest first. PostgreSQL's
+        # planner has statistics (ANALYZE) and gets them all plain: two filters that each
+        # match thousands of rows are combined from both indexes (BitmapAnd) first.
         equal = {col: val for col, val in (("caller_hmac", caller_hmac), ("agent", agent), ("did", did),
                                            ("consent_state", consent_state), ("state", state)) if val is not None}
         first = [where.copy(), args.copy()]
+        hide = self.db.dialect == "sqlite"
         for i, col in enumerate(sorted(equal, key=lambda col: col != "state" or state in COUNTED)):
-            where.append(f"{col} = ?" if i == 0 else f"{col} || '' = ?")
+            where.append(f"{col} || '' = ?" if i and hide else f"{col} = ?")
             args.append(equal[col])
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         found = self._select(f"{clause} ORDER BY started_at DESC LIMIT ?", (*args, limit))
@@ -370,7 +374,10 @@ class Catalog:
         with self.db.read() as c:
             rows = c.execute(f"SELECT state, COUNT(*) FROM recordings WHERE state IN "
                              f"({', '.join('?' for _ in _PASSING)}) GROUP BY state", _PASSING).fetchall()
-            rows += c.execute("SELECT state, n FROM recording_totals WHERE n > 0").fetchall()
+            # By key, never a scan: the table has two rows but may hold the pages of
+            # many dead versions (updates while a long transaction kept them from pruning).
+            rows += c.execute(f"SELECT state, n FROM recording_totals WHERE state IN ({', '.join('?' for _ in COUNTED)}) "
+                              "AND n > 0", COUNTED).fetchall()
         return {state: n for state, n in rows}
 
     def quarantined_count(self) -> int:
