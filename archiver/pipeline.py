@@ -174,10 +174,15 @@ class Pipeline:
     def _process(self, rec: Recording, stop: threading.Event | None) -> Outcome:
         logcontext.bind(linkedid=rec.linkedid, consent_id=rec.consent_id, recording_id=rec.recording_id)
         job = _Job(self, rec, stop)
+        # The row as claimed is current: read again only after a step that takes time
+        # (encrypting, uploading), when a revoke or a hold may have landed meanwhile.
+        current = True
         try:
             while True:
                 job.check()
-                job.rec = self.catalog.get(rec.recording_id)  # a revoke may have landed meanwhile
+                if not current:
+                    job.rec = self.catalog.get(rec.recording_id)
+                current = False
                 state = job.rec.state
                 # A legal hold beats an erasure request: archive (held); the sweeper erases
                 # once the hold is released.
@@ -187,6 +192,7 @@ class Pipeline:
                 if state == "pending":
                     if not self._wait_closed(job):
                         return self._not_yet(job)
+                    current = True  # moved to 'encrypting' just now
                 elif state == "encrypting":
                     self._encrypt(job)
                 elif state == "uploading" and job.uploaded is None:

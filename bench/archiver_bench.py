@@ -391,6 +391,8 @@ def table(r: dict) -> str:
                      f"boto3 upload_file {r[f'upload_{label}_mb_s']:.0f} MB/s",
                      f"{r[f'pipeline_{label}_mb_s'] / r[f'upload_{label}_mb_s']:.2f}", ">= 0.95"))
     for label, name in (("256m", "256 MiB"), ("1g", "1 GiB")):
+        if f"pipeline_{label}_cpu_s" not in r:
+            continue
         ours_cpu = f"{r[f'pipeline_{label}_cpu_s']:.1f} / {r[f'pipeline_{label}_server_cpu_s']:.1f}"
         rows.append((f"CPU s archiving {name}: client / RGW", ours_cpu,
                      f"boto3 upload_file {r[f'upload_{label}_cpu_s']:.1f} / {r[f'upload_{label}_server_cpu_s']:.1f}",
@@ -446,14 +448,14 @@ def main(argv: list[str]) -> int:
     results = run_with_rgw(lambda endpoint, work: measure(endpoint, work, pipeline_only, drain_only,
                                                           sizes["--drain"], sizes["--workers"]),
                            "bench", 9 * GiB)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"archiver-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=2))
     print()
     print(table(results))
     steps = f"pipeline 1 GiB step seconds: {results['pipeline_1g_steps']}; " if "pipeline_1g_steps" in results else ""
     print(f"\n({steps}total bench time {results['total_seconds']:.0f} s; {os.cpu_count()} CPUs, "
           "RGW on the same host)")
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"archiver-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -74,6 +74,7 @@ class S3Settings:
             # that carry a full-object checksum are still verified.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_supported",
+            parameter_validation=False,
         )
         # A session per client: boto3's default session is not thread-safe.
         client = boto3.session.Session().client(
