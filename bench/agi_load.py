@@ -204,8 +204,8 @@ async def serve(config_path: str) -> None:
 _FLOOR_COMMANDS = (
     b'GET DATA "beep" 5000 1\n',
     b'EXEC "MixMonitor" "/var/spool/asterisk/callvault/r.wav,,/bin/touch /var/spool/asterisk/callvault/r.wav.done"\n',
-    b'EXEC "MSet" "CALLVAULT_RECORDING_ID=r,CALLVAULT_CONSENT_ID=c,CALLVAULT_RULE=za-opt-in,'
-    b'CALLVAULT_CONSENT=granted,CALLVAULT_RECORD=yes"\n', b'EXEC "UserEvent" "CallvaultConsent"\n',
+    (b'EXEC "MSet" "CALLVAULT_RECORDING_ID=r,CALLVAULT_CONSENT_ID=c,CALLVAULT_RULE=za-opt-in,'
+     b'CALLVAULT_CONSENT=granted,CALLVAULT_RECORD=yes"\n'), b'EXEC "UserEvent" "CallvaultConsent"\n',
     b'STREAM FILE "auth-thankyou" ""\n')
 
 
