@@ -114,6 +114,7 @@ class AmiClient:
         self._min, self._max = reconnect_min, reconnect_max
         self._delay = reconnect_min
         self._handlers: list[tuple[str, EventHandler]] = []
+        self._routes: dict[str, tuple[EventHandler, ...]] = {}  # event name (lower) -> its handlers
         self._manager: _Manager | None = None
         self._connected = asyncio.Event()
         self._retry: asyncio.TimerHandle | None = None
@@ -218,23 +219,30 @@ class AmiClient:
         """Call ``handler(event)`` for events whose name matches ``pattern``
         (``*`` for all). Coroutine handlers are run as tasks."""
         self._handlers.append((pattern.lower(), handler))
+        self._routes = {}
 
     def remove_handler(self, handler: EventHandler) -> None:
         self._handlers = [(p, h) for p, h in self._handlers if h is not handler]
+        self._routes = {}
 
     def _dispatch(self, _manager: Any, message: Any) -> None:
-        event = AmiEvent(message.get("Event", ""), dict(message.items()))
+        # panoramisk's CaseInsensitiveDict keeps (header, value) under the lowercased
+        # header: its values are the event's headers as sent, without a lower() per read.
+        fields = dict(message._store.values())
+        event = AmiEvent(fields.get("Event", ""), fields)
         self.events_received[event.name] += 1
         name = event.name.lower()
-        for pattern, handler in list(self._handlers):
-            if pattern == "*" or pattern == name:
-                try:
-                    ret = handler(event)
-                except Exception:
-                    log.exception("AMI event handler failed on %s", event.name)
-                    continue
-                if asyncio.iscoroutine(ret):
-                    asyncio.ensure_future(ret)
+        handlers = self._routes.get(name)
+        if handlers is None:
+            handlers = self._routes[name] = tuple(h for p, h in self._handlers if p == "*" or p == name)
+        for handler in handlers:
+            try:
+                ret = handler(event)
+            except Exception:
+                log.exception("AMI event handler failed on %s", event.name)
+                continue
+            if asyncio.iscoroutine(ret):
+                asyncio.ensure_future(ret)
 
     async def wait_event(self, predicate: Callable[[AmiEvent], bool],
                          timeout: float = 10.0) -> AmiEvent:

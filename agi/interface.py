@@ -10,12 +10,17 @@ FastAGI protocol machine to know the interface.
 from __future__ import annotations
 
 import abc
+import re
 
 from .events import Environment
 
 DEFAULT_READ_TIMEOUT = 30.0
 # STREAM FILE and GET DATA last as long as their sound: allowed on top of read_timeout.
 DEFAULT_PLAYBACK_TIMEOUT = 120.0
+
+# Values ``MSet`` passes through unchanged: no separator (``,`` ``|`` ``=``), quote,
+# backslash, space or ``$``. Ids, outcomes and ordinary rule names are such values.
+_PLAIN = re.compile(r"[A-Za-z0-9_.:@+/-]+")
 
 
 class AgiSession(abc.ABC):
@@ -33,6 +38,16 @@ class AgiSession(abc.ABC):
 
     @abc.abstractmethod
     async def set_variable(self, name: str, value: str) -> None: ...
+
+    async def set_variables(self, *pairs: tuple[str, str]) -> None:
+        """Set several variables, left to right, in ONE command (``EXEC MSet``) when
+        every value is plain; otherwise one ``SET VARIABLE`` each (MSet would strip
+        quotes and split on separators)."""
+        if len(pairs) > 1 and all(_PLAIN.fullmatch(value) for _, value in pairs):
+            await self.exec("MSet", ",".join(f"{name}={value}" for name, value in pairs))
+            return
+        for name, value in pairs:
+            await self.set_variable(name, value)
 
     @abc.abstractmethod
     async def stream_file(self, name: str, escape_digits: str = "") -> tuple[str | None, int]:

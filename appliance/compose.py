@@ -338,6 +338,10 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     objections = Objections(catalog.db)
 
     async def objected(hmac: str) -> str | None:
+        if catalog.db.dialect == "sqlite":
+            # An indexed read of a local file (5-10 us) costs less here than a worker
+            # thread's hand-off and wake-ups (some 0.3 ms of serve's CPU per real call).
+            return objections.objected(hmac)
         return await to_thread(objections.objected, hmac)
 
     consent_deps = ConsentDeps(policy=config.consent, append=append,

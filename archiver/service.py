@@ -159,20 +159,33 @@ class Archiver:
         how many were queued now (0 if already queued or unknown)."""
         if not (uniqueid or recording_id):
             return 0
-        n = await asyncio.to_thread(self._ended, uniqueid, recording_id)
+        # Every hang-up asks, most find nothing (a declined call has no row). On SQLite
+        # the indexed read (about 10 us) runs here: a worker thread's hand-off and
+        # wake-ups cost serve some 0.3 ms of CPU per call (python -m bench calls).
+        # Only a row still recording goes to a thread to be queued.
+        if self.catalog.db.dialect == "sqlite":
+            rows = self._recording_rows(uniqueid, recording_id)
+        else:
+            rows = await asyncio.to_thread(self._recording_rows, uniqueid, recording_id)
+        if not rows:
+            return 0
+        n = await asyncio.to_thread(self._mark_ended, rows)
         if n:
             self.wake()
         return n
 
-    def _ended(self, uniqueid: str | None, recording_id: str | None) -> int:
+    def _recording_rows(self, uniqueid: str | None, recording_id: str | None) -> list[Recording]:
         rows = self.catalog.by_uniqueid(uniqueid) if uniqueid else []
         if recording_id:
             try:
                 rows.append(self.catalog.get(recording_id))
             except NotFound:
                 pass
+        return [r for r in rows if r.state == "recording"]
+
+    def _mark_ended(self, rows: list[Recording]) -> int:
         now = time.time()
-        return sum(1 for r in rows if r.state == "recording" and self.catalog.mark_ended(r.recording_id, now))
+        return sum(1 for r in rows if self.catalog.mark_ended(r.recording_id, now))
 
     # -- workers --------------------------------------------------------------------
 

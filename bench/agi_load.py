@@ -66,7 +66,9 @@ def env_block(n: int, *, fastagi: bool, port: int = 4573) -> bytes:
               "agi_callington: 0", "agi_callingtns: 0", "agi_dnid: unknown", "agi_rdnis: unknown",
               "agi_context: callvault-consent", "agi_extension: s", "agi_priority: 4",
               "agi_enhanced: 0.0", "agi_accountcode: ", "agi_threadid: 140247111534272"]
-    lines += ([f"agi_arg_1: {DID}"] if fastagi else ["agi_arg_1: consent", f"agi_arg_2: {DID}"])
+    # FastAGI: the generated dialplan's AGI(.../consent,${ARG1},,${CHANNEL(linkedid)}).
+    lines += ([f"agi_arg_1: {DID}", "agi_arg_2: ", f"agi_arg_3: {uniqueid}"] if fastagi
+              else ["agi_arg_1: consent", f"agi_arg_2: {DID}"])
     return ("\n".join(lines) + "\n\n").encode()
 
 
@@ -103,7 +105,8 @@ def label(command: bytes) -> str:
 def flow_granted(commands: list[bytes]) -> bool:
     """The flow ended as a press of 1 must: recorded, MixMonitor started, told the caller."""
     return (any(c.startswith((b'EXEC "MixMonitor"', b"EXEC MixMonitor")) for c in commands)
-            and b'SET VARIABLE "CALLVAULT_RECORD" "yes"' in commands
+            and any(c.startswith(b'EXEC "MSet"') and b"CALLVAULT_RECORD=yes" in c
+                    or c == b'SET VARIABLE "CALLVAULT_RECORD" "yes"' for c in commands)
             and commands[-1].startswith(b"STREAM FILE"))
 
 
@@ -199,11 +202,10 @@ async def serve(config_path: str) -> None:
 # The same wire exchange as a granted consent flow, with no logic at all: what any
 # CPython asyncio server pays for sockets and the event loop (the floor).
 _FLOOR_COMMANDS = (
-    b'GET VARIABLE "CHANNEL(linkedid)"\n', b'GET DATA "beep" 5000 1\n',
+    b'GET DATA "beep" 5000 1\n',
     b'EXEC "MixMonitor" "/var/spool/asterisk/callvault/r.wav,,/bin/touch /var/spool/asterisk/callvault/r.wav.done"\n',
-    b'SET VARIABLE "CALLVAULT_RECORDING_ID" "r"\n', b'SET VARIABLE "CALLVAULT_CONSENT_ID" "c"\n',
-    b'SET VARIABLE "CALLVAULT_RULE" "za-opt-in"\n', b'SET VARIABLE "CALLVAULT_CONSENT" "granted"\n',
-    b'SET VARIABLE "CALLVAULT_RECORD" "yes"\n', b'EXEC "UserEvent" "CallvaultConsent"\n',
+    (b'EXEC "MSet" "CALLVAULT_RECORDING_ID=r,CALLVAULT_CONSENT_ID=c,CALLVAULT_RULE=za-opt-in,'
+     b'CALLVAULT_CONSENT=granted,CALLVAULT_RECORD=yes"\n'), b'EXEC "UserEvent" "CallvaultConsent"\n',
     b'STREAM FILE "auth-thankyou" ""\n')
 
 

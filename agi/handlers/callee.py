@@ -28,7 +28,7 @@ from storage.ledger import Ledger
 from .. import variables as v
 from ..inline import to_thread
 from ..interface import AgiSession
-from .consent import Asked, ConsentDeps, ask_party
+from .consent import Asked, ConsentDeps, ask_party, linkedid_of
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _caller_entry(ledger: Ledger, linkedid: str) -> ConsentBody | None:
 
 
 async def callee(session: AgiSession, deps: CalleeDeps) -> None:
-    linkedid = await session.get_variable("CHANNEL(linkedid)") or session.env.uniqueid
+    linkedid = await linkedid_of(session, 0)
     first = await to_thread(_caller_entry, deps.ledger, linkedid)
     rule = deps.consent.policy.named(first.rule) if first is not None else None
     if first is None or rule is None:
@@ -71,7 +71,6 @@ async def callee(session: AgiSession, deps: CalleeDeps) -> None:
 
 
 async def _set(session: AgiSession, consent: str, record: str) -> None:
-    await session.set_variable(v.CONSENT, consent)
-    await session.set_variable(v.RECORD, record)
+    await session.set_variables((v.CONSENT, consent), (v.RECORD, record))
 
 

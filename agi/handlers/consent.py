@@ -194,6 +194,15 @@ class Asked:
     starts_recording: bool  # False: a caller under an all-party rule (the callee decides last)
 
 
+async def linkedid_of(session: AgiSession, arg: int) -> str:
+    """The call's linkedid: AGI argument ``arg`` (0-based) when the dialplan passes
+    ``${CHANNEL(linkedid)}`` there (the generated one does: one command fewer per
+    call), else asked of the channel; the channel's own uniqueid if neither says."""
+    args = session.env.args
+    given = args[arg] if len(args) > arg else ""
+    return given or await session.get_variable("CHANNEL(linkedid)") or session.env.uniqueid
+
+
 def notice_for(deps: ConsentDeps, rule: Rule) -> InstalledPrompt:
     """The installed notice for the rule's mode, language and keys; raises NoticeNotInstalled."""
     name = keyed_name(f"notice-{rule.mode}", rule.allow_key, rule.refuse_key)
@@ -207,13 +216,14 @@ def notice_for(deps: ConsentDeps, rule: Rule) -> InstalledPrompt:
 
 async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     """The caller's consent. Arguments: the DID (inbound) and, for an outbound call,
-    the number dialled (``AGI(.../consent,,${ARG1})`` from callvault-outbound)."""
+    the number dialled (``AGI(.../consent,,${ARG1})`` from callvault-outbound); third,
+    the channel's linkedid (``${CHANNEL(linkedid)}``), asked for when not given."""
     env = session.env
     dialled = env.args[1] if len(env.args) > 1 else ""
     did = "" if dialled else (env.args[0] if env.args else "") or env.query.get("did", "") or env.extension
     caller = env.callerid if env.callerid not in ("", "unknown") else ""
     rule = deps.policy.resolve(did=did, caller=caller, language=env.language, dialled=dialled)
-    linkedid = await session.get_variable("CHANNEL(linkedid)") or env.uniqueid
+    linkedid = await linkedid_of(session, 2)
     asked = Asked(ConsentBody.CALLER, rule, linkedid, did, dialled, deps.caller_hmac(caller),
                   starts_recording=not rule.all_parties)
     if caller and deps.objected is not None and await deps.objected(asked.caller_hmac):
@@ -234,10 +244,8 @@ async def refuse_objected(session: AgiSession, deps: ConsentDeps, asked: Asked) 
                        party=asked.party, dialled=asked.dialled)
     await deps.append(ConsentBody.KIND, body.to_body(), call_id=asked.linkedid, recording_id=None)
     log.info("not recorded: a standing objection is in force for the caller (rule %s)", rule.name)
-    await session.set_variable(v.CONSENT_ID, consent_id)
-    await session.set_variable(v.RULE, rule.name)
-    await session.set_variable(v.CONSENT, v.OBJECTED)
-    await session.set_variable(v.RECORD, v.NO)
+    await session.set_variables((v.CONSENT_ID, consent_id), (v.RULE, rule.name), (v.CONSENT, v.OBJECTED),
+                                (v.RECORD, v.NO))
     await session.exec("UserEvent", v.user_event(
         v.USER_EVENT, (v.EVENT_CONSENT_ID, consent_id), (v.EVENT_CONSENT, v.OBJECTED),
         (v.EVENT_RECORD, v.NO), (v.EVENT_RECORDING_ID, ""), (v.EVENT_RULE, rule.name)))
@@ -292,12 +300,10 @@ async def ask_party(session: AgiSession, deps: ConsentDeps, asked: Asked) -> Out
             await deps.on_recording(start)
         # The post-command runs in a shell: only our generated id goes into it.
         await session.exec("MixMonitor", f"{path},{'D' if stereo else ''},/bin/touch {done_marker(path)}")
-        await session.set_variable(v.RECORDING_ID, recording_id)
-    await session.set_variable(v.CONSENT_ID, consent_id)
-    await session.set_variable(v.RULE, rule.name)
-    await session.set_variable(v.CONSENT, outcome.consent)
     flag = v.YES if record else v.NO
-    await session.set_variable(v.RECORD, flag)
+    await session.set_variables(*([(v.RECORDING_ID, recording_id)] if recording_id else []),
+                                (v.CONSENT_ID, consent_id), (v.RULE, rule.name),
+                                (v.CONSENT, outcome.consent), (v.RECORD, flag))
     await session.exec("UserEvent", v.user_event(
         v.USER_EVENT, (v.EVENT_CONSENT_ID, consent_id), (v.EVENT_CONSENT, outcome.consent),
         (v.EVENT_RECORD, flag), (v.EVENT_RECORDING_ID, recording_id or ""), (v.EVENT_RULE, rule.name)))

@@ -10,16 +10,16 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from captured_bodies import ABANDONED, DECLINED, GRANTED, HMAC, IMPLIED, REVOKE
 
 import agi.handlers.consent as consent_mod
 import agi.handlers.revoke as revoke_mod
 from agi.errors import AgiHangup, NoticeNotInstalled
+from agi.interface import AgiSession
 from agi.policy import Policy, Rule
 from storage.catalog import Recording
 from storage.chain import canonical_json
 from storage.spool_names import RECORDING_ID_RE
-
-from captured_bodies import ABANDONED, DECLINED, GRANTED, HMAC, IMPLIED, REVOKE
 
 SPOOL = "/var/spool/asterisk/callvault"
 HASHES = {"alaw": "a1" * 32, "ulaw": "u1" * 32}
@@ -60,11 +60,16 @@ class Channel:
         return None, 0
 
     async def exec(self, app, args=""):
-        self.execs.append((app, args))
+        if app == "MSet":  # what Asterisk's MSet does with plain values
+            self.vars.update(pair.split("=", 1) for pair in args.split(","))
+        else:
+            self.execs.append((app, args))
         return 0
 
     async def set_variable(self, name, value):
         self.vars[name] = value
+
+    set_variables = AgiSession.set_variables
 
 
 @pytest.fixture
@@ -105,10 +110,14 @@ async def test_consent_writes_the_bodies_and_commands_it_always_did(fixed):
                       ("consent", with_notice(IMPLIED), "1795329357.6", implied)]
     assert channels[0].execs == [
         ("MixMonitor", f"{SPOOL}/{granted}.wav,,/bin/touch {SPOOL}/{granted}.wav.done"),
-        ("UserEvent", f"CallvaultConsent,ConsentId: c000000000000000000000001,Consent: granted,Record: yes,"
-                      f"RecordingId: {granted},Rule: za")]
-    assert channels[1].execs == [("UserEvent", "CallvaultConsent,ConsentId: c000000000000000000000003,"
-                                               "Consent: declined,Record: no,RecordingId: ,Rule: za")]
+        ("UserEvent", (f"CallvaultConsent,ConsentId: c000000000000000000000001,Consent: granted,Record: yes,"
+                      f"RecordingId: {granted},Rule: za"))]
+    assert channels[1].execs == [("UserEvent", ("CallvaultConsent,ConsentId: c000000000000000000000003,"
+                                               "Consent: declined,Record: no,RecordingId: ,Rule: za"))]
+    assert channels[1].vars == {"CALLVAULT_CONSENT_ID": "c000000000000000000000003", "CALLVAULT_RULE": "za",
+                                "CALLVAULT_CONSENT": "declined", "CALLVAULT_RECORD": "no"}
+    assert channels[0].vars == {"CALLVAULT_RECORDING_ID": granted, "CALLVAULT_CONSENT_ID": "c000000000000000000000001",
+                                "CALLVAULT_RULE": "za", "CALLVAULT_CONSENT": "granted", "CALLVAULT_RECORD": "yes"}
     assert channels[2].execs == [] and channels[2].vars == {}
     assert [s.consent.recording_id for s in starts] == [granted, implied]
     assert [s.path for s in starts] == [f"{SPOOL}/{granted}.wav", f"{SPOOL}/{implied}.wav"]
@@ -121,6 +130,37 @@ async def test_consent_writes_the_bodies_and_commands_it_always_did(fixed):
                             spool_path=f"/host/spool/{implied}.wav", caller_hmac=HMAC, did="27215550100", agent="",
                             rule="za", jurisdiction="ZA", retention_class="short", consent_state="granted",
                             started_at=starts[1].started_at)
+
+
+async def test_the_linkedid_argument_spares_the_get_variable_and_the_old_dialplan_still_works(fixed):
+    asked = []
+
+    class Given(Channel):
+        async def get_variable(self, name):
+            asked.append(name)
+            return "1795329357.6"
+
+    given, old = Given("2"), Given("2")
+    given.env.args = ["27215550100", "", "1795329357.9"]  # AGI(.../consent,${ARG1},,${CHANNEL(linkedid)})
+    await consent_mod.consent(given, deps(fixed, "opt-in", []))
+    assert asked == [] and fixed[-1][2] == "1795329357.9"
+    await consent_mod.consent(old, deps(fixed, "opt-in", []))  # AGI(.../consent,${ARG1})
+    assert asked == ["CHANNEL(linkedid)"] and fixed[-1][2] == "1795329357.6"
+
+
+async def test_a_rule_name_mset_would_mangle_is_set_one_variable_at_a_time(fixed):
+    class Counting(Channel):
+        async def set_variable(self, name, value):
+            self.execs.append(("SET VARIABLE", name))
+            self.vars[name] = value
+
+    channel, ledger = Counting("2"), fixed
+    rule = Rule("za, \"north\"", mode="opt-in", repeats=0)
+    d = deps(ledger, "opt-in", [])
+    await consent_mod.consent(channel, consent_mod.ConsentDeps(**{**d.__dict__, "policy": Policy((rule,))}))
+    assert channel.vars["CALLVAULT_RULE"] == 'za, "north"'
+    assert [e for e in channel.execs if e[0] == "SET VARIABLE"] == [
+        ("SET VARIABLE", n) for n in ("CALLVAULT_CONSENT_ID", "CALLVAULT_RULE", "CALLVAULT_CONSENT", "CALLVAULT_RECORD")]
 
 
 async def test_a_failed_confirmation_is_logged_with_the_call_ids_not_the_raw_uniqueid(fixed, caplog):

@@ -322,7 +322,8 @@ def test_entry_point_runs_the_consent_flow_and_writes_the_ledger(tmp_path):
     sent, rc, err = converse(["consent", "27215550100"], {"CALLVAULT_CONFIG": str(config)})
     assert rc == 0 and err == ""
     assert sent[:2] == ['GET VARIABLE "CHANNEL(linkedid)"', 'GET DATA "callvault/en/notice-opt-in" 5000 1']
-    assert sent[2].startswith('EXEC "MixMonitor"') and 'SET VARIABLE "CALLVAULT_RECORD" "yes"' in sent
+    assert sent[2].startswith('EXEC "MixMonitor"')
+    assert sent[3].startswith('EXEC "MSet" "CALLVAULT_RECORDING_ID=r') and sent[3].endswith(',CALLVAULT_RECORD=yes"')
     db = open_database(f"sqlite:///{tmp_path / 'callvault.db'}")
     try:
         [entry] = Ledger(db).find(kind="consent")
@@ -348,7 +349,7 @@ def test_entry_point_imports_only_what_the_classic_path_needs(tmp_path):
     config = write_config(tmp_path, spool_dir=str(tmp_path / "spool"), sounds=str(tmp_path / "sounds"))
     sent, rc, err = converse(["consent", "27215550100"], {"CALLVAULT_CONFIG": str(config)},
                              python_options=("-X", "importtime"))
-    assert rc == 0 and 'SET VARIABLE "CALLVAULT_RECORD" "yes"' in sent  # the whole flow ran
+    assert rc == 0 and sent[3].endswith(",CALLVAULT_RECORD=yes\"")  # the whole flow ran (EXEC MSet)
     imported = {line.rsplit("|", 1)[1].strip() for line in err.splitlines() if line.startswith("import time:")}
     assert {"storage.ledger", "storage.catalog", "agi.handlers.consent"} <= imported
     loaded = sorted(m for m in imported
