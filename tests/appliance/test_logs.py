@@ -53,6 +53,18 @@ def consent_call(port: int) -> list[str]:
     return commands
 
 
+def variables_set(commands: list[str]) -> dict[str, str]:
+    """The channel variables a consent flow set: one ``EXEC "MSet" "A=1,B=2"`` for plain
+    values, ``SET VARIABLE "A" "1"`` each otherwise."""
+    found = {}
+    for c in commands:
+        if c.startswith('EXEC "MSet" '):
+            found.update(pair.split("=", 1) for pair in c.split('"')[3].split(","))
+        elif c.startswith("SET VARIABLE "):
+            found[c.split('"')[1]] = c.split('"')[3]
+    return found
+
+
 def json_lines(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()]  # every line must parse
 
@@ -64,8 +76,8 @@ def test_json_log_lines_carry_the_call_ids(tmp_path, english_prompts):
     try:
         serve.wait_ready()
         commands = consent_call(serve.config.agi.address[1])
-        [rid] = [c.split('"')[3] for c in commands if c.startswith('SET VARIABLE "CALLVAULT_RECORDING_ID"')]
-        [cid] = [c.split('"')[3] for c in commands if c.startswith('SET VARIABLE "CALLVAULT_CONSENT_ID"')]
+        variables = variables_set(commands)
+        rid, cid = variables["CALLVAULT_RECORDING_ID"], variables["CALLVAULT_CONSENT_ID"]
         # MixMonitor's part: the recording, then the marker that says it is closed.
         spool = serve.config.spool.dir / recording_file(rid)
         with wave.open(str(spool), "wb") as w:
