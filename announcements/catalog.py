@@ -20,7 +20,6 @@ template with its keys (``Catalog.spoken``).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import re
@@ -153,6 +152,8 @@ def check_name(name: str) -> str:
     if m and m.group(2) != m.group(3):
         return name
     if name not in PROMPT_NAMES:
+        import difflib  # only for a mistake: not in every classic AGI process
+
         hint = difflib.get_close_matches(str(name), PROMPT_NAMES, n=1)
         fix = f"did you mean {hint[0]!r}?" if hint else f"known prompts: {', '.join(PROMPT_NAMES)}"
         raise UnknownPrompt(f"unknown prompt name {name!r} ({fix})")
@@ -247,6 +248,8 @@ def _parse_prompts(file: str, base: str, table: Any) -> dict[str, str]:
     for name, text in table.items():
         k = f"{base}.{name}"
         if name not in PROMPT_NAMES:
+            import difflib
+
             hint = difflib.get_close_matches(name, PROMPT_NAMES, n=1)
             fix = f"did you mean {hint[0]!r}?" if hint else f"known prompts: {', '.join(PROMPT_NAMES)}"
             raise CatalogError(file, k, text, "unknown prompt name", fix)

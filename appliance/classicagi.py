@@ -123,13 +123,13 @@ async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | Usag
             key = load_hmac_key(config.privacy.hmac_key_file)
             routes = compose.agi_routes(config, ledger=ledger, catalog=catalog, hmac_key=key,
                                 stop_mixmonitor=_own_channel_stopper(session), mute_mixmonitor=_no_mute,
-                                blocking=True)
+                                blocking=True, only=route)
         except Exception as exc:  # the process boundary
             await fail_closed(session, f"{where}: setup failed: {describe(exc)}")
             return
         handler = routes.get(route)
         if handler is None:
-            await fail_closed(session, f"{where}: unknown route (known: {', '.join(routes.names())})")
+            await fail_closed(session, f"{where}: unknown route (known: {', '.join(sorted(compose.AGI_ROUTES))})")
             return
         await run_call(session, handler, route)
     finally:

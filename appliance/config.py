@@ -10,7 +10,6 @@ secrets are never echoed.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import math
 import os
@@ -21,8 +20,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from agi.policy import Policy, parse_policy
-from storage.anchors import NODE_RE, duration_seconds, parse_duration
 from storage.dburl import mask, parse_url
+from storage.durations import NODE_RE, duration_seconds, parse_duration
 from storage.retention_classes import RetentionPolicy
 
 from .configvalues import (
@@ -306,6 +305,8 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
     values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for section, body in raw.items():
         if section not in SECTIONS:
+            import difflib  # only for a mistake: not in every classic AGI process
+
             known_sections = [*SECTIONS, "consent"]
             hint = difflib.get_close_matches(section, known_sections, n=1)
             fix = f"did you mean [{hint[0]}]?" if hint else f"known sections: {', '.join(known_sections)}"
@@ -327,6 +328,8 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
                 values[section][base] = (secret, True)
                 continue
             if key not in known:
+                import difflib
+
                 hint = [RENAMED[section, key]] if (section, key) in RENAMED else \
                     difflib.get_close_matches(key, known, n=1)
                 fix = f"did you mean {hint[0]!r}?" if hint else f"known keys: {', '.join(known)}"
