@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agi.dialplan import REVOKE_CODE
+from agi.variables import REVOKE_CODE
 
 from .configsection import Section
 
