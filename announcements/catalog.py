@@ -59,6 +59,8 @@ _LANG_KEYS = ("name", "voice", "fallback", "prompts")
 
 @dataclass(frozen=True)
 class Language:
+    """One language of the prompt catalog: its voice, fallback and prompt texts."""
+
     code: str
     name: str
     voice: str | None  # espeak-ng voice; None: prompts must be recorded
@@ -69,6 +71,8 @@ class Language:
 
 @dataclass(frozen=True)
 class Catalog:
+    """The prompt catalog: the built-in languages with an administrator's file merged over."""
+
     languages: Mapping[str, Language]
     files: tuple[str, ...]  # where it came from, built-in first
 

@@ -42,7 +42,6 @@ from collections.abc import Sequence
 # Only what the fail-closed path needs is imported up front: a broken dependency of
 # the handlers (or of the config) must still let this process answer Asterisk.
 from agi.classic import PystSession, call_label, describe, fail_closed, run_call
-from agi.controls import ControlError
 from agi.inline import run
 from agi.interface import AgiSession
 
@@ -92,6 +91,8 @@ def _own_channel_stopper(session: AgiSession) -> StopMixMonitor:
 
 
 async def _no_mute(channel: str, paused: bool) -> None:
+    from agi.controls import ControlError  # the pause and resume routes only
+
     # MixMonitorMute is an AMI action only: there is no dialplan application for it.
     raise ControlError(f"cannot mute MixMonitor on {channel} without AMI; "
                        "run pause and resume over FastAGI (`callvault serve`)")

@@ -42,6 +42,8 @@ _COLS = "objection_id, caller_hmacs, reason, actor, created_at, lifted_at, lifte
 
 @dataclass(frozen=True)
 class Objection:
+    """A standing objection to recording: the numbers it covers, who made and lifted it."""
+
     objection_id: str
     caller_hmacs: tuple[str, ...]
     reason: str

@@ -26,6 +26,8 @@ _RULE_RE = re.compile(r"(?P<name>[A-Za-z0-9_.\-]+)=(?P<mode>COMPLIANCE|GOVERNANC
 
 @dataclass(frozen=True)
 class RetentionRule:
+    """One retention class: its Object Lock mode and how long from the end of the call."""
+
     mode: str
     amount: int
     unit: str  # s m h d y
