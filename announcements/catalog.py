@@ -188,6 +188,8 @@ def _builtin_text() -> str:
 
 
 def fallback_chain(lang: str, catalog: Catalog | None = None) -> tuple[str, ...]:
+    if lang == DEFAULT_LANGUAGE:  # in every catalog, falling back to nothing: no need to read one
+        return (DEFAULT_LANGUAGE,)
     return (catalog or builtin_catalog()).fallback_chain(lang)
 
 
