@@ -18,10 +18,11 @@ the dialplan goes on.
 Costs and limits, compared with FastAGI:
 
 * one Python process per call: startup and imports are most of its cost, about
-  120-200 ms of CPU per call on a 2-core test machine, about three times a bare pyst2
+  90-120 ms of CPU per call on a 2-core test machine, about 2.3 times a bare pyst2
   script, against ~3 ms for a FastAGI flow (``python -m bench agi --classic``). The
-  handlers run without an event loop (``agi.inline``) and the path imports no
-  asyncio, AMI client, archiver, age encryption or pydub (a test checks it);
+  handlers run without an event loop (``agi.inline``); only the called route is
+  built, and the path imports no asyncio, AMI client, archiver, age encryption,
+  pydub or other route's handler (a test checks it);
 * no AMI: ``revoke`` stops MixMonitor with ``EXEC StopMixMonitor``, which acts on the
   AGI's own channel only. A recording on another channel (the feature code dialled
   on the agent's leg) is flagged for erasure in the catalog, so it is shredded and
