@@ -117,6 +117,8 @@ class AgentSpan:
 
 @dataclass(frozen=True)
 class Recording:
+    """One recording's catalog row: its call, its consent and where its file and archive are."""
+
     recording_id: str
     consent_id: str
     uniqueid: str
