@@ -175,6 +175,7 @@ async def serve(config_path: str) -> None:
     from agi.server import FastAgiServer
     from appliance import config as cfg
     from appliance.compose import agi_routes
+    from appliance.logs import configure as configure_logging
     from storage.catalog import Catalog
     from storage.dburl import open_database
     from storage.hmac_index import load_hmac_key
@@ -182,6 +183,9 @@ async def serve(config_path: str) -> None:
 
     _raise_nofile()
     config = cfg.load(config_path, env={}, check_paths=False)
+    # Logging as `callvault serve` sets it up ([log] defaults: info, text): one line per
+    # consent is part of the flow's cost. Written to /dev/null, not to a journal.
+    configure_logging(config.log, stream=open(os.devnull, "w"))  # noqa: ASYNC230, SIM115 - once, at start
     db = open_database(config.database.url)
     ledger, catalog = Ledger(db), Catalog(db)
 
@@ -469,9 +473,6 @@ if __name__ == "__main__":
     from agi.server import new_event_loop
 
     if len(sys.argv) == 3 and sys.argv[1] == "serve":
-        import logging
-
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(serve(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == "floor":
