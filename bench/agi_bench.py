@@ -17,6 +17,12 @@ least 0.6 of the floor's, server CPU per flow at most 0.4 ms.
 
 Only that pair, three times (the spread), without the paced and classic parts.
 
+After each closed-loop product scenario, the rows it committed are written again by
+bare ``sqlite3`` with the product's schema in the same batch sizes
+(``bench.agi_durable``): a second table sets the server's CPU per flow (split into
+the event loop and the group-commit writer thread) against the floor's plus that
+bare durable write.
+
 Classic: ``callvault-agi consent DID``, one process per call over pipes, one at a
 time (wall and CPU per call) and one per core at a time (flows/s); a bare pyst2
 script with the same dialogue and no ledger is the reference for "one Python
