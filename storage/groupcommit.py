@@ -210,8 +210,9 @@ class GroupCommitWriter:
         lost) when operation ``i`` failed: the others of the batch are undone as well."""
         lost = PermanentError(f"database {self._db.name}: write transaction aborted by a failed "
                               f"write in the same batch: {batch[i].error}")
-        for other in batch[:i] + batch[i + 1:]:
-            other.error, other.result = lost, None
+        for other in batch:
+            if other.error is None:  # those that failed alone keep their own error
+                other.error, other.result = lost, None
         raise lost
 
     def _notify(self, batch: list[_Pending]) -> None:
