@@ -300,3 +300,33 @@ def test_encrypt_to_stops_on_an_error_and_leaves_no_thread(where, inline, ident,
         enc.summary  # spent, not finished
     with pytest.raises(RuntimeError):
         enc.encrypt_to(io.BytesIO(b"x"), write)
+
+
+def test_encrypt_to_reuses_its_buffers_wiped_and_keeps_few(ident, monkeypatch):
+    # Mapping and faulting in fresh buffers cost most of encrypting a one-minute
+    # recording: a finished call leaves its first pairs for the next, plaintext wiped,
+    # and unmaps the rest. A short recording after a long one in the same buffers is
+    # still byte for byte the streaming encryption (no stale byte of the long one).
+    from storage.age import encryptor
+
+    monkeypatch.setattr(encryptor, "INLINE_BYTES", 0)  # the long one maps ``blocks`` pairs
+    maps = []
+    real_mmap = encryptor.mmap.mmap
+
+    def counting(*a, **kw):
+        maps.append(a)
+        return real_mmap(*a, **kw)
+
+    monkeypatch.setattr(encryptor.mmap, "mmap", counting)
+    encryptor._free_pairs.clear()
+    for size, seed in ((3 * BLOCK + 5, 1), (CHUNK_SIZE + 3, 2), (BLOCK - 1, 3)):
+        pt = data(size, seed)
+        key, nonce = os.urandom(16), os.urandom(16)
+        expected = b"".join(Encryptor([ident.recipient], _file_key=key, _nonce=nonce).payload_chunks(pt))
+        out = io.BytesIO()
+        Encryptor([ident.recipient], _file_key=key, _nonce=nonce).encrypt_to(io.BytesIO(pt), out.write, blocks=6)
+        assert out.getvalue() == expected
+        assert len(encryptor._free_pairs) == encryptor.KEEP_PAIRS
+        for plain, _sealed in encryptor._free_pairs:
+            assert plain[:] == bytes(len(plain))  # no plaintext left behind
+    assert len(maps) == 2 * 6  # the first call's six pairs; the later calls map none
