@@ -304,7 +304,7 @@ class _Sink:
 
     def __init__(self, target) -> None:
         self._path = None if hasattr(target, "write") else os.fspath(target)
-        self._f = target if self._path is None else open(self._path, "wb")
+        self._f = target if self._path is None else open(self._path, "wb")  # noqa: SIM115 (closed in __exit__)
 
     def __enter__(self) -> BinaryIO:
         return self._f

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pyrage
 import pytest
-
 from agehelpers import SIZES, age, data, encrypt
-from storage.blobstore import MIN_PART_SIZE
+
 from storage.age import (
     BLOCK_CHUNKS,
     CHUNK_SIZE,
@@ -34,6 +33,7 @@ from storage.age import (
     plaintext_range_to_chunks,
     plaintext_size,
 )
+from storage.blobstore import MIN_PART_SIZE
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -93,7 +93,7 @@ def test_misuse_is_reported(tmp_path, ident):
         Encryptor([])
     enc = Encryptor([ident.recipient])
     with pytest.raises(RuntimeError, match="after finalize"):
-        enc.summary
+        _ = enc.summary
     payload = enc.update(b"abc") + enc.finalize()
     with pytest.raises(RuntimeError):
         enc.update(b"more")
@@ -297,7 +297,7 @@ def test_encrypt_to_stops_on_an_error_and_leaves_no_thread(where, inline, ident,
         enc.encrypt_to(io.BytesIO(data(4 * BLOCK, 7)), write, **kw)
     assert threading.active_count() == before
     with pytest.raises(RuntimeError):
-        enc.summary  # spent, not finished
+        _ = enc.summary  # spent, not finished
     with pytest.raises(RuntimeError):
         enc.encrypt_to(io.BytesIO(b"x"), write)
 
