@@ -34,8 +34,9 @@ BLOCK_CHUNKS = 16  # chunks per block in Encryptor.encrypt_to (1 MiB of plaintex
 INLINE_BYTES = 8 << 20  # encrypt_to runs everything on the calling thread up to here
 KEEP_PAIRS = 4  # buffer pairs kept mapped between encrypt_to calls (two concurrent jobs' first two)
 
-# Buffer pairs a finished encrypt_to left for the next: mapping and faulting in fresh
-# ones cost about 1 ms of CPU per recording, most of encrypting a one-minute one.
+# Buffer pairs a finished encrypt_to left for the next: mapping, faulting in and
+# unmapping fresh ones cost about 1.7 ms of CPU, a third of encrypting a one-minute
+# recording (docs/performance.md, "Encryption efficiency").
 _free_pairs: list[tuple[mmap.mmap, mmap.mmap]] = []
 _free_lock = threading.Lock()
 _ZEROS = bytes(BLOCK_CHUNKS * CHUNK_SIZE)
@@ -124,18 +125,17 @@ class Encryptor:
         if s.done or not s._prefix:
             raise RuntimeError("encrypt_to() needs a fresh Encryptor")
         block, sealed_block = BLOCK_CHUNKS * CHUNK_SIZE, BLOCK_CHUNKS * ENC_CHUNK_SIZE
-        # Anonymous mappings rather than bytearrays: unmapped when done, so the buffers
-        # do not stay in the allocator's arenas (and in RSS) for the upload that follows.
-        # Two pairs at first; the rest only once the payload outgrows INLINE_BYTES.
-        maps: list[mmap.mmap] = []
+        # Anonymous mappings rather than bytearrays: the ones not kept for the next call
+        # are unmapped when done, so they do not stay in the allocator's arenas (and in
+        # RSS) for the upload that follows. Two pairs at first (kept ones when there
+        # are); the rest only once the payload outgrows INLINE_BYTES.
         pairs: list[tuple[mmap.mmap, mmap.mmap]] = []
 
         def add_pairs(count: int) -> None:
             while len(pairs) < count:
                 with _free_lock:
                     kept = _free_pairs.pop() if _free_pairs else None
-                maps.extend(kept or (mmap.mmap(-1, block), mmap.mmap(-1, sealed_block)))
-                pairs.append((maps[-2], maps[-1]))
+                pairs.append(kept or (mmap.mmap(-1, block), mmap.mmap(-1, sealed_block)))
 
         add_pairs(2)
         hashing: dict[int, list[Future]] = {}  # pair -> its hashing and writing, under way
