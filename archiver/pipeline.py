@@ -39,7 +39,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from storage import logcontext
@@ -51,12 +51,12 @@ from storage.ledger import Ledger
 from . import manifest_object, quarantine, spool, upload, verify
 from .archive import Archive
 from .errors import Abandoned
+from .job import Hook, Job
 from .retention import RetentionPolicy
 from .upload import Redo as _Redo
 
 log = logging.getLogger(__name__)
 
-Hook = Callable[[str, Recording], None]
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
 _PERMANENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENAMETOOLONG}
 
@@ -102,31 +102,6 @@ def env_test_hook(point: str, rec: Recording) -> None:
         time.sleep(3600)
 
 
-class _Job:
-    """One claimed row while a worker holds it: stop checks and lease renewal."""
-
-    def __init__(self, pipeline: Pipeline, rec: Recording, stop: threading.Event | None):
-        self.p, self.rec, self.stop = pipeline, rec, stop
-        self.renewed = pipeline.clock()
-        # Encrypted by this very call on a first attempt: nothing of it can be in the
-        # stores yet (uploads happen only in 'uploading', and a redo back to
-        # 'encrypting' counts an attempt), so the upload may skip its HEAD checks.
-        self.fresh = False
-        self.uploaded: verify.Uploaded | None = None  # a fresh upload's PUT answers
-
-    def check(self) -> None:
-        if self.stop is not None and self.stop.is_set():
-            raise Abandoned(f"{self.rec.recording_id}: stopping")
-        now = self.p.clock()
-        if now - self.renewed > self.p.lease_seconds / 3:
-            self.p.catalog.update(self.rec.recording_id, lease_until=now + self.p.lease_seconds)
-            self.renewed = now
-
-    def move(self, **changes) -> None:
-        self.p.catalog.update(self.rec.recording_id, **changes)
-        self.rec = replace(self.rec, **changes)
-
-
 class Pipeline:
     def __init__(self, *, catalog: Catalog, ledger: Ledger, archive: Archive, recipients: list[Recipient], work_dir: Path, retention: RetentionPolicy,
                  spool_rules: spool.SpoolRules = spool.DEFAULT_RULES, max_attempts: int = 8,
@@ -159,7 +134,7 @@ class Pipeline:
         """The job's files in the work dir (archiver/upload.py)."""
         return upload.work_files(self, recording_id)
 
-    def _hook(self, point: str, job: _Job) -> None:
+    def hook_at(self, point: str, job: Job) -> None:
         if self.hook is not None:
             self.hook(point, job.rec)
 
@@ -173,7 +148,7 @@ class Pipeline:
 
     def _process(self, rec: Recording, stop: threading.Event | None) -> Outcome:
         logcontext.bind(linkedid=rec.linkedid, consent_id=rec.consent_id, recording_id=rec.recording_id)
-        job = _Job(self, rec, stop)
+        job = Job(self, rec, stop)
         # The row as claimed is current: read again only after a step that takes time
         # (encrypting, uploading), when a revoke or a hold may have landed meanwhile.
         current = True
@@ -219,7 +194,7 @@ class Pipeline:
                 return self._fail(job, f"{e.filename or ''}: {e.strerror or e}")
             return self._retry(job, f"{e.filename or ''}: {e.strerror or e}")
 
-    def _not_yet(self, job: _Job) -> Outcome:
+    def _not_yet(self, job: Job) -> Outcome:
         # Poll the file again soon; slower the longer it has been (a call that is still
         # recording after its hangup event, or an orphan waiting to settle).
         since = self.clock() - (job.rec.ended_at or job.rec.started_at)
@@ -227,7 +202,7 @@ class Pipeline:
         self.catalog.update(job.rec.recording_id, next_try_at=self.clock() + delay, lease_until=0)
         return Outcome("waiting", f"{delay:.1f}s")
 
-    def _retry(self, job: _Job, message: str, state: str | None = None, outage: bool = False) -> Outcome:
+    def _retry(self, job: Job, message: str, state: str | None = None, outage: bool = False) -> Outcome:
         attempts = job.rec.attempts + 1
         if attempts >= self.max_attempts and not outage:
             return self._fail(job, f"gave up after {attempts} attempts: {message}", attempts=attempts)
@@ -240,7 +215,7 @@ class Pipeline:
                     job.rec.recording_id, attempts, delay, message)
         return Outcome("retry", message)
 
-    def _fail(self, job: _Job, message: str, attempts: int | None = None) -> Outcome:
+    def _fail(self, job: Job, message: str, attempts: int | None = None) -> Outcome:
         rec = job.rec
         self.catalog.update(rec.recording_id, state="failed", last_error=message, lease_until=0,
                             attempts=rec.attempts if attempts is None else attempts)
@@ -256,7 +231,7 @@ class Pipeline:
 
     # -- pending: wait until the file is closed ------------------------------------------
 
-    def _wait_closed(self, job: _Job) -> bool:
+    def _wait_closed(self, job: Job) -> bool:
         path = Path(job.rec.spool_path)
         if not path.exists():
             since = self.clock() - (job.rec.ended_at or job.rec.started_at)
@@ -271,19 +246,19 @@ class Pipeline:
 
     # -- encrypting and uploading (archiver/upload.py) -------------------------------------
 
-    def _encrypt(self, job: _Job) -> None:
+    def _encrypt(self, job: Job) -> None:
         upload.encrypt(self, job)
 
-    def _upload(self, job: _Job) -> None:
+    def _upload(self, job: Job) -> None:
         upload.upload(self, job)
 
     # -- verifying ----------------------------------------------------------------------
 
-    def _verify(self, job: _Job) -> Outcome:
+    def _verify(self, job: Job) -> Outcome:
         verify.verify(self, job)
         return Outcome("archived")
 
-    def _remove_local(self, rec: Recording) -> None:
+    def remove_local(self, rec: Recording) -> None:
         path = Path(rec.spool_path)
         # The recording before its marker: a marker left by a crash in between is
         # recognised by the spool scan (row archived/erased) and removed then.
@@ -291,7 +266,7 @@ class Pipeline:
 
     # -- erase instead of archive ---------------------------------------------------------
 
-    def _erase(self, job: _Job) -> Outcome:
+    def _erase(self, job: Job) -> Outcome:
         rec = job.rec
         path = Path(rec.spool_path)
         if path.exists() and not spool.closed(path, self.spool_rules, self.clock()):
@@ -306,7 +281,7 @@ class Pipeline:
                 payload = "deleted"
             except PermanentError:  # locked: unreadable without its header; swept later
                 payload = "locked"
-        self._remove_local(rec)
+        self.remove_local(rec)
         if not self.ledger.find(recording_id=rec.recording_id, kind="erase"):
             self.ledger.append("erase", {"recording_id": rec.recording_id, "reason": f"consent {rec.consent_state}",
                                          "from_state": rec.state, "spool": "unlinked", "header": "deleted",

@@ -26,18 +26,16 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from storage.age import Encryptor, payload_size_for
 from storage.blobstore import PutResult, Retention, part_size_for
 from storage.errors import IntegrityError, NotFound, PermanentError
 
-from . import intake, spool, verify
+from . import intake, spool
 from .archive import Archive
+from .job import Job, Steps, Uploaded
 from .manifest import Manifest
-
-if TYPE_CHECKING:
-    from .pipeline import Pipeline, _Job
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +56,7 @@ class Redo(Exception):
 class _Reader:
     """A file for ``BlobStore.put`` that honours stop requests and renews the lease."""
 
-    def __init__(self, f: BinaryIO, job: _Job, hook_at: int | None, hook):
+    def __init__(self, f: BinaryIO, job: Job, hook_at: int | None, hook):
         self.f, self.job, self.sent = f, job, 0
         self.hook_at, self.hook = hook_at, hook
 
@@ -82,13 +80,13 @@ class _Reader:
             self.hook()
 
 
-def work_files(p: Pipeline, recording_id: str) -> tuple[Path, Path, Path]:
+def work_files(p: Steps, recording_id: str) -> tuple[Path, Path, Path]:
     """Header, payload (the work-file way) and the upload token (the streamed way)."""
     w = p.work_dir
     return w / f"{recording_id}.header", w / f"{recording_id}.payload", w / f"{recording_id}.upload"
 
 
-def abort_stale(p: Pipeline, recording_id: str) -> None:
+def abort_stale(p: Steps, recording_id: str) -> None:
     """Abort the upload an earlier attempt left (its token file), then forget it. A store
     error propagates: the token stays, for the next attempt."""
     token_path = work_files(p, recording_id)[2]
@@ -112,7 +110,7 @@ def _write_token(path: Path, token: dict) -> None:
     os.replace(tmp, path)
 
 
-def _placement(p: Pipeline, job: _Job) -> tuple[Retention, dict[str, str]]:
+def _placement(p: Steps, job: Job) -> tuple[Retention, dict[str, str]]:
     rec = job.rec
     retention = p.retention.retention(rec.retention_class, rec.ended_at or rec.started_at)
     if retention.until.timestamp() <= p.clock() + 1:
@@ -124,7 +122,7 @@ def _placement(p: Pipeline, job: _Job) -> tuple[Retention, dict[str, str]]:
 
 # -- encrypting ------------------------------------------------------------------------
 
-def encrypt(p: Pipeline, job: _Job) -> None:
+def encrypt(p: Steps, job: Job) -> None:
     rid = job.rec.recording_id
     hdr, pay, token = work_files(p, rid)
     abort_stale(p, rid)
@@ -140,7 +138,7 @@ def encrypt(p: Pipeline, job: _Job) -> None:
             _to_work_files(p, job, src, payload_size, hdr, pay)
 
 
-def _progress(p: Pipeline, job: _Job, payload_size: int, flush=None):
+def _progress(p: Steps, job: Job, payload_size: int, flush=None):
     hooked = False
 
     def progress(written: int) -> None:
@@ -149,13 +147,13 @@ def _progress(p: Pipeline, job: _Job, payload_size: int, flush=None):
             hooked = True
             if flush is not None:
                 flush()
-            p._hook("encrypting", job)
+            p.hook_at("encrypting", job)
         job.check()
 
     return progress
 
 
-def _stream(p: Pipeline, job: _Job, src: BinaryIO, payload_size: int, token_path: Path) -> None:
+def _stream(p: Steps, job: Job, src: BinaryIO, payload_size: int, token_path: Path) -> None:
     rec = job.rec
     hkey, pkey = Archive.header_key(rec.recording_id), Archive.payload_key(rec.recording_id)
     retention, tags = _placement(p, job)
@@ -175,7 +173,7 @@ def _stream(p: Pipeline, job: _Job, src: BinaryIO, payload_size: int, token_path
             _write_token(token_path, sealed)
         job.move(state="uploading", manifest=m.to_json())
         committed = True
-        p._hook("uploading", job)
+        p.hook_at("uploading", job)
         result = up.complete()
     except BaseException:
         # Before the move: nothing of this attempt may become visible. After it, the
@@ -188,7 +186,7 @@ def _stream(p: Pipeline, job: _Job, src: BinaryIO, payload_size: int, token_path
     _stored(p, job, result, retention, header_put)
 
 
-def _to_work_files(p: Pipeline, job: _Job, src: BinaryIO, payload_size: int, hdr: Path, pay: Path) -> None:
+def _to_work_files(p: Steps, job: Job, src: BinaryIO, payload_size: int, hdr: Path, pay: Path) -> None:
     hdr_part, pay_part = hdr.with_name(hdr.name + ".part"), pay.with_name(pay.name + ".part")
     enc = Encryptor(p.recipients)
     try:
@@ -210,7 +208,7 @@ def _to_work_files(p: Pipeline, job: _Job, src: BinaryIO, payload_size: int, hdr
 
 # -- uploading --------------------------------------------------------------------------
 
-def upload(p: Pipeline, job: _Job) -> None:
+def upload(p: Steps, job: Job) -> None:
     """Store what the manifest says: from the work files, or by completing the streamed
     upload an earlier run sealed."""
     rec = job.rec
@@ -246,7 +244,7 @@ def upload(p: Pipeline, job: _Job) -> None:
     retention, tags = _placement(p, job)
     if have_work:
         with open(pay, "rb", buffering=0) as f:
-            reader = _Reader(f, job, m.payload_size * 9 // 10 if p.hook else None, lambda: p._hook("uploading", job))
+            reader = _Reader(f, job, m.payload_size * 9 // 10 if p.hook else None, lambda: p.hook_at("uploading", job))
             try:
                 result = p.archive.payload.put(pkey, reader, size=m.payload_size, sha256=m.payload_sha256,
                                                retention=retention, tags=tags)
@@ -267,7 +265,7 @@ def upload(p: Pipeline, job: _Job) -> None:
     _stored(p, job, result, retention, header_put)
 
 
-def _stored(p: Pipeline, job: _Job, result: PutResult, retention: Retention | None,
+def _stored(p: Steps, job: Job, result: PutResult, retention: Retention | None,
             header_put: PutResult | None) -> None:
     """The payload is stored: on to verification. A fresh job (both PUTs made by this
     call) hands their answers straight on (archiver/verify.py); any other commits the
@@ -275,11 +273,11 @@ def _stored(p: Pipeline, job: _Job, result: PutResult, retention: Retention | No
     rec = job.rec
     if retention is None:
         retention = p.retention.retention(rec.retention_class, rec.ended_at or rec.started_at)
-    p._hook("uploaded", job)
+    p.hook_at("uploaded", job)
     changes = {"object_key": Archive.payload_key(rec.recording_id),
                "header_key": Archive.header_key(rec.recording_id), "version_id": result.version_id or "",
                "retain_until": retention.until.timestamp()}
     if job.fresh and header_put is not None:
-        job.uploaded = verify.Uploaded(header_put, result, changes)
+        job.uploaded = Uploaded(header_put, result, changes)
     else:
         job.move(state="verifying", **changes)

@@ -27,17 +27,15 @@ group-commit writer (shared with other jobs' commits).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
-from storage.blobstore import PutResult, Retention
+from storage.blobstore import Retention
 from storage.catalog import Recording
 
 from . import manifest_object
+from .job import Job, Steps, Uploaded
 from .manifest import Manifest
-
-if TYPE_CHECKING:
-    from .pipeline import Pipeline, _Job
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +44,7 @@ class Mismatch(Exception):
     """The stores do not hold what the manifest says: upload again (a failed attempt)."""
 
 
-@dataclass(frozen=True)
-class Uploaded:
-    """A fresh upload's PUT answers, handed by the upload straight to verification,
-    with the row changes the upload did not commit (keys, version, retain-until)."""
-
-    header: PutResult
-    payload: PutResult
-    changes: dict[str, Any]
-
-
-def verify(p: Pipeline, job: _Job) -> None:
+def verify(p: Steps, job: Job) -> None:
     """Check, store the manifest object, append ledger ``archive`` and move the row to
     ``archived`` (one commit); ``Mismatch`` when the stores hold something else."""
     up: Uploaded | None = job.uploaded
@@ -70,7 +58,7 @@ def verify(p: Pipeline, job: _Job) -> None:
         p.puts_trusted = _answered(up)
 
     stored = manifest_object.store(p.archive.payload, rec, m, want, p.clock(), fresh=up is not None)
-    p._hook("manifest", job)
+    p.hook_at("manifest", job)
     changes = dict(up.changes if up is not None else {}, state="archived", archived_at=stored.rec.archived_at,
                    lease_until=0, next_try_at=0, last_error="")
     if up is not None or not p.ledger.find(recording_id=rec.recording_id, kind="archive"):
@@ -80,8 +68,8 @@ def verify(p: Pipeline, job: _Job) -> None:
     else:  # appended before a crash
         p.catalog.update(rec.recording_id, **changes)
     job.rec = replace(job.rec, **changes)
-    p._hook("verified", job)
-    p._remove_local(rec)
+    p.hook_at("verified", job)
+    p.remove_local(rec)
     log.info("archive %s: archived and verified (%d bytes)", rec.recording_id, m.payload_size)
 
 
@@ -91,7 +79,7 @@ def _answered(up: Uploaded) -> bool:
     return up.header.checksum is not None and up.payload.checksum is not None and bool(up.payload.version_id)
 
 
-def _read_back(p: Pipeline, rec: Recording, m: Manifest, want: Retention) -> bool:
+def _read_back(p: Steps, rec: Recording, m: Manifest, want: Retention) -> bool:
     """HEAD both objects against the manifest (``Mismatch``), put retention and legal
     hold right where they fall short. True when nothing needed putting right."""
     info = p.archive.head(p.archive.payload, rec.object_key, rec.version_id or None)

@@ -30,7 +30,7 @@ import hashlib
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import botocore.exceptions as bce
 
@@ -44,11 +44,19 @@ from storage.errors import (
 )
 from storage.s3client import answered_checksum, http_status
 
-if TYPE_CHECKING:
-    from storage.s3store import S3Store
-
 MAX_PARTS = 10_000
 SHA256_TAG = "sha256"
+
+
+class S3Store(Protocol):
+    """What an upload uses of ``storage.s3store.S3Store``."""
+
+    client: Any
+    bucket: str
+    max_concurrency: int
+
+    def _errors(self, op: str, key: str | None = None, *,
+                lock: bool = False) -> contextlib.AbstractContextManager[None]: ...
 
 
 def b64(digest: bytes) -> str:
