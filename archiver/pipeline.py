@@ -39,7 +39,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from storage import logcontext
@@ -124,7 +124,7 @@ class _Job:
 
     def move(self, **changes) -> None:
         self.p.catalog.update(self.rec.recording_id, **changes)
-        self.rec = replace(self.rec, **changes)
+        self.rec = self.rec.replace(**changes)
 
 
 class Pipeline:
