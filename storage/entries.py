@@ -16,24 +16,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .body_fields import _float, _str
 from .record import Default, Record
 
 if TYPE_CHECKING:
     from .control_entries import PauseBody, RevokeBody
 
 __all__ = ["ConsentBody", "PauseBody", "RevokeBody"]
-
-
-def _str(d: Mapping[str, Any], key: str) -> str:
-    return str(d.get(key) or "")
-
-
-def _float(d: Mapping[str, Any], key: str) -> float:
-    return float(d.get(key) or 0.0)
-
-
-def _strs(d: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    return tuple(str(x) for x in d.get(key) or ())
 
 
 class ConsentBody(Record):
