@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Self
 from urllib.parse import parse_qsl, urlsplit
 
+from storage.record import Default, Record
+
 _ARG_KEY = re.compile(r"agi_arg_([1-9][0-9]*)")
 
 
-@dataclass(frozen=True)
-class Environment:
+class Environment(Record):
     """The ``agi_*`` block Asterisk sends first, plus parsed helpers.
 
     ``vars`` keeps every key as sent (``agi_`` prefix included). For FastAGI the
@@ -82,8 +82,7 @@ class Environment:
     accountcode = property(lambda self: self.vars.get("agi_accountcode", ""))
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(Record):
     """A final reply to one command.
 
     ``200 result=1 (en) endpos=3404 Gosub complete`` gives ``result=1``,
@@ -98,7 +97,7 @@ class Response:
     result: int | None = None
     raw_result: str = ""
     data: str | None = None
-    fields: Mapping[str, str] = field(default_factory=dict)
+    fields: Mapping[str, str] = Default(dict)
     text: str = ""
     usage: tuple[str, ...] = ()
 
@@ -115,13 +114,11 @@ class Response:
             return None
 
 
-@dataclass(frozen=True)
-class Hangup:
+class Hangup(Record):
     """Asterisk wrote ``HANGUP``: the channel is gone. Replies still follow."""
 
 
-@dataclass(frozen=True)
-class Closed:
+class Closed(Record):
     """The stream ended at a message boundary."""
 
 

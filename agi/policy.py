@@ -30,8 +30,9 @@ calls only (the dialplan passes the dialled number); a rule with neither matches
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from storage.record import Default, Record
 
 MODES = ("opt-in", "opt-out", "implied")
 INVALID = ("repeat", "refuse")
@@ -44,8 +45,7 @@ REFUSE_DIGIT = "2"
 KEYS = "0123456789"
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(Record):
     """One consent rule: which calls it covers and how the notice asks."""
 
     name: str
@@ -92,11 +92,10 @@ def _did_match(pattern: str, did: str) -> bool:
 DEFAULT_RULE = Rule(name="default")
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(Record):
     """The consent rules in order: the first that matches a call applies."""
 
-    rules: tuple[Rule, ...] = field(default_factory=tuple)
+    rules: tuple[Rule, ...] = Default(tuple)
 
     def resolve(self, *, did: str, caller: str, language: str, dialled: str = "") -> Rule:
         for rule in self.rules:

@@ -25,11 +25,11 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from storage.prompt_names import DEFAULT_KEYS, KEYED_RE, split_keyed
+from storage.record import Default, Record
 
 from .errors import CatalogError, UnknownPrompt
 
@@ -57,8 +57,7 @@ _MAX_TEXT = 500
 _LANG_KEYS = ("name", "voice", "fallback", "prompts")
 
 
-@dataclass(frozen=True)
-class Language:
+class Language(Record):
     """One language of the prompt catalog: its voice, fallback and prompt texts."""
 
     code: str
@@ -66,11 +65,10 @@ class Language:
     voice: str | None  # espeak-ng voice; None: prompts must be recorded
     fallback: tuple[str, ...]
     texts: Mapping[str, str]  # spoken with the default keys
-    templates: Mapping[str, str] = field(default_factory=dict)  # as written, {allow}/{refuse} unfilled
+    templates: Mapping[str, str] = Default(dict)  # as written, {allow}/{refuse} unfilled
 
 
-@dataclass(frozen=True)
-class Catalog:
+class Catalog(Record):
     """The prompt catalog: the built-in languages with an administrator's file merged over."""
 
     languages: Mapping[str, Language]

@@ -25,11 +25,11 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from storage.prompt_names import KEYED_PROMPTS, split_keyed
+from storage.record import Record
 
 from .catalog import check_lang, check_name
 from .errors import PromptNotFound
@@ -39,8 +39,7 @@ MANIFEST_VERSION = 1
 SOUNDS_SUBDIR = "callvault"
 
 
-@dataclass(frozen=True)
-class InstalledPrompt:
+class InstalledPrompt(Record):
     """One prompt of an installed set: the sound name Asterisk plays and its proof."""
 
     sound: str  # callvault/<lang>/<name>, as STREAM FILE and GET DATA take it

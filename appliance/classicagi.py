@@ -18,7 +18,7 @@ the dialplan goes on.
 Costs and limits, compared with FastAGI:
 
 * one Python process per call: startup and imports are most of its cost, about
-  90-120 ms of CPU per call on a 2-core test machine, about 2.3 times a bare pyst2
+  75-100 ms of CPU per call on a 2-core test machine, about 1.9 times a bare pyst2
   script, against ~3 ms for a FastAGI flow (``python -m bench agi --classic``). The
   handlers run without an event loop (``agi.inline``); only the called route is
   built, and the path imports no asyncio, AMI client, archiver, age encryption,

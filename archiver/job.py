@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,4 +72,4 @@ class Job:
 
     def move(self, **changes) -> None:
         self.p.catalog.update(self.rec.recording_id, **changes)
-        self.rec = replace(self.rec, **changes)
+        self.rec = self.rec.replace(**changes)

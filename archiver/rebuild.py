@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from storage.catalog import Recording
 from storage.errors import IntegrityError, NotFound
@@ -66,7 +66,7 @@ def _restore(archive: Archive, key: str, headers: set[str]) -> tuple[Recording |
         return None, (f"MISMATCH: {rec.object_key} has {payload.size} bytes sha256 {payload.sha256}, "
                       f"{key} says {m.payload_size} bytes sha256 {m.payload_sha256}")
     state = "archived" if rec.header_key in headers else "erased"
-    return replace(rec, state=state, legal_hold=int(payload.legal_hold)), stored.sha256
+    return rec.replace(state=state, legal_hold=int(payload.legal_hold)), stored.sha256
 
 
 def scan(archive: Archive, *, workers: int = 8, progress: Progress | None = None,

@@ -27,7 +27,6 @@ group-commit writer (shared with other jobs' commits).
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Any
 
 from storage.blobstore import Retention
@@ -48,7 +47,7 @@ def verify(p: Steps, job: Job) -> None:
     """Check, store the manifest object, append ledger ``archive`` and move the row to
     ``archived`` (one commit); ``Mismatch`` when the stores hold something else."""
     up: Uploaded | None = job.uploaded
-    rec = job.rec if up is None else replace(job.rec, **up.changes)
+    rec = job.rec if up is None else job.rec.replace(**up.changes)
     m = Manifest.from_json(rec.manifest)
     want = p.retention.retention(rec.retention_class, rec.ended_at or rec.started_at)
     if up is not None and p.puts_trusted and _answered(up):
@@ -67,7 +66,7 @@ def verify(p: Steps, job: Job) -> None:
                         shared=True)
     else:  # appended before a crash
         p.catalog.update(rec.recording_id, **changes)
-    job.rec = replace(job.rec, **changes)
+    job.rec = job.rec.replace(**changes)
     p.hook_at("verified", job)
     p.remove_local(rec)
     log.info("archive %s: archived and verified (%d bytes)", rec.recording_id, m.payload_size)

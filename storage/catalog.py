@@ -29,13 +29,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
 from typing import Any
 
 from .catalog_indexes import COUNTED, PG_V5, PG_V6, SQLITE_V5, SQLITE_V6, V7
 from .db import Database
 from .entries import ConsentBody
 from .errors import NotFound
+from .record import Record
 
 STATES = ("recording", "pending", "encrypting", "uploading", "verifying", "archived",
           "failed", "erased")
@@ -107,8 +107,7 @@ MIGRATIONS = {"sqlite": [_V1, _V2, _V3, _V4, SQLITE_V5, SQLITE_V6, V7],
                              _V4.replace("REAL", "DOUBLE PRECISION"), PG_V5, PG_V6, V7]}
 
 
-@dataclass(frozen=True)
-class AgentSpan:
+class AgentSpan(Record):
     """An agent on a recording's call from ``joined_at`` to ``left_at`` (None: still on it)."""
 
     agent: str
@@ -116,8 +115,7 @@ class AgentSpan:
     left_at: float | None = None
 
 
-@dataclass(frozen=True)
-class Recording:
+class Recording(Record):
     """One recording's catalog row: its call, its consent and where its file and archive are."""
 
     recording_id: str
@@ -175,7 +173,7 @@ class Recording:
             started_at=started_at, erase_requested=erase_requested)
 
 
-_COLUMNS = [f.name for f in fields(Recording)]
+_COLUMNS = list(Recording._fields)
 _NODE = _COLUMNS.index("node")
 _INSERT = (f"INSERT INTO recordings ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT DO NOTHING")

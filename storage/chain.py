@@ -43,11 +43,11 @@ import json
 import re
 import struct
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
 from .errors import IntegrityError
+from .record import Record
 
 __all__ = [
     "FIELDS",
@@ -150,8 +150,7 @@ def format_ts(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(Record):
     """One ledger entry as stored: its place in the chain, its body and its hashes."""
 
     seq: int
@@ -173,8 +172,7 @@ class Entry:
         return {name: getattr(self, name) for name in FIELDS}
 
 
-@dataclass(frozen=True, slots=True)
-class VerifyResult:
+class VerifyResult(Record):
     """What a chain check found: how far it verified and the first bad entry."""
 
     ok: bool

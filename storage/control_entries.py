@@ -4,14 +4,13 @@ which is where they are imported from)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .entries import _float, _str, _strs
+from .body_fields import _float, _str, _strs
+from .record import Record
 
 
-@dataclass(frozen=True)
-class RevokeBody:
+class RevokeBody(Record):
     """A ``revoke`` entry: consent withdrawn mid-call, the call's live recordings
     flagged for erasure, and which of them MixMonitor could be stopped on."""
 
@@ -40,8 +39,7 @@ class RevokeBody:
                    not_stopped=_strs(d, "not_stopped"), action=_str(d, "action"))
 
 
-@dataclass(frozen=True)
-class PauseBody:
+class PauseBody(Record):
     """A ``pause`` or ``resume`` entry (PCI: MixMonitor muted or unmuted).
 
     ``trigger`` is what asked for it (one of ``TRIGGERS``), ``actor`` who: the web

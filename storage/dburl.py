@@ -14,10 +14,11 @@ check turns it into an error naming ``[database] url``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
+
+from .record import Record
 
 if TYPE_CHECKING:
     from .db import Database
@@ -30,8 +31,7 @@ _EXAMPLES = ("expected sqlite:////absolute/path.db or "
              "postgresql://user@host:5432/dbname")
 
 
-@dataclass(frozen=True)
-class DbUrl:
+class DbUrl(Record):
     """A database URL taken apart: dialect, and the file or the server to use."""
 
     dialect: str  # "sqlite" or "postgresql"

@@ -14,8 +14,10 @@ empty value, never as an error, and keys it does not know are ignored.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from .body_fields import _float, _str
+from .record import Default, Record
 
 if TYPE_CHECKING:
     from .control_entries import PauseBody, RevokeBody
@@ -23,20 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["ConsentBody", "PauseBody", "RevokeBody"]
 
 
-def _str(d: Mapping[str, Any], key: str) -> str:
-    return str(d.get(key) or "")
-
-
-def _float(d: Mapping[str, Any], key: str) -> float:
-    return float(d.get(key) or 0.0)
-
-
-def _strs(d: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    return tuple(str(x) for x in d.get(key) or ())
-
-
-@dataclass(frozen=True)
-class ConsentBody:
+class ConsentBody(Record):
     """A ``consent`` entry: the notice played and what the caller's answer decided.
 
     An ``abandoned`` consent (hang-up during the notice) was never answered: its body
@@ -87,7 +76,7 @@ class ConsentBody:
     notice_id: str = ""
     notice_language: str = ""
     notice_version: str = ""
-    notice_sha256: Mapping[str, str] = field(default_factory=dict)
+    notice_sha256: Mapping[str, str] = Default(dict)
     party: str = ""
     allow_key: str = ""
     refuse_key: str = ""

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .db import Database
+from .record import Record
 
 __all__ = ["Objection", "Objections"]
 
@@ -40,8 +40,7 @@ MIGRATIONS = {"sqlite": [_DDL.format(real="REAL")], "postgresql": [_DDL.format(r
 _COLS = "objection_id, caller_hmacs, reason, actor, created_at, lifted_at, lifted_by, lift_reason"
 
 
-@dataclass(frozen=True)
-class Objection:
+class Objection(Record):
     """A standing objection to recording: the numbers it covers, who made and lifted it."""
 
     objection_id: str

@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import PermanentError
+from .record import Record
 
 if TYPE_CHECKING:  # the config check parses classes in every classic AGI process
     from .blobstore import Retention
@@ -24,8 +24,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RULE_RE = re.compile(r"(?P<name>[A-Za-z0-9_.\-]+)=(?P<mode>COMPLIANCE|GOVERNANCE):(?P<n>[1-9][0-9]*)(?P<unit>[smhdy])")
 
 
-@dataclass(frozen=True)
-class RetentionRule:
+class RetentionRule(Record):
     """One retention class: its Object Lock mode and how long from the end of the call."""
 
     mode: str

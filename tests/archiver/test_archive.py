@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 
 import pytest
@@ -66,7 +65,7 @@ def test_a_header_that_differs_from_the_manifest_is_refused(archive_env):
     archive, rec = archived(archive_env)
     other = archive_env.recording(1000)
     assert archive_env.process(other).kind == "archived"
-    rec = dataclasses.replace(rec, header_key=archive_env.catalog.get(other).header_key)
+    rec = rec.replace(header_key=archive_env.catalog.get(other).header_key)
     with pytest.raises(ManifestMismatch, match="does not match the manifest"):
         archive.open(rec, [archive_env.identity])
     assert archive.verify(rec) == f"MISMATCH: header {rec.header_key} does not match the manifest"

@@ -76,11 +76,9 @@ def test_archive_reporting(catalog):
 def test_by_spool_path_matches_the_file_name_literally(catalog):
     """The other-root match (Asterisk's path vs ours) compares the name as text: `_` and
     `%` in a name are not LIKE wildcards that would pick another recording."""
-    import dataclasses
-
     rid = add(catalog)
     rec = catalog.get(rid)
-    catalog.add(dataclasses.replace(rec, recording_id="r-wild", spool_path="/spool/call-1.wav"))
+    catalog.add(rec.replace(recording_id="r-wild", spool_path="/spool/call-1.wav"))
     assert catalog.by_spool_path("/spool/call-1.wav").recording_id == "r-wild"
     assert catalog.by_spool_path("/chroot/spool/call-1.wav").recording_id == "r-wild"
     assert catalog.by_spool_path("/spool/call_1.wav") is None

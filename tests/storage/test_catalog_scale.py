@@ -4,7 +4,6 @@ falls back to reading the whole archive; the archived and erased totals stay exa
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from contextlib import contextmanager
@@ -16,10 +15,10 @@ from storage.dburl import open_database
 
 
 def _rec(rid: str, **kw) -> Recording:
-    return dataclasses.replace(Recording(
+    return Recording(
         recording_id=rid, consent_id="c" + rid, uniqueid="u" + rid, linkedid="l" + rid, channel="PJSIP/t-1",
         spool_path=f"/var/spool/callvault/{rid}.wav", caller_hmac="ab" * 32, did="100", agent="ann", rule="r",
-        jurisdiction="ZA", retention_class="default", consent_state="granted", started_at=1000.0), **kw)
+        jurisdiction="ZA", retention_class="default", consent_state="granted", started_at=1000.0).replace(**kw)
 
 
 class Recorder:

@@ -13,7 +13,6 @@ import itertools
 import sqlite3
 import threading
 from contextlib import closing
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -290,7 +289,7 @@ async def test_catalog_add_async_is_durable_and_idempotent(db):
     await asyncio.gather(catalog.add_async(rec), catalog.add_async(rec))
     with closing(sqlite3.connect(db.path)) as raw:
         assert raw.execute("SELECT recording_id, state FROM recordings").fetchall() == [("r1", "recording")]
-    assert catalog.get("r1") == replace(rec, node=catalog.node)
+    assert catalog.get("r1") == rec.replace(node=catalog.node)
 
 
 # -- shutdown ---------------------------------------------------------------------
