@@ -19,9 +19,10 @@ from typing import Any
 from agi.policy import Policy, parse_policy
 from storage.dburl import mask, parse_url
 from storage.durations import NODE_RE, duration_seconds, parse_duration
+from storage.record import Default
 from storage.retention_classes import RetentionPolicy
 
-from .configsection import Default, Section, key_types
+from .configsection import Section, key_types
 from .configvalues import (
     AGE_SECRET,
     Secret,

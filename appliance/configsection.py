@@ -19,9 +19,7 @@ import inspect
 import sys
 from typing import Any, ClassVar
 
-from storage.record import Default, Record
-
-__all__ = ["Default", "Section", "key_types"]
+from storage.record import Record
 
 
 class Section(Record):
