@@ -2,6 +2,7 @@
 
     python -m bench calls                      50 calls a scenario, 10 at a time
     python -m bench calls --calls 20 --rounds 3 --profile
+    python -m bench calls --ab ../other-checkout --calls 100 --rounds 3   interleaved A/B
 
 A lab of its own (appliance/lab/: Asterisk 22 and Ceph RGW in the cached root, the short
 English prompts installed) and `callvault serve` as its own process (FastAGI, AMI,
@@ -27,6 +28,13 @@ those classes). The AMI session's own cost per event is measured against a stand
 Asterisk (bench/calls_ami.py) and multiplied by the events per call. ``--profile`` adds a pass
 of each scenario under py-spy (not counted in the table; bench/calls_profile.py): the
 share of serve's CPU each part of callvault takes.
+
+With the product's AMI user, both scenarios also run against the floor in the same run
+and lab (bench/calls_floor.py, serve stopped): a no-logic FastAGI server that sends the
+same AGI commands, a panoramisk session as the product's AMI user, one bare boto3
+``put_object`` per recording. The table gives the floor's CPU per call, floor/Asterisk
+and callvault/floor. ``--ab TREE``: declined calls only, serve from this checkout and
+from TREE alternately (``--rounds`` pairs), nothing else.
 
 Printed as a table; written to bench/results/calls-<time>.json.
 """
