@@ -385,6 +385,7 @@ def run(args: argparse.Namespace) -> dict:
     results["ami_us_per_event"] = {name: statistics.median(calls_ami.cost_per_event(name) for _ in range(3))
                                    for name in calls_ami.EVENTS}
     results["ami_floor_us_per_event"] = statistics.median(calls_ami.floor_per_event() for _ in range(3))
+    results["ami_panoramisk_us_per_event"] = statistics.median(calls_ami.panoramisk_per_event() for _ in range(3))
     results["total_seconds"] = time.monotonic() - t0
     return results
 

@@ -57,7 +57,8 @@ def report(results: dict) -> str:
     us = results["ami_us_per_event"]
     lines.append("AMI session per event (socket to handlers, one event per read, CPU of the receiver): "
                  + ", ".join(f"{k} {v:.0f} us" for k, v in us.items())
-                 + f" (the event loop alone: {results['ami_floor_us_per_event']:.0f} us); at the filtered and "
+                 + f" (the event loop alone: {results['ami_floor_us_per_event']:.0f} us, a bare panoramisk Manager: "
+                 f"{results.get('ami_panoramisk_us_per_event', 0):.0f} us); at the filtered and "
                  f"unfiltered events/call: {_ami_ms(results, 'filtered', us):.2f} and "
                  f"{_ami_ms(results, 'unfiltered', us):.2f} ms per declined call")
     for label, idle in results["idle_ms_per_s"].items():
