@@ -42,7 +42,6 @@ import select
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from asterisk.agi import (
@@ -134,11 +133,13 @@ class _Discard:
         pass
 
 
-@dataclass(frozen=True)
 class _Reply:
-    result: str
-    data: str = ""
-    fields: Mapping[str, str] = field(default_factory=dict)
+    __slots__ = ("data", "fields", "result")
+
+    def __init__(self, result: str, data: str = "", fields: Mapping[str, str] | None = None):
+        self.result = result
+        self.data = data
+        self.fields = {} if fields is None else fields
 
     @property
     def number(self) -> int | None:

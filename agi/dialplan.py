@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from . import variables as v
+from .variables import REVOKE_CODE
 
 CONSENT_CONTEXT = "callvault-consent"
 OUTBOUND_CONTEXT = "callvault-outbound"
 CALLEE_CONTEXT = "callvault-callee"
 REVOKE_FEATURE = "callvault-revoke"
-REVOKE_CODE = "*0"
 PAUSE_FEATURE = "callvault-pause"
 RESUME_FEATURE = "callvault-resume"
 # Pre-dial handler for the agent's leg: gives that channel (only) the pause codes.

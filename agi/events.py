@@ -62,7 +62,7 @@ class Environment:
         """``agi_arg_1`` .. ``agi_arg_N`` in numeric order (``agi_arg_10`` after 9)."""
         numbered = []
         for key, value in self.vars.items():
-            m = _ARG_KEY.fullmatch(key)
+            m = _ARG_KEY.fullmatch(key) if key.startswith("agi_arg_") else None  # 3 of ~27 keys
             if m:
                 numbered.append((int(m.group(1)), value))
         return tuple(value for _, value in sorted(numbered))

@@ -46,6 +46,8 @@ KEYS = "0123456789"
 
 @dataclass(frozen=True)
 class Rule:
+    """One consent rule: which calls it covers and how the notice asks."""
+
     name: str
     jurisdiction: str = "ZA"
     prompt_language: str = "en"
@@ -92,6 +94,8 @@ DEFAULT_RULE = Rule(name="default")
 
 @dataclass(frozen=True)
 class Policy:
+    """The consent rules in order: the first that matches a call applies."""
+
     rules: tuple[Rule, ...] = field(default_factory=tuple)
 
     def resolve(self, *, did: str, caller: str, language: str, dialled: str = "") -> Rule:

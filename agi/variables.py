@@ -16,6 +16,10 @@ PCI = "CALLVAULT_PCI"
 
 ALL = (CONSENT, CONSENT_ID, RECORD, RECORDING_ID, RULE, PCI)
 
+# The feature code a caller or agent dials to revoke consent (agi.dialplan's
+# features.conf; the [pci] codes must not clash with it).
+REVOKE_CODE = "*0"
+
 # Values of CONSENT. The first five are outcomes of the consent flow; REVOKED is
 # set by the revoke feature, NONE by the status route when the ledger has no entry.
 GRANTED = "granted"

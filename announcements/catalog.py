@@ -20,7 +20,6 @@ template with its keys (``Catalog.spoken``).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import re
@@ -60,6 +59,8 @@ _LANG_KEYS = ("name", "voice", "fallback", "prompts")
 
 @dataclass(frozen=True)
 class Language:
+    """One language of the prompt catalog: its voice, fallback and prompt texts."""
+
     code: str
     name: str
     voice: str | None  # espeak-ng voice; None: prompts must be recorded
@@ -70,6 +71,8 @@ class Language:
 
 @dataclass(frozen=True)
 class Catalog:
+    """The prompt catalog: the built-in languages with an administrator's file merged over."""
+
     languages: Mapping[str, Language]
     files: tuple[str, ...]  # where it came from, built-in first
 
@@ -153,6 +156,8 @@ def check_name(name: str) -> str:
     if m and m.group(2) != m.group(3):
         return name
     if name not in PROMPT_NAMES:
+        import difflib  # only for a mistake: not in every classic AGI process
+
         hint = difflib.get_close_matches(str(name), PROMPT_NAMES, n=1)
         fix = f"did you mean {hint[0]!r}?" if hint else f"known prompts: {', '.join(PROMPT_NAMES)}"
         raise UnknownPrompt(f"unknown prompt name {name!r} ({fix})")
@@ -183,6 +188,8 @@ def _builtin_text() -> str:
 
 
 def fallback_chain(lang: str, catalog: Catalog | None = None) -> tuple[str, ...]:
+    if lang == DEFAULT_LANGUAGE:  # in every catalog, falling back to nothing: no need to read one
+        return (DEFAULT_LANGUAGE,)
     return (catalog or builtin_catalog()).fallback_chain(lang)
 
 
@@ -247,6 +254,8 @@ def _parse_prompts(file: str, base: str, table: Any) -> dict[str, str]:
     for name, text in table.items():
         k = f"{base}.{name}"
         if name not in PROMPT_NAMES:
+            import difflib
+
             hint = difflib.get_close_matches(name, PROMPT_NAMES, n=1)
             fix = f"did you mean {hint[0]!r}?" if hint else f"known prompts: {', '.join(PROMPT_NAMES)}"
             raise CatalogError(file, k, text, "unknown prompt name", fix)

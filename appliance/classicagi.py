@@ -18,10 +18,11 @@ the dialplan goes on.
 Costs and limits, compared with FastAGI:
 
 * one Python process per call: startup and imports are most of its cost, about
-  120-200 ms of CPU per call on a 2-core test machine, about three times a bare pyst2
+  90-120 ms of CPU per call on a 2-core test machine, about 2.3 times a bare pyst2
   script, against ~3 ms for a FastAGI flow (``python -m bench agi --classic``). The
-  handlers run without an event loop (``agi.inline``) and the path imports no
-  asyncio, AMI client, archiver, age encryption or pydub (a test checks it);
+  handlers run without an event loop (``agi.inline``); only the called route is
+  built, and the path imports no asyncio, AMI client, archiver, age encryption,
+  pydub or other route's handler (a test checks it);
 * no AMI: ``revoke`` stops MixMonitor with ``EXEC StopMixMonitor``, which acts on the
   AGI's own channel only. A recording on another channel (the feature code dialled
   on the agent's leg) is flagged for erasure in the catalog, so it is shredded and
@@ -42,7 +43,6 @@ from collections.abc import Sequence
 # Only what the fail-closed path needs is imported up front: a broken dependency of
 # the handlers (or of the config) must still let this process answer Asterisk.
 from agi.classic import PystSession, call_label, describe, fail_closed, run_call
-from agi.controls import ControlError
 from agi.inline import run
 from agi.interface import AgiSession
 
@@ -92,6 +92,8 @@ def _own_channel_stopper(session: AgiSession) -> StopMixMonitor:
 
 
 async def _no_mute(channel: str, paused: bool) -> None:
+    from agi.controls import ControlError  # the pause and resume routes only
+
     # MixMonitorMute is an AMI action only: there is no dialplan application for it.
     raise ControlError(f"cannot mute MixMonitor on {channel} without AMI; "
                        "run pause and resume over FastAGI (`callvault serve`)")
@@ -123,13 +125,13 @@ async def _serve(session: PystSession, parsed: tuple[str, str, list[str]] | Usag
             key = load_hmac_key(config.privacy.hmac_key_file)
             routes = compose.agi_routes(config, ledger=ledger, catalog=catalog, hmac_key=key,
                                 stop_mixmonitor=_own_channel_stopper(session), mute_mixmonitor=_no_mute,
-                                blocking=True)
+                                blocking=True, only=route)
         except Exception as exc:  # the process boundary
             await fail_closed(session, f"{where}: setup failed: {describe(exc)}")
             return
         handler = routes.get(route)
         if handler is None:
-            await fail_closed(session, f"{where}: unknown route (known: {', '.join(routes.names())})")
+            await fail_closed(session, f"{where}: unknown route (known: {', '.join(sorted(compose.AGI_ROUTES))})")
             return
         await run_call(session, handler, route)
     finally:

@@ -17,6 +17,7 @@ per call and must not pay for boto3 or the archiver to build its routes.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -284,81 +285,113 @@ def notice_problems(config: Config, where: str) -> list[str]:
     return problems
 
 
+AGI_ROUTES = ("consent", "callee", "revoke", "pause", "resume", "status")
+
+
 def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: bytes,
                stop_mixmonitor: StopMixMonitor, mute_mixmonitor: MuteMixMonitor,
-               blocking: bool = False) -> RouteTable:
+               blocking: bool = False, only: str | None = None) -> RouteTable:
     """The AGI routes with their dependencies; FastAGI and classic AGI differ only in
     how MixMonitor is stopped and muted (AMI vs ``EXEC StopMixMonitor``, no mute) and
     in how writes commit: through the group-commit writer on FastAGI's event loop,
     or with ``blocking`` (classic AGI: one call per process, run by ``agi.inline``
     without a loop) in the calling thread. Either way a write is durable before the
-    handler goes on."""
-    from agi.handlers.callee import CalleeDeps, callee
-    from agi.handlers.consent import ConsentDeps, RecordingStart, consent
-    from agi.handlers.pci import PciDeps, pci
-    from agi.handlers.revoke import RevokeDeps, revoke
-    from agi.handlers.status import StatusDeps, status
+    handler goes on.
+
+    ``only`` builds just that route (one of :data:`AGI_ROUTES`; none if unknown): a
+    classic AGI process serves one route and imports no other handler."""
     from agi.inline import to_thread
     from agi.routes import RouteTable
-    from storage.catalog import Recording
-    from storage.entries import ConsentBody
-    from storage.hmac_index import caller_hmac
-    from storage.objections import Objections
 
     prompt = prompt_resolver(config.prompts.sounds_dir)
-    spool_dir = str(config.spool.dir)
+    append = _blocking_append(ledger) if blocking else ledger.append_async
 
-    def recording(start: RecordingStart) -> Recording:
-        # The file Asterisk writes, under our own view of the spool (no pathlib: per call).
-        return Recording.from_consent(
-            start.consent, spool_path=os.path.join(spool_dir, start.path.rpartition("/")[2]),
-            retention_class=start.rule.retention, consent_state="granted", started_at=start.started_at)
+    @functools.cache  # one set, shared by consent and callee
+    def consent_deps():
+        from agi.handlers.consent import ConsentDeps, RecordingStart
+        from storage.catalog import Recording
+        from storage.entries import ConsentBody
+        from storage.hmac_index import caller_hmac
+        from storage.objections import Objections
 
-    async def on_recording(start: RecordingStart) -> None:
-        if blocking:
-            catalog.add(recording(start))
-        else:
-            await catalog.add_async(recording(start))
+        spool_dir = str(config.spool.dir)
 
-    async def append_recording(start: RecordingStart) -> None:
-        # The consent entry and the catalog row commit together (one fsync).
-        c = start.consent
-        also = catalog.add_op(recording(start))
-        if blocking:
-            ledger.append(ConsentBody.KIND, c.to_body(), call_id=c.linkedid, recording_id=c.recording_id, also=also)
-        else:
-            await ledger.append_async(ConsentBody.KIND, c.to_body(), call_id=c.linkedid,
-                                      recording_id=c.recording_id, also=also)
+        def recording(start: RecordingStart) -> Recording:
+            # The file Asterisk writes, under our own view of the spool (no pathlib: per call).
+            return Recording.from_consent(
+                start.consent, spool_path=os.path.join(spool_dir, start.path.rpartition("/")[2]),
+                retention_class=start.rule.retention, consent_state="granted", started_at=start.started_at)
 
-    async def append_blocking(kind: str, body: dict, *, call_id: str | None = None,
-                              recording_id: str | None = None) -> object:
+        async def on_recording(start: RecordingStart) -> None:
+            if blocking:
+                catalog.add(recording(start))
+            else:
+                await catalog.add_async(recording(start))
+
+        async def append_recording(start: RecordingStart) -> None:
+            # The consent entry and the catalog row commit together (one fsync).
+            c = start.consent
+            also = catalog.add_op(recording(start))
+            if blocking:
+                ledger.append(ConsentBody.KIND, c.to_body(), call_id=c.linkedid, recording_id=c.recording_id,
+                              also=also)
+            else:
+                await ledger.append_async(ConsentBody.KIND, c.to_body(), call_id=c.linkedid,
+                                          recording_id=c.recording_id, also=also)
+
+        objections = Objections(catalog.db)
+
+        async def objected(hmac: str) -> str | None:
+            if catalog.db.dialect == "sqlite":
+                # An indexed read of a local file (5-10 us) costs less here than a worker
+                # thread's hand-off and wake-ups (some 0.3 ms of serve's CPU per real call).
+                return objections.objected(hmac)
+            return await to_thread(objections.objected, hmac)
+
+        return ConsentDeps(policy=config.consent, append=append,
+                           caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,
+                           spool_dir=config.spool.asterisk_path, on_recording=on_recording,
+                           append_recording=append_recording, channels=config.archive.channels,
+                           objected=objected)
+
+    def consent_route():
+        from agi.handlers.consent import consent
+
+        deps = consent_deps()
+        return lambda s: consent(s, deps)
+
+    def callee_route():
+        from agi.handlers.callee import CalleeDeps, callee
+
+        deps = CalleeDeps(consent=consent_deps(), ledger=ledger)
+        return lambda s: callee(s, deps)
+
+    def revoke_route():
+        from agi.handlers.revoke import RevokeDeps, revoke
+
+        deps = RevokeDeps(catalog=catalog, append=append, stop_mixmonitor=stop_mixmonitor, prompt=prompt)
+        return lambda s: revoke(s, deps)
+
+    def pci_route(paused: bool):
+        from agi.handlers.pci import PciDeps, pci
+
+        deps = PciDeps(catalog=catalog, append=append, mute=mute_mixmonitor, prompt=prompt)
+        return lambda s: pci(s, deps, paused)
+
+    def status_route():
+        from agi.handlers.status import StatusDeps, status
+
+        deps = StatusDeps(ledger=ledger)
+        return lambda s: status(s, deps)
+
+    builders = {"consent": consent_route, "callee": callee_route, "revoke": revoke_route,
+                "pause": lambda: pci_route(True), "resume": lambda: pci_route(False), "status": status_route}
+    return RouteTable([(name, build()) for name, build in builders.items() if only in (None, name)])
+
+
+def _blocking_append(ledger: Ledger):
+    async def append(kind: str, body: dict, *, call_id: str | None = None,
+                     recording_id: str | None = None) -> object:
         return ledger.append(kind, body, call_id=call_id, recording_id=recording_id)
 
-    append = append_blocking if blocking else ledger.append_async
-    objections = Objections(catalog.db)
-
-    async def objected(hmac: str) -> str | None:
-        if catalog.db.dialect == "sqlite":
-            # An indexed read of a local file (5-10 us) costs less here than a worker
-            # thread's hand-off and wake-ups (some 0.3 ms of serve's CPU per real call).
-            return objections.objected(hmac)
-        return await to_thread(objections.objected, hmac)
-
-    consent_deps = ConsentDeps(policy=config.consent, append=append,
-                               caller_hmac=lambda n: caller_hmac(hmac_key, n), prompt=prompt,
-                               spool_dir=config.spool.asterisk_path, on_recording=on_recording,
-                               append_recording=append_recording, channels=config.archive.channels,
-                               objected=objected)
-    revoke_deps = RevokeDeps(catalog=catalog, append=append,
-                             stop_mixmonitor=stop_mixmonitor, prompt=prompt)
-    status_deps = StatusDeps(ledger=ledger)
-    callee_deps = CalleeDeps(consent=consent_deps, ledger=ledger)
-    pci_deps = PciDeps(catalog=catalog, append=append, mute=mute_mixmonitor, prompt=prompt)
-    return RouteTable([
-        ("consent", lambda s: consent(s, consent_deps)),
-        ("callee", lambda s: callee(s, callee_deps)),
-        ("revoke", lambda s: revoke(s, revoke_deps)),
-        ("pause", lambda s: pci(s, pci_deps, True)),
-        ("resume", lambda s: pci(s, pci_deps, False)),
-        ("status", lambda s: status(s, status_deps)),
-    ])
+    return append

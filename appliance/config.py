@@ -9,22 +9,19 @@ secrets are never echoed.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import functools
 import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 from agi.policy import Policy, parse_policy
-from storage.anchors import NODE_RE, duration_seconds, parse_duration
 from storage.dburl import mask, parse_url
+from storage.durations import NODE_RE, duration_seconds, parse_duration
 from storage.retention_classes import RetentionPolicy
 
+from .configsection import Default, Section, key_types
 from .configvalues import (
     AGE_SECRET,
     Secret,
@@ -51,8 +48,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
-@dataclass(frozen=True)
-class AgiConfig:
+class AgiConfig(Section):
     listen: str = "127.0.0.1:4573"
     read_timeout: float = 30.0
     # Peers that may connect (addresses or networks). Empty: loopback only, which is
@@ -79,8 +75,7 @@ class AgiConfig:
         return self.allow or LOOPBACK_PEERS
 
 
-@dataclass(frozen=True)
-class AmiConfig:
+class AmiConfig(Section):
     host: str = "127.0.0.1"
     port: int = 5038
     username: str = "callvault"
@@ -95,8 +90,7 @@ class AmiConfig:
     reconnect_max: float = 30.0
 
 
-@dataclass(frozen=True)
-class DatabaseConfig:
+class DatabaseConfig(Section):
     # sqlite:////path.db (one node, the default) or postgresql://user@host:5432/db (shared).
     url: str = "sqlite:////var/lib/callvault/callvault.db"
 
@@ -108,18 +102,16 @@ class DatabaseConfig:
             return None
 
 
-@dataclass(frozen=True)
-class NodeConfig:
+class NodeConfig(Section):
     # This node's name: its recordings' archive jobs are its own (its spool holds the
     # files). Unique among the nodes sharing one PostgreSQL database.
-    name: str = field(default_factory=lambda: os.uname().nodename)  # the host name
+    name: str = Default(lambda: os.uname().nodename)  # the host name
     # "all" (one node does everything), "pbx" (beside Asterisk: FastAGI, AMI, archiver,
     # agent live view; recipients only) or "retrieval" (web apps, identity, retention).
     role: str = "all"
 
 
-@dataclass(frozen=True)
-class SpoolConfig:
+class SpoolConfig(Section):
     dir: Path = Path("/var/spool/asterisk/callvault")
     # The same directory as Asterisk names it in MixMonitor(); differs from
     # ``dir`` only when Asterisk runs in a chroot or container. Empty = ``dir``.
@@ -132,8 +124,7 @@ class SpoolConfig:
         return self.asterisk_dir or str(self.dir)
 
 
-@dataclass(frozen=True)
-class ArchiveConfig:
+class ArchiveConfig(Section):
     recipients: tuple[str, ...] = ()
     workers: int = 2
     max_attempts: int = 8
@@ -144,8 +135,7 @@ class ArchiveConfig:
     channels: str = "mono"
 
 
-@dataclass(frozen=True)
-class LedgerConfig:
+class LedgerConfig(Section):
     # The ledger head is anchored (written under Object Lock COMPLIANCE) after this many
     # new entries or this long, whichever comes first, and at a clean shutdown.
     anchor_every: int = 1000
@@ -157,8 +147,7 @@ class LedgerConfig:
         return duration_seconds(self.anchor_interval)
 
 
-@dataclass(frozen=True)
-class StorageConfig:
+class StorageConfig(Section):
     backend: str = "local"
     path: Path = Path("/var/lib/callvault/archive")
     endpoint_url: str = ""
@@ -177,8 +166,7 @@ class StorageConfig:
     retrieval_access_key_id: str = ""
 
 
-@dataclass(frozen=True)
-class WebConfig:
+class WebConfig(Section):
     listen: str = "127.0.0.1:8080"
     # The age identity that decrypts recordings for playback and export. Set it only
     # on the retrieval node; without it the web app lists and audits but never decrypts.
@@ -200,8 +188,7 @@ class WebConfig:
         return listen_address(self.listen)
 
 
-@dataclass(frozen=True)
-class PrivacyConfig:
+class PrivacyConfig(Section):
     # Key for the keyed HMAC of phone numbers; generated on first start if missing.
     hmac_key_file: Path = Path("/var/lib/callvault/hmac.key")
     # Calling code of the country whose national numbers (0...) callers give, e.g. "27"
@@ -213,41 +200,37 @@ class PrivacyConfig:
     erasure_approval: str = "single"
 
 
-@dataclass(frozen=True)
-class PromptsConfig:
+class PromptsConfig(Section):
     # Asterisk's sounds directory (astdatadir/sounds) as this host sees it.
     sounds_dir: Path = Path("/usr/share/asterisk/sounds")
     library: Path = Path("/var/lib/callvault/prompts")
 
 
-@dataclass(frozen=True)
-class LogConfig:
+class LogConfig(Section):
     # "text" for people, "json" (one object a line) for log collectors.
     format: str = "text"
     level: str = "info"
 
 
-@dataclass(frozen=True)
-class Config:
-    agi: AgiConfig = field(default_factory=AgiConfig)
-    ami: AmiConfig = field(default_factory=AmiConfig)
-    database: DatabaseConfig = field(default_factory=DatabaseConfig)
-    node: NodeConfig = field(default_factory=NodeConfig)
-    spool: SpoolConfig = field(default_factory=SpoolConfig)
-    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
-    ledger: LedgerConfig = field(default_factory=LedgerConfig)
-    storage: StorageConfig = field(default_factory=StorageConfig)
-    web: WebConfig = field(default_factory=WebConfig)
-    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
-    prompts: PromptsConfig = field(default_factory=PromptsConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    pci: PciConfig = field(default_factory=PciConfig)
+class Config(Section):
+    agi: AgiConfig = Default(AgiConfig)
+    ami: AmiConfig = Default(AmiConfig)
+    database: DatabaseConfig = Default(DatabaseConfig)
+    node: NodeConfig = Default(NodeConfig)
+    spool: SpoolConfig = Default(SpoolConfig)
+    archive: ArchiveConfig = Default(ArchiveConfig)
+    ledger: LedgerConfig = Default(LedgerConfig)
+    storage: StorageConfig = Default(StorageConfig)
+    web: WebConfig = Default(WebConfig)
+    privacy: PrivacyConfig = Default(PrivacyConfig)
+    prompts: PromptsConfig = Default(PromptsConfig)
+    log: LogConfig = Default(LogConfig)
+    pci: PciConfig = Default(PciConfig)
     # [consent] holds a list of rules; parsed by agi.policy, not field by field.
-    consent: Policy = field(default_factory=Policy)
+    consent: Policy = Default(Policy)
 
 
-SECTIONS: dict[str, type] = {f.name: get_type_hints(Config)[f.name]
-                             for f in dataclasses.fields(Config) if f.name != "consent"}
+SECTIONS: dict[str, type[Section]] = {k: t for k, t in key_types(Config).items() if k != "consent"}
 # Keys that were renamed: the error for the old name suggests the new one.
 RENAMED = {("storage", "key_bucket"): "header_bucket"}
 SECRET_KEYS = {("ami", "secret"), ("ami", "test_call_secret"), ("storage", "secret_access_key"), ("web", "identity_passphrase"),
@@ -260,11 +243,6 @@ CHOICES = {("storage", "backend"): ("local", "s3"), ("log", "format"): ("text", 
 WRITABLE = (("spool", "dir"), ("storage", "path"), ("privacy", "hmac_key_file"))
 
 
-
-
-@functools.cache  # evaluates every annotation: once per section, not once per key
-def _fields(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
 
 
 def _fmt(section: str, key: str) -> str:
@@ -306,6 +284,8 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
     values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for section, body in raw.items():
         if section not in SECTIONS:
+            import difflib  # only for a mistake: not in every classic AGI process
+
             known_sections = [*SECTIONS, "consent"]
             hint = difflib.get_close_matches(section, known_sections, n=1)
             fix = f"did you mean [{hint[0]}]?" if hint else f"known sections: {', '.join(known_sections)}"
@@ -314,7 +294,7 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
         if not isinstance(body, dict):
             problems.append(f"{where}: {section} = ({type(body).__name__}): expected a [{section}] table")
             continue
-        known = _fields(SECTIONS[section])
+        known = key_types(SECTIONS[section])
         for key, value in body.items():
             base = key[:-5] if key.endswith("_file") else None
             if base and (section, base) in SECRET_KEYS:
@@ -327,6 +307,8 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
                 values[section][base] = (secret, True)
                 continue
             if key not in known:
+                import difflib
+
                 hint = [RENAMED[section, key]] if (section, key) in RENAMED else \
                     difflib.get_close_matches(key, known, n=1)
                 fix = f"did you mean {hint[0]!r}?" if hint else f"known keys: {', '.join(known)}"
@@ -335,7 +317,7 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
             values[section].setdefault(key, (value, False))
 
     for section, cls in SECTIONS.items():
-        for key in _fields(cls):
+        for key in key_types(cls):
             name = f"CALLVAULT_{section}_{key}".upper()
             if name in env:
                 values[section][key] = (env[name], True)
@@ -348,14 +330,14 @@ def load(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None
                                     f"({e.__class__.__name__}); point it at a readable file")
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
-        if section not in SECTIONS or key not in _fields(SECTIONS[section]):
+        if section not in SECTIONS or key not in key_types(SECTIONS[section]):
             problems.append(f"override {dotted}: unknown key")
             continue
         values[section][key] = (value, isinstance(value, str))
 
     built: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
-        hints = _fields(cls)
+        hints = key_types(cls)
         kwargs = {}
         for key, (value, from_text) in values[section].items():
             try:

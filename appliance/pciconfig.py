@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from agi.dialplan import REVOKE_CODE
+from agi.variables import REVOKE_CODE
+
+from .configsection import Section
 
 # What features.conf accepts as a DTMF sequence; short enough to dial mid-sentence.
 _CODE = re.compile(r"[0-9*#A-D]{1,8}")
 
 
-@dataclass(frozen=True)
-class PciConfig:
+class PciConfig(Section):
     # Dialled by the agent on a bridged call (features.conf applicationmap).
     pause_code: str = "*1"
     resume_code: str = "*2"

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
+# Pairs of 1 MiB buffers the encryption of a streamed payload seals into: few, as the
+# upload's part buffers are the queue here (docs/performance.md).
+STREAM_BLOCKS = 2
 
 
 class Redo(Exception):
@@ -161,9 +164,7 @@ def _stream(p: Pipeline, job: _Job, src: BinaryIO, payload_size: int, token_path
                                        on_create=lambda t: _write_token(token_path, t))
     committed, sealed = False, None
     try:
-        # Two pairs of 1 MiB buffers, not four: the upload's part buffers are the
-        # queue here, and peak RSS stays under 100 MB (docs/performance.md).
-        enc.encrypt_to(src, up.write, progress=_progress(p, job, payload_size), blocks=2)
+        enc.encrypt_to(src, up.write, progress=_progress(p, job, payload_size), blocks=STREAM_BLOCKS)
         m = Manifest.of(enc.summary)
         sealed = up.seal(size=m.payload_size, sha256=m.payload_sha256)
         job.check()

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from .agi_procstat import machine, process_cpu, thread_cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 DID = "27215550100"
 CALLER = "27215550123"
@@ -164,9 +166,8 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+
+
 
 
 async def serve(config_path: str) -> None:
@@ -174,6 +175,7 @@ async def serve(config_path: str) -> None:
     from agi.server import FastAgiServer
     from appliance import config as cfg
     from appliance.compose import agi_routes
+    from appliance.logs import configure as configure_logging
     from storage.catalog import Catalog
     from storage.dburl import open_database
     from storage.hmac_index import load_hmac_key
@@ -181,6 +183,9 @@ async def serve(config_path: str) -> None:
 
     _raise_nofile()
     config = cfg.load(config_path, env={}, check_paths=False)
+    # Logging as `callvault serve` sets it up ([log] defaults: info, text): one line per
+    # consent is part of the flow's cost. Written to /dev/null, not to a journal.
+    configure_logging(config.log, stream=open(os.devnull, "w"))  # noqa: ASYNC230, SIM115 - once, at start
     db = open_database(config.database.url)
     ledger, catalog = Ledger(db), Catalog(db)
 
@@ -192,8 +197,13 @@ async def serve(config_path: str) -> None:
                         stop_mixmonitor=no_ami, mute_mixmonitor=no_ami)
     server = FastAgiServer(routes, "127.0.0.1", 0)
     await server.start()
-    await _control(server.port, lambda: {"total": server.total, "errors": server.errors,
-                                         "active": server.active})
+    def counters() -> dict:
+        writer = db._group  # the group-commit writer, once the first write made it
+        return {"total": server.total, "errors": server.errors, "active": server.active,
+                "threads": thread_cpu(), "batches": writer.batches if writer else 0,
+                "ops": writer.ops if writer else 0}
+
+    await _control(server.port, counters)
     server.close()
     await server.drain(10)
     db.close()
@@ -226,7 +236,7 @@ async def serve_floor() -> None:
     _raise_nofile()
     server = await asyncio.start_server(call, "127.0.0.1", 0, backlog=1024)
     await _control(server.sockets[0].getsockname()[1],
-                   lambda: {"total": total, "errors": 0, "active": 0})
+                   lambda: {"total": total, "errors": 0, "active": 0, "threads": thread_cpu()})
     server.close()
 
 
@@ -239,7 +249,7 @@ async def _control(port: int, counters) -> None:
     sys.stdout.flush()
     while line := await reader.readline():
         if line.strip() == b"stats":
-            sys.stdout.write(json.dumps({"cpu": _cpu(), **counters()}) + "\n")
+            sys.stdout.write(json.dumps({"cpu": process_cpu(), **counters()}) + "\n")
             sys.stdout.flush()
 
 
@@ -403,12 +413,12 @@ async def run_fastagi(concurrency: int, *, seconds: float, warmup: float, workdi
 
         tasks = [asyncio.create_task(call_loop(i)) for i in range(concurrency)]
         await asyncio.sleep(warmup)
-        before, cpu0, machine0, t0 = await server.stats(), _cpu(), _machine(), time.perf_counter()
+        before, cpu0, machine0, t0 = await server.stats(), process_cpu(), machine(), time.perf_counter()
         sample.measuring = True
         await asyncio.sleep(seconds)
         sample.measuring = False
         elapsed = time.perf_counter() - t0
-        after, cpu1, machine1 = await server.stats(), _cpu(), _machine()
+        after, cpu1, machine1 = await server.stats(), process_cpu(), machine()
         stop.set()
         if paced:  # the callers still listening hang up (their flows end "abandoned")
             for call in list(sample.live):
@@ -429,6 +439,11 @@ async def run_fastagi(concurrency: int, *, seconds: float, warmup: float, workdi
         "by_command_ms": {k: {"n": len(v), "p50": _pct(v, 50) * 1e3, "p99": _pct(v, 99) * 1e3}
                           for k, v in sorted(sample.gaps.items())},
         "server_cpu_ms_per_flow": (after["cpu"] - before["cpu"]) / max(flows_measured, 1) * 1e3,
+        # Per thread (MainThread: the event loop; callvault-db-writer: the group commit).
+        "thread_cpu_ms_per_flow": {name: (cpu - before["threads"].get(name, 0.0)) / max(flows_measured, 1) * 1e3
+                                   for name, cpu in after["threads"].items()},
+        "writes_per_batch": ((after.get("ops", 0) - before.get("ops", 0))
+                             / max(after.get("batches", 0) - before.get("batches", 0), 1)),
         "server_cpu_share": (after["cpu"] - before["cpu"]) / elapsed,
         "generator_cpu_share": (cpu1 - cpu0) / elapsed,
         # Everything else this machine ran meanwhile (other people's jobs), and the
@@ -441,13 +456,6 @@ async def run_fastagi(concurrency: int, *, seconds: float, warmup: float, workdi
     }
 
 
-def _machine() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -457,14 +465,6 @@ def _pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p / 100))]
 
 
-def filesystem(path: Path) -> str:
-    best = ("?", "?", "")
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            dev, target, kind = line.split()[:3]
-            if str(path).startswith(target.rstrip("/") + "/") and len(target) >= len(best[2]):
-                best = (dev, kind, target)
-    return f"{best[1]} on {best[0]}"
 
 
 if __name__ == "__main__":
@@ -473,9 +473,6 @@ if __name__ == "__main__":
     from agi.server import new_event_loop
 
     if len(sys.argv) == 3 and sys.argv[1] == "serve":
-        import logging
-
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(serve(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == "floor":

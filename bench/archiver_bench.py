@@ -6,8 +6,10 @@
 1. pipeline: one recording (256 MiB, then 1 GiB) archived (encrypted straight into a
    multipart upload with retention, then verified) vs boto3 ``upload_file`` (default
    TransferConfig: 8 MiB parts, like the pipeline) of the same file to the same RGW; each
-   in a fresh process, two rounds in swapped order, best of each. The source is fsynced
-   first so its write-back is billed to neither side.
+   in a fresh process, two rounds in reversed order, best of each. The source is fsynced
+   first so its write-back is billed to neither side. ``--parts N,N`` and ``--blocks N,N``
+   run the pipeline once per setting (part buffers in flight, encryption buffer pairs)
+   in the same rounds, to compare them against the one baseline.
 2. peak RSS of those processes (``ru_maxrss``), for 256 MiB and 1 GiB recordings, and
    the CPU seconds of each side: the client process, and RGW's daemons (from /proc,
    only when the bench runs its own RGW), which share the two cores.
@@ -24,8 +26,9 @@ Results are printed as a table and written to bench/results/archiver-<time>.json
 The drain reports, per archived recording: S3 requests by operation
 (``storage.s3client.REQUESTS``), the CPU time of the archiving process, the CPU time of
 the store's daemons (RGW, OSD, monitor: /proc, when the bench started them), and the
-peak RSS; next to it, bare PutObject requests of the same size from as many threads as
-the archiver has workers: the floor one request per recording would give.
+peak RSS; next to it the design floor (bench/archiver_floor.py): the same three PUTs per
+recording (sizes, checksums, Object Lock and tags of one the drain archived) from bare
+boto3 on as many threads as the archiver has workers, with its client and store CPU.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import time
 import wave
 from pathlib import Path
 
+from . import archiver_floor
 from .rgw import run_with_rgw, s3_config, server_cpu_seconds
 
 MiB = 1 << 20
@@ -110,9 +114,11 @@ def child_upload_file(args: dict) -> dict:
     client.head_bucket(Bucket=args["bucket"])  # connected and warm, like the pipeline's stores
     before = reset_peak_rss()
     t0, c0 = time.perf_counter(), cpu_seconds()
-    client.upload_file(args["file"], args["bucket"], f"baseline/{secrets.token_hex(6)}")
+    key = f"baseline/{secrets.token_hex(6)}"
+    client.upload_file(args["file"], args["bucket"], key)
     elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     peak = peak_rss_mb()
+    client.delete_object(Bucket=args["bucket"], Key=key)  # room in the memstore for the next
     client.close()
     return {"seconds": elapsed, "cpu_s": cpu, "rss_before_mb": before, "peak_rss_mb": peak}
 
@@ -120,6 +126,7 @@ def child_upload_file(args: dict) -> dict:
 def child_pipeline(args: dict) -> dict:
     from appliance import compose
     from appliance import config as cfg
+    from archiver import upload
     from storage.catalog import Catalog, Recording
     from storage.dburl import open_database
     from storage.ledger import Ledger
@@ -127,6 +134,8 @@ def child_pipeline(args: dict) -> dict:
     config = cfg.load(args["config"], env={}, check_paths=False)
     db = open_database(config.database.url)
     catalog, ledger = Catalog(db), Ledger(db)
+    # The setting under test: part buffers in flight, encryption buffer pairs.
+    compose.PAYLOAD_CONCURRENCY, upload.STREAM_BLOCKS = args["parts"], args["blocks"]
     archiver = compose.build_archiver(config, catalog, ledger, compose.build_archive(config))
     pipeline = archiver.pipeline
     pipeline.check_setup()
@@ -286,46 +295,27 @@ async def bench_latency_and_drain(config_path: Path, spool: Path, latency_n: int
             "drain_cpu_ms_per_rec": cpu_s * 1000 / drain_n,
             "drain_store_cpu_ms_per_rec": None if store0 is None else
             {k: (store1[k] - store0[k]) * 1000 / drain_n for k in store0},
-            "drain_peak_rss_mb": peak_rss_mb(),
+            "drain_peak_rss_mb": peak_rss_mb(), "drain_sample_id": rids[0],
             "drain_step_ms_per_rec": {k: round(v * 1000 / drain_n, 2) for k, v in steps.items()}}
 
 
 # -- the run -------------------------------------------------------------------------------
 
-def bench_bare_puts(e: dict, bucket: str, n: int, threads: int) -> float:
-    """The floor under the drain: ``n`` bare PutObject requests of a 1-minute recording's
-    size (with their SHA-256, as the archiver sends) from ``threads`` threads, no
-    encryption, no catalog. Objects per second."""
-    import base64
-    import hashlib
-    from concurrent.futures import ThreadPoolExecutor
-
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=e["endpoint_url"], aws_access_key_id=e["access_key_id"],
-                          aws_secret_access_key=e["secret_access_key"], region_name=e["region"])
-    bodies = [os.urandom(60 * RATE + 44) for _ in range(8)]
-    sums = [base64.b64encode(hashlib.sha256(b).digest()).decode() for b in bodies]
-    client.head_bucket(Bucket=bucket)
-
-    def put(i: int) -> None:
-        client.put_object(Bucket=bucket, Key=f"bare/{i}", Body=bodies[i % 8], ChecksumAlgorithm="SHA256",
-                          ChecksumSHA256=sums[i % 8])
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(put, range(n)))
-    rate = n / (time.perf_counter() - t0)
-    client.close()
-    return rate
+def _setting(kind: tuple[int, int]) -> str:
+    return f"pipeline, {kind[0]} parts in flight, {kind[1]} buffer pairs"
 
 
 def measure(endpoint, work: Path, pipeline_only: bool = False, drain_only: bool = False,
-            drain_n: int = 1000, workers: int | None = None) -> dict:
+            drain_n: int = 1000, workers: int | None = None,
+            setups: list[tuple[int, int]] | None = None) -> dict:
     import boto3
 
+    from appliance.compose import PAYLOAD_CONCURRENCY
+    from archiver.upload import STREAM_BLOCKS
     from storage.age import Identity
     from storage.s3store import S3Settings, S3Store
+
+    setups = setups or [(PAYLOAD_CONCURRENCY, STREAM_BLOCKS)]
 
     results: dict = {}
     settings = S3Settings(endpoint_url=endpoint.endpoint_url, region=endpoint.region,
@@ -344,40 +334,36 @@ def measure(endpoint, work: Path, pipeline_only: bool = False, drain_only: bool 
     for size, label in () if drain_only else ((256 * MiB, "256m"), (GiB, "1g")):
         wav = work / f"source-{label}.wav"
         write_wav(wav, size, sync=True)
-        runs = []
-        # Two rounds, the order swapped in the second, so neither side always runs
-        # first (RGW's memstore fills as the bench goes); the best of each counts.
-        for order in (("upload", "pipeline"), ("pipeline", "upload")):
-            got = {}
+        kinds = ["upload", *setups]
+        runs: dict = {k: [] for k in kinds}
+        # Two rounds, the order reversed in the second, so no side always runs first
+        # (RGW's memstore fills as the bench goes); the best of each counts.
+        for order in (kinds, kinds[::-1]):
             for kind in order:
-                print(f"{label}: {'boto3 upload_file' if kind == 'upload' else 'pipeline'} ...", flush=True)
+                print(f"{label}: {'boto3 upload_file' if kind == 'upload' else _setting(kind)} ...", flush=True)
                 args = ({"endpoint": e, "bucket": name + "-plain", "file": str(wav)} if kind == "upload"
-                        else {"config": str(config), "file": str(wav)})
-                got[kind] = run_child(kind, args)
-            runs.append((got["upload"], got["pipeline"]))
-        base = min((b for b, _ in runs), key=lambda r: r["seconds"])
-        ours = min((o for _, o in runs), key=lambda r: r["seconds"])
-        results[f"upload_{label}_mb_s"] = size / base["seconds"] / 1e6
-        results[f"pipeline_{label}_mb_s"] = size / ours["seconds"] / 1e6
-        results[f"upload_{label}_rss_mb"] = base["peak_rss_mb"]
-        results[f"pipeline_{label}_rss_mb"] = ours["peak_rss_mb"]
-        results[f"upload_{label}_rss_before_mb"] = base["rss_before_mb"]
-        results[f"pipeline_{label}_rss_before_mb"] = ours["rss_before_mb"]
-        results[f"pipeline_{label}_steps"] = ours["steps"]
-        results[f"pipeline_{label}_runs_mb_s"] = [size / o["seconds"] / 1e6 for _, o in runs]
-        results[f"upload_{label}_runs_mb_s"] = [size / b["seconds"] / 1e6 for b, _ in runs]
-        for side, r in (("pipeline", ours), ("upload", base)):
-            results[f"{side}_{label}_cpu_s"] = r["cpu_s"]
-            results[f"{side}_{label}_server_cpu_s"] = r["server_cpu_s"]
+                        else {"config": str(config), "file": str(wav), "parts": kind[0], "blocks": kind[1]})
+                runs[kind].append(run_child("upload" if kind == "upload" else "pipeline", args))
+        sides = []
+        for kind in kinds:
+            best = min(runs[kind], key=lambda r: r["seconds"])
+            sides.append({"side": "upload" if kind == "upload" else _setting(kind), **best,
+                          "mb_s": size / best["seconds"] / 1e6,
+                          "runs_mb_s": [size / r["seconds"] / 1e6 for r in runs[kind]],
+                          "peak_rss_runs_mb": [r["peak_rss_mb"] for r in runs[kind]]})
+        results[f"pipeline_{label}"] = sides
         wav.unlink()
 
     if not pipeline_only:
         print("latency and drain ...", flush=True)
         results.update(asyncio.run(bench_latency_and_drain(config, work / "spool", latency_n=20, drain_n=drain_n,
                                                            endpoint=endpoint, workers=workers)))
-        print("bare PutObject ...", flush=True)
-        results["bare_n"] = min(drain_n, 300)
-        results["bare_put_per_s"] = bench_bare_puts(e, name + "-plain", results["bare_n"], results["workers"])
+        print("design floor: the same three PUTs from bare boto3 ...", flush=True)
+        objects = archiver_floor.sample(e, name, name + "-keys", results["drain_sample_id"])
+        results.update(archiver_floor.design_floor(e, objects, min(drain_n, 500), results["workers"], endpoint))
+        # The floor with as many threads as it can use: the most bare boto3 gets from this host.
+        wide = archiver_floor.design_floor(e, objects, min(drain_n, 500), 8, endpoint)
+        results.update({f"floor8_{k[len('floor_'):]}": v for k, v in wide.items()})
     del boto3  # imported for the children's sake: fail early if missing
     return results
 
@@ -385,42 +371,41 @@ def measure(endpoint, work: Path, pipeline_only: bool = False, drain_only: bool 
 def table(r: dict) -> str:
     rows = [("metric", "callvault", "baseline (same run)", "ratio", "target")]
     for label, name in (("256m", "256 MiB"), ("1g", "1 GiB")):
-        if f"pipeline_{label}_mb_s" not in r:
-            continue
-        rows.append((f"pipeline {name} (encrypt+upload+verify)", f"{r[f'pipeline_{label}_mb_s']:.0f} MB/s",
-                     f"boto3 upload_file {r[f'upload_{label}_mb_s']:.0f} MB/s",
-                     f"{r[f'pipeline_{label}_mb_s'] / r[f'upload_{label}_mb_s']:.2f}", ">= 0.95"))
-    for label, name in (("256m", "256 MiB"), ("1g", "1 GiB")):
-        if f"pipeline_{label}_cpu_s" not in r:
-            continue
-        ours_cpu = f"{r[f'pipeline_{label}_cpu_s']:.1f} / {r[f'pipeline_{label}_server_cpu_s']:.1f}"
-        rows.append((f"CPU s archiving {name}: client / RGW", ours_cpu,
-                     f"boto3 upload_file {r[f'upload_{label}_cpu_s']:.1f} / {r[f'upload_{label}_server_cpu_s']:.1f}",
-                     f"{r[f'pipeline_{label}_cpu_s'] / r[f'upload_{label}_cpu_s']:.2f}", ""))
-    for label, name in (("256m", "256 MiB"), ("1g", "1 GiB")):
-        if f"pipeline_{label}_rss_mb" not in r:
-            continue
-        ours, base = r[f"pipeline_{label}_rss_mb"], r[f"upload_{label}_rss_mb"]
-        ours0, base0 = r[f"pipeline_{label}_rss_before_mb"], r[f"upload_{label}_rss_before_mb"]
-        rows.append((f"peak RSS archiving {name} (+ over idle)", f"{ours:.0f} MB (+{ours - ours0:.0f})",
-                     f"boto3 upload_file {base:.0f} MB (+{base - base0:.0f})", f"{ours / base:.2f}",
-                     "< 100 MB, flat"))
+        base, *ours = r.get(f"pipeline_{label}", [None])
+        for o in ours:
+            rows.append((f"{name}: {o['side']}", f"{o['mb_s']:.0f} MB/s",
+                         f"boto3 upload_file {base['mb_s']:.0f} MB/s", f"{o['mb_s'] / base['mb_s']:.2f}", ">= 0.95"))
+            rows.append((f"{name}: peak RSS (+ over idle)", (f"{o['peak_rss_mb']:.0f} MB "
+                                                                  f"(+{o['peak_rss_mb'] - o['rss_before_mb']:.0f})"),
+                         f"upload_file {base['peak_rss_mb']:.0f} MB (+{base['peak_rss_mb'] - base['rss_before_mb']:.0f})",
+                         f"{o['peak_rss_mb'] / base['peak_rss_mb']:.2f}", "<= upload_file"))
+            rows.append((f"{name}: CPU s, client / RGW", f"{o['cpu_s']:.1f} / {o['server_cpu_s']:.1f}",
+                         f"upload_file {base['cpu_s']:.1f} / {base['server_cpu_s']:.1f}",
+                         f"{o['cpu_s'] / base['cpu_s']:.2f}", ""))
     if "latency_n" not in r:
         return _render(rows)
     rows.append((f"hang-up -> verified, 5-min rec (n={r['latency_n']})",
                  f"p50 {r['latency_p50_s'] * 1000:.0f} ms, p95 {r['latency_p95_s'] * 1000:.0f} ms",
                  f"max {r['latency_max_s'] * 1000:.0f} ms", "", "p95 < 2 s"))
+    fl = r["floor_n"]
     rows.append((f"drain {r['drain_n']} x 1-min recordings ({r['workers']} workers)",
                  f"{r['drain_rec_per_s']:.1f} rec/s ({r['drain_mb_per_s']:.0f} MB/s)",
-                 f"bare PutObject x {r['bare_n']}: {r['bare_put_per_s']:.1f}/s",
-                 f"{r['drain_rec_per_s'] / r['bare_put_per_s']:.2f}", ">= 100 rec/s"))
+                 f"design floor x {fl}: {r['floor_rec_per_s']:.1f} rec/s",
+                 f"{r['drain_rec_per_s'] / r['floor_rec_per_s']:.2f}", ">= 100 rec/s"))
     reqs = r["drain_requests_per_rec"]
-    rows.append(("drain: S3 requests per recording", f"{sum(reqs.values()):.2f}", "bare PutObject 1", "",
+    rows.append(("drain: S3 requests per recording", f"{sum(reqs.values()):.2f}", "design floor 3 PutObject", "",
                  ", ".join(f"{op} {n:.2f}" for op, n in reqs.items())))
-    store = r.get("drain_store_cpu_ms_per_rec")
-    rows.append(("drain: CPU ms per recording", f"callvault {r['drain_cpu_ms_per_rec']:.1f}",
-                 "store " + (", ".join(f"{k} {v:.1f}" for k, v in store.items()) if store else "n/a"),
-                 f"{r['drain_cpu_ms_per_rec'] / sum(store.values()):.2f}" if store else "", ""))
+    rows.append(("drain: client CPU ms per recording", f"callvault {r['drain_cpu_ms_per_rec']:.1f}",
+                 f"design floor {r['floor_cpu_ms_per_rec']:.1f}",
+                 f"{r['drain_cpu_ms_per_rec'] / r['floor_cpu_ms_per_rec']:.2f}", ""))
+    rows.append(("design floor, 8 threads", f"{r['floor8_rec_per_s']:.1f} rec/s",
+                 f"client CPU {r['floor8_cpu_ms_per_rec']:.1f} ms per recording", "", ">= 100 rec/s"))
+    for label, store in (("drain", r.get("drain_store_cpu_ms_per_rec")),
+                         ("design floor", r.get("floor_store_cpu_ms_per_rec"))):
+        if store:
+            rows.append((f"{label}: store CPU ms per recording", f"{sum(store.values()):.1f}",
+                         ", ".join(f"{k} {v:.1f}" for k, v in store.items()), "",
+                         f"2 cores: <= {2000 / sum(store.values()):.0f} rec/s"))
     rows.append(("drain: peak RSS of the archiving process", f"{r['drain_peak_rss_mb']:.0f} MB", "", "", ""))
     rows.append(("drain: wall ms per recording in each step", "", "", "",
                  ", ".join(f"{k} {v:.1f}" for k, v in r["drain_step_ms_per_rec"].items())))
@@ -437,23 +422,33 @@ def _render(rows: list[tuple[str, ...]]) -> str:
 def main(argv: list[str]) -> int:
     pipeline_only = "--pipeline-only" in argv
     drain_only = "--drain-only" in argv
-    sizes = {"--drain": 1000, "--workers": None}
+    sizes: dict = {"--drain": None, "--workers": None, "--parts": None, "--blocks": None}
     args = [a for a in argv if a not in ("--pipeline-only", "--drain-only")]
-    while len(args) >= 2 and args[0] in sizes and args[1].isdigit() and int(args[1]) > 0:
-        sizes[args[0]], args = int(args[1]), args[2:]
+    while len(args) >= 2 and args[0] in sizes and all(x.isdigit() and int(x) > 0 for x in args[1].split(",")):
+        sizes[args[0]], args = [int(x) for x in args[1].split(",")], args[2:]
+    settings = None
+    if sizes["--parts"] or sizes["--blocks"]:
+        from appliance.compose import PAYLOAD_CONCURRENCY
+        from archiver.upload import STREAM_BLOCKS
+
+        settings = [(p, b) for p in sizes["--parts"] or [PAYLOAD_CONCURRENCY]
+                    for b in sizes["--blocks"] or [STREAM_BLOCKS]]
+    drain_n, workers = (sizes["--drain"] or [1000])[0], (sizes["--workers"] or [None])[0]
     if args or (pipeline_only and drain_only):
         raise SystemExit(f"bad arguments {argv}; options: --pipeline-only | --drain-only, --drain N "
                          "(recordings in the drain, default 1000), --workers N (default: the configured "
-                         "[archive] workers)")
+                         "[archive] workers), --parts N[,N...] and --blocks N[,N...] (pipeline settings to "
+                         "compare: part buffers in flight, encryption buffer pairs; default the product's)")
     results = run_with_rgw(lambda endpoint, work: measure(endpoint, work, pipeline_only, drain_only,
-                                                          sizes["--drain"], sizes["--workers"]),
-                           "bench", 9 * GiB)
+                                                          drain_n, workers, settings),
+                           "bench", 4 * GiB + 3 * GiB * len(settings or [None]))
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"archiver-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=2))
     print()
     print(table(results))
-    steps = f"pipeline 1 GiB step seconds: {results['pipeline_1g_steps']}; " if "pipeline_1g_steps" in results else ""
+    steps = (f"pipeline 1 GiB step seconds: {results['pipeline_1g'][1]['steps']}; "
+             if "pipeline_1g" in results else "")
     print(f"\n({steps}total bench time {results['total_seconds']:.0f} s; {os.cpu_count()} CPUs, "
           "RGW on the same host)")
     return 0

@@ -22,7 +22,6 @@ Target: first byte after a seek < 150 ms. Results go to bench/results/web-<time>
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import random
@@ -56,15 +55,8 @@ def write_wav(path: Path, seconds: int) -> None:
 
 
 def with_identity(config, path: Path):
-    """``[web] identity_file`` set, whether or not the config module has that key yet."""
-    if "identity_file" in {f.name for f in dataclasses.fields(config.web)}:
-        return dataclasses.replace(config, web=dataclasses.replace(config.web, identity_file=path))
-
-    @dataclasses.dataclass(frozen=True)
-    class RetrievalWeb(type(config.web)):
-        identity_file: Path | None = None
-
-    return dataclasses.replace(config, web=RetrievalWeb(listen=config.web.listen, identity_file=path))
+    """``[web] identity_file`` set."""
+    return config.replace(web=config.web.replace(identity_file=path))
 
 
 def store_recording(config, identity, work: Path) -> tuple[str, int, int]:
@@ -211,7 +203,7 @@ def measure(endpoint, work: Path) -> dict:
 
 
 def table(r: dict) -> str:
-    frac = lambda n: f"{n:,} B ({100 * n / r['payload_bytes']:.2f} % of the object)"  # noqa: E731
+    frac = lambda n: f"{n:,} B ({100 * n / r['payload_bytes']:.2f} % of the object)"
     rows = [
         ("first audio byte, cold seek to 45:00 (header, unwrap, nonce, chunks)", f"{r['cold_first_byte_ms']:.1f} ms",
          frac(r["cold_fetched_bytes"])),

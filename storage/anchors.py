@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .blobstore import BlobStore, Retention
 from .chain import format_ts
+from .durations import NODE_RE, SECONDS, duration_seconds, parse_duration
 from .errors import IntegrityError, NotFound
 
 __all__ = ["FORMAT", "PREFIX", "Anchor", "anchor_until", "anchors_in", "duration_seconds", "load_dir",
@@ -37,30 +38,14 @@ __all__ = ["FORMAT", "PREFIX", "Anchor", "anchor_until", "anchors_in", "duration
 
 FORMAT = "callvault-ledger-anchor-v1"
 PREFIX = "anchors/"
-NODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}\Z")
 _NAME_RE = re.compile(r"(\d{12})-([0-9a-f]{64})\.json\Z")
-_DURATION_RE = re.compile(r"([1-9][0-9]*)([smhdy])\Z")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> tuple[int, str]:
-    """``"15m"`` -> ``(15, "m")``; units s, m, h, d, y. ``ValueError`` otherwise."""
-    m = _DURATION_RE.match(text.strip()) if isinstance(text, str) else None
-    if not m:
-        raise ValueError("expected a whole number and a unit (s, m, h, d, y), e.g. \"15m\" or \"7y\"")
-    return int(m.group(1)), m.group(2)
-
-
-def duration_seconds(text: str) -> float:
-    n, unit = parse_duration(text)
-    return float(n * (365 * 86400 if unit == "y" else _SECONDS[unit]))
 
 
 def anchor_until(now: datetime.datetime, text: str) -> datetime.datetime:
     """``now`` plus the duration ``text``; years are calendar years."""
     n, unit = parse_duration(text)
     if unit != "y":
-        return now + datetime.timedelta(seconds=n * _SECONDS[unit])
+        return now + datetime.timedelta(seconds=n * SECONDS[unit])
     try:
         return now.replace(year=now.year + n)
     except ValueError:  # 29 February into a common year

@@ -124,3 +124,16 @@ PG_V6 = """
     CREATE INDEX recordings_leftover ON recordings(retain_until) WHERE state = 'erased' AND object_key != '';
 """
 SQLITE_V6 = ""
+
+# Version 7, both dialects: the two indexes whose key is still empty when the consent
+# handler inserts a row (``agent`` is set when an agent answers, ``archived_at`` when the
+# archive job ends) hold only the rows that have one. A live row costs two B-tree
+# inserts fewer at consent time (its agent and archive time come later, one insert each
+# as before); the searches add the index's condition (``agent <> ''``, ``archived_at IS
+# NOT NULL``) so that both planners still use them.
+V7 = """
+    DROP INDEX recordings_agent;
+    CREATE INDEX recordings_agent ON recordings(agent, started_at) WHERE agent <> '';
+    DROP INDEX recordings_archived_at;
+    CREATE INDEX recordings_archived_at ON recordings(archived_at) WHERE archived_at IS NOT NULL;
+"""

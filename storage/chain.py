@@ -152,6 +152,8 @@ def format_ts(moment: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """One ledger entry as stored: its place in the chain, its body and its hashes."""
+
     seq: int
     ts: str
     kind: str
@@ -173,6 +175,8 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
+    """What a chain check found: how far it verified and the first bad entry."""
+
     ok: bool
     checked: int  # entries that verified before the first bad one (all of them if ok)
     head: tuple[int, str]  # last good (seq, hash); (0, GENESIS_HASH) if none

@@ -133,8 +133,9 @@ class Database(abc.ABC):
         """Queue ``op(conn)`` for the group-commit writer; the future resolves once committed.
 
         ``op`` runs in the writer thread inside a write transaction shared with other
-        operations (its own ``SAVEPOINT``); it must not call :meth:`write` and must not
-        keep ``conn``. The future holds its return value after the COMMIT (fsync), or
+        operations; it must not call :meth:`write` and must not keep ``conn``. It may run
+        twice (again, in a new transaction, when another operation of its batch raised),
+        so it must do nothing but SQL on ``conn``. The future holds its return value after the COMMIT (fsync), or
         its exception (driver errors translated as in :meth:`write`), or the COMMIT's
         error. Raises :class:`PermanentError` once the database is closing.
         """

@@ -32,6 +32,8 @@ _EXAMPLES = ("expected sqlite:////absolute/path.db or "
 
 @dataclass(frozen=True)
 class DbUrl:
+    """A database URL taken apart: dialect, and the file or the server to use."""
+
     dialect: str  # "sqlite" or "postgresql"
     url: str  # as configured (SQLite: normalised to sqlite:///...)
     path: Path | None = None  # SQLite only

@@ -4,8 +4,10 @@
 One thread takes queued write operations from many concurrent callers and runs them
 back to back inside ONE ``BEGIN IMMEDIATE ... COMMIT`` (through
 :meth:`Database.write`, so under the same lock), i.e. one fsync for the whole batch.
-Each operation runs in its own ``SAVEPOINT``: one that raises is rolled back alone
-and its caller gets the exception, the others still commit. Every caller is told its
+The batch runs without ``SAVEPOINT`` s (each would cost SQLite a statement journal).
+If an operation raises, its caller gets the exception, the transaction is rolled
+back, and the others run again in a new one, each in its own ``SAVEPOINT``: they
+still commit. So an operation may run twice and must do nothing but SQL on ``conn``. Every caller is told its
 result only after the COMMIT has returned, so "returned" still means "on disk".
 Operations run in submission order, so a ledger append submitted before another gets
 the lower ``seq``.
@@ -35,7 +37,7 @@ MAX_BATCH = 512
 
 
 class _Pending:
-    __slots__ = ("op", "loop", "future", "result", "error")
+    __slots__ = ("error", "future", "loop", "op", "result")
 
     def __init__(self, op: WriteOp, loop: asyncio.AbstractEventLoop | None, future: Any) -> None:
         self.op = op
@@ -46,6 +48,10 @@ class _Pending:
 
 
 _STOP = object()
+
+
+class _Undo(Exception):
+    """Raised inside a batch's transaction to roll it back (an operation failed)."""
 
 
 def _settle_async(batch: list[_Pending]) -> None:
@@ -150,35 +156,64 @@ class GroupCommitWriter:
         self.batches += 1
         self.ops += len(batch)
         try:
-            with db.write() as conn:
-                if len(batch) == 1:
-                    p = batch[0]
-                    p.result = p.op(conn)  # an error rolls back the transaction: same effect
-                    return
-                for i, p in enumerate(batch):
-                    conn.execute("SAVEPOINT callvault_op")
-                    try:
-                        p.result = p.op(conn)
-                    except Exception as exc:
-                        p.error = db.translate(exc)
-                        p.result = None
-                        if not conn.in_transaction:
-                            # The database gave up the whole transaction (disk full, I/O error,
-                            # connection lost):
-                            # the earlier operations of the batch are undone as well.
-                            lost = PermanentError(
-                                f"database {db.name}: write transaction aborted by a failed "
-                                f"write in the same batch: {p.error}")
-                            for other in batch[:i] + batch[i + 1:]:
-                                other.error, other.result = lost, None
-                            return
-                        conn.execute("ROLLBACK TO callvault_op")
-                    conn.execute("RELEASE callvault_op")
-        except BaseException as exc:  # BEGIN or COMMIT failed, or a lone op raised
+            failed = self._run_all(batch)
+            if failed is not None:  # rolled back; that one keeps its error, the others again
+                with db.write() as conn:
+                    self._one_by_one(conn, batch, skip=failed)
+        except BaseException as exc:  # noqa: BLE001 - BEGIN or COMMIT failed, or a lone op raised
             error = db.translate(exc)
             for p in batch:
                 if p.error is None:
                     p.error, p.result = error, None
+
+    def _run_all(self, batch: list[_Pending]) -> int | None:
+        """The common case: every operation of the batch in one transaction with no
+        SAVEPOINT (each costs SQLite a statement journal). None once committed; if one
+        raises, it gets its error, the transaction is rolled back and its index returned."""
+        db = self._db
+        failed: int | None = None
+        try:
+            with db.write() as conn:
+                for i, p in enumerate(batch):
+                    try:
+                        p.result = p.op(conn)
+                    except Exception as exc:
+                        p.error, p.result = db.translate(exc), None
+                        if len(batch) > 1 and not conn.in_transaction:
+                            self._lost(batch, i)
+                        failed = i
+                        raise _Undo from exc
+        except _Undo:
+            pass
+        return failed if len(batch) > 1 else None
+
+    def _one_by_one(self, conn: Any, batch: list[_Pending], *, skip: int) -> None:
+        """Every operation but ``batch[skip]`` (which failed), each in its own SAVEPOINT:
+        one that raises is rolled back alone."""
+        db = self._db
+        for i, p in enumerate(batch):
+            if i == skip:
+                continue
+            p.result = None
+            conn.execute("SAVEPOINT callvault_op")
+            try:
+                p.result = p.op(conn)
+            except Exception as exc:  # noqa: BLE001 - goes to that operation's caller
+                p.error = db.translate(exc)
+                if not conn.in_transaction:
+                    self._lost(batch, i)
+                conn.execute("ROLLBACK TO callvault_op")
+            conn.execute("RELEASE callvault_op")
+
+    def _lost(self, batch: list[_Pending], i: int) -> None:
+        """The database gave up the whole transaction (disk full, I/O error, connection
+        lost) when operation ``i`` failed: the others of the batch are undone as well."""
+        lost = PermanentError(f"database {self._db.name}: write transaction aborted by a failed "
+                              f"write in the same batch: {batch[i].error}")
+        for other in batch:
+            if other.error is None:  # those that failed alone keep their own error
+                other.error, other.result = lost, None
+        raise lost
 
     def _notify(self, batch: list[_Pending]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}

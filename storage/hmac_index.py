@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 from pathlib import Path
 
 from . import private
@@ -62,6 +61,8 @@ def load_hmac_key(path: Path) -> bytes:
     try:
         key = path.read_bytes()
     except FileNotFoundError:
+        import secrets  # once per installation: not in every classic AGI process
+
         private.make_dirs(path.parent)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
         fd = private.create_file(tmp, exclusive=True)

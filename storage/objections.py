@@ -10,7 +10,6 @@ at, by whom, why): the ledger and this table both show the objection's history.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ _COLS = "objection_id, caller_hmacs, reason, actor, created_at, lifted_at, lifte
 
 @dataclass(frozen=True)
 class Objection:
+    """A standing objection to recording: the numbers it covers, who made and lifted it."""
+
     objection_id: str
     caller_hmacs: tuple[str, ...]
     reason: str
@@ -76,6 +77,8 @@ class Objections:
         """(new objection id, an operation for ``Ledger.append_async(also=...)``)."""
         if not hmacs:
             raise ValueError("an objection needs a number with digits")
+        import secrets  # not on the consent path, which only reads objections
+
         oid = "o" + secrets.token_hex(8)
         now = time.time()
 

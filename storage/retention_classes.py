@@ -13,9 +13,12 @@ import datetime
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .blobstore import Retention
 from .errors import PermanentError
+
+if TYPE_CHECKING:  # the config check parses classes in every classic AGI process
+    from .blobstore import Retention
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RULE_RE = re.compile(r"(?P<name>[A-Za-z0-9_.\-]+)=(?P<mode>COMPLIANCE|GOVERNANCE):(?P<n>[1-9][0-9]*)(?P<unit>[smhdy])")
@@ -23,6 +26,8 @@ _RULE_RE = re.compile(r"(?P<name>[A-Za-z0-9_.\-]+)=(?P<mode>COMPLIANCE|GOVERNANC
 
 @dataclass(frozen=True)
 class RetentionRule:
+    """One retention class: its Object Lock mode and how long from the end of the call."""
+
     mode: str
     amount: int
     unit: str  # s m h d y
@@ -73,5 +78,7 @@ class RetentionPolicy:
                                  f"{', '.join(sorted(self.rules))}); add it to [archive] retention") from None
 
     def retention(self, name: str, anchor: float) -> Retention:
+        from .blobstore import Retention
+
         rule = self.rule(name)
         return Retention(rule.mode, rule.until(anchor))  # type: ignore[arg-type]

@@ -85,7 +85,6 @@ def appliance(lab_state: LabState, tmp_path):
     application with its state under ``appliance.keys.AppKeys``.
     """
     import contextlib
-    import dataclasses
 
     from aiohttp.test_utils import TestServer
 
@@ -119,7 +118,7 @@ def appliance(lab_state: LabState, tmp_path):
         if rules is not None:
             policy, problems = parse_policy({"rules": rules}, "test")
             assert not problems, problems
-            config = dataclasses.replace(config, consent=policy)
+            config = config.replace(consent=policy)
         server = TestServer(build_app(config), host="127.0.0.1")
         await server.start_server()
         try:

@@ -26,7 +26,6 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 from storage import logcontext
@@ -69,12 +68,19 @@ class AppendEvent(Protocol):
                        recording_id: str | None = None) -> object: ...
 
 
-@dataclass(frozen=True)
+# The per-call holders below are plain classes with __slots__, not dataclasses: the
+# classic AGI entry point imports this module in every call, and a dataclass costs
+# some 0.5 ms of CPU to create.
+
+
 class RecordingStart:
-    consent: ConsentBody  # the entry that allows it: ``record`` and ``recording_id`` set
-    path: str  # as Asterisk names it
-    rule: Rule
-    started_at: float
+    __slots__ = ("consent", "path", "rule", "started_at")
+
+    def __init__(self, consent: ConsentBody, path: str, rule: Rule, started_at: float):
+        self.consent = consent  # the entry that allows it: ``record`` and ``recording_id`` set
+        self.path = path  # as Asterisk names it
+        self.rule = rule
+        self.started_at = started_at
 
 
 class AppendConsent(Protocol):
@@ -83,33 +89,39 @@ class AppendConsent(Protocol):
     async def __call__(self, start: RecordingStart) -> object: ...
 
 
-@dataclass(frozen=True)
 class ConsentDeps:
-    policy: Policy
-    append: AppendEvent
-    caller_hmac: Callable[[str], str]
-    prompt: PromptResolver
-    spool_dir: str  # as Asterisk names it
-    on_recording: Callable[[RecordingStart], Awaitable[None]]
-    # When set, a consent that allows recording is appended together with its
-    # recording's registration (one transaction, one fsync) instead of ``append``
-    # then ``on_recording``. Either way both are durable before MixMonitor starts.
-    append_recording: AppendConsent | None = None
-    # "stereo": the caller (audio read from the channel) and the other side (audio
-    # written to it) on separate channels, MixMonitor's ``D`` option into a ``.raw``
-    # file; "mono": both mixed into one WAV.
-    channels: str = "mono"
-    # A standing objection in force for the caller (by caller HMAC): its id, or None.
-    # Asked before the notice; an objected call is never recorded and hears no notice.
-    objected: Callable[[str], Awaitable[str | None]] | None = None
+    def __init__(self, *, policy: Policy, append: AppendEvent, caller_hmac: Callable[[str], str],
+                 prompt: PromptResolver, spool_dir: str,
+                 on_recording: Callable[[RecordingStart], Awaitable[None]],
+                 append_recording: AppendConsent | None = None, channels: str = "mono",
+                 objected: Callable[[str], Awaitable[str | None]] | None = None):
+        self.policy = policy
+        self.append = append
+        self.caller_hmac = caller_hmac
+        self.prompt = prompt
+        self.spool_dir = spool_dir  # as Asterisk names it
+        self.on_recording = on_recording
+        # When set, a consent that allows recording is appended together with its
+        # recording's registration (one transaction, one fsync) instead of ``append``
+        # then ``on_recording``. Either way both are durable before MixMonitor starts.
+        self.append_recording = append_recording
+        # "stereo": the caller (audio read from the channel) and the other side (audio
+        # written to it) on separate channels, MixMonitor's ``D`` option into a ``.raw``
+        # file; "mono": both mixed into one WAV.
+        self.channels = channels
+        # A standing objection in force for the caller (by caller HMAC): its id, or None.
+        # Asked before the notice; an objected call is never recorded and hears no notice.
+        self.objected = objected
 
 
-@dataclass
 class Outcome:
-    consent: str  # granted | declined | implied | abandoned
-    reason: str
-    digits: str = ""
-    attempts: int = 0
+    __slots__ = ("attempts", "consent", "digits", "reason")
+
+    def __init__(self, consent: str, reason: str, digits: str = "", attempts: int = 0):
+        self.consent = consent  # granted | declined | implied | abandoned
+        self.reason = reason
+        self.digits = digits
+        self.attempts = attempts
 
     @property
     def record(self) -> bool:
@@ -181,17 +193,20 @@ async def _ask(session: AgiSession, rule: Rule, notice: str, invalid: Callable[[
     return Outcome("declined", "no-answer" if not pressed else "invalid-key", pressed, rule.repeats + 1)
 
 
-@dataclass(frozen=True)
 class Asked:
     """Who is asked, under which rule, on which call."""
 
-    party: str  # ConsentBody.CALLER | ConsentBody.CALLEE
-    rule: Rule
-    linkedid: str
-    did: str
-    dialled: str
-    caller_hmac: str
-    starts_recording: bool  # False: a caller under an all-party rule (the callee decides last)
+    __slots__ = ("caller_hmac", "dialled", "did", "linkedid", "party", "rule", "starts_recording")
+
+    def __init__(self, party: str, rule: Rule, linkedid: str, did: str, dialled: str, caller_hmac: str,
+                 starts_recording: bool):
+        self.party = party  # ConsentBody.CALLER | ConsentBody.CALLEE
+        self.rule = rule
+        self.linkedid = linkedid
+        self.did = did
+        self.dialled = dialled
+        self.caller_hmac = caller_hmac
+        self.starts_recording = starts_recording  # False: a caller under an all-party rule (the callee decides last)
 
 
 async def linkedid_of(session: AgiSession, arg: int) -> str:

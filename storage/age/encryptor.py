@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import mmap
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,14 @@ __all__ = ["BLOCK_CHUNKS", "INLINE_BYTES", "EncryptionSummary", "Encryptor", "en
 
 BLOCK_CHUNKS = 16  # chunks per block in Encryptor.encrypt_to (1 MiB of plaintext)
 INLINE_BYTES = 8 << 20  # encrypt_to runs everything on the calling thread up to here
+KEEP_PAIRS = 4  # buffer pairs kept mapped between encrypt_to calls (two concurrent jobs' first two)
+
+# Buffer pairs a finished encrypt_to left for the next: mapping, faulting in and
+# unmapping fresh ones cost about 1.7 ms of CPU, a third of encrypting a one-minute
+# recording (docs/performance.md, "Encryption efficiency").
+_free_pairs: list[tuple[mmap.mmap, mmap.mmap]] = []
+_free_lock = threading.Lock()
+_ZEROS = bytes(BLOCK_CHUNKS * CHUNK_SIZE)
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,9 @@ class Encryptor:
         the end with the total. An exception from either stops the encryption and
         propagates (all helper threads have ended by then); the Encryptor is then
         spent. Memory: ``blocks`` (>= 2) pairs of 1 MiB buffers, whatever the size of
-        ``source``. Needs a fresh Encryptor (no ``update``).
+        ``source``; up to ``KEEP_PAIRS`` of them stay mapped for the next call (the
+        plaintext ones wiped), the rest are unmapped. Needs a fresh Encryptor (no
+        ``update``).
 
         With ``part_size``, the SHA-256 of each ``part_size`` slice of the payload
         (payload byte offsets, the nonce included) is taken from the same buffers the
@@ -114,16 +125,17 @@ class Encryptor:
         if s.done or not s._prefix:
             raise RuntimeError("encrypt_to() needs a fresh Encryptor")
         block, sealed_block = BLOCK_CHUNKS * CHUNK_SIZE, BLOCK_CHUNKS * ENC_CHUNK_SIZE
-        # Anonymous mappings rather than bytearrays: unmapped when done, so the buffers
-        # do not stay in the allocator's arenas (and in RSS) for the upload that follows.
-        # Two pairs at first; the rest only once the payload outgrows INLINE_BYTES.
-        maps: list[mmap.mmap] = []
+        # Anonymous mappings rather than bytearrays: the ones not kept for the next call
+        # are unmapped when done, so they do not stay in the allocator's arenas (and in
+        # RSS) for the upload that follows. Two pairs at first (kept ones when there
+        # are); the rest only once the payload outgrows INLINE_BYTES.
         pairs: list[tuple[mmap.mmap, mmap.mmap]] = []
 
         def add_pairs(count: int) -> None:
             while len(pairs) < count:
-                maps.extend((mmap.mmap(-1, block), mmap.mmap(-1, sealed_block)))
-                pairs.append((maps[-2], maps[-1]))
+                with _free_lock:
+                    kept = _free_pairs.pop() if _free_pairs else None
+                pairs.append(kept or (mmap.mmap(-1, block), mmap.mmap(-1, sealed_block)))
 
         add_pairs(2)
         hashing: dict[int, list[Future]] = {}  # pair -> its hashing and writing, under way
@@ -202,9 +214,7 @@ class Encryptor:
                 pool.shutdown(wait=True, cancel_futures=True)
             hashing.clear()
             pt = ct = None  # views of the maps: let them go before closing the maps
-            for m in maps:
-                with contextlib.suppress(BufferError):  # a view still held elsewhere: GC unmaps it
-                    m.close()
+            _release(pairs)
         return self.summary
 
     @property
@@ -216,6 +226,23 @@ class Encryptor:
                                  header_sha256=hashlib.sha256(self.header).hexdigest(),
                                  plaintext_size=s.plaintext_size, payload_size=s.payload_size,
                                  recipient_fingerprints=self.recipient_fingerprints)
+
+
+def _release(pairs: list[tuple[mmap.mmap, mmap.mmap]]) -> None:
+    """Keep up to ``KEEP_PAIRS`` buffer pairs for the next call, plaintext wiped; unmap
+    the rest (the extra pairs of a large recording: RSS goes back down)."""
+    for pair in pairs:
+        keep = len(_free_pairs) < KEEP_PAIRS
+        if keep:
+            pair[0][:] = _ZEROS
+            with _free_lock:
+                keep = len(_free_pairs) < KEEP_PAIRS
+                if keep:
+                    _free_pairs.append(pair)
+        if not keep:
+            for m in pair:
+                with contextlib.suppress(BufferError):  # a view still held elsewhere: GC unmaps it
+                    m.close()
 
 
 class _PayloadDigests:
@@ -277,7 +304,7 @@ class _Sink:
 
     def __init__(self, target) -> None:
         self._path = None if hasattr(target, "write") else os.fspath(target)
-        self._f = target if self._path is None else open(self._path, "wb")
+        self._f = target if self._path is None else open(self._path, "wb")  # noqa: SIM115 (closed in __exit__)
 
     def __enter__(self) -> BinaryIO:
         return self._f

@@ -48,7 +48,7 @@ def test_fallback_for_regions_and_unknown_languages():
     assert fallback_chain("af-ZA") == ("af", "en")
     assert fallback_chain("af_za") == ("af", "en")
     assert fallback_chain("zu") == ("en",)
-    assert fallback_chain("en") == ("en",)
+    assert fallback_chain("en") == ("en",) == builtin_catalog().fallback_chain("en")  # read without the catalog
 
 
 def test_admin_file_overrides_and_extends(tmp_path):

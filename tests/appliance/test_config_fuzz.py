@@ -15,12 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance import config as cfg
+from appliance.configsection import key_types
 
 MARKER = "S3CRET-ZZQ"  # stands for any secret: must never be echoed
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-SECTIONS = {name: list(cfg._fields(cls)) for name, cls in cfg.SECTIONS.items()}
+SECTIONS = {name: list(key_types(cls)) for name, cls in cfg.SECTIONS.items()}
 KEYS = sorted({k for keys in SECTIONS.values() for k in keys} | {"secret_file", "metrics_token_file"})
 
 scalars = st.one_of(

@@ -229,3 +229,20 @@ def test_queue_totals_are_read_by_key_however_bloated_the_table(pg_url):
         assert "recording_totals_pkey" in plan and "Seq Scan" not in plan, plan
     finally:
         db.close()
+
+
+def test_rows_without_agent_or_archive_time_stay_out_of_those_indexes(catalog):
+    """A row as the consent handler inserts it (no agent, not archived) adds nothing to
+    recordings_agent and recordings_archived_at; a search by agent still finds its rows."""
+    catalog.add(_rec("live", agent="", started_at=2000.0))
+    sql = ("SELECT name, sql FROM sqlite_master WHERE type = 'index'" if catalog.db.dialect == "sqlite"
+           else "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'recordings'")
+    with catalog.db.read() as c:
+        defs = dict(c.execute(sql).fetchall())
+    assert re.search(r"WHERE \(?agent <> ''", defs["recordings_agent"]), defs["recordings_agent"]
+    assert re.search(r"WHERE \(?archived_at IS NOT NULL", defs["recordings_archived_at"]), defs["recordings_archived_at"]
+    assert {r.recording_id for r in catalog.search(agent="ann")} == {f"r{i}" for i in range(5)}
+    assert [r.recording_id for r in catalog.search(agent="")] == ["live"]
+    assert catalog.last_archived_at() is None
+    catalog.update("r2", state="archived", archived_at=5000.0)
+    assert catalog.last_archived_at() == 5000.0

@@ -9,11 +9,12 @@ write already accepted.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import threading
 from contextlib import closing
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from waiting import until
@@ -77,7 +78,7 @@ async def test_concurrent_appends_keep_call_order_and_share_commits(db):
         *(ledger.append_async("consent", {"i": i}, call_id=f"c{i}") for i in range(400)))
     assert [e.seq for e in entries] == list(range(1, 401))
     assert [e.data["i"] for e in entries] == list(range(400))
-    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:]))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
     assert ledger.verify().checked == 400
     group = db._group
     assert group.ops == 400 and group.batches < 400  # fsyncs were shared
@@ -203,13 +204,42 @@ async def test_failing_write_fails_only_its_caller(db):
     assert [k for k, _ in _rows(db.path)] == [0, 1, 2, 3, 4, 5]
 
 
+async def test_a_batch_that_succeeds_runs_no_savepoint_and_a_failure_replays_the_rest(db):
+    """The common case costs no SAVEPOINT per write; after a failure the others are
+    run again (each in its own) and commit once."""
+    _table(db)
+    statements: list[str] = []
+    db._writer.set_trace_callback(statements.append)
+    _, release = _hold_writer(db)
+    futures = [asyncio.ensure_future(db.write_async(_insert(i))) for i in range(4)]
+    await _queued(db, 4)
+    release.set()
+    assert await asyncio.gather(*futures) == [0, 1, 2, 3]
+    assert not [s for s in statements if "SAVEPOINT" in s], statements
+
+    def boom(conn):
+        conn.execute("INSERT INTO t (k, v) VALUES (200, 'half')")
+        raise ValueError("boom")
+
+    statements.clear()
+    _, release = _hold_writer(db)
+    futures = [asyncio.ensure_future(db.write_async(op)) for op in (_insert(10), boom, _insert(11))]
+    await _queued(db, 3)
+    release.set()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[0] == 10 and results[2] == 11 and isinstance(results[1], ValueError)
+    assert [k for k, _ in _rows(db.path)] == [0, 1, 2, 3, 10, 11]
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == 2  # 10 and 11 again, alone
+    assert sum(s == "COMMIT" for s in statements) == 2  # the held writer's batch, then this one
+
+
 async def test_failed_append_leaves_no_gap(db):
     ticks = iter(range(100))
 
     def clock():
         if next(ticks) == 3:
             raise OSError("clock unavailable")
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     ledger = Ledger(db, clock=clock)
     results = await asyncio.gather(*(ledger.append_async("consent", {"i": i}) for i in range(8)),

@@ -13,7 +13,6 @@ RGW, a catalog row), so playback is tested without waiting for a call to archive
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import secrets
 import shutil
@@ -172,15 +171,15 @@ def make_config(lab_state, tmp_path: Path, users_template: Path, buckets: tuple[
     if rules is not None:
         policy, problems = parse_policy({"rules": rules}, "test")
         assert not problems, problems
-        config = dataclasses.replace(config, consent=policy)
+        config = config.replace(consent=policy)
     if not identity:  # a node that never decrypts
-        config = dataclasses.replace(config, web=dataclasses.replace(config.web, identity_file=None))
+        config = config.replace(web=config.web.replace(identity_file=None))
     if web_:  # e.g. tls_cert, tls_key, trusted_proxies
-        config = dataclasses.replace(config, web=dataclasses.replace(config.web, **web_))
+        config = config.replace(web=config.web.replace(**web_))
     if archive_:  # e.g. channels
-        config = dataclasses.replace(config, archive=dataclasses.replace(config.archive, **archive_))
+        config = config.replace(archive=config.archive.replace(**archive_))
     if privacy_:  # e.g. erasure_approval
-        config = dataclasses.replace(config, privacy=dataclasses.replace(config.privacy, **privacy_))
+        config = config.replace(privacy=config.privacy.replace(**privacy_))
     return config, ident, port
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -33,9 +32,9 @@ def node_config(parts, lab_state, root, users_template, buckets, pg_url, name, r
     config, ident, port = parts.make_config(lab_state, root, users_template, buckets, identity=role != "pbx")
     policy, problems = parse_policy({"rules": [OPT_IN]}, "test")
     assert not problems
-    return dataclasses.replace(
-        config, consent=policy, database=dataclasses.replace(config.database, url=pg_url),
-        node=dataclasses.replace(config.node, name=name, role=role)), ident, port
+    return config.replace(
+        consent=policy, database=config.database.replace(url=pg_url),
+        node=config.node.replace(name=name, role=role)), ident, port
 
 
 @contextlib.asynccontextmanager

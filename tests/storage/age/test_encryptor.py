@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pyrage
 import pytest
-
 from agehelpers import SIZES, age, data, encrypt
-from storage.blobstore import MIN_PART_SIZE
+
 from storage.age import (
     BLOCK_CHUNKS,
     CHUNK_SIZE,
@@ -34,6 +33,7 @@ from storage.age import (
     plaintext_range_to_chunks,
     plaintext_size,
 )
+from storage.blobstore import MIN_PART_SIZE
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -93,7 +93,7 @@ def test_misuse_is_reported(tmp_path, ident):
         Encryptor([])
     enc = Encryptor([ident.recipient])
     with pytest.raises(RuntimeError, match="after finalize"):
-        enc.summary
+        _ = enc.summary
     payload = enc.update(b"abc") + enc.finalize()
     with pytest.raises(RuntimeError):
         enc.update(b"more")
@@ -297,6 +297,36 @@ def test_encrypt_to_stops_on_an_error_and_leaves_no_thread(where, inline, ident,
         enc.encrypt_to(io.BytesIO(data(4 * BLOCK, 7)), write, **kw)
     assert threading.active_count() == before
     with pytest.raises(RuntimeError):
-        enc.summary  # spent, not finished
+        _ = enc.summary  # spent, not finished
     with pytest.raises(RuntimeError):
         enc.encrypt_to(io.BytesIO(b"x"), write)
+
+
+def test_encrypt_to_reuses_its_buffers_wiped_and_keeps_few(ident, monkeypatch):
+    # Mapping and faulting in fresh buffers cost most of encrypting a one-minute
+    # recording: a finished call leaves its first pairs for the next, plaintext wiped,
+    # and unmaps the rest. A short recording after a long one in the same buffers is
+    # still byte for byte the streaming encryption (no stale byte of the long one).
+    from storage.age import encryptor
+
+    monkeypatch.setattr(encryptor, "INLINE_BYTES", 0)  # the long one maps ``blocks`` pairs
+    maps = []
+    real_mmap = encryptor.mmap.mmap
+
+    def counting(*a, **kw):
+        maps.append(a)
+        return real_mmap(*a, **kw)
+
+    monkeypatch.setattr(encryptor.mmap, "mmap", counting)
+    encryptor._free_pairs.clear()
+    for size, seed in ((3 * BLOCK + 5, 1), (CHUNK_SIZE + 3, 2), (BLOCK - 1, 3)):
+        pt = data(size, seed)
+        key, nonce = os.urandom(16), os.urandom(16)
+        expected = b"".join(Encryptor([ident.recipient], _file_key=key, _nonce=nonce).payload_chunks(pt))
+        out = io.BytesIO()
+        Encryptor([ident.recipient], _file_key=key, _nonce=nonce).encrypt_to(io.BytesIO(pt), out.write, blocks=6)
+        assert out.getvalue() == expected
+        assert len(encryptor._free_pairs) == encryptor.KEEP_PAIRS
+        for plain, _sealed in encryptor._free_pairs:
+            assert plain[:] == bytes(len(plain))  # no plaintext left behind
+    assert len(maps) == 2 * 6  # the first call's six pairs; the later calls map none

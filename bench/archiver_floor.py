@@ -1,0 +1,103 @@
+"""The design floor under the archiver's drain (``python -m bench archiver``).
+
+Per recording the design needs three PUTs: the header (header bucket), the payload
+(payload bucket, Object Lock retention, tags) and the manifest object (payload bucket,
+locked, tagged), each with its SHA-256 as ``x-amz-checksum-sha256`` and as ``sha256``
+metadata. ``design_floor`` sends exactly those, with the sizes, lock and tags of a
+recording the drain archived, from bare boto3 on as many threads as the archiver has
+workers: no encryption, no catalog, no ledger, no spool. It reports recordings per
+second, the client's CPU per recording (this process, which does nothing else then)
+and the store's (RGW, OSD, monitor: /proc), so the drain's figures beside it show
+callvault's own overhead, and the store's CPU per recording what 2 cores allow.
+
+The client has the wire settings the product's has (path addressing, SHA-256 checksum
+header instead of a signed payload over plain HTTP, no extra CRC, no parameter
+validation) and boto3's default retry mode.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import resource
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+
+def _cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
+def _client(e: dict) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(s3={"addressing_style": "path", "payload_signing_enabled": False},
+                    request_checksum_calculation="when_required", parameter_validation=False,
+                    max_pool_connections=16)
+    return boto3.session.Session().client(
+        "s3", endpoint_url=e["endpoint_url"], aws_access_key_id=e["access_key_id"],
+        aws_secret_access_key=e["secret_access_key"], region_name=e["region"], config=config)
+
+
+def sample(e: dict, bucket: str, header_bucket: str, recording_id: str) -> dict:
+    """What the product stored for ``recording_id``: each object's size, the payload's
+    Object Lock and the tags, to send the same again."""
+    from archiver import manifest_object
+    from archiver.archive import Archive
+
+    client = _client(e)
+    out: dict = {}
+    for name, b, key in (("header", header_bucket, Archive.header_key(recording_id)),
+                         ("payload", bucket, Archive.payload_key(recording_id)),
+                         ("manifest", bucket, manifest_object.key(recording_id))):
+        h = client.head_object(Bucket=b, Key=key)
+        tags = client.get_object_tagging(Bucket=b, Key=key)["TagSet"]
+        out[name] = {"bucket": b, "size": h["ContentLength"], "lock": h.get("ObjectLockMode"),
+                     "until": h.get("ObjectLockRetainUntilDate"),
+                     "tags": {t["Key"]: t["Value"] for t in tags if t["Key"] != "sha256"}}
+    client.close()
+    return out
+
+
+def design_floor(e: dict, objects: dict, n: int, threads: int, endpoint: Any = None) -> dict:
+    """``n`` recordings' three PUTs (``objects`` from ``sample``) from ``threads``
+    threads: rec/s, client CPU ms per recording, store CPU ms per recording."""
+    import urllib.parse
+
+    from .rgw import store_cpu_seconds
+
+    client = _client(e)
+    puts = []
+    for name in ("header", "payload", "manifest"):
+        o = objects[name]
+        bodies = [os.urandom(o["size"]) for _ in range(4)]
+        extra: dict[str, Any] = {}
+        if o["lock"]:
+            extra.update(ObjectLockMode=o["lock"], ObjectLockRetainUntilDate=o["until"])
+        if o["tags"]:
+            extra["Tagging"] = urllib.parse.urlencode(o["tags"], quote_via=urllib.parse.quote)
+        puts.append((name, o["bucket"], bodies, [hashlib.sha256(b).digest() for b in bodies], extra))
+    client.head_bucket(Bucket=objects["payload"]["bucket"])
+
+    def recording(i: int) -> None:
+        for name, bucket, bodies, digests, extra in puts:
+            body, digest = bodies[i % 4], digests[i % 4]
+            client.put_object(Bucket=bucket, Key=f"floor/{i}.{name}", Body=body, ChecksumAlgorithm="SHA256",
+                              ChecksumSHA256=base64.b64encode(digest).decode(),
+                              Metadata={"sha256": digest.hex()}, **extra)
+
+    store0 = store_cpu_seconds(endpoint) if endpoint else None
+    c0, t0 = _cpu(), time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(recording, range(n)))
+    seconds, cpu = time.perf_counter() - t0, _cpu() - c0
+    store1 = store_cpu_seconds(endpoint) if endpoint else None
+    client.close()
+    return {"floor_n": n, "floor_rec_per_s": n / seconds, "floor_cpu_ms_per_rec": cpu * 1000 / n,
+            "floor_store_cpu_ms_per_rec": None if store0 is None else
+            {k: (store1[k] - store0[k]) * 1000 / n for k in store0},
+            "floor_sizes": {k: v["size"] for k, v in objects.items()}}
