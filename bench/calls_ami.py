@@ -9,7 +9,8 @@ process accepts the login and sends the events one at a time, ``PAUSE`` apart, a
 PBX does; the cost is this process's CPU over them. ``Newstate`` is an event serve does
 not use (what each event the manager.conf filter keeps out costs), ``Newchannel`` one
 it uses; both as Asterisk 22 raises them for the lab's PJSIP calls. ``floor_per_event``:
-the same bytes into a protocol that does nothing (the event loop and the socket).
+the same bytes into a protocol that does nothing (the event loop and the socket);
+``panoramisk_per_event``: into a bare panoramisk ``Manager`` (the dependency alone).
 """
 
 from __future__ import annotations
@@ -102,6 +103,39 @@ def cost_per_event(name: str, n: int = 1000) -> float:
         used = time.process_time() - t0
         assert client.events_received[name] == n
         await client.close()
+        return used / n * 1e6
+
+    try:
+        return _run(measure())
+    finally:
+        fake.kill()
+        fake.wait()
+
+
+def panoramisk_per_event(n: int = 1000) -> float:
+    """The same events into a bare panoramisk ``Manager`` with a no-op handler per name, as
+    the floor process (bench/calls_floor.py) has: the dependency's own cost per event."""
+    import panoramisk
+
+    from agi.dialplan import AMI_EVENTS
+
+    fake, port = _fake("Newstate", n)
+
+    async def measure() -> float:
+        loop = asyncio.get_running_loop()
+        end, seen = loop.create_future(), [0]
+        manager = panoramisk.Manager(loop=loop, host="127.0.0.1", port=port, username="bench", secret="unused",
+                                     ping_delay=3600, ping_interval=3600)
+        for event in (*AMI_EVENTS, "Newstate"):
+            manager.register_event(event, lambda _m, _e: seen.__setitem__(0, seen[0] + 1))
+        manager.register_event("BenchEnd", lambda _m, _e: end.done() or end.set_result(None))
+        await manager.connect()
+        await asyncio.sleep(0.2)
+        t0 = _go(fake)
+        await asyncio.wait_for(end, 60)
+        used = time.process_time() - t0
+        assert seen[0] == n
+        manager.close()
         return used / n * 1e6
 
     try:

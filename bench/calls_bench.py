@@ -2,6 +2,7 @@
 
     python -m bench calls                      50 calls a scenario, 10 at a time
     python -m bench calls --calls 20 --rounds 3 --profile
+    python -m bench calls --ab ../other-checkout --calls 100 --rounds 3   interleaved A/B
 
 A lab of its own (appliance/lab/: Asterisk 22 and Ceph RGW in the cached root, the short
 English prompts installed) and `callvault serve` as its own process (FastAGI, AMI,
@@ -28,6 +29,13 @@ Asterisk (bench/calls_ami.py) and multiplied by the events per call. ``--profile
 of each scenario under py-spy (not counted in the table; bench/calls_profile.py): the
 share of serve's CPU each part of callvault takes.
 
+With the product's AMI user, both scenarios also run against the floor in the same run
+and lab (bench/calls_floor.py, serve stopped): a no-logic FastAGI server that sends the
+same AGI commands, a panoramisk session as the product's AMI user, one bare boto3
+``put_object`` per recording. The table gives the floor's CPU per call, floor/Asterisk
+and callvault/floor. ``--ab TREE``: declined calls only, serve from this checkout and
+from TREE alternately (``--rounds`` pairs), nothing else.
+
 Printed as a table; written to bench/results/calls-<time>.json.
 """
 
@@ -48,14 +56,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from . import calls_ami, calls_profile
+from . import calls_ami, calls_floor, calls_profile
+from .calls_report import TARGETS, report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TICK = os.sysconf("SC_CLK_TCK")
 DID = "27215550100"
 UNFILTERED_USER = "callvault-unfiltered"
 RULE = {"name": "bench-opt-in", "mode": "opt-in", "timeout": 3.0, "repeats": 1}
-TARGETS = {"declined": 0.10, "recorded": 0.25}  # callvault CPU / Asterisk CPU per call
 IDLE_SECONDS = 10.0  # RGW's lifecycle thread wakes every 10 s in the lab
 
 
@@ -168,13 +176,15 @@ library = "{work / 'library'}"
 class Serve:
     """`callvault serve -c CONFIG` as a process of its own."""
 
-    def __init__(self, config: Path, work: Path):
+    def __init__(self, config: Path, work: Path, tree: str | None = None):
         self.out = work / f"{config.stem}.out"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if tree:  # another checkout's code (A/B): first on the path
+            env["PYTHONPATH"] = tree
         with open(self.out, "wb") as out:
             self.proc = subprocess.Popen(
                 [str(Path(sys.executable).parent / "callvault"), "serve", "-c", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         self.url = ""
 
     def wait_ready(self, timeout: float = 60.0) -> str:
@@ -291,6 +301,26 @@ def scenario(name: str, serve: Serve, parts: dict[str, list[int]], catalog: Cata
     return result
 
 
+def ab(args: argparse.Namespace, state, lab: BenchLab, work: Path, config: Path, catalog: Catalog) -> dict:
+    """Declined calls, ``--rounds`` pairs, alternating serve from this checkout and from ``--ab``."""
+    out: dict[str, list[dict]] = {"this": [], "ab": []}
+    for rnd in range(args.rounds):
+        for j, (build, tree) in enumerate((("this", None), ("ab", args.ab))[::1 if rnd % 2 == 0 else -1]):
+            serve = Serve(config, work, tree)
+            try:
+                serve.wait_ready()
+                parts = {"callvault": [serve.proc.pid], **lab.parts()}
+                print(f"A/B round {rnd + 1}, {build}: {args.calls} declined calls", flush=True)
+                r = scenario("declined", serve, parts, catalog, state.sip_port, args.calls, args.concurrency,
+                             f"5{rnd:02d}{j}")
+                print(f"  callvault {r['ms_per_call']['callvault']:.2f} ms/call, "
+                      f"Asterisk {r['ms_per_call']['asterisk']:.2f}", flush=True)
+                out[build].append(r)
+            finally:
+                serve.stop()
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     from appliance import compose
     from appliance import config as cfg
@@ -310,6 +340,11 @@ def run(args: argparse.Namespace) -> dict:
         keys.write_identity(work / "identity.txt", identity)
         catalog = Catalog(work / "callvault.db")
         users = {"filtered": state.product_ami_user, "unfiltered": UNFILTERED_USER}
+        if args.ab:
+            config = serve_config(state, work, state.product_ami_user, str(identity.recipient))
+            compose.init_archive(cfg.load(config, check_paths=False))
+            results["ab"] = ab(args, state, lab, work, config, catalog)
+            users = {}
         for i, (label, user) in enumerate(users.items()):
             config = serve_config(state, work, user, str(identity.recipient))
             if i == 0:
@@ -335,71 +370,24 @@ def run(args: argparse.Namespace) -> dict:
                         f"{i}9{name[0] == 'r':d}", profile_to=work / f"profile-{name}.txt")
             finally:
                 serve.stop()
+            if label == "filtered" and not args.no_floor:
+                for rnd in range(args.rounds):
+                    for name in ("declined", "recorded"):
+                        print(f"the floor, {name}, round {rnd + 1}: {args.calls} calls", flush=True)
+                        results.setdefault("floor", {}).setdefault(name, []).append(calls_floor.scenario(
+                            name, state, work, lab.parts(), args.calls, args.concurrency,
+                            f"7{rnd}{name[0] == 'r':d}", RULE["timeout"]))
+            if args.filtered_only:
+                break
     finally:
         lab.down()
         shutil.rmtree(work, ignore_errors=True)
     results["ami_us_per_event"] = {name: statistics.median(calls_ami.cost_per_event(name) for _ in range(3))
                                    for name in calls_ami.EVENTS}
     results["ami_floor_us_per_event"] = statistics.median(calls_ami.floor_per_event() for _ in range(3))
+    results["ami_panoramisk_us_per_event"] = statistics.median(calls_ami.panoramisk_per_event() for _ in range(3))
     results["total_seconds"] = time.monotonic() - t0
     return results
-
-
-def _spread(values: list[float], fmt: str) -> str:
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
-
-
-def _ami_ms(results: dict, label: str, us: dict[str, float]) -> float:
-    runs = results["passes"].get(f"declined/{label}", [])
-    events = statistics.median(sum(r["ami_events_per_call"].values()) for r in runs) if runs else 0.0
-    return events * max(us.values()) / 1000
-
-
-def report(results: dict) -> str:
-    head = (f"{results['calls']} calls a scenario, {results['concurrency']} at a time, {results['rounds']} "
-            "round(s); CPU ms per call (median, range over rounds); ratio = callvault / Asterisk")
-    columns = (f"{'scenario':<10} {'AMI user':<11} {'callvault':>16} {'Asterisk':>16} {'ratio':>18} {'target':>7}"
-               f" {'RGW/rec':>10} {'AMI ev/call':>12}")
-    lines = [head, "", columns]
-    for key, runs in results["passes"].items():
-        name, label = key.split("/")
-
-        def col(part: str, runs: list[dict] = runs) -> list[float]:
-            return [r["ms_per_call"][part] for r in runs]
-
-        events = [sum(r["ami_events_per_call"].values()) for r in runs]
-        rgw = _spread(col("rgw"), ".0f") if name == "recorded" else "-"
-        lines.append(f"{name:<10} {label:<11} {_spread(col('callvault'), '.1f'):>16} "
-                     f"{_spread(col('asterisk'), '.1f'):>16} {_spread([r['ratio'] for r in runs], '.3f'):>18} "
-                     f"{TARGETS[name]:>7.2f} {rgw:>10} {_spread(events, '.1f'):>12}")
-    lines.append("")
-    for key, runs in results["passes"].items():
-        last = runs[-1]
-        lines.append(f"{key}: AMI events/call " + ", ".join(f"{k} {v:.1f}" for k, v in last["ami_events_per_call"].items()))
-        if "s3_requests_per_recording" in last:
-            s3 = last["s3_requests_per_recording"]
-            lines.append(f"{key}: S3 requests/recording {sum(s3.values()):.2f} ("
-                         + ", ".join(f"{k} {v:.2f}" for k, v in s3.items())
-                         + f"); recordings {last['recording_seconds']:.1f} s long")
-        idle = results["idle_ms_per_s"][label]
-        net = {part: [r["ms_per_call"][part] - idle[part] * r["wall_seconds"] / max(r["calls"] - r["failed"], 1)
-                      for r in runs] for part in idle}
-        lines.append(f"{key}: net of idle, ms/call: " + ", ".join(f"{k} {_spread(v, '.1f')}" for k, v in net.items()))
-        if any(r["failed"] for r in runs):
-            lines.append(f"{key}: failed calls {[r['failed'] for r in runs]}")
-    us = results["ami_us_per_event"]
-    lines.append("AMI session per event (socket to handlers, one event per read, CPU of the receiver): "
-                 + ", ".join(f"{k} {v:.0f} us" for k, v in us.items())
-                 + f" (the event loop alone: {results['ami_floor_us_per_event']:.0f} us); at the filtered and "
-                 f"unfiltered events/call: {_ami_ms(results, 'filtered', us):.2f} and "
-                 f"{_ami_ms(results, 'unfiltered', us):.2f} ms per declined call")
-    for label, idle in results["idle_ms_per_s"].items():
-        lines.append(f"idle CPU ms/s ({label}): " + ", ".join(f"{k} {v:.1f}" for k, v in idle.items()))
-    for name, r in results.get("profiles", {}).items():
-        lines += ["", calls_profile.table(r["profile"], name, r["ms_per_call"]["callvault"])]
-    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
@@ -408,6 +396,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=10, help="calls at a time (default 10)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat each scenario (default 1)")
     parser.add_argument("--profile", action="store_true", help="one more pass of each scenario under py-spy")
+    parser.add_argument("--ab", metavar="TREE", help="A/B: declined calls only, --rounds pairs alternating "
+                        "serve from this checkout and from TREE (another checkout of callvault)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the no-logic floor's passes")
+    parser.add_argument("--filtered-only", action="store_true",
+                        help="skip the passes with the unfiltered AMI user (see \"AMI events\")")
     args = parser.parse_args(argv)
     results = run(args)
     print(report(results))

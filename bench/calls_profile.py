@@ -1,6 +1,7 @@
 """py-spy over `callvault serve` for the calls benchmark: where its CPU goes.
 
-``start(pid, out)`` runs ``py-spy record`` (100 Hz) until ``stop``, sampling only the
+``start(pid, out)`` runs ``py-spy record`` (500 Hz: a few ms of CPU a call gives few
+samples at less) until ``stop``, sampling only the
 thread that holds the GIL (``--gil``): py-spy's "active" samples count threads asleep
 in ``time.sleep`` or blocked in a read, and without pausing the process
 (``--nonblocking``) the GIL's last holder is sampled while nobody holds it; either way
@@ -21,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-RATE = 100
+RATE = 500
 # (category, file prefixes): the first that matches the innermost callvault frame.
 CALLVAULT = (
     ("AMI session (agi/ami.py)", ("agi/ami.py",)),

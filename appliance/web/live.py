@@ -80,6 +80,7 @@ class LiveCalls:
         self._refresher: asyncio.Task | None = None
         self._ami: AmiClient | None = None
         self.publish: Callable[[dict[str, Any]], None] | None = None  # to the other nodes
+        self._by_name = self._handlers()  # event name -> its handler, made once
 
     # -- lifecycle --------------------------------------------------------------------------
     def _handlers(self) -> dict[str, Callable[[AmiEvent], None]]:
@@ -93,13 +94,13 @@ class LiveCalls:
         await self.refresh_rules()
         self._ami = ami
         self._registered = self.handle  # one bound-method object: remove_handler compares identity
-        for name in self._handlers() if ami is not None else ():
+        for name in self._by_name if ami is not None else ():
             ami.on_event(name, self._registered)
         self._refresher = asyncio.create_task(self._refresh_loop(), name="live-rules")
 
     def handle(self, event: AmiEvent) -> None:
         """Take in one AMI event (those of other names are ignored)."""
-        handler = self._handlers().get(event.name)
+        handler = self._by_name.get(event.name)
         if handler is not None:
             handler(event)
 
@@ -112,7 +113,12 @@ class LiveCalls:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def refresh_rules(self) -> None:
-        users = await asyncio.to_thread(self.users.list)
+        # Every RULES_REFRESH seconds, calls or not. On SQLite the read (a few users) runs
+        # here: a worker thread's hand-off and wake-ups cost serve more CPU than the read.
+        if self.users.db.dialect == "sqlite":
+            users = self.users.list()
+        else:
+            users = await asyncio.to_thread(self.users.list)
         self._rules = [(ident, u.name) for u in users if not u.disabled and u.role == "agent"
                        for ident in u.agent_ids]
 
@@ -158,8 +164,8 @@ class LiveCalls:
 
     def _changed(self, call: LiveCall) -> None:
         call.updated_at = self.clock()
-        if not (self.shown(call)):
-            return
+        if not self.shown(call) or (self.publish is None and not self._subscribers):
+            return  # nobody to tell: no page open, no other node
         public = call.public()
         if self.publish is not None:
             self.publish(public)
