@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from functools import cached_property
 from typing import Self
 from urllib.parse import parse_qsl, urlsplit
 
@@ -57,9 +56,16 @@ class Environment(Record):
         """Query-string parameters, percent-decoded; the last of repeated keys wins."""
         return dict(parse_qsl(self._script_and_query[1], keep_blank_values=True))
 
-    @cached_property
+    @property
     def args(self) -> tuple[str, ...]:
         """``agi_arg_1`` .. ``agi_arg_N`` in numeric order (``agi_arg_10`` after 9)."""
+        # Worked out once (not functools.cached_property: in 3.11 it takes a lock per get).
+        args = self.__dict__.get("_args")
+        if args is None:
+            args = self.__dict__["_args"] = self._numbered_args()
+        return args
+
+    def _numbered_args(self) -> tuple[str, ...]:
         numbered = []
         for key, value in self.vars.items():
             m = _ARG_KEY.fullmatch(key) if key.startswith("agi_arg_") else None  # 3 of ~27 keys

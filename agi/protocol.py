@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from .errors import LocalProtocolError, ProtocolError
 from .events import NEED_DATA, Closed, Environment, Event, Hangup, NeedData, Response
@@ -112,6 +114,10 @@ def verb_of(command: str) -> str:
 
 # --- replies -----------------------------------------------------------------
 
+# Replies are frozen records: a plain "200 result=N" is the same object every time.
+_PLAIN: dict[str, Response] = {}
+_NO_FIELDS: Mapping[str, str] = MappingProxyType({})
+
 
 def parse_final(code: int, rest: str, usage: tuple[str, ...] = ()) -> Response:
     """One final reply line, without its status code and separator."""
@@ -120,9 +126,15 @@ def parse_final(code: int, rest: str, usage: tuple[str, ...] = ()) -> Response:
     if not rest.startswith("result="):
         raise ProtocolError("200 reply without result=")
     raw_result, _, tail = rest[7:].partition(" ")
+    if not tail:  # "200 result=1": most replies, a few distinct ones, each made once
+        plain = _PLAIN.get(raw_result)
+        if plain is None:
+            result = int(raw_result) if _INT.fullmatch(raw_result) else None
+            plain = Response(code=200, result=result, raw_result=raw_result, fields=_NO_FIELDS)
+            if len(_PLAIN) < 256:
+                _PLAIN[raw_result] = plain
+        return plain
     result = int(raw_result) if _INT.fullmatch(raw_result) else None
-    if not tail:  # "200 result=1": most replies
-        return Response(code=200, result=result, raw_result=raw_result)
     tail = tail.strip()
     data = None
     if tail.startswith("("):
@@ -239,9 +251,10 @@ class AgiConnection:
         raw = bytes(buf[:end])
         if b"\r" in raw or b"\0" in raw:
             return None
-        lines = raw.split(b"\n")
-        if len(lines) > self.max_env_lines or max(map(len, lines)) > self.max_line:
+        if raw.count(b"\n") >= self.max_env_lines:
             return None
+        if end > self.max_line and max(map(len, raw.split(b"\n"))) > self.max_line:
+            return None  # (no line can be longer than a block shorter than the cap)
         env: dict[str, str] = {}
         for line in raw.decode("utf-8", errors="replace").split("\n"):
             key, sep, value = line.partition(":")

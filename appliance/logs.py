@@ -37,6 +37,15 @@ class CallContext(logging.Filter):
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+        self._second = (-1, "")  # (whole second, its local time text): strftime once a second
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second[0]:
+            self._second = (second, time.strftime(self.default_time_format, self.converter(record.created)))
+        return self.default_msec_format % (self._second[1], record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -72,3 +81,7 @@ def configure(log: LogConfig, *, verbose: bool = False, stream: TextIO | None = 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else getattr(logging, log.level.upper()))
+    # Neither format shows the caller's file and line, thread or process: don't collect
+    # them for every record (the logging HOWTO's "Optimization" switches).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
