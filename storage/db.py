@@ -167,6 +167,10 @@ class Database(abc.ABC):
         if len({len(scripts) for scripts in migrations.values()}) != 1:
             raise ValueError(f"migrations of {module!r}: every dialect needs the same versions")
         scripts = migrations[self.dialect]
+        # Up to date (every start but the first after an upgrade): one read, no write
+        # transaction per version. Versions only grow, so nothing can be left to apply.
+        if self.schema_version(module) == len(scripts):
+            return len(scripts)
         with self.write() as conn:
             self.lock(conn, "migrate")
             conn.execute(_SCHEMA_VERSION_DDL)
