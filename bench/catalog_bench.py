@@ -45,7 +45,7 @@ T0 = 1_700_000_000.0  # the first seeded call; one every 15 s after it
 STEP = 15.0
 DIDS, AGENTS, CALLERS = 500, 200, 100_000
 REPEAT = 40
-CONSENTS, DRAIN_JOBS = 2000, 1500
+CONSENTS, DRAIN_JOBS = 5000, 1500
 SPOOL = "/var/spool/asterisk/callvault"
 
 
