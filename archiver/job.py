@@ -61,6 +61,8 @@ class Job:
         # 'encrypting' counts an attempt), so the upload may skip its HEAD checks.
         self.fresh = False
         self.uploaded: Uploaded | None = None  # a fresh upload's PUT answers
+        # A fresh job's header and payload as encrypted, still in memory (archiver/upload.py).
+        self.sealed: tuple[bytes, memoryview] | None = None
 
     def check(self) -> None:
         if self.stop is not None and self.stop.is_set():

@@ -11,7 +11,7 @@ Intake, three ways, all idempotent (``Catalog.mark_ended`` queues a row once):
   catalog said archived/erased (removed), rows that never got a file.
 - ``wake()``: new work is picked up now instead of at the next due time.
 
-Workers are asyncio tasks; each claims a row (lease) and runs ``Pipeline.process`` in a
+Workers are asyncio tasks; each claims a row (lease) and runs ``Pipeline.process`` in one
 thread, so at most ``workers`` jobs (encryption, boto3, file I/O) run at once.
 ``stop()`` asks running jobs to abandon at their next check (lease released, state
 kept): everything resumes on the next start.
@@ -193,20 +193,25 @@ class Archiver:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                rec = await asyncio.to_thread(self.catalog.claim, lease=self.pipeline.lease_seconds)
-                if rec is None:
+                outcome = await asyncio.to_thread(self._next_job)
+                if outcome is None:
                     if self._stale:  # the queue ran dry: its figures are due now
                         await self._refresh()
                     due = await asyncio.to_thread(self.catalog.next_due)
                     idle = self.scan_interval if due is None else min(self.scan_interval, due - time.time())
                     await self._idle(max(0.05, idle))
                     continue
-                outcome = await asyncio.to_thread(self.pipeline.process, rec, self._halt)
                 await self._account(outcome)
             except Exception as e:  # task boundary: log, keep the worker alive; the lease retries the job
                 log.exception("archiver worker: unexpected error")
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 await self._idle(1.0)
+
+    def _next_job(self) -> Outcome | None:
+        """Claim the next due job and run it (None: nothing is due), in one worker
+        thread: one hand-off from the event loop per job, not two."""
+        rec = self.catalog.claim(lease=self.pipeline.lease_seconds)
+        return None if rec is None else self.pipeline.process(rec, self._halt)
 
     async def _watch_storage(self) -> None:
         """While jobs wait on backoff, probe the stores every ``probe_interval``. When a

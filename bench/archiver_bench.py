@@ -28,7 +28,9 @@ The drain reports, per archived recording: S3 requests by operation
 the store's daemons (RGW, OSD, monitor: /proc, when the bench started them), and the
 peak RSS; next to it the design floor (bench/archiver_floor.py): the same three PUTs per
 recording (sizes, checksums, Object Lock and tags of one the drain archived) from bare
-boto3 on as many threads as the archiver has workers, with its client and store CPU.
+boto3 on as many threads as the archiver has workers, with its client and store CPU,
+and the local floor (the same module): the spool read, bare ChaCha20-Poly1305, both
+SHA-256s, the work file and the two durable commits, with no callvault code.
 """
 
 from __future__ import annotations
@@ -361,6 +363,7 @@ def measure(endpoint, work: Path, pipeline_only: bool = False, drain_only: bool 
         print("design floor: the same three PUTs from bare boto3 ...", flush=True)
         objects = archiver_floor.sample(e, name, name + "-keys", results["drain_sample_id"])
         results.update(archiver_floor.design_floor(e, objects, min(drain_n, 500), results["workers"], endpoint))
+        results.update(archiver_floor.local_floor(work / "floor", 60 * RATE, min(drain_n, 300)))
         # The floor with as many threads as it can use: the most bare boto3 gets from this host.
         wide = archiver_floor.design_floor(e, objects, min(drain_n, 500), 8, endpoint)
         results.update({f"floor8_{k[len('floor_'):]}": v for k, v in wide.items()})
@@ -398,6 +401,11 @@ def table(r: dict) -> str:
     rows.append(("drain: client CPU ms per recording", f"callvault {r['drain_cpu_ms_per_rec']:.1f}",
                  f"design floor {r['floor_cpu_ms_per_rec']:.1f}",
                  f"{r['drain_cpu_ms_per_rec'] / r['floor_cpu_ms_per_rec']:.2f}", ""))
+    if "local_floor_cpu_ms_per_rec" in r:
+        design = r["floor_cpu_ms_per_rec"] + r["local_floor_cpu_ms_per_rec"]
+        rows.append(("drain: client CPU, design floor with local work", f"callvault {r['drain_cpu_ms_per_rec']:.1f}",
+                     (f"PUTs {r['floor_cpu_ms_per_rec']:.1f} + local {r['local_floor_cpu_ms_per_rec']:.1f} "
+                      f"= {design:.1f}"), f"{r['drain_cpu_ms_per_rec'] / design:.2f}", ""))
     rows.append(("design floor, 8 threads", f"{r['floor8_rec_per_s']:.1f} rec/s",
                  f"client CPU {r['floor8_cpu_ms_per_rec']:.1f} ms per recording", "", ">= 100 rec/s"))
     for label, store in (("drain", r.get("drain_store_cpu_ms_per_rec")),

@@ -207,12 +207,16 @@ class BlobStore(Protocol):
     part_size: int
 
     def put(self, key: str, source: BinaryIO | bytes, *, size: int | None = None, sha256: str,
-            retention: Retention | None = None, tags: dict[str, str] | None = None) -> PutResult:
+            retention: Retention | None = None, tags: dict[str, str] | None = None,
+            hashed: bool = False) -> PutResult:
         """Store a new version of ``key`` from ``source`` (read to EOF, streamed).
 
         ``size``, when given, must match the bytes read; ``sha256`` (hex) must match
         them too, else ``IntegrityError`` and nothing becomes visible. Large sources
         are written in parts of at least ``MIN_PART_SIZE`` with bounded memory.
+        ``hashed``: ``source`` is bytes in memory and ``sha256`` was taken from these
+        very bytes (the encryptor's output), so a store that sends the digest for the
+        service to check may skip hashing them again; a file is always hashed.
         """
 
     def open_upload(self, key: str, *, size: int | None = None, retention: Retention | None = None,

@@ -185,8 +185,9 @@ class LocalStore:
     # -- writing ---------------------------------------------------------------------
 
     def put(self, key: str, source: BinaryIO | bytes, *, size: int | None = None, sha256: str,
-            retention: Retention | None = None, tags: dict[str, str] | None = None) -> PutResult:
-        """See ``BlobStore.put``."""
+            retention: Retention | None = None, tags: dict[str, str] | None = None,
+            hashed: bool = False) -> PutResult:
+        """See ``BlobStore.put`` (hashes every source: nothing else checks what it writes)."""
         validate_sha256(sha256)
         if size is not None and size < 0:
             raise ValueError("size must be >= 0")

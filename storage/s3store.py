@@ -166,8 +166,11 @@ class S3Store:
     # -- writing -----------------------------------------------------------------------
 
     def put(self, key: str, source: BinaryIO | bytes, *, size: int | None = None, sha256: str,
-            retention: Retention | None = None, tags: dict[str, str] | None = None) -> PutResult:
-        """See ``BlobStore.put``."""
+            retention: Retention | None = None, tags: dict[str, str] | None = None,
+            hashed: bool = False) -> PutResult:
+        """See ``BlobStore.put``. ``hashed`` (in-memory bytes only) skips the client's
+        SHA-256 of a single PUT: the service checks every byte against the digest sent
+        (``BadDigest``), and the caller took it from these very bytes."""
         validate_key(key)
         validate_sha256(sha256)
         tags = validate_tags(tags)
@@ -177,13 +180,11 @@ class S3Store:
         expect = size
         if isinstance(source, (bytes, bytearray, memoryview)):
             expect = len(source) if size is None else size
+            if hashed and len(source) <= part_size_for(size, self.part_size):
+                # One PUT straight from the caller's buffer: not read into another one.
+                return self._put_single(key, source, size, sha256, _extra(sha256, retention, tags), hashed=True)
             source = io.BytesIO(source)  # shares a bytes object's buffer; no copy
-        extra: dict[str, Any] = {"Metadata": {"sha256": sha256}}
-        if retention is not None:
-            extra["ObjectLockMode"] = retention.mode
-            extra["ObjectLockRetainUntilDate"] = retention.until
-        if tags:
-            extra["Tagging"] = urllib.parse.urlencode(tags, quote_via=urllib.parse.quote)
+        extra = _extra(sha256, retention, tags)
         part_size = part_size_for(size, self.part_size)
         # An object smaller than a part gets a buffer of its own size, not a part's:
         # one byte past the size it should have, so a longer source is still caught.
@@ -195,9 +196,9 @@ class S3Store:
         del first, second  # the parts list owns them, so each is freed once sent
         return self._put_multipart(key, source, head, part_size, size, sha256, extra)
 
-    def _put_single(self, key: str, data: bytes | bytearray, size: int | None, sha256: str,
-                    extra: dict[str, Any]) -> PutResult:
-        _verify(key, len(data), hashlib.sha256(data).hexdigest(), size, sha256)
+    def _put_single(self, key: str, data: bytes | bytearray | memoryview, size: int | None, sha256: str,
+                    extra: dict[str, Any], *, hashed: bool = False) -> PutResult:
+        _verify(key, len(data), sha256 if hashed else hashlib.sha256(data).hexdigest(), size, sha256)
         with self._errors("put", key):
             r = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
                                        ChecksumSHA256=_b64(bytes.fromhex(sha256)), **extra)
@@ -434,6 +435,16 @@ class S3Store:
             for page in pages:
                 for obj in page.get("Contents", []):
                     yield obj["Key"]
+
+
+def _extra(sha256: str, retention: Retention | None, tags: dict[str, str]) -> dict[str, Any]:
+    extra: dict[str, Any] = {"Metadata": {"sha256": sha256}}
+    if retention is not None:
+        extra["ObjectLockMode"] = retention.mode
+        extra["ObjectLockRetainUntilDate"] = retention.until
+    if tags:
+        extra["Tagging"] = urllib.parse.urlencode(tags, quote_via=urllib.parse.quote)
+    return extra
 
 
 def _verify(key: str, got_size: int, got_sha256: str, size: int | None, sha256: str) -> None:

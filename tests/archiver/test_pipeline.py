@@ -380,25 +380,48 @@ def test_stop_request_mid_stream_abandons_and_stores_nothing(archive_env):
     assert list(os.listdir(env.payload.root / "tmp")) == []
 
 
-def test_payload_changed_on_disk_after_encryption_is_encrypted_again(archive_env):
+def _flip_work_file(env, rid):
+    part = env.spool / ".callvault-work" / f"{rid}.payload.part"
+    with open(part, "r+b") as f:
+        f.seek(100)
+        b = f.read(1)
+        f.seek(100)
+        f.write(bytes([b[0] ^ 0x01]))
+
+
+def test_fresh_job_sends_the_payload_it_hashed_not_the_work_file(archive_env):
+    """A fresh job uploads the payload it holds in memory, the bytes its digest was
+    taken from: a work file changed on disk meanwhile is not what gets stored."""
     env = archive_env
-    flipped = []
+    env.pipeline = env.make_pipeline(hook=lambda p, rec: _flip_work_file(env, rec.recording_id)
+                                     if p == "encrypting" else None)
+    rid = env.recording(300_000)
+    assert env.process(rid).kind == "archived"
+    rec = assert_archived_once(env, rid)
+    assert rec.attempts == 0
+
+
+def test_payload_changed_on_disk_after_encryption_is_encrypted_again(archive_env):
+    """A job resumed from its work files finds one changed on disk and encrypts again."""
+    env = archive_env
+    seen = []
+    stop = threading.Event()
 
     def hook(p, rec):
-        if p == "encrypting" and not flipped:  # half the payload is in the work file
-            part = env.spool / ".callvault-work" / f"{rec.recording_id}.payload.part"
-            with open(part, "r+b") as f:
-                f.seek(100)
-                b = f.read(1)
-                f.seek(100)
-                f.write(bytes([b[0] ^ 0x01]))
-            flipped.append(p)
+        if p == "encrypting" and not seen:  # half the payload is in the work file
+            _flip_work_file(env, rec.recording_id)
+            seen.append(p)
+        elif p == "uploading" and seen == ["encrypting"]:  # stop before the payload PUT
+            stop.set()
+            seen.append(p)
 
     env.pipeline = env.make_pipeline(hook=hook)
     rid = env.recording(300_000)
-    outcome = env.process(rid)
+    assert env.process(rid, stop=stop).kind == "abandoned"
+    assert env.catalog.get(rid).state == "uploading"
+    outcome = env.process(rid)  # resumed: from the work files
     rec = env.catalog.get(rid)
-    assert flipped and outcome.kind == "retry", outcome
+    assert outcome.kind == "retry", outcome
     assert rec.state == "encrypting" and "does not match" in rec.last_error
     assert f"{rid}.wav" in env.spool_files()  # never deleted for a bad work file
     assert env.versions(env.payload, env.payload_key(rid)) == 0
