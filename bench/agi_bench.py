@@ -17,6 +17,11 @@ least 0.6 of the floor's, server CPU per flow at most 0.4 ms.
 
 Only that pair, three times (the spread), without the paced and classic parts.
 
+    python -m bench agi --logic [--profile]
+
+Only the consent flow's Python on the event loop, without sockets or the writer
+thread, beside the same five commands with no consent logic (``bench.agi_logic``).
+
 After each closed-loop product scenario, the rows it committed are written again by
 bare ``sqlite3`` with the product's schema in the same batch sizes
 (``bench.agi_durable``): a second table sets the server's CPU per flow (split into
@@ -61,7 +66,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import agi_durable, agi_load, agi_procstat
+from . import agi_durable, agi_load, agi_logic, agi_procstat
 
 # --- the classic entry point: one process per call ----------------------------------
 
@@ -442,11 +447,16 @@ def main(argv: list[str]) -> int:
                         help="only the product and the floor at 1,000 calls, closed loop (no paced "
                              "calls, no classic entry point): the pair the FastAGI targets compare")
     parser.add_argument("--quick", action="store_true", help="measure each FastAGI scenario about half as long")
+    parser.add_argument("--logic", action="store_true",
+                        help="only the consent flow's Python on the event loop, no I/O (and the AGI layer alone)")
+    parser.add_argument("--profile", action="store_true", help="with --logic: cProfile of the flow")
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
                         help="repeat the FastAGI scenarios N times (the spread of the ratios)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    if args.postgresql:
+    if args.logic:
+        results, kind, show = agi_logic.measure(profile=args.profile), "agi-logic", agi_logic.table
+    elif args.postgresql:
         results, kind, show = measure_backends(), "agi-backends", backend_table
     elif args.classic:
         results, kind, show = measure_classic(runs=args.runs), "agi-classic", classic_tables
