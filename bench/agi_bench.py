@@ -17,11 +17,17 @@ least 0.6 of the floor's, server CPU per flow at most 0.4 ms.
 
 Only that pair, three times (the spread), without the paced and classic parts.
 
+    python -m bench agi --logic [--profile]
+
+Only the consent flow's Python on the event loop, without sockets or the writer
+thread, beside the same five commands with no consent logic (``bench.agi_logic``).
+
 After each closed-loop product scenario, the rows it committed are written again by
 bare ``sqlite3`` with the product's schema in the same batch sizes
 (``bench.agi_durable``): a second table sets the server's CPU per flow (split into
-the event loop and the group-commit writer thread) against the floor's plus that
-bare durable write.
+the event loop and the group-commit writer thread, each with its system part)
+against the floor's plus that bare durable write, and shows the same rows through
+the product's writer code alone (no event loop beside it, so no GIL hand-offs).
 
 Classic: ``callvault-agi consent DID``, one process per call over pipes, one at a
 time (wall and CPU per call) and one per core at a time (flows/s); a bare pyst2
@@ -60,7 +66,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import agi_durable, agi_load, agi_procstat
+from . import agi_durable, agi_load, agi_logic, agi_procstat
 
 # --- the classic entry point: one process per call ----------------------------------
 
@@ -209,8 +215,10 @@ def measure(*, classic_runs: int = 20, scenarios=SCENARIOS, rounds: int = 1, cla
                     n, seconds=seconds, warmup=warmup, workdir=d, paced=paced, ramp=ramp,
                     server_kind=kind, prompts_root=prompts))
                 if kind == "serve" and not paced:  # the same rows, bare sqlite3, same batches
-                    r["bare_write"] = agi_durable.bare_write(d / "callvault.db", d / "bare.db",
-                                                             batch=round(r["writes_per_batch"]))
+                    batch = round(r["writes_per_batch"])
+                    r["bare_write"] = agi_durable.bare_write(d / "callvault.db", d / "bare.db", batch=batch)
+                    r["product_write"] = agi_durable.product_write(d / "callvault.db", d / "replay.db",
+                                                                   batch=batch)
                 results["fastagi"].append({**r, "round": round_})
         if classic:
             d = base / "classic"
@@ -358,8 +366,8 @@ def tables(results: dict) -> str:
 def durable_table(results: dict) -> str:
     """Server CPU per flow against what no design avoids: the floor's wire plus the
     same rows written durably by bare sqlite3 in the same batch sizes (same run)."""
-    rows = [["1,000 calls, closed loop", "ours ms", "event loop / writer ms", "floor ms",
-             "bare write ms (rows/commit)", "floor + bare ms", "ours / (floor + bare)"]]
+    rows = [["1,000 calls, closed loop", "ours ms", "event loop / writer ms (sys)", "floor ms (sys)",
+             "bare write ms (rows/commit)", "writer code alone ms", "floor + bare ms", "ours / (floor + bare)"]]
     for r in results["fastagi"]:
         bare, floor = r.get("bare_write"), _floor_of(results, r)
         if not bare or not floor:
@@ -367,13 +375,19 @@ def durable_table(results: dict) -> str:
         threads = r.get("thread_cpu_ms_per_flow", {})
         unavoidable = floor["server_cpu_ms_per_flow"] + bare["cpu_ms_per_flow"]
         rows.append([f"round {r.get('round', 0) + 1}", f"{r['server_cpu_ms_per_flow']:.2f}",
-                     f"{threads.get('MainThread', 0):.2f} / {threads.get('callvault-db-writer', 0):.2f}",
-                     f"{floor['server_cpu_ms_per_flow']:.2f}",
-                     f"{bare['cpu_ms_per_flow']:.3f} ({bare['batch']})", f"{unavoidable:.2f}",
+                     (f"{threads.get('MainThread', 0):.2f} ({threads.get('MainThread sys', 0):.2f}) / "
+                     f"{threads.get('callvault-db-writer', 0):.2f} "
+                     f"({threads.get('callvault-db-writer sys', 0):.2f})"),
+                     (f"{floor['server_cpu_ms_per_flow']:.2f} "
+                     f"({floor.get('thread_cpu_ms_per_flow', {}).get('MainThread sys', 0):.2f})"),
+                     f"{bare['cpu_ms_per_flow']:.3f} ({bare['batch']})",
+                     f"{r.get('product_write', {}).get('cpu_ms_per_flow', 0):.3f}", f"{unavoidable:.2f}",
                      f"{r['server_cpu_ms_per_flow'] / unavoidable:.2f}x"])
     return ("Server CPU per flow against the unavoidable work, same round: the floor (the wire, no "
             "logic) plus the flow's ledger entry, subject row and catalog row written by bare sqlite3 "
-            "with the product's schema, as many per commit as the group-commit writer made.\n\n"
+            "with the product's schema, as many per commit as the group-commit writer made. \"Writer "
+            "code alone\": the same rows through the product's writer code (Ledger._append_many), same "
+            "batches, one thread, no event loop beside it.\n\n"
             + _table(rows))
 
 
@@ -433,11 +447,16 @@ def main(argv: list[str]) -> int:
                         help="only the product and the floor at 1,000 calls, closed loop (no paced "
                              "calls, no classic entry point): the pair the FastAGI targets compare")
     parser.add_argument("--quick", action="store_true", help="measure each FastAGI scenario about half as long")
+    parser.add_argument("--logic", action="store_true",
+                        help="only the consent flow's Python on the event loop, no I/O (and the AGI layer alone)")
+    parser.add_argument("--profile", action="store_true", help="with --logic: cProfile of the flow")
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
                         help="repeat the FastAGI scenarios N times (the spread of the ratios)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    if args.postgresql:
+    if args.logic:
+        results, kind, show = agi_logic.measure(profile=args.profile), "agi-logic", agi_logic.table
+    elif args.postgresql:
         results, kind, show = measure_backends(), "agi-backends", backend_table
     elif args.classic:
         results, kind, show = measure_classic(runs=args.runs), "agi-classic", classic_tables

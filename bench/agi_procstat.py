@@ -15,7 +15,8 @@ def process_cpu() -> float:
 
 
 def thread_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) of each live Python thread, by name."""
+    """CPU seconds (user + system) of each live Python thread, by name, and the
+    system part alone under "NAME sys" (syscalls, futex waits for the GIL)."""
     tick, out = os.sysconf("SC_CLK_TCK"), {}
     for t in threading.enumerate():
         try:
@@ -24,6 +25,7 @@ def thread_cpu() -> dict[str, float]:
         except OSError:
             continue
         out[t.name] = (int(fields[11]) + int(fields[12])) / tick
+        out[f"{t.name} sys"] = int(fields[12]) / tick
     return out
 
 

@@ -37,6 +37,7 @@ from .db import Database
 from .entries import ConsentBody
 from .errors import NotFound
 from .record import Record
+from .rows import MultiInsert, RowInsert
 
 STATES = ("recording", "pending", "encrypting", "uploading", "verifying", "archived",
           "failed", "erased")
@@ -176,8 +177,7 @@ class Recording(Record):
 
 _COLUMNS = list(Recording._fields)
 _NODE = _COLUMNS.index("node")
-_INSERT = (f"INSERT INTO recordings ({', '.join(_COLUMNS)}) "
-           f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT DO NOTHING")
+_INSERT = MultiInsert("recordings", _COLUMNS, "ON CONFLICT DO NOTHING")
 _ACTIVE = f"state IN ({', '.join('?' for _ in ACTIVE)})"
 # The states a row leaves again (counted over the state index); the others are COUNTED.
 _PASSING = tuple(s for s in STATES if s not in COUNTED)
@@ -217,16 +217,13 @@ class Catalog:
         """:meth:`add` through the group-commit writer: durable when it returns."""
         await self.db.write_async(self.add_op(rec))
 
-    def add_op(self, rec: Recording) -> Callable[[Any], None]:
-        """:meth:`add` as a write operation for another transaction (``Ledger.append_async(also=)``)."""
+    def add_op(self, rec: Recording) -> RowInsert:
+        """:meth:`add` as a write operation for another transaction (``Ledger.append_async(also=)``,
+        which merges those of one batch into multi-row inserts)."""
         values = _values(rec)
         if not rec.node:
             values = values[:_NODE] + (self.node,) + values[_NODE + 1:]
-
-        def insert(c: Any) -> None:
-            c.execute(_INSERT, values)
-
-        return insert
+        return RowInsert(_INSERT, values)
 
     def get(self, recording_id: str) -> Recording:
         with self.db.read() as c:

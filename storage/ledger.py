@@ -42,9 +42,10 @@ from .chain import (
 )
 from .db import Database
 from .errors import NotFound
+from .rows import MultiInsert, OpFailed, RowInsert
 
 _COLUMNS = ", ".join(FIELDS)
-_INSERT = f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = MultiInsert("ledger", FIELDS)
 _ENTRY_VALUES = operator.itemgetter(*FIELDS)  # an Entry's row, one C call
 _BATCH = 500
 
@@ -115,6 +116,24 @@ def _row_entry(row: tuple[Any, ...]) -> Entry:
     return Entry(*row)
 
 
+class _Append:
+    """One append as a group-commit write operation (``run_many``: several at once)."""
+
+    __slots__ = ("also", "call_id", "kind", "ledger", "recording_id", "run_many", "subject", "text")
+
+    def __init__(self, ledger: Ledger, kind: str, call_id: str | None, recording_id: str | None, text: str,
+                 subject: str | None, also: Callable[[Any], Any] | None) -> None:
+        self.ledger, self.kind, self.call_id, self.recording_id = ledger, kind, call_id, recording_id
+        self.text, self.subject, self.also = text, subject, also
+        self.run_many = ledger._append_many
+
+    def __call__(self, conn: Any) -> Entry:
+        entry = self.ledger._insert(conn, self.kind, self.call_id, self.recording_id, self.text, self.subject)
+        if self.also is not None:
+            self.also(conn)
+        return entry
+
+
 class Ledger:
     """The chain stored in table ``ledger`` of a :class:`Database`.
 
@@ -127,20 +146,43 @@ class Ledger:
         db.migrate("ledger", MIGRATIONS)
         db.migrate("ledger_subjects", ledger_subjects.MIGRATIONS)
 
-    def _insert(self, conn: Any, kind: str, call_id: str | None,
-                recording_id: str | None, text: str, subject: str | None = None) -> Entry:
-        """Extend the head by one entry (and index it under ``subject``, a caller
-        HMAC, in the same transaction). Only inside a write transaction."""
+    def _head(self, conn: Any) -> tuple[int, str]:
         # The ledger lock is held from this read of the head to the commit of the
         # insert: no other appender, in any process or on any node, can fork the chain.
         self._db.lock(conn, "ledger")
         row = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
-        entry = next_entry((row[0], row[1]) if row else (0, GENESIS_HASH), format_ts(self._clock()),
-                           kind, call_id, recording_id, text)
-        conn.execute(_INSERT, _ENTRY_VALUES(entry.__dict__))
+        return (row[0], row[1]) if row else (0, GENESIS_HASH)
+
+    def _insert(self, conn: Any, kind: str, call_id: str | None,
+                recording_id: str | None, text: str, subject: str | None = None) -> Entry:
+        """Extend the head by one entry (and index it under ``subject``, a caller
+        HMAC, in the same transaction). Only inside a write transaction."""
+        entry = next_entry(self._head(conn), format_ts(self._clock()), kind, call_id, recording_id, text)
+        conn.execute(_INSERT.sql(1), _ENTRY_VALUES(entry.__dict__))
         if subject is not None:
-            conn.execute(ledger_subjects.INSERT, (subject, entry.seq))
+            conn.execute(ledger_subjects.INSERT.sql(1), (subject, entry.seq))
         return entry
+
+    def _append_many(self, conn: Any, ops: Sequence[_Append]) -> list[Entry]:
+        """Several appends (the group-commit writer's ``run_many``): one head read,
+        the chain extended in memory in the given order, then one multi-row insert
+        per table; each append's ``also`` after all the entries, in order. The same
+        rows as one :meth:`_insert` per append."""
+        head, clock, entries, subjects = self._head(conn), self._clock, [], []
+        for i, op in enumerate(ops):
+            try:
+                entry = next_entry(head, format_ts(clock()), op.kind, op.call_id, op.recording_id, op.text)
+            except Exception as exc:  # nothing written yet: only this append fails
+                raise OpFailed(i, exc) from exc
+            entries.append(entry)
+            head = (entry.seq, entry.hash)
+            if op.subject is not None:
+                subjects.append((op.subject, entry.seq))
+        _INSERT.run(conn, [_ENTRY_VALUES(e.__dict__) for e in entries])
+        if subjects:
+            ledger_subjects.INSERT.run(conn, subjects)
+        RowInsert.run_all(conn, [op.also for op in ops if op.also is not None])
+        return entries
 
     def append(
         self, kind: str, body: Mapping[str, Any], *, call_id: str | None = None,
@@ -185,18 +227,10 @@ class Ledger:
         return await self._db.write_async(self._op(kind, body, call_id, recording_id, also))
 
     def _op(self, kind: str, body: Mapping[str, Any], call_id: str | None, recording_id: str | None,
-            also: Callable[[Any], Any] | None) -> Callable[[Any], Entry]:
+            also: Callable[[Any], Any] | None) -> _Append:
         """The append as a write operation; invalid arguments raise here, at once."""
-        text = prepare_body(kind, body, call_id, recording_id)
-        subject = ledger_subjects.subject_of(kind, body)
-
-        def op(conn: Any) -> Entry:
-            entry = self._insert(conn, kind, call_id, recording_id, text, subject)
-            if also is not None:
-                also(conn)
-            return entry
-
-        return op
+        return _Append(self, kind, call_id, recording_id, prepare_body(kind, body, call_id, recording_id),
+                       ledger_subjects.subject_of(kind, body), also)
 
     def get(self, seq: int) -> Entry:
         with self._db.read() as conn:

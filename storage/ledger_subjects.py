@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .rows import MultiInsert
+
 CONSENT_KIND = "consent"
 
 _SQLITE_V1 = """
@@ -46,7 +48,7 @@ _PG_V1 = """
 # Applied after the ledger's own migrations (the backfill reads table ``ledger``).
 MIGRATIONS = {"sqlite": (_SQLITE_V1,), "postgresql": (_PG_V1,)}
 
-INSERT = "INSERT INTO ledger_subjects (caller_hmac, seq) VALUES (?, ?)"
+INSERT = MultiInsert("ledger_subjects", ("caller_hmac", "seq"))
 
 
 def subject_of(kind: str, body: Mapping[str, Any]) -> str | None:

@@ -158,7 +158,7 @@ def test_the_migration_counts_and_names_rows_it_finds(any_db):
     with any_db.write() as c:
         for rec in (_rec("r1", state="archived"), _rec("r2", state="archived", spool_path="r2.wav"),
                     _rec("r3", state="erased"), _rec("r4", state="failed")):
-            c.execute(_INSERT, _values(rec))
+            c.execute(_INSERT.sql(1), _values(rec))
     catalog = Catalog(any_db, node="n1")
     assert catalog.queue_counts() == {"archived": 2, "erased": 1, "failed": 1}
     assert catalog.by_spool_path("/chroot/var/spool/callvault/r1.wav").recording_id == "r1"

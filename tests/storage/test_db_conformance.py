@@ -130,6 +130,34 @@ async def test_group_commit_failure_is_isolated_to_its_caller(any_db):
     assert catalog.get("r-ok").node == "n1"
 
 
+async def test_a_run_of_appends_goes_in_multi_row_inserts_through_the_triggers(any_db):
+    """Appends queued behind a busy writer run together (one head read, a multi-row
+    INSERT per table): each row still passes the head trigger, in call order."""
+    ledger, catalog = Ledger(any_db), Catalog(any_db, node="n1")
+    fill(ledger, 2)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(conn):
+        entered.set()
+        assert release.wait(10)
+
+    any_db.submit(hold)
+    assert entered.wait(10)
+    queued = [asyncio.ensure_future(ledger.append_async(
+        "consent", {"i": i, "caller_hmac": f"h{i % 2}"}, recording_id=f"r{i}",
+        also=catalog.add_op(_rec(f"r{i}")))) for i in range(7)]
+    while any_db._group._queue.qsize() < 7:  # every append queued behind the held writer
+        await asyncio.sleep(0.005)
+    batches = any_db._group.batches
+    release.set()
+    entries = await asyncio.gather(*queued)
+    assert any_db._group.batches == batches + 1  # the 7 in one transaction
+    assert [e.seq for e in entries] == list(range(3, 10))
+    assert ledger.verify().checked == 9
+    assert [e.seq for e in ledger.consents_of(["h0"])] == [3, 5, 7, 9]
+    assert [catalog.get(f"r{i}").recording_id for i in range(7)] == [f"r{i}" for i in range(7)]
+
+
 # -- the job queue ------------------------------------------------------------------------------
 
 
