@@ -378,8 +378,9 @@ class S3Store:
             sha256 = r.get("Metadata", {}).get("sha256")
             stored = r.get("ChecksumSHA256")
             tag_set: dict[str, str] = {}
-            # A streamed upload's whole-object digest is a tag (storage/s3upload.py).
-            streamed = not sha256 and stored is not None and "-" in stored
+            # A streamed upload's whole-object digest is a tag (storage/s3upload.py); its
+            # stored checksum is of its parts (a composite, or a CRC32), never a SHA-256.
+            streamed = not sha256 and (stored is None or "-" in stored)
             if (tags or streamed) and r.get("TagCount", 1):  # TagCount is absent on AWS: ask
                 got = self.client.get_object_tagging(Bucket=self.bucket, Key=key, **_version(vid))
                 tag_set = {t["Key"]: t["Value"] for t in got.get("TagSet", [])}
