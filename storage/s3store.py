@@ -2,8 +2,8 @@
 
 Only documented S3 behaviour is used: flexible checksums (``ChecksumAlgorithm``
 plus the caller's precomputed ``ChecksumSHA256``, so the server verifies every
-byte it stores), Object Lock per object, tags, multipart with per-part SHA-256,
-versions. The whole-object SHA-256 is also kept as user metadata (``sha256``):
+byte it stores), Object Lock per object, tags, multipart with per-part SHA-256
+(a streamed upload's parts: CRC32, storage/s3upload.py), versions. The whole-object SHA-256 is also kept as user metadata (``sha256``):
 a multipart object's stored checksum is a checksum of part checksums.
 
 Bucket set-up, storage roles (bucket policies) and the error kinds are in docs/storage.md.
