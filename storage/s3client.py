@@ -109,11 +109,11 @@ REQUESTS = RequestCounts()
 
 def sign_checksummed_bodies_by_checksum(client: Any) -> None:
     """Over plain HTTP, send ``UNSIGNED-PAYLOAD`` for a request that carries an
-    ``x-amz-checksum-sha256`` or ``-crc32`` header, instead of hashing its body a
+    ``x-amz-checksum-sha256`` or ``-crc32c`` header, instead of hashing its body a
     second time for the signature. This is what botocore already does over HTTPS:
     the checksum header is itself signed and the service verifies every byte against
     it (a mismatch is ``BadDigest``), and neither side hashes the body twice. A
-    streamed payload's parts carry a CRC32 (storage/s3upload.py): over plain HTTP that
+    streamed payload's parts carry a CRC32C (storage/s3upload.py): over plain HTTP that
     catches a changed byte but not a forged one, which the payload's SHA-256 and age's
     Poly1305 tags do. Requests without such a header (other bodies, e.g.
     CompleteMultipartUpload) keep their signed payload. An explicit
@@ -124,7 +124,7 @@ def sign_checksummed_bodies_by_checksum(client: Any) -> None:
 # Each client's config with unsigned payloads, made once per config (a merge costs
 # about 0.1 ms, per request otherwise) and dropped with the client.
 _UNSIGNED: weakref.WeakKeyDictionary[Config, Config] = weakref.WeakKeyDictionary()
-_CHECKSUM_HEADERS = ("x-amz-checksum-sha256", "x-amz-checksum-crc32")
+_CHECKSUM_HEADERS = ("x-amz-checksum-sha256", "x-amz-checksum-crc32c")
 
 
 def _unsigned_when_checksummed(request: Any, **kwargs: Any) -> None:

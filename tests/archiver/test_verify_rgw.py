@@ -8,8 +8,8 @@ import base64
 import hashlib
 import json
 import os
-import zlib
 
+import crc32c
 import pytest
 from archivehelpers import assert_locked_default_za, versions
 
@@ -41,13 +41,13 @@ def test_put_answers_carry_the_checksum_the_service_checked(rgw_buckets):
     assert r.checksum == composite and r.version_id
 
     # The archiver's way for a payload of more than one part: encrypted into the upload,
-    # each part with its CRC32; Ceph answers the CRC32 of the whole object.
+    # each part with its CRC32C; Ceph answers the CRC32C of the whole object.
     up = payload.open_upload("t/streamed", size=len(big))
     for i in range(0, len(big), MiB):
         up.write(big[i:i + MiB])
     up.seal(size=len(big), sha256=hashlib.sha256(big).hexdigest())
     r = up.complete()
-    assert r.checksum == f"{zlib.crc32(big):08x}" and r.version_id
+    assert r.checksum == f"{crc32c.crc32c(big):08x}" and r.version_id
 
 
 def test_fresh_job_costs_three_puts_and_reads_nothing_back(make_env, rgw_buckets, s3_client):

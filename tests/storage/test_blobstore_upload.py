@@ -114,8 +114,8 @@ def test_local_store_has_nothing_to_resume(tmp_path):
 
 
 def _flip_a_byte_of_part_2(request, **kwargs):
-    # After the part's CRC32 header was set, before signing: only the service's check of
-    # the bytes against x-amz-checksum-crc32 can notice.
+    # After the part's CRC32C header was set, before signing: only the service's check of
+    # the bytes against x-amz-checksum-crc32c can notice.
     if b"partNumber=2" in request.url.encode():
         data = bytearray(request.data)
         data[len(data) // 2] ^= 0x01
@@ -123,11 +123,11 @@ def _flip_a_byte_of_part_2(request, **kwargs):
 
 
 @pytest.mark.s3
-def test_s3_part_with_a_changed_byte_is_refused_by_its_crc32(make_s3_store):
+def test_s3_part_with_a_changed_byte_is_refused_by_its_crc32c(make_s3_store):
     store = make_s3_store()
     sent: list = []
     store.client.meta.events.register("before-send.s3.UploadPart", lambda request, **_: sent.append(
-        (request.headers.get("x-amz-checksum-crc32"), request.headers.get("X-Amz-Content-SHA256"))))
+        (request.headers.get("x-amz-checksum-crc32c"), request.headers.get("X-Amz-Content-SHA256"))))
     store.client.meta.events.register("before-sign.s3.UploadPart", _flip_a_byte_of_part_2)
     data = os.urandom(3 * PART)
     up = store.open_upload("rec/bad", size=len(data))
@@ -136,7 +136,7 @@ def test_s3_part_with_a_changed_byte_is_refused_by_its_crc32(make_s3_store):
             up.write(data[i:i + MiB])
         up.seal(size=len(data), sha256=sha(data))
     assert up.abort()
-    # a CRC32 header instead of a second SHA-256 of the body for the signature
+    # a CRC32C header instead of a second SHA-256 of the body for the signature
     assert sent and all(crc is not None and payload == b"UNSIGNED-PAYLOAD" for crc, payload in sent)
     assert list(store.list("rec/")) == []
     assert store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []
@@ -144,7 +144,7 @@ def test_s3_part_with_a_changed_byte_is_refused_by_its_crc32(make_s3_store):
 
 @pytest.mark.s3
 def test_s3_upload_sealed_with_sha256_part_digests_still_resumes(make_s3_store):
-    """A token written before part CRC32s (its parts carry SHA-256s) completes, and a
+    """A token written before part CRC32Cs (its parts carry SHA-256s) completes, and a
     completed one is found again by its composite."""
     import base64
     import hashlib
@@ -168,13 +168,13 @@ def test_s3_upload_sealed_with_sha256_part_digests_still_resumes(make_s3_store):
 
 @pytest.mark.s3
 def test_s3_resume_refuses_another_version_after_completion(make_s3_store):
-    """Part CRC32s that do not make the stored version's checksum are not taken as ours."""
+    """Part CRC32Cs that do not make the stored version's checksum are not taken as ours."""
     store = make_s3_store()
     data = os.urandom(2 * PART + 5)
     _, sealed = stream(store, "rec/c", data)
     store.resume_upload("rec/c", sealed)
     other = dict(sealed, parts=[dict(p) for p in sealed["parts"]])
-    other["parts"][0]["ChecksumCRC32"] = "AAAAAA=="  # not what the stored version is made of
+    other["parts"][0]["ChecksumCRC32C"] = "AAAAAA=="  # not what the stored version is made of
     # RGW answers a repeated completion with the stored version's checksum: refused
     with pytest.raises((IntegrityError, NotFound), match="checksum|another"):
         store.resume_upload("rec/c", other)
