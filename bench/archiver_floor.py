@@ -162,7 +162,7 @@ def stream_work_cpu(path: Path) -> float:
     that no design can skip, with no callvault code, on this thread: seal the file with
     bare ChaCha20-Poly1305 in age's 64 KiB chunks and SHA-256 the plaintext and the
     payload (the manifest's digests). ``upload_file`` already reads the file and takes
-    each 8 MiB part's CRC32, as the pipeline's part threads do."""
+    each 8 MiB part's CRC32 (the pipeline's part threads take a cheaper CRC32C)."""
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
     chunk, block = 64 * 1024, 16 * 64 * 1024

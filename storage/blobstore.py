@@ -95,7 +95,7 @@ class PutResult:
     # The checksum the store itself reports for what it stored, in hex, once it is known
     # to agree with what was sent: the object's SHA-256 (a single put, the local store),
     # for a multipart ``put`` the SHA-256 of its part SHA-256s with "-<parts>", for a
-    # streamed upload the CRC32 of the whole object or of its part CRC32s with
+    # streamed upload the CRC32C of the whole object or of its part CRC32Cs with
     # "-<parts>" (each part checked by the service against the checksum sent with it).
     # None when the service answered without one (it may not check checksums at all).
     # A store that reports a checksum other than what was sent raises ``IntegrityError``.
