@@ -178,3 +178,28 @@ def test_s3_resume_refuses_another_version_after_completion(make_s3_store):
     # RGW answers a repeated completion with the stored version's checksum: refused
     with pytest.raises((IntegrityError, NotFound), match="checksum|another"):
         store.resume_upload("rec/c", other)
+
+
+def test_stored_checksum_reads_full_object_and_composite_answers():
+    """Parsing only: the two shapes a service answers for CRC32C parts."""
+    import base64
+
+    import crc32c
+
+    from storage.s3upload import part_checksum, stored_checksum
+
+    data = os.urandom(2 * MiB + 5)
+    size = MiB
+    parts = [{"PartNumber": n + 1, "ChecksumCRC32C": part_checksum(data[i:i + size])}
+             for n, i in enumerate(range(0, len(data), size))]
+    token = {"parts": parts, "part_size": size, "size": len(data)}
+    whole = base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
+    assert stored_checksum({"ChecksumCRC32C": whole, "ChecksumType": "FULL_OBJECT"}, token) == (
+        f"{crc32c.crc32c(data):08x}",) * 2
+    joined = b"".join(base64.b64decode(p["ChecksumCRC32C"]) for p in parts)
+    composite = base64.b64encode(crc32c.crc32c(joined).to_bytes(4, "big")).decode() + "-3"
+    got, want = stored_checksum({"ChecksumCRC32C": composite, "ChecksumType": "COMPOSITE"}, token)
+    assert got == want == f"{crc32c.crc32c(joined):08x}-3"
+    got, want = stored_checksum({"ChecksumCRC32C": "AAAAAA=="}, token)
+    assert got != want
+    assert stored_checksum({}, token) is None
