@@ -6,7 +6,7 @@ Two ways, by the payload's size (known before encrypting: ``payload_size_for``):
   into a multipart upload (``BlobStore.open_upload``), the encryption and the network side
   by side, no work file. The upload id goes to ``<id>.upload`` in the work dir (fsynced)
   before the first part. When every part is stored: the header is PUT (a stored payload
-  always has its header stored already), the token (part digests) is written, the catalog
+  always has its header stored already), the token (part checksums) is written, the catalog
   moves to ``uploading`` with the manifest, and only then is the upload completed.
 * **Work files** (one part or less): the header and payload are written next to the spool,
   the catalog moves to ``uploading``, then the header and the payload are PUT, each in one

@@ -1,5 +1,6 @@
-"""Encryption efficiency: ``Encryptor.encrypt_to`` as the archiver runs it (payload
-part digests on, 8 MiB parts) against baselines measured in the same run.
+"""Encryption efficiency: ``Encryptor.encrypt_to`` as the archiver runs it (a payload
+of more than one 8 MiB part also gets each part's CRC32C, as the streamed upload sends
+with each part) against baselines measured in the same run.
 
     python -m bench crypto                 # 256 MiB, 3 rounds (about a minute)
     python -m bench crypto --size 64 --rounds 2
@@ -11,7 +12,8 @@ Each round measures, on the same random data:
   chunks into a reused buffer): on one thread, and split over as many threads as
   ``encrypt_to`` runs (counted while it runs);
 - SHA-256 alone, one pass in 1 MiB updates (the manifest needs two passes, the
-  plaintext and the payload, and a multi-part upload a third, the parts);
+  plaintext and the payload), and CRC32C alone, likewise (a multi-part upload's part
+  checksums, ``storage.s3upload.part_checksum``);
 - ``encrypt_to`` in memory (``io.BytesIO`` in, the pieces dropped), with its CPU time;
 - ``encrypt_to`` from a file to ``/dev/null`` and the ``age`` CLI (1.1.1 here) on
   the same file to ``/dev/null`` (wall time, the file in the page cache).
@@ -22,8 +24,8 @@ the same work done bare on one thread (read, seal, two SHA-256 passes), and the 
 CLI (a process start included). Ratios there are speed ratios (baseline time / ours).
 
 The "ideal" line is what this host could do if every core were busy with nothing
-but the work itself: ``cores / (1/chacha + passes/sha256)`` from the same round's
-single-thread figures. The median of the rounds is printed (min-max beside it) and
+but the work itself: ``cores / (1/chacha + 2/sha256 + parts/crc32c)`` from the same
+round's single-thread figures (``parts`` is 1 for a multi-part payload, else 0). The median of the rounds is printed (min-max beside it) and
 written to bench/results/crypto-<time>.json.
 """
 
@@ -81,23 +83,50 @@ def sha256_pass(data: memoryview) -> float:
     return time.perf_counter() - t0
 
 
-def encryptor(source, write, size: int) -> tuple[float, float, int]:
-    """Wall and CPU seconds of one archiver-style ``encrypt_to``, and the most threads
-    seen while it ran (the calling thread included)."""
-    from storage.age import Encryptor, payload_size_for
+def crc32c_pass(data: memoryview) -> float:
+    import crc32c
+
+    crc = 0
+    t0 = time.perf_counter()
+    for i in range(0, len(data), MiB):
+        crc = crc32c.crc32c(data[i:i + MiB], crc)
+    return time.perf_counter() - t0
+
+
+def multipart(size: int) -> bool:
+    """Whether a recording of ``size`` bytes is streamed as a multipart upload."""
+    from storage.age import payload_size_for
     from storage.blobstore import part_size_for
+
+    return payload_size_for(size) > part_size_for(payload_size_for(size), PART_SIZE)
+
+
+def encryptor(source, write, size: int) -> tuple[float, float, int]:
+    """Wall and CPU seconds of one archiver-style ``encrypt_to`` (with each part's
+    CRC32C for a multipart payload), and the most threads seen while it ran (the
+    calling thread included)."""
+    import crc32c
+
+    from storage.age import Encryptor
 
     enc = Encryptor([RECIPIENT])
     before = threading.active_count()
-    most = 0
+    most, parts = 0, multipart(size)
+    crc = filled = 0
 
     def counted(piece) -> None:
-        nonlocal most
+        nonlocal most, crc, filled
         most = max(most, threading.active_count())
         write(piece)
+        mv = memoryview(piece)
+        while parts and len(mv):  # what the upload's part threads do, part by part
+            take = min(len(mv), PART_SIZE - filled)
+            crc, filled, mv = crc32c.crc32c(mv[:take], crc), filled + take, mv[take:]
+            if filled == PART_SIZE:
+                crc = filled = 0
 
     t0, c0 = time.perf_counter(), time.process_time()
-    enc.encrypt_to(source, counted, part_size=part_size_for(payload_size_for(size), PART_SIZE))
+    enc.encrypt_to(source, counted)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return wall, cpu, most - before + 1
 
@@ -165,6 +194,7 @@ def one_round(data: memoryview, path: Path, threads: int) -> dict:
     r["raw_1_s"] = raw_chacha(data, 1)
     r["raw_n_s"] = raw_chacha(data, threads or threads_seen)
     r["sha256_s"] = sha256_pass(data)
+    r["crc32c_s"] = crc32c_pass(data)
     return r
 
 
@@ -173,12 +203,10 @@ RECIPIENT = None
 
 def measure(size: int, rounds: int) -> dict:
     global RECIPIENT
-    from storage.age import Identity, payload_size_for
-    from storage.blobstore import part_size_for
+    from storage.age import Identity
 
     RECIPIENT = Identity.generate().recipient
     data = memoryview(os.urandom(size))
-    passes = 3 if payload_size_for(size) > part_size_for(payload_size_for(size), PART_SIZE) else 2
     runs = []
     with tempfile.TemporaryDirectory(prefix="crypto-bench-") as tmp:
         path = Path(tmp) / "source.wav"
@@ -191,22 +219,22 @@ def measure(size: int, rounds: int) -> dict:
         print("1- and 5-minute recordings ...", flush=True)
         small = small_recordings(Path(tmp), rounds)
     return {"size": size, "rounds": runs, "cpus": os.cpu_count(), "threads": threads,
-            "sha256_passes": passes, "small": small}
+            "crc32c_passes": int(multipart(size)), "small": small}
 
 
 def summarise(res: dict) -> dict:
     """Per-round rates (MB/s) and ratios; median and spread over the rounds."""
-    size, cores, passes = res["size"], res["cpus"], res["sha256_passes"]
+    size, cores, crc = res["size"], res["cpus"], res["crc32c_passes"]
     per_round = []
     for r in res["rounds"]:
         rate = {k[:-2]: size / v / 1e6 for k, v in r.items() if k.endswith("_s")}
-        rate["ideal"] = cores / (1 / rate["raw_1"] + passes / rate["sha256"])
+        rate["ideal"] = cores / (1 / rate["raw_1"] + 2 / rate["sha256"] + crc / rate["crc32c"])
         rate["cpu_s_per_gib"] = r["encrypt_cpu_s"] * (1 << 30) / size
         rate["vs_raw_n"] = rate["encrypt"] / rate["raw_n"]
         rate["vs_raw_1"] = rate["encrypt"] / rate["raw_1"]
         rate["vs_age"] = rate["encrypt_file"] / rate["age_cli"]
         rate["vs_ideal"] = rate["encrypt"] / rate["ideal"]
-        rate["work_s_per_gib"] = (1 << 30) / 1e6 * (1 / rate["raw_1"] + passes / rate["sha256"])
+        rate["work_s_per_gib"] = (1 << 30) / 1e6 * (1 / rate["raw_1"] + 2 / rate["sha256"] + crc / rate["crc32c"])
         per_round.append(rate)
     return {k: (statistics.median(r[k] for r in per_round), min(r[k] for r in per_round),
                 max(r[k] for r in per_round)) for k in per_round[0]}
@@ -217,18 +245,20 @@ def table(res: dict, s: dict) -> str:
         med, lo, hi = s[k]
         return f"{fmt.format(med)}{unit} ({fmt.format(lo)}-{fmt.format(hi)})"
 
-    n, passes = res["threads"], res["sha256_passes"]
+    n = res["threads"]
+    work = "ChaCha + 2 SHA-256" + (" + CRC32C" if res["crc32c_passes"] else "")
     rows = [("metric", "callvault", "baseline (same run)", "ratio", "target"),
             ("encrypt_to, in memory", fig("encrypt"), f"raw ChaCha20-Poly1305, {n} threads {fig('raw_n')}",
              fig("vs_raw_n", "", "{:.2f}"), ">= 0.7"),
             ("", "", f"raw ChaCha20-Poly1305, 1 thread {fig('raw_1')}", fig("vs_raw_1", "", "{:.2f}"), ""),
-            ("", "", f"ideal: {res['cpus']} cores, ChaCha + {passes} SHA-256 {fig('ideal')}",
+            ("", "", f"ideal: {res['cpus']} cores, {work} {fig('ideal')}",
              fig("vs_ideal", "", "{:.2f}"), ""),
             ("encrypt_to, file -> /dev/null", fig("encrypt_file"), f"age CLI, same file {fig('age_cli')}",
              fig("vs_age", "", "{:.2f}"), "> 1.0"),
             ("encrypt_to CPU time", fig("cpu_s_per_gib", " s/GiB", "{:.2f}"),
-             f"the work alone (ChaCha + {passes} SHA-256) {fig('work_s_per_gib', ' s/GiB', '{:.2f}')}", "", ""),
-            ("SHA-256, one pass (reference)", fig("sha256"), "", "", "")]
+             f"the work alone ({work}) {fig('work_s_per_gib', ' s/GiB', '{:.2f}')}", "", ""),
+            ("SHA-256, one pass (reference)", fig("sha256"), "", "", ""),
+            ("CRC32C, one pass (reference)", fig("crc32c"), "", "", "")]
     for label, name in (("1min", "1-min"), ("5min", "5-min")):
         r = res["small"][label]
         rows.append((f"encrypt_to, {name} recording ({r['size'] / 1e6:.2f} MB)", f"{r['encrypt']:.2f} ms",

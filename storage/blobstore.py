@@ -33,7 +33,6 @@ are random ids and tags are coarse labels (policy names, dates), nothing more.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -93,65 +92,14 @@ class PutResult:
     etag: str
     size: int
     sha256: str  # hex
-    # The SHA-256 checksum the store itself reports for what it stored, in hex, once it
-    # is known to agree with ``sha256``: the object's (a single put, the local store), or
-    # for a multipart object the checksum of its part checksums with "-<parts>" (each
-    # part checked by the service against the caller's digest). None when the service
-    # answered without one (it may not check checksums at all). A store that reports
-    # a checksum other than what was sent raises ``IntegrityError`` instead.
+    # The checksum the store itself reports for what it stored, in hex, once it is known
+    # to agree with what was sent: the object's SHA-256 (a single put, the local store),
+    # for a multipart ``put`` the SHA-256 of its part SHA-256s with "-<parts>", for a
+    # streamed upload the CRC32C of the whole object or of its part CRC32Cs with
+    # "-<parts>" (each part checked by the service against the checksum sent with it).
+    # None when the service answered without one (it may not check checksums at all).
+    # A store that reports a checksum other than what was sent raises ``IntegrityError``.
     checksum: str | None = None
-
-
-@dataclass(frozen=True)
-class PartDigests:
-    """The SHA-256 (hex) of each consecutive ``part_size``-byte slice of a source, in
-    order: the last slice may be shorter, and an empty source has one digest (of no
-    bytes: ``Encryptor.encrypt_to(part_size=...)`` takes them while encrypting);
-    ``PartHasher`` computes it."""
-
-    part_size: int
-    sha256: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if type(self.part_size) is not int or not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
-            raise ValueError(f"part_size must be {MIN_PART_SIZE}..{MAX_PART_SIZE} bytes")
-        digests = tuple(self.sha256)
-        if not 1 <= len(digests) <= MAX_PARTS:
-            raise ValueError(f"1..{MAX_PARTS} part digests are needed, got {len(digests)}")
-        for d in digests:
-            validate_sha256(d)
-        object.__setattr__(self, "sha256", digests)
-
-    def fits(self, size: int) -> bool:
-        """Whether these are as many digests as a source of ``size`` bytes has parts."""
-        return len(self.sha256) == max(1, -(-size // self.part_size))
-
-
-class PartHasher:
-    """Feeds bytes in order, hashes each ``part_size`` slice: ``digests()`` at the end."""
-
-    def __init__(self, part_size: int) -> None:
-        self.part_size = part_size
-        self._h = hashlib.sha256()
-        self._filled = 0
-        self._done: list[str] = []
-
-    def update(self, data) -> None:
-        mv = memoryview(data).cast("B")
-        while len(mv):
-            take = min(len(mv), self.part_size - self._filled)
-            self._h.update(mv[:take])
-            self._filled += take
-            mv = mv[take:]
-            if self._filled == self.part_size:
-                self._done.append(self._h.hexdigest())
-                self._h, self._filled = hashlib.sha256(), 0
-
-    def digests(self) -> PartDigests:
-        done = list(self._done)
-        if self._filled or not done:
-            done.append(self._h.hexdigest())
-        return PartDigests(self.part_size, tuple(done))
 
 
 @dataclass(frozen=True)

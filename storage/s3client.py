@@ -109,12 +109,14 @@ REQUESTS = RequestCounts()
 
 def sign_checksummed_bodies_by_checksum(client: Any) -> None:
     """Over plain HTTP, send ``UNSIGNED-PAYLOAD`` for a request that carries an
-    ``x-amz-checksum-sha256`` header, instead of hashing its body a second time for
-    the signature. This is what botocore already does over HTTPS: the checksum
-    header is itself signed and the service verifies every byte against it (a
-    mismatch is ``BadDigest``), so the body is covered by the same SHA-256 either
-    way, and neither side computes it twice. Requests without that header (other
-    bodies, e.g. CompleteMultipartUpload) keep their signed payload. An explicit
+    ``x-amz-checksum-sha256`` or ``-crc32c`` header, instead of hashing its body a
+    second time for the signature. This is what botocore already does over HTTPS:
+    the checksum header is itself signed and the service verifies every byte against
+    it (a mismatch is ``BadDigest``), and neither side hashes the body twice. A
+    streamed payload's parts carry a CRC32C (storage/s3upload.py): over plain HTTP that
+    catches a changed byte but not a forged one, which the payload's SHA-256 and age's
+    Poly1305 tags do. Requests without such a header (other bodies, e.g.
+    CompleteMultipartUpload) keep their signed payload. An explicit
     ``payload_signing_enabled`` in the client's config is left as it is."""
     client.meta.events.register("before-sign.s3", _unsigned_when_checksummed)
 
@@ -122,10 +124,11 @@ def sign_checksummed_bodies_by_checksum(client: Any) -> None:
 # Each client's config with unsigned payloads, made once per config (a merge costs
 # about 0.1 ms, per request otherwise) and dropped with the client.
 _UNSIGNED: weakref.WeakKeyDictionary[Config, Config] = weakref.WeakKeyDictionary()
+_CHECKSUM_HEADERS = ("x-amz-checksum-sha256", "x-amz-checksum-crc32c")
 
 
 def _unsigned_when_checksummed(request: Any, **kwargs: Any) -> None:
-    if "x-amz-checksum-sha256" not in request.headers or request.url.startswith("https"):
+    if request.url.startswith("https") or not any(h in request.headers for h in _CHECKSUM_HEADERS):
         return
     config = request.context.get("client_config")
     if config is None:

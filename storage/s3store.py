@@ -2,9 +2,10 @@
 
 Only documented S3 behaviour is used: flexible checksums (``ChecksumAlgorithm``
 plus the caller's precomputed ``ChecksumSHA256``, so the server verifies every
-byte it stores), Object Lock per object, tags, multipart with per-part SHA-256,
-versions. The whole-object SHA-256 is also kept as user metadata (``sha256``):
-a multipart object's stored checksum is a checksum of part checksums.
+byte it stores), Object Lock per object, tags, multipart with per-part SHA-256
+(a streamed upload's parts: CRC32C, storage/s3upload.py), versions. The whole-object
+SHA-256 is also kept as user metadata (``sha256``): a multipart object's stored
+checksum is a checksum of part checksums.
 
 Bucket set-up, storage roles (bucket policies) and the error kinds are in docs/storage.md.
 """
@@ -378,8 +379,9 @@ class S3Store:
             sha256 = r.get("Metadata", {}).get("sha256")
             stored = r.get("ChecksumSHA256")
             tag_set: dict[str, str] = {}
-            # A streamed upload's whole-object digest is a tag (storage/s3upload.py).
-            streamed = not sha256 and stored is not None and "-" in stored
+            # A streamed upload's whole-object digest is a tag (storage/s3upload.py); its
+            # stored checksum is of its parts (a composite, or a CRC32C), never a SHA-256.
+            streamed = not sha256 and (stored is None or "-" in stored)
             if (tags or streamed) and r.get("TagCount", 1):  # TagCount is absent on AWS: ask
                 got = self.client.get_object_tagging(Bucket=self.bucket, Key=key, **_version(vid))
                 tag_set = {t["Key"]: t["Value"] for t in got.get("TagSet", [])}

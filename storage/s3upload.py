@@ -6,8 +6,16 @@ payload never lands in a local work file and the encryption and the network run 
 by side. The whole-object SHA-256 is known only at the end, after the multipart upload
 was created, so it cannot be user metadata (fixed at creation) as it is for ``put``:
 it is a tag (``sha256``) set right after completion, which ``S3Store.head`` reads. Each
-part carries its own SHA-256, taken from the very buffer that is sent, and the service
-refuses a part whose bytes differ (``BadDigest``).
+part carries its CRC32C (``x-amz-checksum-crc32c``), taken from the very buffer that
+is sent, and the service refuses a part whose bytes differ (``BadDigest``). CRC32C
+rather than SHA-256: a part checksum only has to catch bytes changed in transit, and
+CRC32C is computed in hardware on both sides (SSE4.2 here, Ceph's own crc32c in RGW),
+where SHA-256 costs 0.6 CPU-seconds per GiB on each and plain CRC32 costs RGW more
+than SHA-256 does (docs/archiver.md, "Part checksums"). What authenticates the
+payload is elsewhere: its SHA-256 (manifest, ledger, tag) and age's Poly1305 tag on
+every 64 KiB chunk. On completion the service answers a checksum of the whole object
+(the CRC32C of all its bytes, or the CRC32C of the part CRC32Cs with ``-<parts>``),
+checked here against the CRC32Cs sent.
 
 Life of an upload: ``write`` (any number of times) -> ``seal(size, sha256)`` (the last
 part is sent and every part acknowledged; returns the token, a JSON-able dict that
@@ -33,6 +41,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
 import botocore.exceptions as bce
+import crc32c
 
 from storage.blobstore import PutResult, Retention
 from storage.errors import (
@@ -63,10 +72,71 @@ def b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def composite(parts: list[dict[str, Any]]) -> str:
-    """The checksum S3 reports for a multipart object: SHA-256 of the part digests."""
-    joined = b"".join(base64.b64decode(p["ChecksumSHA256"]) for p in parts)
-    return f"{b64(hashlib.sha256(joined).digest())}-{len(parts)}"
+def part_checksum(data) -> str:
+    """The ``x-amz-checksum-crc32c`` of a part (the GIL is released meanwhile)."""
+    return b64(crc32c.crc32c(data).to_bytes(4, "big"))
+
+
+# CRC combination (zlib's crc32_combine, for the CRC-32C polynomial): arithmetic
+# modulo the reflected Castagnoli polynomial.
+_POLY = 0x82F63B78
+
+
+def _multmodp(a: int, b: int) -> int:
+    m, p = 1 << 31, 0
+    while True:
+        if a & m:
+            p ^= b
+            if not a & (m - 1):
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+
+
+_X2N = [1 << 30]  # x^(2^k) modulo the polynomial
+for _ in range(31):
+    _X2N.append(_multmodp(_X2N[-1], _X2N[-1]))
+
+
+def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC32C of A+B from crc1 = CRC32C(A), crc2 = CRC32C(B) and B's length."""
+    p, k, n = 1 << 31, 3, len2  # x^(8 * len2)
+    while n:
+        if n & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        n >>= 1
+        k += 1
+    return _multmodp(p, crc1) ^ crc2
+
+
+def stored_checksum(answer: dict[str, Any], token: dict[str, Any]) -> tuple[str, str] | None:
+    """What a CompleteMultipartUpload or HEAD ``answer`` says the service stored, and
+    what it must be for the token's parts, both in hex (a composite with "-<parts>");
+    None when the answer carries no checksum (a service without flexible checksums).
+
+    Parts with CRC32Cs: the whole object's CRC32C (``ChecksumType`` FULL_OBJECT, Ceph's
+    answer), combined from the parts' CRC32Cs and sizes, or the CRC32C of the part
+    CRC32Cs (COMPOSITE). Parts with SHA-256s (an upload sealed before part CRC32Cs): the
+    SHA-256 of the part digests."""
+    parts = token["parts"]
+    algorithm = "CRC32C" if "ChecksumCRC32C" in parts[0] else "SHA256"
+    answered = answer.get(f"Checksum{algorithm}")
+    if not answered:
+        return None
+    digest, dash, count = answered.partition("-")
+    try:
+        got = base64.b64decode(digest, validate=True).hex() + dash + count
+    except ValueError:
+        got = repr(answered)
+    sums = [base64.b64decode(p[f"Checksum{algorithm}"]) for p in parts]
+    if algorithm == "SHA256":
+        return got, f"{hashlib.sha256(b''.join(sums)).hexdigest()}-{len(parts)}"
+    if dash or answer.get("ChecksumType") == "COMPOSITE":
+        return got, f"{crc32c.crc32c(b''.join(sums)):08x}-{len(parts)}"
+    whole, last = 0, token["size"] - (len(parts) - 1) * token["part_size"]
+    for i, crc in enumerate(sums):
+        whole = crc32c_combine(whole, int.from_bytes(crc, "big"), token["part_size"] if i < len(sums) - 1 else last)
+    return got, f"{whole:08x}"
 
 
 def tagging(tags: dict[str, str]) -> str:
@@ -116,7 +186,7 @@ class S3Upload:
         if self.upload_id is None:
             with self.store._errors("put", self.key):
                 self.upload_id = self.client.create_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="SHA256",
+                    Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="CRC32C",
                     Tagging=tagging(self.tags), **self.extra)["UploadId"]
             self.pool = ThreadPoolExecutor(self.store.max_concurrency, thread_name_prefix="s3-part")
             if self.on_create is not None:
@@ -151,13 +221,12 @@ class S3Upload:
                 self.spare.append(buf)
 
     def _upload_part(self, number: int, data: bytearray) -> dict[str, Any]:
-        # The digest of the bytes as they go out; hashlib releases the GIL meanwhile.
-        checksum = b64(hashlib.sha256(data).digest())
+        checksum = part_checksum(data)  # of the bytes as they go out
         with self.store._errors("put", self.key):
             r = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                        PartNumber=number, Body=data, ChecksumAlgorithm="SHA256",
-                                        ChecksumSHA256=checksum)
-        return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": checksum}
+                                        PartNumber=number, Body=data, ChecksumAlgorithm="CRC32C",
+                                        ChecksumCRC32C=checksum)
+        return {"PartNumber": number, "ETag": r["ETag"], "ChecksumCRC32C": checksum}
 
     # -- finishing ------------------------------------------------------------------
 
@@ -165,7 +234,8 @@ class S3Upload:
         """What ``S3Store.resume_upload``/``abort_upload`` need (JSON-able)."""
         t: dict[str, Any] = {"upload_id": self.upload_id}
         if self.completed is not None:
-            t.update(parts=self.completed, size=self.total, sha256=self.sha256, tags=self.tags)
+            t.update(parts=self.completed, part_size=self.part_size, size=self.total, sha256=self.sha256,
+                     tags=self.tags)
         return t
 
     def seal(self, *, size: int, sha256: str) -> dict[str, Any] | None:
@@ -227,19 +297,22 @@ def complete(store: S3Store, key: str, token: dict[str, Any]) -> PutResult:
     """Complete a sealed upload from its token (idempotent), then tag its SHA-256.
 
     After a crash the upload may be completed already (the id is then gone): the
-    current version is taken as ours only if the service's checksum of it is the
-    composite of the token's part digests and its size is the token's."""
-    client, parts = store.client, token["parts"]
+    current version is taken as ours only if the service's checksum of it is the one
+    the token's part checksums make (``stored_checksum``) and its size is the token's."""
+    client = store.client
     version, checksum = None, None
     try:
         with store._errors("put", key):
             r = client.complete_multipart_upload(Bucket=store.bucket, Key=key, UploadId=token["upload_id"],
-                                                 MultipartUpload={"Parts": parts})
+                                                 MultipartUpload={"Parts": token["parts"]})
         version, etag = r.get("VersionId"), r["ETag"].strip('"')
         # What the service says it stored, checked against the parts sent; None after a
         # crash (found below), so verification reads the object back.
-        digest, _, count = composite(parts).partition("-")
-        checksum = answered_checksum(key, r, token["sha256"], f"{base64.b64decode(digest).hex()}-{count}")
+        if (pair := stored_checksum(r, token)) is not None:
+            checksum, want = pair
+            if checksum != want:
+                raise IntegrityError(f"put {key}: the service reports checksum {checksum} for what it "
+                                     f"stored, the parts sent make {want}")
     except (NotFound, RetryableError):
         # RGW answers 500 "completion already in progress", not NoSuchUpload, for an
         # upload id it does not have (aborted, or never made): the HEAD below tells that
@@ -253,7 +326,8 @@ def complete(store: S3Store, key: str, token: dict[str, Any]) -> PutResult:
                 if http_status(e) != 404:
                     raise
                 raise NotFound(f"put {key}: upload {token['upload_id']} is gone and nothing is stored") from e
-        if h.get("ChecksumSHA256") != composite(parts) or h["ContentLength"] != token["size"]:
+        pair = stored_checksum(h, token)
+        if pair is None or pair[0] != pair[1] or h["ContentLength"] != token["size"]:
             raise NotFound(f"put {key}: upload {token['upload_id']} is gone and the stored version is another")
         version, etag = h.get("VersionId"), h["ETag"].strip('"')
     # The whole-object digest, which S3 keeps no checksum of for a multipart object.

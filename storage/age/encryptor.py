@@ -26,7 +26,6 @@ from storage.age.stream import (
     chunk_nonce,
     iter_source,
 )
-from storage.blobstore import PartDigests, PartHasher
 
 __all__ = ["BLOCK_CHUNKS", "INLINE_BYTES", "EncryptionSummary", "Encryptor", "encrypt_file"]
 
@@ -72,7 +71,6 @@ class Encryptor:
         self.header: bytes = build_header(file_key, recipients, _ephemeral_secrets=_ephemeral_secrets)
         self.recipient_fingerprints = tuple(r.fingerprint for r in recipients)
         self._sealer = Sealer(file_key, os.urandom(NONCE_SIZE) if _nonce is None else _nonce)
-        self.part_digests: PartDigests | None = None  # set by encrypt_to(part_size=...)
 
     def update(self, data) -> bytes:
         return self._sealer.update(data)
@@ -88,8 +86,7 @@ class Encryptor:
         yield self.finalize()
 
     def encrypt_to(self, source, write: Callable[[memoryview], object], *,
-                   progress: Callable[[int], None] | None = None, blocks: int = 4,
-                   part_size: int | None = None) -> EncryptionSummary:
+                   progress: Callable[[int], None] | None = None, blocks: int = 4) -> EncryptionSummary:
         """Encrypt all of the binary file ``source`` and pass the payload to ``write``
         in pieces of about 1 MiB; return the summary. Byte for byte what
         ``payload_chunks`` gives, but made for whole files: chunks are sealed straight
@@ -112,15 +109,7 @@ class Encryptor:
         spent. Memory: ``blocks`` (>= 2) pairs of 1 MiB buffers, whatever the size of
         ``source``; up to ``KEEP_PAIRS`` of them stay mapped for the next call (the
         plaintext ones wiped), the rest are unmapped. Needs a fresh Encryptor (no
-        ``update``).
-
-        With ``part_size``, the SHA-256 of each ``part_size`` slice of the payload
-        (payload byte offsets, the nonce included) is taken from the same buffers the
-        payload digest and ``write`` get; they are ``part_digests`` afterwards
-        (``storage.blobstore.PartDigests``, what ``BlobStore.put(parts=...)`` takes).
-        The first slice's digest is a copy of the payload digest's state at the end of
-        that slice, so a payload of one part costs no extra pass and a longer one a
-        fourth helper thread for the slices after the first."""
+        ``update``)."""
         s = self._sealer
         if s.done or not s._prefix:
             raise RuntimeError("encrypt_to() needs a fresh Encryptor")
@@ -139,9 +128,8 @@ class Encryptor:
 
         add_pairs(2)
         hashing: dict[int, list[Future]] = {}  # pair -> its hashing and writing, under way
-        digests = _PayloadDigests(s.ct_hash, part_size)
         pools: list[ThreadPoolExecutor] = []
-        pt_pool = ct_pool = out_pool = part_pool = None
+        pt_pool = ct_pool = out_pool = None
         written = 0
 
         def put(piece: memoryview) -> None:
@@ -162,9 +150,7 @@ class Encryptor:
         try:
             prefix, s._prefix = s._prefix, b""
             s.payload_size += len(prefix)
-            digests.update(prefix, 0)
-            if (tail := digests.tail(prefix, 0)) is not None:
-                digests.parts.update(tail)
+            s.ct_hash.update(prefix)
             put(memoryview(prefix))
             if progress is not None:
                 progress(written)
@@ -185,12 +171,9 @@ class Encryptor:
                                          None, ct[c:c + size + TAG_SIZE])
                     s._index += 1
                     p, c = p + size, c + size + TAG_SIZE
-                offset = s.payload_size
                 run(i, pt_pool, s.pt_hash.update, pt[:n])
-                run(i, ct_pool, digests.update, ct[:c], offset)
+                run(i, ct_pool, s.ct_hash.update, ct[:c])
                 run(i, out_pool, put, ct[:c])
-                if (tail := digests.tail(ct[:c], offset)) is not None:
-                    run(i, part_pool, digests.parts.update, tail)
                 s.plaintext_size += n
                 s.payload_size += c
                 if progress is not None:
@@ -199,15 +182,14 @@ class Encryptor:
                     break
                 if pt_pool is None and s.payload_size >= INLINE_BYTES:
                     pools = [ThreadPoolExecutor(1, thread_name_prefix=f"age-{name}")
-                             for name in ("sha256-pt", "sha256-ct", "write", "sha256-parts")]
-                    pt_pool, ct_pool, out_pool, part_pool = pools
+                             for name in ("sha256-pt", "sha256-ct", "write")]
+                    pt_pool, ct_pool, out_pool = pools
                     add_pairs(max(2, blocks))  # j still names the pair holding the next block
                 i, n = j, following
             for i in list(hashing):
                 settle(i)
             if progress is not None:
                 progress(written)
-            self.part_digests = digests.result(s.payload_size)
             s.done = True
         finally:
             for pool in pools:
@@ -243,42 +225,6 @@ def _release(pairs: list[tuple[mmap.mmap, mmap.mmap]]) -> None:
             for m in pair:
                 with contextlib.suppress(BufferError):  # a view still held elsewhere: GC unmaps it
                     m.close()
-
-
-class _PayloadDigests:
-    """The SHA-256 of the payload (``whole``, fed in order) and, with a ``part_size``,
-    of each ``part_size`` slice of it. The first slice's digest is a copy of the whole
-    one's state at the end of that slice, so only the bytes after it (``tail``) are
-    hashed a second time, by ``parts``."""
-
-    def __init__(self, whole, part_size: int | None) -> None:
-        self.whole, self.part_size = whole, part_size
-        self.parts = PartHasher(part_size) if part_size is not None else None
-        self._first: str | None = None
-
-    def update(self, data, offset: int) -> None:
-        """Feed ``data``, the payload bytes at ``offset``."""
-        cut = None if self.part_size is None else self.part_size - offset
-        if cut is not None and 0 < cut <= len(data):
-            mv = memoryview(data)
-            self.whole.update(mv[:cut])
-            self._first = self.whole.copy().hexdigest()
-            self.whole.update(mv[cut:])
-        else:
-            self.whole.update(data)
-
-    def tail(self, data, offset: int) -> memoryview | None:
-        """What of ``data`` (the payload bytes at ``offset``) lies after the first slice."""
-        if self.part_size is None or offset + len(data) <= self.part_size:
-            return None
-        return memoryview(data)[max(0, self.part_size - offset):]
-
-    def result(self, payload_size: int) -> PartDigests | None:
-        if self.part_size is None:
-            return None
-        if payload_size <= self.part_size:
-            return PartDigests(self.part_size, (self.whole.hexdigest(),))
-        return PartDigests(self.part_size, (self._first, *self.parts.digests().sha256))
 
 
 def _fill(source, buf: bytearray) -> int:

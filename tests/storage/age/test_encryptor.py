@@ -21,8 +21,6 @@ from storage.age import (
     CHUNK_SIZE,
     ENC_CHUNK_SIZE,
     INLINE_BYTES,
-    NONCE_SIZE,
-    TAG_SIZE,
     ChunkAuthError,
     Decryptor,
     Encryptor,
@@ -33,7 +31,6 @@ from storage.age import (
     plaintext_range_to_chunks,
     plaintext_size,
 )
-from storage.blobstore import MIN_PART_SIZE
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -157,7 +154,6 @@ def test_encrypt_to_is_the_same_after_moving_to_helper_threads(inline, ident, mo
     monkeypatch.setattr(encryptor, "INLINE_BYTES", inline)
     size = INLINE_BYTES + 2 * BLOCK + 7
     pt = data(size, 11)
-    part_size = MIN_PART_SIZE + 5  # not block-aligned: the first part ends mid-block
     key, nonce = os.urandom(16), os.urandom(16)
     expected = b"".join(Encryptor([ident.recipient], _file_key=key, _nonce=nonce).payload_chunks(pt))
     enc = Encryptor([ident.recipient], _file_key=key, _nonce=nonce)
@@ -167,17 +163,15 @@ def test_encrypt_to_is_the_same_after_moving_to_helper_threads(inline, ident, mo
         writers.add(threading.current_thread().name.split("_")[0])
         out.write(piece)
 
-    summary = enc.encrypt_to(ShortReads(pt, 700_001), write, part_size=part_size)
+    summary = enc.encrypt_to(ShortReads(pt, 700_001), write)
     assert out.getvalue() == expected
     assert (summary.plaintext_sha256, summary.payload_sha256) == (
         hashlib.sha256(pt).hexdigest(), hashlib.sha256(expected).hexdigest())
-    assert list(enc.part_digests.sha256) == [hashlib.sha256(expected[k:k + part_size]).hexdigest()
-                                             for k in range(0, len(expected), part_size)]
     assert writers == {"MainThread", "age-write"}  # the nonce (and the first blocks) inline
 
 
 def test_encrypt_to_runs_a_small_source_on_the_calling_thread(ident):
-    # Most recordings are a few MB: starting four threads (and mapping eight buffers)
+    # Most recordings are a few MB: starting three threads (and mapping eight buffers)
     # for them cost more than it saved.
     before = threading.active_count()
     seen = set()
@@ -187,45 +181,10 @@ def test_encrypt_to_runs_a_small_source_on_the_calling_thread(ident):
 
     size = INLINE_BYTES - 2 * ENC_CHUNK_SIZE
     enc = Encryptor([ident.recipient])
-    enc.encrypt_to(io.BytesIO(bytes(size)), write, part_size=MiB8)
+    enc.encrypt_to(io.BytesIO(bytes(size)), write)
     assert seen == {(True, before)}
-    assert enc.part_digests.sha256 == (enc.summary.payload_sha256,)
 
 
-MiB8 = 8 << 20
-
-
-# Plaintext sizes around the 8 MiB part boundaries of the *payload* (nonce and tags included).
-_EDGE = MiB8 - NONCE_SIZE - TAG_SIZE * (MiB8 // ENC_CHUNK_SIZE + 1)
-
-@pytest.mark.parametrize("size", [0, 1, BLOCK, MiB8, 2 * MiB8 + 12_345, 17 * BLOCK + 5])
-def test_encrypt_to_part_digests_are_those_of_the_payload_slices(size, ident):
-    enc = Encryptor([ident.recipient])
-    out = io.BytesIO()
-    assert enc.part_digests is None
-    summary = enc.encrypt_to(io.BytesIO(data(size, 9)), out.write, part_size=MiB8)
-    payload = out.getvalue()
-    slices = [payload[k:k + MiB8] for k in range(0, max(1, len(payload)), MiB8)]
-    assert enc.part_digests.part_size == MiB8
-    assert list(enc.part_digests.sha256) == [hashlib.sha256(s).hexdigest() for s in slices]
-    assert enc.part_digests.fits(summary.payload_size)
-    assert summary.payload_sha256 == hashlib.sha256(payload).hexdigest()
-
-
-def test_encrypt_to_part_digests_at_an_exact_part_boundary(ident):
-    # A payload of exactly one part has one digest, the payload's own.
-    ran = 0
-    for size in range(_EDGE - 2, _EDGE + 3):
-        if payload_size_for(size) not in (MiB8 - 1, MiB8, MiB8 + 1):
-            continue
-        enc = Encryptor([ident.recipient])
-        m = enc.encrypt_to(io.BytesIO(bytes(size)), lambda piece: None, part_size=MiB8)
-        want = 1 if m.payload_size <= MiB8 else 2
-        assert len(enc.part_digests.sha256) == want
-        if want == 1:
-            assert enc.part_digests.sha256[0] == m.payload_sha256
-        ran += 1
-    assert ran == 3
 
 
 @pytest.mark.parametrize("size", [0, BLOCK, 2 * BLOCK + 3])
