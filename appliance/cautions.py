@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from storage.s3policy import ROLES
 
@@ -18,20 +19,37 @@ if TYPE_CHECKING:
 
 def cautions(c: Config) -> list[str]:
     """One line per caution, each naming the key and the fix."""
-    return _plain_http(c) + _exposed_keys(c) + storage_role_cautions(c, c.node.role)
+    return (_plain_http(c) + _plain_http_store(c) + _exposed_keys(c)
+            + storage_role_cautions(c, c.node.role))
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _plain_http(c: Config) -> list[str]:
     host, _ = listen_address(c.web.listen)
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback or c.web.tls_cert is not None or c.web.trusted_proxies:
+    if _loopback(host) or c.web.tls_cert is not None or c.web.trusted_proxies:
         return []
     return [(f"[web] listen = {c.web.listen!r}: reachable beyond this host over plain HTTP (passwords and "
              "session cookies in clear); set tls_cert and tls_key, or put a TLS proxy in front and list it "
              "in trusted_proxies")]
+
+
+def _plain_http_store(c: Config) -> list[str]:
+    """An S3 endpoint beyond this host over plain HTTP: a streamed payload's parts carry
+    a CRC32C (docs/archiver.md, "Part checksums"), which catches a changed byte but
+    not one forged on the path, and object keys and tags cross the network in clear."""
+    s = c.storage
+    url = urlsplit(s.endpoint_url)
+    if s.backend != "s3" or url.scheme != "http" or _loopback(url.hostname or ""):
+        return []
+    return [(f"[storage] endpoint_url = {s.endpoint_url!r}: plain HTTP to a store beyond this host "
+             "(object keys and tags in clear; a forged payload part would only be found when it is "
+             "read back); use an https:// endpoint unless the network to the store is trusted")]
 
 
 def _exposed_keys(c: Config) -> list[str]:

@@ -77,3 +77,19 @@ def test_role_keys_are_checked_together(tmp_path):
     assert half.returncode == 2
     assert "[storage] retrieval_principal: missing; the storage roles need all of" in half.stderr
     assert "not-shown" not in out.stderr + half.stderr
+
+
+def test_plain_http_store_beyond_loopback_is_a_caution(tmp_path):
+    def endpoint(url: str) -> Path:
+        p = write(tmp_path, "PBXKEY")
+        p.write_text(p.read_text().replace('endpoint_url = "http://127.0.0.1:9"', f'endpoint_url = "{url}"'))
+        return p
+
+    remote = check(endpoint("http://192.0.2.7:7480"))
+    assert remote.returncode == 0, remote.stderr
+    assert ("warning: [storage] endpoint_url = 'http://192.0.2.7:7480': plain HTTP to a store beyond this host"
+            in remote.stderr)
+    assert "use an https:// endpoint" in remote.stderr
+    for url in ("http://127.0.0.1:7480", "http://localhost:7480", "http://[::1]:7480", "https://s3.example:443"):
+        quiet = check(endpoint(url))
+        assert quiet.returncode == 0 and "endpoint_url" not in quiet.stderr, (url, quiet.stderr)
