@@ -107,6 +107,7 @@ class Archiver:
         self._stop = asyncio.Event()
         self._halt = threading.Event()  # seen by jobs running in threads
         self._wake = asyncio.Event()
+        self._trouble = asyncio.Event()  # set when jobs wait on backoff: the storage probe runs
         self._warned: set[str] = set()
         self._counted = 0.0  # time.monotonic() of the last queue count
         self._stale = False  # jobs ended since then
@@ -218,8 +219,12 @@ class Archiver:
         store that failed the probe answers again, the waiting jobs are retried at once:
         after an outage the backlog drains in seconds, not after the longest backoff."""
         while not self._stop.is_set():
+            if self.stats.retrying == 0 and self.stats.storage_down_since is None:
+                self._trouble.clear()  # nothing to probe for: no wake-up until a job backs off
+                await self._until(self._trouble)
+                continue
             await self._sleep(self.probe_interval)
-            if self._stop.is_set() or (self.stats.retrying == 0 and self.stats.storage_down_since is None):
+            if self._stop.is_set():
                 continue
             try:
                 await asyncio.to_thread(self.pipeline.check_setup)
@@ -244,7 +249,11 @@ class Archiver:
             pass
 
     async def _idle(self, seconds: float) -> None:
-        wake = asyncio.ensure_future(self._wake.wait())
+        await self._until(self._wake, seconds)
+
+    async def _until(self, event: asyncio.Event, seconds: float | None = None) -> None:
+        """Until ``event`` is set, stop is asked or ``seconds`` pass."""
+        wake = asyncio.ensure_future(event.wait())
         stop = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait((wake, stop), timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -272,6 +281,8 @@ class Archiver:
     async def _refresh(self) -> None:
         self._counted, self._stale = time.monotonic(), False
         self.stats.queue, self.stats.retrying, self.stats.quarantined = await asyncio.to_thread(self._counts)
+        if self.stats.retrying:
+            self._trouble.set()
 
     def _counts(self) -> tuple[dict[str, int], int, int]:
         return self.catalog.queue_counts(), self.catalog.retrying_count(), self.catalog.quarantined_count()
