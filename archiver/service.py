@@ -84,6 +84,14 @@ class ArchiverStats:
                 "last_error": self.last_error, "storage_down_since": self.storage_down_since}
 
 
+@dataclass(frozen=True)
+class _Dry:
+    """A worker found nothing due: when the next job is (None: none active), and the
+    queue figures if they were asked for."""
+    due: float | None
+    counts: tuple[dict[str, int], int, int] | None
+
+
 class Archiver:
     """The spool scan, the archive workers and the retention sweeper of one node."""
 
@@ -194,25 +202,32 @@ class Archiver:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                outcome = await asyncio.to_thread(self._next_job)
-                if outcome is None:
-                    if self._stale:  # the queue ran dry: its figures are due now
-                        await self._refresh()
-                    due = await asyncio.to_thread(self.catalog.next_due)
+                stale = self._stale  # if the queue runs dry, its figures are due now
+                self._stale = False  # cleared first: a job that ends meanwhile marks them stale again
+                outcome = await asyncio.to_thread(self._next_job, stale)
+                if isinstance(outcome, _Dry):
+                    if outcome.counts is not None:
+                        self._counted = time.monotonic()
+                        self._set_counts(outcome.counts)
+                    due = outcome.due
                     idle = self.scan_interval if due is None else min(self.scan_interval, due - time.time())
                     await self._idle(max(0.05, idle))
                     continue
+                self._stale = self._stale or stale  # not counted: a job ran instead
                 await self._account(outcome)
             except Exception as e:  # task boundary: log, keep the worker alive; the lease retries the job
                 log.exception("archiver worker: unexpected error")
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 await self._idle(1.0)
 
-    def _next_job(self) -> Outcome | None:
-        """Claim the next due job and run it (None: nothing is due), in one worker
-        thread: one hand-off from the event loop per job, not two."""
+    def _next_job(self, count: bool) -> Outcome | _Dry:
+        """Claim the next due job and run it, in one worker thread: one hand-off from
+        the event loop per job. Nothing due: when the next one is, and (``count``)
+        the queue figures, read in the same hand-off."""
         rec = self.catalog.claim(lease=self.pipeline.lease_seconds)
-        return None if rec is None else self.pipeline.process(rec, self._halt)
+        if rec is None:
+            return _Dry(self.catalog.next_due(), self._counts() if count else None)
+        return self.pipeline.process(rec, self._halt)
 
     async def _watch_storage(self) -> None:
         """While jobs wait on backoff, probe the stores every ``probe_interval``. When a
@@ -280,7 +295,10 @@ class Archiver:
 
     async def _refresh(self) -> None:
         self._counted, self._stale = time.monotonic(), False
-        self.stats.queue, self.stats.retrying, self.stats.quarantined = await asyncio.to_thread(self._counts)
+        self._set_counts(await asyncio.to_thread(self._counts))
+
+    def _set_counts(self, counts: tuple[dict[str, int], int, int]) -> None:
+        self.stats.queue, self.stats.retrying, self.stats.quarantined = counts
         if self.stats.retrying:
             self._trouble.set()
 
