@@ -21,7 +21,7 @@ what a client doing only the design's work would cost.
 
 The client has the wire settings the product's has (path addressing, SHA-256 checksum
 header instead of a signed payload over plain HTTP, no extra CRC, no parameter
-validation, no ``Expect: 100-continue`` round trip) and boto3's default retry mode.
+validation) and boto3's default retry mode.
 """
 
 from __future__ import annotations
@@ -44,16 +44,13 @@ def _cpu() -> float:
 def _client(e: dict) -> Any:
     import boto3
     from botocore.config import Config
-    from botocore.handlers import add_expect_header
 
     config = Config(s3={"addressing_style": "path", "payload_signing_enabled": False},
                     request_checksum_calculation="when_required", parameter_validation=False,
                     max_pool_connections=16)
-    client = boto3.session.Session().client(
+    return boto3.session.Session().client(
         "s3", endpoint_url=e["endpoint_url"], aws_access_key_id=e["access_key_id"],
         aws_secret_access_key=e["secret_access_key"], region_name=e["region"], config=config)
-    client.meta.events.unregister("before-call.s3", add_expect_header)
-    return client
 
 
 def sample(e: dict, bucket: str, header_bucket: str, recording_id: str) -> dict:

@@ -59,7 +59,6 @@ def exchange(scenario: str, cfg: dict, n: int) -> tuple[list[bytes], str | None]
 async def main(cfg: dict) -> None:
     import boto3
     import panoramisk
-    from botocore.handlers import add_expect_header
 
     from agi.dialplan import AMI_EVENTS
 
@@ -68,7 +67,6 @@ async def main(cfg: dict) -> None:
     numbers = itertools.count()
     s3 = boto3.client("s3", endpoint_url=cfg["endpoint_url"], region_name=cfg["region"],
                       aws_access_key_id=cfg["access_key_id"], aws_secret_access_key=cfg["secret_access_key"])
-    s3.meta.events.unregister("before-call.s3", add_expect_header)  # the wire work serve's client does
     try:
         s3.create_bucket(Bucket=cfg["bucket"])
     except s3.exceptions.BucketAlreadyOwnedByYou:

@@ -30,7 +30,6 @@ from typing import Any, Self
 import boto3
 import botocore.exceptions as bce
 from botocore.config import Config
-from botocore.handlers import add_expect_header
 
 from storage.errors import (
     IntegrityError,
@@ -83,11 +82,6 @@ class S3Settings:
             aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
             config=config)
         client.meta.events.register("request-created.s3", REQUESTS.count)
-        # No "Expect: 100-continue": botocore adds it to every PUT with a body and then
-        # waits a round trip for the service's interim answer before sending the body.
-        # Bodies here are at most a part (8 MiB by default); on a refusal the service
-        # reads or drops them, and the error is the same.
-        client.meta.events.unregister("before-call.s3", add_expect_header)
         return client
 
 

@@ -79,20 +79,3 @@ def test_a_small_put_costs_its_own_size_in_memory_not_a_parts(make_s3_store):
         finally:
             tracemalloc.stop()
         assert peak < MiB, peak
-
-
-def test_puts_carry_no_expect_continue(make_s3_store):
-    """A PUT's body goes with its headers: no ``Expect: 100-continue`` round trip
-    before it (botocore's default for every PUT with a body), single or multipart."""
-    store = make_s3_store()
-    sent: list[tuple[str, dict[str, str]]] = []
-    store.client.meta.events.register(
-        "before-send.s3", lambda request, **kw: sent.append((request.method, dict(request.headers))))
-    small, big = b"x" * 1000, bytes(range(256)) * (36 * 1024)  # 9 MiB: two 8 MiB parts
-    store.put("r/small", small, sha256=sha(small))
-    store.put("r/mem", small, sha256=sha(small), hashed=True)
-    store.put("r/big", io.BytesIO(big), size=len(big), sha256=sha(big))
-    assert store.get("r/big") == big
-    puts = [headers for method, headers in sent if method == "PUT"]
-    assert len(puts) == 4  # two single PUTs, two parts
-    assert [h for h in puts if any(k.lower() == "expect" for k in h)] == []
