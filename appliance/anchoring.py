@@ -5,7 +5,9 @@ are checked against every anchor (``Ledger.verify_since``), so a tampered chain 
 never anchored and is reported at once (log and metrics).
 
 Entries come from this process and from classic AGI processes alike, so the head is
-polled (one indexed read) rather than announced.
+polled (one indexed read) rather than announced. On SQLite that read runs on the event
+loop and a worker thread is used only when an anchor is due: an idle service's poll
+costs no thread hand-off.
 """
 
 from __future__ import annotations
@@ -44,15 +46,21 @@ class AnchorKeeper:
     def stats(self) -> dict[str, int]:
         return {"anchored_seq": self.anchored_seq, "check_failures": self.check_failures}
 
+    def due(self) -> bool:
+        """An anchor is due: the first step, ``every`` new entries, or new entries and
+        ``interval`` since the last check (one indexed read)."""
+        if self.anchors is None:
+            return True
+        new = self.ledger.head()[0] - self.anchored_seq
+        return new >= self.every or (new != 0 and self.clock() - self._last_check >= self.interval)
+
     def step(self, force: bool = False) -> Anchor | None:
         """Check and anchor if due (``force``: now). Returns the anchor written, if any."""
         if self.anchors is None:
             self.anchors = anchors_in(self.store, self.node)
             self.anchored_seq = max((a.seq for a in self.anchors), default=0)
             force = True  # check at start: what happened while the service was down
-        new = self.ledger.head()[0] - self.anchored_seq
-        elapsed = self.clock() - self._last_check
-        if not (force or new >= self.every or (new != 0 and elapsed >= self.interval)):
+        if not (force or self.due()):
             return None
         self._last_check = self.clock()
         result = self.ledger.verify_since([(a.seq, a.hash, a.key) for a in self.anchors])
@@ -70,10 +78,13 @@ class AnchorKeeper:
         log.info("ledger anchored at entry %s: %s", anchor.seq, anchor.key)
         return anchor
 
-    async def run(self, poll: float) -> None:
+    async def run(self, poll: float, check_on_loop: bool = False) -> None:
+        """Every ``poll`` seconds: step in a worker thread (``check_on_loop``: only when
+        ``due()``, read on the loop, says so; for SQLite, whose read takes microseconds)."""
         while True:
             try:
-                await asyncio.to_thread(self.step)
+                if not check_on_loop or self.due():
+                    await asyncio.to_thread(self.step)
             except StorageError as e:  # storage down or the database busy: try again next poll
                 log.warning("ledger anchoring: %s", e)
             await asyncio.sleep(poll)

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from archiver.errors import SetupError
-from storage.nodes import HEARTBEAT, NodeRow, Nodes, hmac_fingerprint
+from storage.nodes import DOWN_AFTER, HEARTBEAT, NodeRow, Nodes, hmac_fingerprint
 
 from .config import Config
 from .keys import AppKeys as K
@@ -73,13 +73,22 @@ def check_hmac_key(nodes: Nodes, key: bytes, config: Config) -> None:
 
 # -- the registry ----------------------------------------------------------------------------
 
+# An unchanged row is written again after this long: two lost beats in a row still leave
+# the node up (DOWN_AFTER), and an idle node makes one durable write per REWRITE, not per beat.
+REWRITE = DOWN_AFTER / 3
+SPOOL_STEP = 64 << 20  # spool free space moves with every write; a smaller move is no change
+
+
 class Heartbeat:
-    """This node's registry row, written at start and every ``HEARTBEAT`` seconds."""
+    """This node's registry row: built every ``HEARTBEAT`` seconds, written at start, when
+    it changes (AMI state, queue, a spool free-space move of ``SPOOL_STEP`` or more) and
+    otherwise every ``REWRITE`` seconds."""
 
     def __init__(self, app: web.Application, nodes: Nodes):
         self.app, self.nodes = app, nodes
         self.config: Config = app[K.config]
         self.started = time.time()
+        self.written: NodeRow | None = None
 
     def row(self) -> NodeRow:
         c, ami = self.config, self.app.get(K.ami)
@@ -93,8 +102,14 @@ class Heartbeat:
                        queue=self.nodes.queue_of(c.node.name) if pbx else {}, spool_free=free,
                        version=version(), started_at=self.started)
 
-    def beat(self) -> None:
-        self.nodes.upsert(self.row())
+    def beat(self) -> bool:
+        """Write the row if it is due (see the class); True when written."""
+        row, last = self.row(), self.written
+        if last is not None and row.last_seen - last.last_seen < REWRITE and _same(row, last):
+            return False
+        self.nodes.upsert(row)
+        self.written = row
+        return True
 
     async def run(self) -> None:
         while True:
@@ -103,6 +118,14 @@ class Heartbeat:
                 await asyncio.to_thread(self.beat)
             except Exception as e:  # noqa: BLE001 (task boundary: the next beat tries again)
                 log.warning("node registry not updated: %s", e)
+
+
+def _same(a: NodeRow, b: NodeRow) -> bool:
+    """Equal but for ``last_seen`` and a spool free-space move under ``SPOOL_STEP``."""
+    if (a.spool_free is None) != (b.spool_free is None) or \
+            (a.spool_free is not None and abs(a.spool_free - b.spool_free) >= SPOOL_STEP):
+        return False
+    return (a.role, a.ami, a.queue, a.version, a.started_at) == (b.role, b.ami, b.queue, b.version, b.started_at)
 
 
 # -- the retrieval node's sweeper ------------------------------------------------------------

@@ -146,7 +146,8 @@ async def anchoring(app: web.Application) -> AsyncIterator[None]:
     keeper = AnchorKeeper(app[K.ledger], app[K.archive].payload, node=app[K.config].node.name, every=c.anchor_every,
                           interval=c.interval_seconds, retention=c.anchor_retention)
     app[K.anchors] = keeper
-    task = asyncio.create_task(keeper.run(min(POLL_SECONDS, c.interval_seconds)))
+    task = asyncio.create_task(keeper.run(min(POLL_SECONDS, c.interval_seconds),
+                                          check_on_loop=app[K.db].dialect == "sqlite"))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

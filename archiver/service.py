@@ -84,6 +84,14 @@ class ArchiverStats:
                 "last_error": self.last_error, "storage_down_since": self.storage_down_since}
 
 
+@dataclass(frozen=True)
+class _Dry:
+    """A worker found nothing due: when the next job is (None: none active), and the
+    queue figures if they were asked for."""
+    due: float | None
+    counts: tuple[dict[str, int], int, int] | None
+
+
 class Archiver:
     """The spool scan, the archive workers and the retention sweeper of one node."""
 
@@ -107,6 +115,7 @@ class Archiver:
         self._stop = asyncio.Event()
         self._halt = threading.Event()  # seen by jobs running in threads
         self._wake = asyncio.Event()
+        self._trouble = asyncio.Event()  # set when jobs wait on backoff: the storage probe runs
         self._warned: set[str] = set()
         self._counted = 0.0  # time.monotonic() of the last queue count
         self._stale = False  # jobs ended since then
@@ -193,33 +202,44 @@ class Archiver:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                outcome = await asyncio.to_thread(self._next_job)
-                if outcome is None:
-                    if self._stale:  # the queue ran dry: its figures are due now
-                        await self._refresh()
-                    due = await asyncio.to_thread(self.catalog.next_due)
+                stale = self._stale  # if the queue runs dry, its figures are due now
+                self._stale = False  # cleared first: a job that ends meanwhile marks them stale again
+                outcome = await asyncio.to_thread(self._next_job, stale)
+                if isinstance(outcome, _Dry):
+                    if outcome.counts is not None:
+                        self._counted = time.monotonic()
+                        self._set_counts(outcome.counts)
+                    due = outcome.due
                     idle = self.scan_interval if due is None else min(self.scan_interval, due - time.time())
                     await self._idle(max(0.05, idle))
                     continue
+                self._stale = self._stale or stale  # not counted: a job ran instead
                 await self._account(outcome)
             except Exception as e:  # task boundary: log, keep the worker alive; the lease retries the job
                 log.exception("archiver worker: unexpected error")
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 await self._idle(1.0)
 
-    def _next_job(self) -> Outcome | None:
-        """Claim the next due job and run it (None: nothing is due), in one worker
-        thread: one hand-off from the event loop per job, not two."""
+    def _next_job(self, count: bool) -> Outcome | _Dry:
+        """Claim the next due job and run it, in one worker thread: one hand-off from
+        the event loop per job. Nothing due: when the next one is, and (``count``)
+        the queue figures, read in the same hand-off."""
         rec = self.catalog.claim(lease=self.pipeline.lease_seconds)
-        return None if rec is None else self.pipeline.process(rec, self._halt)
+        if rec is None:
+            return _Dry(self.catalog.next_due(), self._counts() if count else None)
+        return self.pipeline.process(rec, self._halt)
 
     async def _watch_storage(self) -> None:
         """While jobs wait on backoff, probe the stores every ``probe_interval``. When a
         store that failed the probe answers again, the waiting jobs are retried at once:
         after an outage the backlog drains in seconds, not after the longest backoff."""
         while not self._stop.is_set():
+            if self.stats.retrying == 0 and self.stats.storage_down_since is None:
+                self._trouble.clear()  # nothing to probe for: no wake-up until a job backs off
+                await self._until(self._trouble)
+                continue
             await self._sleep(self.probe_interval)
-            if self._stop.is_set() or (self.stats.retrying == 0 and self.stats.storage_down_since is None):
+            if self._stop.is_set():
                 continue
             try:
                 await asyncio.to_thread(self.pipeline.check_setup)
@@ -244,7 +264,11 @@ class Archiver:
             pass
 
     async def _idle(self, seconds: float) -> None:
-        wake = asyncio.ensure_future(self._wake.wait())
+        await self._until(self._wake, seconds)
+
+    async def _until(self, event: asyncio.Event, seconds: float | None = None) -> None:
+        """Until ``event`` is set, stop is asked or ``seconds`` pass."""
+        wake = asyncio.ensure_future(event.wait())
         stop = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait((wake, stop), timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -271,7 +295,12 @@ class Archiver:
 
     async def _refresh(self) -> None:
         self._counted, self._stale = time.monotonic(), False
-        self.stats.queue, self.stats.retrying, self.stats.quarantined = await asyncio.to_thread(self._counts)
+        self._set_counts(await asyncio.to_thread(self._counts))
+
+    def _set_counts(self, counts: tuple[dict[str, int], int, int]) -> None:
+        self.stats.queue, self.stats.retrying, self.stats.quarantined = counts
+        if self.stats.retrying:
+            self._trouble.set()
 
     def _counts(self) -> tuple[dict[str, int], int, int]:
         return self.catalog.queue_counts(), self.catalog.retrying_count(), self.catalog.quarantined_count()

@@ -62,7 +62,7 @@ def report(results: dict) -> str:
                  f"unfiltered events/call: {_ami_ms(results, 'filtered', us):.2f} and "
                  f"{_ami_ms(results, 'unfiltered', us):.2f} ms per declined call")
     for label, idle in results["idle_ms_per_s"].items():
-        lines.append(f"idle CPU ms/s ({label}): " + ", ".join(f"{k} {v:.1f}" for k, v in idle.items()))
+        lines.append(f"idle CPU ms/s ({label}): " + ", ".join(f"{k} {v:.2f}" for k, v in idle.items()))
     for name, r in results.get("profiles", {}).items():
         lines += ["", calls_profile.table(r["profile"], name, r["ms_per_call"]["callvault"])]
     return "\n".join(lines)

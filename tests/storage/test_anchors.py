@@ -181,3 +181,33 @@ def test_keeper_anchors_every_n_entries_or_interval_and_never_a_tampered_chain(s
     # A keeper started later reads the anchors back from the store.
     fresh = AnchorKeeper(ledger, store, node="node-1", every=3, interval=60.0, retention="1d")
     assert fresh.step(force=True) is None and fresh.anchored_seq == 4 and fresh.check_failures == 1
+
+
+def test_keeper_polling_on_the_loop_hands_off_to_a_thread_only_when_an_anchor_is_due(store, ledger):
+    """SQLite: the head is read on the event loop each poll; a worker thread runs only to anchor."""
+    import asyncio
+    import threading
+
+    steps: list[str] = []
+
+    class Counting(AnchorKeeper):
+        def step(self, force: bool = False):
+            steps.append(threading.current_thread().name)
+            return super().step(force)
+
+    async def main() -> None:
+        keeper = Counting(ledger, store, node="node-1", every=3, interval=60.0, retention="1d")
+        task = asyncio.create_task(keeper.run(0.02, check_on_loop=True))
+        await asyncio.sleep(0.2)
+        assert len(steps) == 1  # the first step (what happened while down); then nothing due
+        fill(ledger, 3)
+        for _ in range(100):
+            if keeper.anchored_seq == 3:
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert keeper.anchored_seq == 3 and [a.seq for a in anchors_in(store, "node-1")] == [3]
+        assert len(steps) == 2 and threading.main_thread().name not in steps
+
+    asyncio.run(main())
