@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import (
@@ -56,7 +57,7 @@ class Recipient:
     def __repr__(self) -> str:
         return f"Recipient({str(self)!r})"
 
-    @property
+    @cached_property  # named in every recording's manifest: its bech32 string costs ~40 us
     def fingerprint(self) -> str:
         """First 16 hex digits of SHA-256 of the ``age1...`` string: a stable,
         public, short id for manifests and the catalog (not a secret, not
