@@ -25,6 +25,18 @@ from .events import NEED_DATA, Closed, Environment, Event, Hangup, Response
 from .interface import DEFAULT_PLAYBACK_TIMEOUT, DEFAULT_READ_TIMEOUT, AgiSession
 from .protocol import AgiConnection, State, build_command, verb_of
 
+# The command lines of STREAM FILE and GET DATA, built once per prompt: a handful of
+# sounds and timeouts in practice (bounded all the same).
+_PLAYS: dict[tuple, str] = {}
+
+
+def _play_command(verb: str, name: str, a: str | int, b: int | None = None) -> str:
+    command = build_command(verb, name, a) if b is None else build_command(verb, name, a, b)
+    if len(_PLAYS) < 512 and type(name) is str and type(a) in (str, int) and type(b) in (int, type(None)):
+        _PLAYS[(verb, name, a) if b is None else (verb, name, a, b)] = command
+    return command
+
+
 _LOST = object()  # the connection broke while a command was being written
 
 
@@ -227,7 +239,7 @@ class ProtocolSession(AgiSession):
         await self._command(build_command("SET VARIABLE", name, value))
 
     async def stream_file(self, name: str, escape_digits: str = "") -> tuple[str | None, int]:
-        command = build_command("STREAM FILE", name, escape_digits)
+        command = _PLAYS.get(("STREAM FILE", name, escape_digits)) or _play_command("STREAM FILE", name, escape_digits)
         r = await self._command(command, self.read_timeout + self.playback_timeout)
         if r.result is None or r.result < 0:
             await self._failed_or_hung_up(command, r, "sound could not be played")
@@ -235,7 +247,8 @@ class ProtocolSession(AgiSession):
         return digit, r.endpos or 0
 
     async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
-        command = build_command("GET DATA", prompt, int(timeout_ms), int(max_digits))
+        command = (_PLAYS.get(("GET DATA", prompt, timeout_ms, max_digits))
+                   or _play_command("GET DATA", prompt, int(timeout_ms), int(max_digits)))
         wait = self.read_timeout + self.playback_timeout + max(timeout_ms, 0) / 1000
         r = await self._command(command, wait)
         if r.raw_result.startswith("-"):
