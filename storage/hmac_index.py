@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 from pathlib import Path
 
 from . import private
@@ -29,13 +30,14 @@ __all__ = ["ANONYMOUS", "MIN_KEY_BYTES", "caller_hmac", "load_hmac_key", "normal
 
 ANONYMOUS = "anonymous"
 MIN_KEY_BYTES = 16
+_NOT_DIGIT = re.compile(r"[^0-9]")  # ASCII digits only: not str.isdigit()'s other scripts
 
 
 def normalise_number(number: str | None) -> str | None:
     """Digits of ``number`` (ASCII 0-9 only), or ``None`` if it has none."""
     if not number:
         return None
-    digits = "".join(ch for ch in number if "0" <= ch <= "9")
+    digits = _NOT_DIGIT.sub("", number)
     return digits or None
 
 
