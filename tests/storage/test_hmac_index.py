@@ -4,7 +4,13 @@ import re
 
 import pytest
 
-from storage.hmac_index import ANONYMOUS, caller_hmac, normalise_number, number_forms, subject_hmacs
+from storage.hmac_index import (
+    ANONYMOUS,
+    caller_hmac,
+    normalise_number,
+    number_forms,
+    subject_hmacs,
+)
 
 KEY = b"k" * 32
 
