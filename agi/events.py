@@ -66,6 +66,13 @@ class Environment(Record):
         return args
 
     def _numbered_args(self) -> tuple[str, ...]:
+        vars_ = self.vars
+        found = []
+        while (value := vars_.get(f"agi_arg_{len(found) + 1}")) is not None:
+            found.append(value)
+        # What Asterisk sends: agi_arg_1 .. agi_arg_N and no other agi_arg_ key.
+        if ("\n" + "\n".join(vars_)).count("\nagi_arg_") == len(found):
+            return tuple(found)
         numbered = []
         for key, value in self.vars.items():
             m = _ARG_KEY.fullmatch(key) if key.startswith("agi_arg_") else None  # 3 of ~27 keys

@@ -42,10 +42,9 @@ MAX_USAGE_LINES = 200
 MAX_COMMAND_BYTES = 2046
 
 FINAL_CODES = frozenset({200, 503, 510, 511, 520})
-# Environment keys already found well formed (Asterisk sends the same few dozen).
-_ENV_KEYS_SEEN: set[str] = set()
-
 _ENV_KEY = re.compile(r"agi_[a-z0-9_]+")
+# One environment line: the key, then the value without the one blank after the colon.
+_ENV_LINE = re.compile(r"^(agi_[a-z0-9_]+): ?(.*)$", re.MULTILINE)
 _STATUS = re.compile(r"([0-9]{3})([ -])(.*)")
 _KEY_VALUE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(\S*)")
 _VERB = re.compile(r"[A-Z]+(?: [A-Z]+)*")
@@ -251,18 +250,18 @@ class AgiConnection:
         raw = bytes(buf[:end])
         if b"\r" in raw or b"\0" in raw:
             return None
-        if raw.count(b"\n") >= self.max_env_lines:
+        lines = raw.count(b"\n") + 1
+        if lines > self.max_env_lines:
             return None
         if end > self.max_line and max(map(len, raw.split(b"\n"))) > self.max_line:
             return None  # (no line can be longer than a block shorter than the cap)
-        env: dict[str, str] = {}
-        for line in raw.decode("utf-8", errors="replace").split("\n"):
-            key, sep, value = line.partition(":")
-            if not sep or key in env or not (key in _ENV_KEYS_SEEN or _ENV_KEY.fullmatch(key)):
-                return None
-            env[key] = value[1:] if value[:1] == " " else value
-        if len(_ENV_KEYS_SEEN) < MAX_ENV_LINES:
-            _ENV_KEYS_SEEN.update(env)
+        text = raw.decode("utf-8", errors="replace")
+        pairs = _ENV_LINE.findall(text)
+        if len(pairs) != lines:
+            return None  # a line that is not ``agi_key: value``
+        env = dict(pairs)
+        if len(env) != len(pairs):
+            return None  # a key twice
         del buf[:end + 2]
         self._env_bytes = end + 2
         self.state = State.IDLE

@@ -25,136 +25,19 @@ from .events import NEED_DATA, Closed, Environment, Event, Hangup, Response
 from .interface import DEFAULT_PLAYBACK_TIMEOUT, DEFAULT_READ_TIMEOUT, AgiSession
 from .protocol import AgiConnection, State, build_command, verb_of
 
-
-class _CommandSession(AgiSession):
-    """The reply rules, apart from the transport: a subclass supplies :meth:`_exchange`."""
-
-    _conn: AgiConnection
-    read_timeout: float
-    playback_timeout: float
-
-    async def _exchange(self, wire: bytes, timeout: float) -> Event:
-        """Write one command's bytes; return the next event that is not a ``Hangup``."""
-        raise NotImplementedError
-
-    @property
-    def hung_up(self) -> bool:
-        return self._conn.hangup_seen or self._conn.state is State.CLOSED
-
-    @property
-    def usable(self) -> bool:
-        """Whether another command can be sent (false after a timeout or protocol error)."""
-        return self._conn.can_send
-
-    @property
-    def broken(self) -> bool:
-        """A reply was never read (timeout) or the peer broke the protocol."""
-        return self._conn.state in (State.AWAITING, State.ERROR)
-
-    # -- the interface --------------------------------------------------------------
-
-    async def get_variable(self, name: str) -> str | None:
-        r = await self._command(build_command("GET VARIABLE", name))
-        return (r.data or "") if r.result == 1 else None
-
-    async def get_full_variable(self, expression: str) -> str | None:
-        r = await self._command(build_command("GET FULL VARIABLE", expression))
-        return (r.data or "") if r.result == 1 else None
-
-    async def set_variable(self, name: str, value: str) -> None:
-        await self._command(build_command("SET VARIABLE", name, value))
-
-    async def stream_file(self, name: str, escape_digits: str = "") -> tuple[str | None, int]:
-        command = build_command("STREAM FILE", name, escape_digits)
-        r = await self._command(command, self.read_timeout + self.playback_timeout)
-        if r.result is None or r.result < 0:
-            await self._failed_or_hung_up(command, r, "sound could not be played")
-        digit = chr(r.result) if r.result else None
-        return digit, r.endpos or 0
-
-    async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
-        command = build_command("GET DATA", prompt, int(timeout_ms), int(max_digits))
-        wait = self.read_timeout + self.playback_timeout + max(timeout_ms, 0) / 1000
-        r = await self._command(command, wait)
-        if r.raw_result.startswith("-"):
-            await self._failed_or_hung_up(command, r, "prompt failed")
-        return r.raw_result, r.data == "timeout"
-
-    async def exec(self, app: str, args: str = "") -> int:
-        command = build_command("EXEC", app, args)
-        r = await self._command(command)
-        if r.result is None:
-            raise CommandFailed("EXEC", "result is not a number", r)
-        if r.result == -2:
-            raise CommandFailed("EXEC", "no such application", r)
-        if r.result < 0:
-            await self._failed_or_hung_up(command, r, "application failed")
-        return r.result
-
-    async def verbose(self, message: str, level: int = 1) -> None:
-        await self._command(build_command("VERBOSE", message, int(level)))
-
-    async def answer(self) -> None:
-        command = build_command("ANSWER")
-        r = await self._command(command)
-        if r.result is None or r.result < 0:
-            await self._failed_or_hung_up(command, r, "answer failed")
-
-    async def hangup(self) -> None:
-        await self._command(build_command("HANGUP"))
-
-    async def channel_status(self) -> int:
-        """The channel's state number (6 = up); -1 if Asterisk has no such channel."""
-        r = await self._command(build_command("CHANNEL STATUS"))
-        return r.result if r.result is not None else -1
-
-    # -- the loop -----------------------------------------------------------------
-
-    async def _command(self, command: str, timeout: float | None = None) -> Response:
-        """Send one command and read its final reply: write, read, feed, within a deadline."""
-        event = await self._exchange(self._conn.send_command(command), timeout or self.read_timeout)
-        if type(event) is Response and event.code == 200:
-            return event
-        verb = verb_of(command)  # only for errors: safe to log, unlike the arguments
-        if isinstance(event, Closed):
-            raise AgiHangup(f"{verb}: Asterisk closed the connection")
-        if isinstance(event, _Lost):
-            raise AgiHangup(f"{verb}: connection lost")
-        if isinstance(event, _Timeout):
-            raise AgiTimeout(f"no reply to {verb} within {event.seconds:g} s")
-        if not isinstance(event, Response):
-            raise ProtocolError(f"unexpected event awaiting the reply to {verb}")
-        if event.code == 511:
-            raise AgiHangup(f"{verb}: channel is dead (511)")
-        if event.code == 510:
-            raise CommandFailed(verb, "unknown command (510)", event)
-        if event.code == 520:
-            raise CommandFailed(verb, "invalid syntax (520)", event)
-        raise CommandFailed(verb, f"failed ({event.code})", event)
-
-    async def _failed_or_hung_up(self, command: str, r: Response, what: str) -> NoReturn:
-        verb = verb_of(command)
-        if not self.hung_up:
-            status = await self.channel_status()  # raises AgiHangup on 511
-            if status < 0:
-                self._conn.hangup_seen = True
-        if self.hung_up:
-            raise AgiHangup(f"{verb}: channel hung up")
-        raise CommandFailed(verb, what, r)
+# The command lines of STREAM FILE and GET DATA, built once per prompt: a handful of
+# sounds and timeouts in practice (bounded all the same).
+_PLAYS: dict[tuple, str] = {}
 
 
+def _play_command(verb: str, name: str, a: str | int, b: int | None = None) -> str:
+    command = build_command(verb, name, a) if b is None else build_command(verb, name, a, b)
+    if len(_PLAYS) < 512 and type(name) is str and type(a) in (str, int) and type(b) in (int, type(None)):
+        _PLAYS[(verb, name, a) if b is None else (verb, name, a, b)] = command
+    return command
 
-class _Lost:
-    """The connection broke while a command was being written."""
 
-
-class _Timeout:
-    """No reply within the deadline."""
-
-    __slots__ = ("seconds",)
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+_LOST = object()  # the connection broke while a command was being written
 
 
 # Bytes read ahead of the parser before the socket is paused (a peer that floods us
@@ -300,7 +183,7 @@ class AgiProtocol(asyncio.Protocol):
         waiter.set_result(None)
 
 
-class ProtocolSession(_CommandSession):
+class ProtocolSession(AgiSession):
     """An :class:`AgiSession` over an :class:`AgiProtocol` (what :class:`FastAgiServer` uses)."""
 
     def __init__(self, protocol: AgiProtocol, env: Environment, *,
@@ -328,9 +211,118 @@ class ProtocolSession(_CommandSession):
             raise ProtocolError("expected the environment block")
         return cls(protocol, event, **options)
 
-    async def _exchange(self, wire: bytes, timeout: float) -> Event | _Lost | _Timeout:
-        protocol = self._protocol
-        if not protocol.write(wire) or (protocol.write_paused and not await protocol.drain()):
-            return _Lost()
-        event = await protocol.next_event(timeout)
-        return _Timeout(timeout) if event is None else event
+    @property
+    def hung_up(self) -> bool:
+        return self._conn.hangup_seen or self._conn.state is State.CLOSED
+
+    @property
+    def usable(self) -> bool:
+        """Whether another command can be sent (false after a timeout or protocol error)."""
+        return self._conn.can_send
+
+    @property
+    def broken(self) -> bool:
+        """A reply was never read (timeout) or the peer broke the protocol."""
+        return self._conn.state in (State.AWAITING, State.ERROR)
+
+    # -- the interface --------------------------------------------------------------
+
+    async def get_variable(self, name: str) -> str | None:
+        r = await self._command(build_command("GET VARIABLE", name))
+        return (r.data or "") if r.result == 1 else None
+
+    async def get_full_variable(self, expression: str) -> str | None:
+        r = await self._command(build_command("GET FULL VARIABLE", expression))
+        return (r.data or "") if r.result == 1 else None
+
+    async def set_variable(self, name: str, value: str) -> None:
+        await self._command(build_command("SET VARIABLE", name, value))
+
+    async def stream_file(self, name: str, escape_digits: str = "") -> tuple[str | None, int]:
+        command = _PLAYS.get(("STREAM FILE", name, escape_digits)) or _play_command("STREAM FILE", name, escape_digits)
+        r = await self._command(command, self.read_timeout + self.playback_timeout)
+        if r.result is None or r.result < 0:
+            await self._failed_or_hung_up(command, r, "sound could not be played")
+        digit = chr(r.result) if r.result else None
+        return digit, r.endpos or 0
+
+    async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
+        command = (_PLAYS.get(("GET DATA", prompt, timeout_ms, max_digits))
+                   or _play_command("GET DATA", prompt, int(timeout_ms), int(max_digits)))
+        wait = self.read_timeout + self.playback_timeout + max(timeout_ms, 0) / 1000
+        r = await self._command(command, wait)
+        if r.raw_result.startswith("-"):
+            await self._failed_or_hung_up(command, r, "prompt failed")
+        return r.raw_result, r.data == "timeout"
+
+    async def exec(self, app: str, args: str = "") -> int:
+        command = build_command("EXEC", app, args)
+        r = await self._command(command)
+        if r.result is None:
+            raise CommandFailed("EXEC", "result is not a number", r)
+        if r.result == -2:
+            raise CommandFailed("EXEC", "no such application", r)
+        if r.result < 0:
+            await self._failed_or_hung_up(command, r, "application failed")
+        return r.result
+
+    async def verbose(self, message: str, level: int = 1) -> None:
+        await self._command(build_command("VERBOSE", message, int(level)))
+
+    async def answer(self) -> None:
+        command = build_command("ANSWER")
+        r = await self._command(command)
+        if r.result is None or r.result < 0:
+            await self._failed_or_hung_up(command, r, "answer failed")
+
+    async def hangup(self) -> None:
+        await self._command(build_command("HANGUP"))
+
+    async def channel_status(self) -> int:
+        """The channel's state number (6 = up); -1 if Asterisk has no such channel."""
+        r = await self._command(build_command("CHANNEL STATUS"))
+        return r.result if r.result is not None else -1
+
+    # -- the loop -----------------------------------------------------------------
+
+    async def _command(self, command: str, timeout: float | None = None) -> Response:
+        """Send one command and read its final reply: write, read, feed, within a deadline.
+
+        One coroutine per command: the reply is taken from the parser at once when it
+        is already buffered, else awaited on the protocol's future (no layer between)."""
+        conn, protocol = self._conn, self._protocol
+        if not protocol.write(conn.send_command(command)) or (protocol.write_paused and not await protocol.drain()):
+            event: Event | None = _LOST
+        else:
+            event = conn.next_event()
+            if event is NEED_DATA or type(event) is Hangup:
+                wait = timeout or self.read_timeout
+                event = await protocol.next_event(wait)
+                if event is None:
+                    raise AgiTimeout(f"no reply to {verb_of(command)} within {wait:g} s")
+        if type(event) is Response and event.code == 200:
+            return event
+        verb = verb_of(command)  # only for errors: safe to log, unlike the arguments
+        if isinstance(event, Closed):
+            raise AgiHangup(f"{verb}: Asterisk closed the connection")
+        if event is _LOST:
+            raise AgiHangup(f"{verb}: connection lost")
+        if not isinstance(event, Response):
+            raise ProtocolError(f"unexpected event awaiting the reply to {verb}")
+        if event.code == 511:
+            raise AgiHangup(f"{verb}: channel is dead (511)")
+        if event.code == 510:
+            raise CommandFailed(verb, "unknown command (510)", event)
+        if event.code == 520:
+            raise CommandFailed(verb, "invalid syntax (520)", event)
+        raise CommandFailed(verb, f"failed ({event.code})", event)
+
+    async def _failed_or_hung_up(self, command: str, r: Response, what: str) -> NoReturn:
+        verb = verb_of(command)
+        if not self.hung_up:
+            status = await self.channel_status()  # raises AgiHangup on 511
+            if status < 0:
+                self._conn.hangup_seen = True
+        if self.hung_up:
+            raise AgiHangup(f"{verb}: channel hung up")
+        raise CommandFailed(verb, what, r)

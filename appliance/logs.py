@@ -48,7 +48,12 @@ class TextFormatter(logging.Formatter):
         return self.default_msec_format % (self._second[1], record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        if record.exc_info or record.exc_text or record.stack_info:
+            text = super().format(record)
+        else:  # what Formatter.format gives for TEXT_FORMAT, without its layers
+            record.message = record.getMessage()
+            record.asctime = self.formatTime(record)
+            text = f"{record.asctime} {record.levelname} {record.name}: {record.message}"
         ids = getattr(record, "call_ids", None)
         if ids:
             text += " [" + " ".join(f"{k}={v}" for k, v in ids.items()) + "]"

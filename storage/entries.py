@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["ConsentBody", "PauseBody", "RevokeBody"]
 
 
+_OPTIONAL = ("party", "allow_key", "refuse_key", "dialled")  # in the body only when set
+
+
 class ConsentBody(Record):
     """A ``consent`` entry: the notice played and what the caller's answer decided.
 
@@ -91,24 +94,27 @@ class ConsentBody(Record):
         return self.party == self.CALLEE
 
     def to_body(self) -> dict[str, Any]:
+        d = self.__dict__
         body: dict[str, Any] = {
-            "consent_id": self.consent_id, "uniqueid": self.uniqueid, "linkedid": self.linkedid,
-            "channel": self.channel, "caller_hmac": self.caller_hmac, "did": self.did,
-            "rule": self.rule, "jurisdiction": self.jurisdiction, "mode": self.mode,
-            "language": self.language, "notice": self.notice, "started_at": self.started_at,
-            "outcome": self.outcome, "reason": self.reason,
+            "consent_id": d["consent_id"], "uniqueid": d["uniqueid"], "linkedid": d["linkedid"],
+            "channel": d["channel"], "caller_hmac": d["caller_hmac"], "did": d["did"],
+            "rule": d["rule"], "jurisdiction": d["jurisdiction"], "mode": d["mode"],
+            "language": d["language"], "notice": d["notice"], "started_at": d["started_at"],
+            "outcome": d["outcome"], "reason": d["reason"],
         }
-        if self.answered:
-            body.update(digits=self.digits, attempts=self.attempts, record=self.record,
-                        recording_id=self.recording_id, ended_at=self.ended_at)
+        if d["outcome"] not in (self.ABANDONED, self.OBJECTED):  # answered
+            body["digits"], body["attempts"], body["record"] = d["digits"], d["attempts"], d["record"]
+            body["recording_id"] = d["recording_id"]
         else:
-            body.update(record=self.record, ended_at=self.ended_at)
-        if self.notice_id:
-            body.update(notice_id=self.notice_id, notice_language=self.notice_language,
-                        notice_version=self.notice_version, notice_sha256=dict(sorted(self.notice_sha256.items())))
-        for key in ("party", "allow_key", "refuse_key", "dialled"):
-            if getattr(self, key):
-                body[key] = getattr(self, key)
+            body["record"] = d["record"]
+        body["ended_at"] = d["ended_at"]
+        if d["notice_id"]:
+            body["notice_id"], body["notice_language"] = d["notice_id"], d["notice_language"]
+            body["notice_version"] = d["notice_version"]
+            body["notice_sha256"] = dict(sorted(d["notice_sha256"].items()))
+        for key in _OPTIONAL:
+            if d[key]:
+                body[key] = d[key]
         return body
 
     @classmethod

@@ -16,14 +16,18 @@ FIELDS = ("linkedid", "consent_id", "recording_id")
 _VARS = {name: contextvars.ContextVar[str | None](f"callvault_{name}", default=None) for name in FIELDS}
 
 
+_ITEMS = tuple(_VARS.items())
+
+
 def bind(**ids: str | None) -> None:
     """Set some of ``FIELDS`` for the rest of the current context (None or "" clears one)."""
     for name, value in ids.items():
-        if name not in _VARS:
+        var = _VARS.get(name)
+        if var is None:
             raise TypeError(f"unknown log context field {name!r}; known: {', '.join(FIELDS)}")
-        _VARS[name].set(value or None)
+        var.set(value or None)
 
 
 def current() -> dict[str, str]:
     """The ids bound in the current context."""
-    return {name: value for name, var in _VARS.items() if (value := var.get()) is not None}
+    return {name: value for name, var in _ITEMS if (value := var.get()) is not None}

@@ -8,12 +8,20 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agi.errors import LocalProtocolError, ProtocolError
 from agi.events import NEED_DATA, Closed, Environment, Hangup, Response
-from agi.protocol import (MAX_COMMAND_BYTES, MAX_LINE, AgiConnection, State, build_command,
-                          quote, verb_of)
+from agi.protocol import (
+    MAX_COMMAND_BYTES,
+    MAX_LINE,
+    AgiConnection,
+    State,
+    build_command,
+    quote,
+    verb_of,
+)
 
 CAPTURE = Path(__file__).parent / "captures" / "agi-fastagi-session.txt"
 
@@ -297,6 +305,17 @@ def test_environment_helpers():
     assert (env.uniqueid, env.extension, env.get("extension"), env.get("agi_dnid")) == ("9.9", "100", "100", "")
     classic = Environment({"agi_request": "agi://10.0.0.1:4573/status?x=1"})
     assert (classic.route, classic.query) == ("status", {"x": "1"})
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ({}, ()),
+    ({"agi_arg_1": "a", "agi_arg_2": ""}, ("a", "")),
+    ({"agi_arg_1": "a", "agi_arg_3": "c"}, ("a", "c")),  # a gap: numeric order all the same
+    ({"agi_arg_2": "b"}, ("b",)),
+    ({"agi_arg_1": "a", "agi_arg_01": "x", "agi_arg_0": "y", "agi_arg_x": "z"}, ("a",)),  # not arguments
+])
+def test_environment_arguments_in_numeric_order_whatever_the_keys(args, expected):
+    assert Environment({"agi_uniqueid": "1.1", **args}).args == expected
 
 
 # --- a real session ----------------------------------------------------------------

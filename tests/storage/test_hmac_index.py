@@ -4,7 +4,13 @@ import re
 
 import pytest
 
-from storage.hmac_index import ANONYMOUS, caller_hmac, normalise_number, number_forms, subject_hmacs
+from storage.hmac_index import (
+    ANONYMOUS,
+    caller_hmac,
+    normalise_number,
+    number_forms,
+    subject_hmacs,
+)
 
 KEY = b"k" * 32
 
@@ -40,6 +46,15 @@ def test_output_is_hex_sha256_and_keyed():
     assert value == expected("15550100")
     assert caller_hmac(b"j" * 32, "+1 555 0100") != value
     assert value != hashlib.sha256(b"15550100").hexdigest()
+
+
+@pytest.mark.parametrize("size", [16, 32, 63, 64, 65, 200])
+def test_the_hmac_is_rfc_2104_for_any_key_length(size):
+    # The key's padded hash states are kept between calls: each key still gets its own.
+    for seed in (b"a", b"b", b"\xff"):
+        key = (seed * size)[:size]
+        assert caller_hmac(key, "+27 82 123 4567") == expected("27821234567", key)
+        assert caller_hmac(bytearray(key), "0100") == expected("0100", key)
 
 
 def test_non_ascii_digits_are_dropped():
