@@ -19,10 +19,10 @@ withheld numbers are not all indexed under the HMAC of ``""``.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from . import private
 
@@ -52,25 +52,20 @@ def caller_hmac(key: bytes, number: str | None) -> str:
     return _hmac_sha256_hex(bytes(key), digits.encode("ascii"))
 
 
-# HMAC-SHA256 (RFC 2104) from the key's two padded SHA-256 states, worked out once per
-# key and copied per number: OpenSSL 3 looks the algorithm up again on every
-# hmac.new()/hmac.digest() (some 3-10 us a call); a copy of a started hash does not.
-_BLOCK = 64
-_PADS: dict[bytes, tuple[Any, Any]] = {}
+# One keyed HMAC object per key, copied per number: a copy of a keyed OpenSSL HMAC
+# context skips the algorithm lookup OpenSSL 3 makes on every hmac.digest().
+_KEYED: dict[bytes, hmac.HMAC] = {}
 
 
 def _hmac_sha256_hex(key: bytes, message: bytes) -> str:
-    pads = _PADS.get(key)
-    if pads is None:
-        k = (hashlib.sha256(key).digest() if len(key) > _BLOCK else key).ljust(_BLOCK, b"\0")
-        pads = (hashlib.sha256(bytes(b ^ 0x36 for b in k)), hashlib.sha256(bytes(b ^ 0x5C for b in k)))
-        if len(_PADS) < 8:  # one key per installation; tests make a few
-            _PADS[key] = pads
-    inner = pads[0].copy()
-    inner.update(message)
-    outer = pads[1].copy()
-    outer.update(inner.digest())
-    return outer.hexdigest()
+    keyed = _KEYED.get(key)
+    if keyed is None:
+        keyed = hmac.new(key, digestmod=hashlib.sha256)
+        if len(_KEYED) < 8:  # one key per installation; tests make a few
+            _KEYED[key] = keyed
+    h = keyed.copy()
+    h.update(message)
+    return h.hexdigest()
 
 
 def load_hmac_key(path: Path) -> bytes:
