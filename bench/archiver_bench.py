@@ -458,7 +458,7 @@ def main(argv: list[str]) -> int:
                          "compare: part buffers in flight, encryption buffer pairs; default the product's)")
     results = run_with_rgw(lambda endpoint, work: measure(endpoint, work, pipeline_only, drain_only,
                                                           drain_n, workers, settings),
-                           "bench", 4 * GiB + 3 * GiB * len(settings or [None]))
+                           "bench", 6 * GiB + 3 * GiB * len(settings or [None]))
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"archiver-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=2))
