@@ -334,11 +334,12 @@ class Catalog:
 
         return update
 
-    def mark_ended(self, recording_id: str, ended_at: float) -> bool:
-        """The recording's file is complete: queue it (once). True if this call queued it."""
+    def mark_ended(self, recording_id: str, ended_at: float, due: float = 0.0) -> bool:
+        """The recording has ended: queue it (once), due at ``due`` (at once by default).
+        True if this call queued it."""
         with self.db.write() as c:
-            cur = c.execute("UPDATE recordings SET state = 'pending', ended_at = ?, next_try_at = 0 "
-                            "WHERE recording_id = ? AND state = 'recording'", (ended_at, recording_id))
+            cur = c.execute("UPDATE recordings SET state = 'pending', ended_at = ?, next_try_at = ? "
+                            "WHERE recording_id = ? AND state = 'recording'", (ended_at, due, recording_id))
             return cur.rowcount == 1
 
     def add_pause(self, recording_id: str, at: float) -> None:

@@ -10,7 +10,7 @@ from waiting import until
 
 from archiver.errors import SetupError
 from archiver.retention import RetentionSweeper
-from archiver.service import Archiver
+from archiver.service import FIRST_LOOK, Archiver
 from storage.errors import PermanentError
 
 ACTIVE = ("pending", "encrypting", "uploading", "verifying")
@@ -88,18 +88,45 @@ async def test_recording_ended_queues_that_channel_and_wakes_a_worker(archive_en
         await archiver.stop(5)
 
 
-async def test_hangup_before_the_file_is_closed_waits_for_the_marker(archive_env):
+async def test_hangup_before_the_marker_is_looked_at_once_it_should_be_there(archive_env):
+    """MixMonitor touches the done marker a moment after the hang-up: a job looked at
+    at once would be claimed and put back (two fsynced commits for nothing)."""
+    env = archive_env
+    rid = env.recording(state="recording", marker=False, uniqueid="lab-y-2")
+    archiver = make_archiver(env, scan_interval=3600)
+    await archiver.start()
+    claimed = []
+    claim = env.catalog.claim
+    env.catalog.claim = lambda **kw: (rec := claim(**kw)) and claimed.append(rec.state) or rec
+    try:
+        t0 = time.time()
+        assert await archiver.recording_ended(uniqueid="lab-y-2") == 1
+        assert env.catalog.get(rid).next_try_at >= t0 + FIRST_LOOK  # not due yet
+        await asyncio.sleep(FIRST_LOOK / 4)
+        (env.spool / f"{rid}.wav.done").touch()  # the post-command ran
+        await until(lambda: states(env, [rid]) == ["archived"], timeout=15, what="archived")
+        assert time.time() - t0 >= FIRST_LOOK
+        assert claimed == ["pending"], claimed  # claimed once, and archived then
+    finally:
+        await archiver.stop(5)
+    # With the marker already there, a hang-up's job is due at once.
+    rid = env.recording(state="recording", uniqueid="lab-z-2")
+    await archiver.recording_ended(uniqueid="lab-z-2")
+    assert env.catalog.get(rid).next_try_at == 0
+
+
+async def test_file_still_open_after_the_first_look_waits_for_the_marker(archive_env):
     env = archive_env
     rid = env.recording(state="recording", marker=False, uniqueid="lab-x-2")
     archiver = make_archiver(env, scan_interval=3600)
     await archiver.start()
     try:
         with open(env.spool / f"{rid}.wav", "ab"):  # MixMonitor closes a moment after hangup
+            t0 = time.time()
             assert await archiver.recording_ended(uniqueid="lab-x-2") == 1
-            # mark_ended zeroes next_try_at; a worker that finds the file still open
-            # puts the job back with a later one.
-            await until(lambda: env.catalog.get(rid).next_try_at > 0, what="a worker to look at the open file",
-                        detail=lambda: env.catalog.get(rid))
+            # a worker that finds the file still open puts the job back with a later look
+            await until(lambda: env.catalog.get(rid).next_try_at > t0 + FIRST_LOOK + 0.1,
+                        what="a worker to look at the open file", detail=lambda: env.catalog.get(rid))
             assert env.catalog.get(rid).state == "pending"
         (env.spool / f"{rid}.wav.done").touch()  # the post-command ran
         await until(lambda: states(env, [rid]) == ["archived"], timeout=15, what="archived")
