@@ -241,6 +241,16 @@ class EmptyStream:
         pass
 
 
+def checksum_hex(answered: str) -> str | None:
+    """A checksum as S3 answers it (base64, a composite with "-<parts>") in hex, the
+    "-<parts>" kept; None if it is not base64."""
+    digest, dash, count = answered.partition("-")
+    try:
+        return base64.b64decode(digest, validate=True).hex() + dash + count
+    except ValueError:
+        return None
+
+
 def answered_checksum(key: str, response: dict[str, Any], sha256: str, sent: str) -> str | None:
     """The SHA-256 checksum a PUT (or CompleteMultipartUpload) response reports, in hex
     (a composite keeps its "-<parts>"), checked against what was sent: ``sent`` is
@@ -250,11 +260,9 @@ def answered_checksum(key: str, response: dict[str, Any], sha256: str, sent: str
     answered = response.get("ChecksumSHA256")
     if not answered:
         return None
-    digest, dash, count = answered.partition("-")
-    try:
-        got = base64.b64decode(digest, validate=True).hex() + dash + count
-    except ValueError:
-        raise IntegrityError(f"put {key}: the service answered checksum {answered!r}, not a SHA-256") from None
+    got = checksum_hex(answered)
+    if got is None:
+        raise IntegrityError(f"put {key}: the service answered checksum {answered!r}, not a SHA-256")
     if got not in (sent, sha256):
         raise IntegrityError(f"put {key}: the service reports checksum {got} for what it stored, "
                              f"the caller sent {sent}")

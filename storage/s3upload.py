@@ -51,7 +51,7 @@ from storage.errors import (
     RetryableError,
     StorageError,
 )
-from storage.s3client import answered_checksum, http_status
+from storage.s3client import answered_checksum, checksum_hex, http_status
 
 MAX_PARTS = 10_000
 SHA256_TAG = "sha256"
@@ -123,11 +123,8 @@ def stored_checksum(answer: dict[str, Any], token: dict[str, Any]) -> tuple[str,
     answered = answer.get(f"Checksum{algorithm}")
     if not answered:
         return None
-    digest, dash, count = answered.partition("-")
-    try:
-        got = base64.b64decode(digest, validate=True).hex() + dash + count
-    except ValueError:
-        got = repr(answered)
+    got = checksum_hex(answered) or repr(answered)
+    dash = "-" in answered
     sums = [base64.b64decode(p[f"Checksum{algorithm}"]) for p in parts]
     if algorithm == "SHA256":
         return got, f"{hashlib.sha256(b''.join(sums)).hexdigest()}-{len(parts)}"

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from ledgerhelpers import fill
+from ledgerhelpers import fill, hold_writer
 
 from storage.catalog import MIGRATIONS as CATALOG_MIGRATIONS
 from storage.catalog import Catalog, Recording
@@ -135,14 +135,7 @@ async def test_a_run_of_appends_goes_in_multi_row_inserts_through_the_triggers(a
     INSERT per table): each row still passes the head trigger, in call order."""
     ledger, catalog = Ledger(any_db), Catalog(any_db, node="n1")
     fill(ledger, 2)
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(conn):
-        entered.set()
-        assert release.wait(10)
-
-    any_db.submit(hold)
-    assert entered.wait(10)
+    _, release = hold_writer(any_db)
     queued = [asyncio.ensure_future(ledger.append_async(
         "consent", {"i": i, "caller_hmac": f"h{i % 2}"}, recording_id=f"r{i}",
         also=catalog.add_op(_rec(f"r{i}")))) for i in range(7)]

@@ -16,6 +16,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 
 import pytest
+from ledgerhelpers import hold_writer
 from waiting import until
 
 from storage.catalog import Catalog, Recording
@@ -48,19 +49,6 @@ def _rows(path) -> list[tuple]:
         return raw.execute("SELECT k, v FROM t ORDER BY k").fetchall()
 
 
-def _hold_writer(db: Database) -> tuple[threading.Event, threading.Event]:
-    """Park the writer thread inside an operation until ``release`` is set."""
-    entered, release = threading.Event(), threading.Event()
-
-    def op(conn):
-        entered.set()
-        assert release.wait(10)
-
-    db.submit(op)
-    assert entered.wait(10)
-    return entered, release
-
-
 async def _queued(db: Database, n: int) -> None:
     """Wait until ``n`` operations are queued behind the held writer (the next batch)."""
     queue = db._group._queue
@@ -85,7 +73,7 @@ async def test_concurrent_appends_keep_call_order_and_share_commits(db):
 
 async def test_batch_forms_while_a_commit_is_in_flight(db):
     ledger = Ledger(db)
-    _, release = _hold_writer(db)
+    _, release = hold_writer(db)
     pending = [asyncio.ensure_future(ledger.append_async("resume", {"i": i})) for i in range(50)]
     await _queued(db, 50)
     batches = db._group.batches
@@ -168,7 +156,7 @@ async def test_commit_failure_reports_every_write_of_the_batch(db):
     def orphan(conn):
         conn.execute("INSERT INTO t (k, v, p) VALUES (999, 'orphan', 42)")  # fails at COMMIT
 
-    _, release = _hold_writer(db)
+    _, release = hold_writer(db)
     futures = [asyncio.ensure_future(db.write_async(_insert(i))) for i in range(5)]
     futures.insert(2, asyncio.ensure_future(db.write_async(orphan)))
     await _queued(db, 6)
@@ -184,7 +172,7 @@ async def test_commit_failure_reports_every_write_of_the_batch(db):
 
 async def test_failing_write_fails_only_its_caller(db):
     _table(db)
-    _, release = _hold_writer(db)
+    _, release = hold_writer(db)
 
     def boom(conn):
         conn.execute("INSERT INTO t (k, v) VALUES (100, 'half')")  # undone with its savepoint
@@ -209,7 +197,7 @@ async def test_a_batch_that_succeeds_runs_no_savepoint_and_a_failure_replays_the
     _table(db)
     statements: list[str] = []
     db._writer.set_trace_callback(statements.append)
-    _, release = _hold_writer(db)
+    _, release = hold_writer(db)
     futures = [asyncio.ensure_future(db.write_async(_insert(i))) for i in range(4)]
     await _queued(db, 4)
     release.set()
@@ -221,7 +209,7 @@ async def test_a_batch_that_succeeds_runs_no_savepoint_and_a_failure_replays_the
         raise ValueError("boom")
 
     statements.clear()
-    _, release = _hold_writer(db)
+    _, release = hold_writer(db)
     futures = [asyncio.ensure_future(db.write_async(op)) for op in (_insert(10), boom, _insert(11))]
     await _queued(db, 3)
     release.set()
@@ -253,7 +241,7 @@ async def test_lost_transaction_is_never_reported_durable(db):
     """If SQLite abandons the whole transaction (disk full, I/O error), the writes that
     ran before in the same batch are gone too: their callers must get an error."""
     _table(db)
-    _, release = _hold_writer(db)
+    _, release = hold_writer(db)
 
     def abort(conn):
         conn.execute("ROLLBACK")  # what SQLite does by itself on SQLITE_FULL / SQLITE_IOERR
@@ -297,7 +285,7 @@ async def test_catalog_add_async_is_durable_and_idempotent(db):
 
 async def test_close_commits_every_accepted_write(db):
     _table(db)
-    _, release = _hold_writer(db)
+    _, release = hold_writer(db)
     futures = [asyncio.ensure_future(db.write_async(_insert(i))) for i in range(200)]
     thread_futures = [db.submit(_insert(1000 + i)) for i in range(50)]
     await _queued(db, 250)
@@ -379,7 +367,7 @@ async def test_a_run_of_appends_reads_the_head_once_and_inserts_each_table_in_ch
     await ledger.append_async("consent", {"first": True})
     statements: list[str] = []
     db._writer.set_trace_callback(statements.append)
-    _, release = _hold_writer(db)
+    _, release = hold_writer(db)
     futures = [asyncio.ensure_future(ledger.append_async(
         "consent", {"i": i, "caller_hmac": f"h{i % 2}"}, call_id=f"l{i}", recording_id=f"r{i}",
         also=catalog.add_op(_recording(f"r{i}")))) for i in range(6)]
@@ -411,7 +399,7 @@ async def test_a_run_whose_rows_fail_replays_each_append_alone(db):
 
     _table(db)
     ledger, into_t = Ledger(db), MultiInsert("t", ("k", "v"))
-    _, release = _hold_writer(db)
+    _, release = hold_writer(db)
     keys = [1, 2, 2, 3]
     futures = [asyncio.ensure_future(ledger.append_async("consent", {"i": i}, also=RowInsert(into_t, (k, f"v{i}"))))
                for i, k in enumerate(keys)]

@@ -1,8 +1,10 @@
-"""Helpers for the ledger tests (tests/storage/test_ledger.py, test_chain.py)."""
+"""Helpers for the ledger and database tests (tests/storage/test_ledger.py, test_chain.py,
+test_group_commit.py, test_db_conformance.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 
 
 def fill(ledger, n=10):
@@ -27,3 +29,16 @@ def independent_hash(seq, ts, kind, call_id, recording_id, body, prev_hash):
         + opt(call_id) + opt(recording_id) + lp(body) + lp(prev_hash)
     )
     return hashlib.sha256(data).hexdigest()
+
+
+def hold_writer(db) -> tuple[threading.Event, threading.Event]:
+    """Park ``db``'s group-commit writer thread inside an operation until ``release`` is set."""
+    entered, release = threading.Event(), threading.Event()
+
+    def op(conn):
+        entered.set()
+        assert release.wait(10)
+
+    db.submit(op)
+    assert entered.wait(10)
+    return entered, release
