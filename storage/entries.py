@@ -102,7 +102,7 @@ class ConsentBody(Record):
             "language": d["language"], "notice": d["notice"], "started_at": d["started_at"],
             "outcome": d["outcome"], "reason": d["reason"],
         }
-        if d["outcome"] not in (self.ABANDONED, self.OBJECTED):  # answered
+        if self.answered:
             body["digits"], body["attempts"], body["record"] = d["digits"], d["attempts"], d["record"]
             body["recording_id"] = d["recording_id"]
         else:
