@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from agi.controls import ami_mute
-from agi.server import FastAgiServer, new_event_loop
+from agi.server import FastAgiServer, new_event_loop, settle_heap
 from archiver.retention import RetentionSweeper
 from storage.errors import StorageError
 from storage.hmac_index import load_hmac_key
@@ -176,6 +176,7 @@ def serve(config: Config) -> int:
         if config.node.role in ASTERISK_ROLES:
             what += f", FastAGI {config.agi.listen}, AMI {config.ami.host}:{config.ami.port}"
         what += ")"
+        settle_heap()
         print(f"callvault: {what}", flush=True)
         notify("READY=1", f"STATUS=serving: {what}")
 

@@ -172,7 +172,7 @@ def _raise_nofile() -> None:
 
 async def serve(config_path: str) -> None:
     """The product's FastAGI server with the product's composition; control on stdin."""
-    from agi.server import FastAgiServer
+    from agi.server import FastAgiServer, settle_heap
     from appliance import config as cfg
     from appliance.compose import agi_routes
     from appliance.logs import configure as configure_logging
@@ -197,6 +197,8 @@ async def serve(config_path: str) -> None:
                         stop_mixmonitor=no_ami, mute_mixmonitor=no_ami)
     server = FastAgiServer(routes, "127.0.0.1", 0)
     await server.start()
+    settle_heap()  # as `callvault serve` does once it is up
+
     def counters() -> dict:
         writer = db._group  # the group-commit writer, once the first write made it
         return {"total": server.total, "errors": server.errors, "active": server.active,
@@ -233,8 +235,11 @@ async def serve_floor() -> None:
             await reader.readline()
         writer.close()
 
+    from agi.server import settle_heap
+
     _raise_nofile()
     server = await asyncio.start_server(call, "127.0.0.1", 0, backlog=1024)
+    settle_heap()  # the same collector settings as the product's server
     await _control(server.sockets[0].getsockname()[1],
                    lambda: {"total": total, "errors": 0, "active": 0, "threads": thread_cpu()})
     server.close()

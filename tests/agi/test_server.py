@@ -326,3 +326,17 @@ async def test_peers_outside_allow_are_closed_unread_logged_and_counted(serve, c
 async def test_default_allow_is_loopback_only(serve):
     server = await serve([])
     assert [str(n) for n in server.allow] == ["127.0.0.1/32", "::1/128"]
+
+
+def test_settle_heap_freezes_start_up_objects_and_raises_the_young_threshold():
+    # In a child: the collector settings are process-wide.
+    import subprocess
+    import sys
+
+    code = ("import gc; from agi.server import GC_THRESHOLDS, settle_heap; "
+            "assert gc.get_freeze_count() == 0; settle_heap(); "
+            "print(gc.get_freeze_count(), *gc.get_threshold(), *GC_THRESHOLDS)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    frozen, *rest = (int(x) for x in out)
+    assert frozen > 1000  # the modules' objects
+    assert rest[:3] == rest[3:] and rest[0] >= 10_000
