@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 WORK_DIR_NAME = ".callvault-work"  # in the spool: same filesystem, ciphertext only
 PAYLOAD_PART_SIZE = 8 << 20
-PAYLOAD_CONCURRENCY = 2
+PAYLOAD_CONCURRENCY = 3
 
 StopMixMonitor = Callable[[str], Awaitable[bool]]
 
