@@ -3,8 +3,9 @@
     pending     wait until the spool file is closed (archiver/spool.py)
     encrypting  age-encrypt (a stereo ``.raw`` file as a 2-channel WAV): a payload of
                 more than one part straight into a multipart upload, the header PUT
-                once every part is stored; a smaller one into two work files (header,
-                payload) next to the spool (archiver/upload.py). The manifest (sizes,
+                once every part is stored (``encrypting`` committed first); a smaller
+                one into two work files (header, payload) next to the spool, the row
+                still ``pending`` meanwhile (archiver/upload.py). The manifest (sizes,
                 SHA-256s) is committed to the catalog with the move to ``uploading``
     uploading   the streamed upload completed; or header -> header store (deletable),
                 then payload -> payload store with Object Lock retention and tags, from
@@ -167,7 +168,7 @@ class Pipeline:
                 if state == "pending":
                     if not self._wait_closed(job):
                         return self._not_yet(job)
-                    current = True  # moved to 'encrypting' just now
+                    current = True  # 'encrypting' now (committed by a streamed encryption)
                 elif state == "encrypting":
                     self._encrypt(job)
                 elif state == "uploading" and job.uploaded is None:
@@ -240,7 +241,13 @@ class Pipeline:
                                      "(MixMonitor did not start or could not write)")
             return False
         if spool.closed(path, self.spool_rules, self.clock()):
-            job.move(state="encrypting")
+            # Not committed here: a payload streamed into a multipart upload commits
+            # ``encrypting`` before its first part (archiver/upload.py), one of a single
+            # part goes from ``pending`` to ``uploading`` in one commit with its
+            # manifest. A crash while it encrypts (milliseconds) leaves ``pending``,
+            # which starts the same way again; its half-written work files are removed
+            # before the next encryption, as after a crash in ``encrypting``.
+            job.rec = job.rec.replace(state="encrypting")
             return True
         return False
 

@@ -141,6 +141,9 @@ def encrypt(p: Steps, job: Job) -> None:
     with intake.plaintext(Path(job.rec.spool_path)) as (size, src):
         payload_size = payload_size_for(size)
         if payload_size > part_size_for(payload_size, p.archive.payload.part_size):
+            # Seconds of work, shown as such in the queue figures; a single part's
+            # encryption (milliseconds) commits nothing before the move to ``uploading``.
+            job.move(state="encrypting")
             _stream(p, job, src, payload_size, token)
         else:
             _to_work_files(p, job, src, payload_size, hdr, pay)

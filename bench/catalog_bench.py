@@ -203,9 +203,8 @@ def measure_rates(db, tag: str) -> dict[str, float]:
 
     counted = [0.0]
 
-    def worker() -> None:  # a fresh job's commits, as archiver/pipeline.py makes them
+    def worker() -> None:  # a fresh one-part job's commits, as archiver/pipeline.py makes them
         while (rec := catalog.claim(lease=300)) is not None:
-            catalog.update(rec.recording_id, state="encrypting")
             catalog.update(rec.recording_id, state="uploading", manifest="{}")
             catalog.update(rec.recording_id, state="archived", archived_at=time.time(), lease_until=0)
             if time.monotonic() - counted[0] >= 1.0:  # the queue figures, at most once a second

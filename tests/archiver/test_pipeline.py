@@ -107,7 +107,8 @@ def test_crash_at_each_step_resumes_without_duplicates(archive_env, point):
         env.process(rid)
     assert crashed == [point]
     state = env.catalog.get(rid).state
-    assert state == {"encrypting": "encrypting", "uploading": "uploading", "uploaded": "uploading",
+    # A one-part payload's encryption commits nothing: a crash in it leaves 'pending'.
+    assert state == {"encrypting": "pending", "uploading": "uploading", "uploaded": "uploading",
                      "manifest": "uploading", "verified": "archived"}[point]
     if point == "verified":  # the spool clean-up is the scan's job after such a crash
         assert f"{rid}.wav" in env.spool_files()
@@ -320,7 +321,7 @@ def test_stop_request_abandons_and_releases_the_lease(archive_env):
     env.catalog.update(rid, lease_until=9e9)
     assert env.process(rid, stop=stop).kind == "abandoned"
     rec = env.catalog.get(rid)
-    assert rec.state == "encrypting" and rec.lease_until == 0 and rec.attempts == 0
+    assert rec.state == "pending" and rec.lease_until == 0 and rec.attempts == 0  # one part: nothing committed
     assert env.work_files() == []  # the half-written payload went away
     env.pipeline = env.make_pipeline()
     env.drive(rid)
@@ -428,3 +429,28 @@ def test_payload_changed_on_disk_after_encryption_is_encrypted_again(archive_env
     env.drive(rid)
     rec = assert_archived_once(env, rid, header_versions=2)  # the first encryption's header stays below
     assert rec.attempts == 1
+
+
+def test_a_fresh_one_part_job_commits_twice_a_streamed_one_three_times(archive_env, monkeypatch):
+    """A one-part payload goes from 'pending' to 'uploading' (with its manifest) in one
+    commit, then to 'archived' with its ledger entry: its encryption takes milliseconds
+    and a crash in it leaves 'pending'. A streamed one commits 'encrypting' first, so
+    its seconds of work show in the queue figures."""
+    env = archive_env
+    env.drive(env.recording(300_000))  # the process's first job may read its PUTs back
+    small, big = env.recording(300_000), env.recording(20 * MiB)
+    commits = []
+    write = env.db.write
+
+    def counted():
+        commits.append(True)
+        return write()
+
+    monkeypatch.setattr(env.db, "write", counted)
+    assert env.process(small).kind == "archived"
+    one_part = len(commits)
+    commits.clear()
+    assert env.process(big).kind == "archived"
+    assert (one_part, len(commits)) == (2, 3)
+    assert_archived_once(env, small)
+    assert_archived_once(env, big)
