@@ -214,13 +214,25 @@ def test_checksummed_bodies_go_unsigned_and_the_service_still_checks_them(make_s
     store.client.meta.events.register("before-send.s3", capture)
     big = os.urandom(17 * MiB)
     store.put("big", big, sha256=hashlib.sha256(big).hexdigest())
-    store.put("small", DATA, sha256=SHA)
+    # A single PUT goes past boto3's pipeline (DirectPut), through the same HTTP session.
+    http, direct = store._direct._http, []
+    send = http.send
+    http.send = lambda request: direct.append(request) or send(request)
+    try:
+        store.put("small", DATA, sha256=SHA)
+    finally:
+        del http.send
     by_op = {}
     for op, payload_hash, checksum in sent:
         by_op.setdefault(op, set()).add((payload_hash, checksum is not None))
     # bodies that carry their SHA-256 are not hashed a second time for the signature...
     assert by_op["UploadPart"] == {(b"UNSIGNED-PAYLOAD", True)}
-    assert by_op["PutObject"] == {(b"UNSIGNED-PAYLOAD", True)}
+    assert "PutObject" not in by_op
+    [small] = direct
+    header = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in small.headers.items()}
+    assert small.method == "PUT" and small.url.endswith(f"/{store.bucket}/small")
+    assert header["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert "x-amz-checksum-sha256" in header["authorization"].split("SignedHeaders=")[1]
     # ...other bodies keep a signed payload hash
     ((complete, has_checksum),) = by_op["CompleteMultipartUpload"]
     assert not has_checksum and re.fullmatch(rb"[0-9a-f]{64}", complete)
@@ -234,3 +246,48 @@ def test_checksummed_bodies_go_unsigned_and_the_service_still_checks_them(make_s
                                         ChecksumAlgorithm="SHA256", ChecksumSHA256=wrong)
     with pytest.raises(NotFound):
         store.head("forged")
+
+
+@pytest.mark.s3
+def test_a_direct_put_the_service_refuses_is_sent_again_through_boto3(make_s3_store):
+    """DirectPut handles only a 200: a refusal goes to boto3's put_object, whose answer
+    is mapped as for every request (BadDigest: an integrity error, nothing stored)."""
+    from storage.s3client import REQUESTS
+
+    store = make_s3_store(lock=False)
+    assert store._direct is not None
+    wrong = hashlib.sha256(b"other bytes").hexdigest()
+    before = REQUESTS.snapshot().get("PutObject", 0)
+    with pytest.raises(IntegrityError, match="BadDigest"):
+        store.put("k", DATA, sha256=wrong, hashed=True)  # the caller vouches for a wrong digest
+    assert REQUESTS.snapshot().get("PutObject", 0) - before == 2  # direct, then boto3
+    with pytest.raises(NotFound):
+        store.head("k")
+
+
+@pytest.mark.s3
+def test_a_direct_put_stores_what_a_boto3_put_stores(s3_settings, make_s3_store):
+    import datetime
+
+    from storage.blobstore import Retention
+
+    direct = make_s3_store()
+    by_boto3 = S3Store(lambda: s3_settings.client(), direct.bucket)
+    assert direct._direct is not None and by_boto3._direct is None
+    until = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(days=2)
+    tags = {"retention": "calls", "consent": "granted", "jurisdiction": "ZA"}
+    results = {}
+    for name, store in (("direct", direct), ("boto3", by_boto3)):
+        results[name] = store.put(name, DATA, sha256=SHA, retention=Retention("GOVERNANCE", until), tags=tags,
+                                  hashed=True)
+    seen = {}
+    for name in results:
+        head = direct.client.head_object(Bucket=direct.bucket, Key=name, ChecksumMode="ENABLED")
+        tagging = direct.client.get_object_tagging(Bucket=direct.bucket, Key=name)["TagSet"]
+        seen[name] = (head["ContentLength"], head["Metadata"], head["ObjectLockMode"],
+                      head["ObjectLockRetainUntilDate"], head["ChecksumSHA256"],
+                      sorted((t["Key"], t["Value"]) for t in tagging), direct.get(name))
+        assert results[name].version_id == head["VersionId"] and results[name].checksum == SHA
+    assert seen["direct"] == seen["boto3"]
+    assert seen["direct"][3] == until and seen["direct"][6] == DATA
+    by_boto3.close()
