@@ -31,6 +31,8 @@ from typing import Any, Self
 
 import boto3
 import botocore.exceptions as bce
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
 from storage.errors import (
@@ -291,13 +293,7 @@ class DirectPut:
     _PARAMS = frozenset({"Metadata", "ObjectLockMode", "ObjectLockRetainUntilDate", "Tagging"})
 
     def __init__(self, http: Any, credentials: Any, region: str, base_url: str) -> None:
-        from botocore.auth import S3SigV4Auth
-
-        class _Auth(S3SigV4Auth):
-            def _should_sha256_sign_payload(self, request: Any) -> bool:
-                return False  # the body's SHA-256 is the signed x-amz-checksum-sha256
-
-        self._auth, self._http, self._credentials = _Auth, http, credentials
+        self._http, self._credentials = http, credentials
         self._region, self._base = region, base_url
 
     @classmethod
@@ -323,8 +319,6 @@ class DirectPut:
         """Send one PUT (``checksum``: the body's SHA-256, base64). The answer as
         ``put_object`` returns it (``VersionId``, ``ETag``, ``ChecksumSHA256``), or None:
         send it through boto3 instead."""
-        from botocore.awsrequest import AWSRequest
-
         if not self._PARAMS.issuperset(params):
             return None
         headers = {"Content-Length": str(len(body)), "x-amz-sdk-checksum-algorithm": "SHA256",
@@ -340,7 +334,7 @@ class DirectPut:
         request = AWSRequest("PUT", self._base + key, headers=headers, data=body)
         REQUESTS.count("PutObject")
         try:
-            self._auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
+            _UnsignedPayloadAuth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
             answer = self._http.send(request.prepare())
         except bce.BotoCoreError:
             return None
@@ -349,3 +343,11 @@ class DirectPut:
         h = answer.headers
         return {"VersionId": h.get("x-amz-version-id"), "ETag": h.get("ETag", ""),
                 "ChecksumSHA256": h.get("x-amz-checksum-sha256")}
+
+
+class _UnsignedPayloadAuth(S3SigV4Auth):
+    """SigV4 with ``UNSIGNED-PAYLOAD``: the body's SHA-256 is the signed
+    ``x-amz-checksum-sha256`` header, which the service checks every byte against."""
+
+    def _should_sha256_sign_payload(self, request: Any) -> bool:
+        return False
