@@ -18,7 +18,6 @@ from appliance.cli import build_parser
 from archiver.retention import RetentionSweeper
 from storage.entries import ConsentBody
 
-TODAY = datetime.datetime.now(datetime.UTC).date()
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -55,6 +54,11 @@ path = "{root / 'archive'}"
     compose.init_archive(config)
     archive = compose.build_archive(config)
     env = make_env(archive.payload, archive.headers)
+    # The reports group by day: the site's own entries are all dated noon UTC today, so
+    # a run across midnight does not split them between two days.
+    noon = datetime.datetime.combine(datetime.datetime.now(datetime.UTC).date(), datetime.time(12),
+                                     datetime.UTC)
+    env.ledger._clock = lambda: noon
     archiver = compose.build_archiver(config, env.catalog, env.ledger, archive)
     rids = {}
     for name, cls in (("short", "short"), ("erase", "default"), ("held", "default"), ("keep", "default")):
@@ -115,15 +119,16 @@ def test_reports_show_consent_retention_erasures_access_and_objections(site, cap
 
     code, out, _ = run(capsys, "report", "consent", "-c", str(path))
     assert code == 0
+    day = env.ledger._clock().date()  # every consent entry of the site has this day
     assert [tuple(r.values()) for r in _rows(out)] == [
-        (TODAY.isoformat(), "us-two-party", "US-CA", "abandoned", "1"),
-        (TODAY.isoformat(), "us-two-party", "US-CA", "declined", "2"),
-        (TODAY.isoformat(), "za-opt-in", "ZA", "granted", "4")]
-    tomorrow = (TODAY + datetime.timedelta(days=1)).isoformat()
-    yesterday = (TODAY - datetime.timedelta(days=1)).isoformat()
+        (day.isoformat(), "us-two-party", "US-CA", "abandoned", "1"),
+        (day.isoformat(), "us-two-party", "US-CA", "declined", "2"),
+        (day.isoformat(), "za-opt-in", "ZA", "granted", "4")]
+    tomorrow = (day + datetime.timedelta(days=1)).isoformat()
+    yesterday = (day - datetime.timedelta(days=1)).isoformat()
     assert _rows(run(capsys, "report", "consent", "--since", tomorrow, "-c", str(path))[1]) == []
     assert _rows(run(capsys, "report", "consent", "--until", yesterday, "-c", str(path))[1]) == []
-    assert len(_rows(run(capsys, "report", "consent", "--since", TODAY.isoformat(), "--until", TODAY.isoformat(),
+    assert len(_rows(run(capsys, "report", "consent", "--since", day.isoformat(), "--until", day.isoformat(),
                          "-c", str(path))[1])) == 3
     code, _, err = run(capsys, "report", "consent", "--since", "last week", "-c", str(path))
     assert code == 2 and "--since/--until" in err and "last week" in err
