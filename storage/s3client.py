@@ -298,7 +298,7 @@ class DirectPut:
 
     @classmethod
     def of(cls, client: Any, bucket: str) -> DirectPut | None:
-        """For a client made by ``S3Settings.client``; None when botocore has no longer
+        """For a client made by ``S3Settings.client``; None when botocore no longer has
         the parts this needs (its HTTP session and credentials are not public API):
         then every PUT goes through ``put_object``."""
         try:

@@ -19,7 +19,6 @@ from archiver.retention import RetentionSweeper
 from storage.entries import ConsentBody
 
 
-
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     args = build_parser().parse_args(argv)
     code = args.fn(args)
