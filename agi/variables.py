@@ -13,8 +13,16 @@ RECORDING_ID = "CALLVAULT_RECORDING_ID"
 RULE = "CALLVAULT_RULE"
 # Set by the pause and resume routes: what the recording is now (PCI_VALUES).
 PCI = "CALLVAULT_PCI"
+# Set by the consent and callee routes when the dialplan plays the confirmation (see
+# DIALPLAN_TAIL): the sound to play after the AGI returns, or empty for none.
+CONFIRM = "CALLVAULT_CONFIRM"
 
-ALL = (CONSENT, CONSENT_ID, RECORD, RECORDING_ID, RULE, PCI)
+# The query parameter the generated consent, outbound and callee contexts put on the
+# AGI's URL (``agi://host/consent?tail=dialplan``): after the AGI returns, the dialplan
+# itself raises USER_EVENT from the channel variables and plays CONFIRM, two commands
+# fewer per call. Without it (a dialplan written for an earlier callvault, or by hand)
+# the route sends both itself, as AGI commands.
+DIALPLAN_TAIL = ("tail", "dialplan")
 
 # The feature code a caller or agent dials to revoke consent (agi.dialplan's
 # features.conf; the [pci] codes must not clash with it).

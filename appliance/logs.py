@@ -10,6 +10,7 @@ that log keep to ids.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -76,9 +77,59 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+class LoopBatchedHandler(logging.StreamHandler):
+    """A stream handler that writes the lines an event loop's thread logs once per turn
+    of that loop: one ``write()`` for every line of the callbacks the loop ran in that
+    turn, instead of one per line (a busy FastAGI server logs a line per call). Lines
+    logged on any other thread, or with no loop running, are written at once, as are
+    warnings and above (and everything before them still held). Held lines are written
+    at the end of the turn or by :meth:`flush` (``logging.shutdown`` calls it at exit);
+    a process killed outright loses at most the lines of the turn it was in."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._held: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:  # as StreamHandler.emit does
+            self.handleError(record)
+            return
+        loop = asyncio._get_running_loop()  # this thread's loop; None elsewhere
+        if loop is None or record.levelno >= logging.WARNING:
+            self._write(line)
+            return
+        self.acquire()
+        try:
+            self._held.append(line)
+            first = len(self._held) == 1
+        finally:
+            self.release()
+        if first:
+            loop.call_soon(self.flush)
+
+    def _write(self, line: str) -> None:
+        self.acquire()
+        try:
+            held, self._held = self._held, []
+            self.stream.write("".join(held) + line if held else line)
+            self.stream.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": line}))
+        finally:
+            self.release()
+
+    def flush(self) -> None:
+        if self._held:
+            self._write("")
+        else:
+            super().flush()
+
+
 def configure(log: LogConfig, *, verbose: bool = False, stream: TextIO | None = None) -> None:
     """Replace the root logger's handlers with one writing ``log.format`` to stderr."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = LoopBatchedHandler(stream or sys.stderr)
     handler.addFilter(CallContext())
     handler.setFormatter(JsonFormatter() if log.format == "json" else TextFormatter())
     root = logging.getLogger()

@@ -20,7 +20,7 @@ Only that pair, three times (the spread), without the paced and classic parts.
     python -m bench agi --logic [--profile]
 
 Only the consent flow's Python on the event loop, without sockets or the writer
-thread, beside the same five commands with no consent logic (``bench.agi_logic``).
+thread, beside the same three commands with no consent logic (``bench.agi_logic``).
 
 After each closed-loop product scenario, the rows it committed are written again by
 bare ``sqlite3`` with the product's schema in the same batch sizes

@@ -57,8 +57,10 @@ def env_block(n: int, *, fastagi: bool, port: int = 4573) -> bytes:
     uniqueid = f"{1795329357 + n // 100000}.{n % 100000}"
     lines = []
     if fastagi:
-        lines += ["agi_network: yes", "agi_network_script: consent",
-                  f"agi_request: agi://127.0.0.1:{port}/consent"]
+        # The generated consent context's URL: the dialplan raises the UserEvent and plays
+        # the confirmation after the AGI (agi.variables.DIALPLAN_TAIL).
+        lines += ["agi_network: yes", "agi_network_script: consent?tail=dialplan",
+                  f"agi_request: agi://127.0.0.1:{port}/consent?tail=dialplan"]
     else:
         lines += ["agi_request: /usr/share/asterisk/agi-bin/callvault-agi"]
     lines += [f"agi_channel: Local/{DID}@callvault-lab-{n:08x};2", "agi_language: en",
@@ -105,11 +107,16 @@ def label(command: bytes) -> str:
 
 
 def flow_granted(commands: list[bytes]) -> bool:
-    """The flow ended as a press of 1 must: recorded, MixMonitor started, told the caller."""
-    return (any(c.startswith((b'EXEC "MixMonitor"', b"EXEC MixMonitor")) for c in commands)
-            and any(c.startswith(b'EXEC "MSet"') and b"CALLVAULT_RECORD=yes" in c
-                    or c == b'SET VARIABLE "CALLVAULT_RECORD" "yes"' for c in commands)
-            and commands[-1].startswith(b"STREAM FILE"))
+    """The flow ended as a press of 1 must: MixMonitor started, then recorded and the
+    confirmation named (FastAGI: for the dialplan to play) or played (classic)."""
+    if not any(c.startswith((b'EXEC "MixMonitor"', b"EXEC MixMonitor")) for c in commands):
+        return False
+    last = commands[-1]
+    if last.startswith(b'EXEC "MSet"'):
+        return b"CALLVAULT_RECORD=yes" in last and b"CALLVAULT_CONFIRM=callvault/" in last
+    return (any(c.startswith(b'EXEC "MSet"') and b"CALLVAULT_RECORD=yes" in c
+                or c == b'SET VARIABLE "CALLVAULT_RECORD" "yes"' for c in commands)
+            and last.startswith(b"STREAM FILE"))
 
 
 # --- the FastAGI server, in its own process ------------------------------------------
@@ -217,8 +224,7 @@ _FLOOR_COMMANDS = (
     b'GET DATA "beep" 5000 1\n',
     b'EXEC "MixMonitor" "/var/spool/asterisk/callvault/r.wav,,/bin/touch /var/spool/asterisk/callvault/r.wav.done"\n',
     (b'EXEC "MSet" "CALLVAULT_RECORDING_ID=r,CALLVAULT_CONSENT_ID=c,CALLVAULT_RULE=za-opt-in,'
-     b'CALLVAULT_CONSENT=granted,CALLVAULT_RECORD=yes"\n'), b'EXEC "UserEvent" "CallvaultConsent"\n',
-    b'STREAM FILE "auth-thankyou" ""\n')
+     b'CALLVAULT_CONSENT=granted,CALLVAULT_RECORD=yes,CALLVAULT_CONFIRM=callvault/en/will-record"\n'))
 
 
 async def serve_floor() -> None:
@@ -317,7 +323,8 @@ class ServerProcess:
 # --- the FastAGI load generator -------------------------------------------------------
 
 # Paced calls: a spoken consent notice lasts ~6 s and the caller presses 1 soon
-# after; "thank you" lasts 1-2 s. So 1,000 calls in progress offer ~105 flows/s.
+# after; "thank you" lasts 1-2 s (played by the dialplan after the AGI, or by STREAM
+# FILE in a classic flow). So 1,000 calls in progress offer ~105 flows/s.
 NOTICE_SECONDS = (6.0, 10.0)
 CONFIRM_SECONDS = (1.0, 2.0)
 
@@ -415,6 +422,8 @@ async def run_fastagi(concurrency: int, *, seconds: float, warmup: float, workdi
                         sample.flows += 1
                     else:
                         sample.failed += 1
+                if paced and ok:  # the dialplan plays the confirmation the AGI named
+                    await asyncio.sleep(rng.uniform(*CONFIRM_SECONDS))
 
         tasks = [asyncio.create_task(call_loop(i)) for i in range(concurrency)]
         await asyncio.sleep(warmup)

@@ -6,7 +6,7 @@ The product's consent route (``appliance.compose.agi_routes``, the real session,
 parser, policy, prompts, ledger and catalog preparation, log line) runs against a
 transport that answers each command at once with Asterisk 22's reply, so nothing
 waits; the durable write is replaced by an immediate result (the writer thread's
-cost is the other table's). Beside it, in the same run, the same five commands
+cost is the other table's). Beside it, in the same run, the same three commands
 through the same session with no consent logic: what the AGI layer alone costs.
 CPU is ``time.thread_time`` per flow, the two alternated in blocks.
 """
@@ -84,9 +84,7 @@ async def _commands_only(routes, n: int) -> None:
     await session.exec("MixMonitor", "/var/spool/asterisk/callvault/r.wav,,/bin/touch /var/spool/asterisk/callvault/r.wav.done")
     await session.set_variables(("CALLVAULT_RECORDING_ID", "r"), ("CALLVAULT_CONSENT_ID", "c"),
                                 ("CALLVAULT_RULE", "za-opt-in"), ("CALLVAULT_CONSENT", "granted"),
-                                ("CALLVAULT_RECORD", "yes"))
-    await session.exec("UserEvent", "CallvaultConsent,Consent: granted")
-    await session.stream_file("callvault/en/will-record")
+                                ("CALLVAULT_RECORD", "yes"), ("CALLVAULT_CONFIRM", "callvault/en/will-record"))
 
 
 async def _flow(routes, n: int) -> None:
@@ -133,7 +131,7 @@ def table(r: dict) -> str:
     flow, commands = r["flow_us_per_flow"], r["commands_us_per_flow"]
     lines = ["The consent flow's Python on the event loop, no I/O, no writer (CPU per flow, same run):", "",
              f"  consent flow (the product's route)        {flow:7.1f} us",
-             f"  the same 5 commands, no consent logic     {commands:7.1f} us",
+             f"  the same 3 commands, no consent logic     {commands:7.1f} us",
              f"  the consent logic on top                  {flow - commands:7.1f} us"]
     if "profile" in r:
         lines += ["", r["profile"]]

@@ -7,10 +7,10 @@ A no-logic stand-in for `callvault serve` on the same event loop (uvloop,
 
 - a FastAGI server on the lab's AGI port that reads the environment block and sends the
   product's exchange for the scenario's fixed outcome, the same commands in the same
-  order, and nothing else: declined ``GET DATA`` (the notice), ``EXEC MSet``, ``EXEC
-  UserEvent``, ``STREAM FILE`` (will-not-record); recorded ``GET DATA``, ``EXEC
-  MixMonitor`` (same path form and done marker), ``EXEC MSet``, ``EXEC UserEvent``,
-  ``STREAM FILE`` (will-record); no ledger, no catalog, no logs;
+  order, and nothing else: declined ``GET DATA`` (the notice), ``EXEC MSet`` (naming
+  will-not-record for the dialplan to play); recorded ``GET DATA``, ``EXEC MixMonitor``
+  (same path form and done marker), ``EXEC MSet`` (naming will-record); the generated
+  dialplan raises the UserEvent and plays the sound; no ledger, no catalog, no logs;
 - a panoramisk ``Manager`` logged in as the product's AMI user (its manager.conf
   ``eventfilter`` lines), with a handler per name in ``AMI_EVENTS`` as serve has: every
   event is received and parsed; the handlers do nothing but the recorded scenario's
@@ -43,16 +43,14 @@ def exchange(scenario: str, cfg: dict, n: int) -> tuple[list[bytes], str | None]
     consent, record = CONSENT[scenario]
     rid, cid, rule = f"rfloor{os.getpid()}x{n:06d}", f"cfloor{os.getpid()}x{n:06d}", cfg["rule"]
     variables = f"CALLVAULT_CONSENT_ID={cid},CALLVAULT_RULE={rule},CALLVAULT_CONSENT={consent},CALLVAULT_RECORD={record}"
+    confirm = cfg["will_record" if record == "yes" else "will_not_record"]
     commands = [f'GET DATA "{cfg["notice"]}" {int(cfg["timeout_ms"])} 1']
     path = None
     if record == "yes":
         path = f"{cfg['spool_inside']}/{rid}.wav"
         commands.append(f'EXEC "MixMonitor" "{path},,/bin/touch {path}.done"')
         variables = f"CALLVAULT_RECORDING_ID={rid}," + variables
-    commands += [f'EXEC "MSet" "{variables}"',
-                 (f'EXEC "UserEvent" "CallvaultConsent,ConsentId: {cid},Consent: {consent},Record: {record},'
-                  f'RecordingId: {rid if path else ""},Rule: {rule}"'),
-                 f'STREAM FILE "{cfg["will_record" if path else "will_not_record"]}" ""']
+    commands.append(f'EXEC "MSet" "{variables},CALLVAULT_CONFIRM={confirm}"')
     return [(c + "\n").encode() for c in commands], path
 
 

@@ -28,7 +28,7 @@ from storage.ledger import Ledger
 from .. import variables as v
 from ..inline import to_thread
 from ..interface import AgiSession
-from .consent import Asked, ConsentDeps, ask_party, linkedid_of
+from .consent import Asked, ConsentDeps, ask_party, dialplan_tail, linkedid_of
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ async def callee(session: AgiSession, deps: CalleeDeps) -> None:
         await _set(session, first.outcome, v.NO)
         return
     asked = Asked(ConsentBody.CALLEE, rule, linkedid, first.did, first.dialled, first.caller_hmac,
-                  starts_recording=True)
+                  starts_recording=True, dialplan_tail=dialplan_tail(session))
     outcome = await ask_party(session, deps.consent, asked)
     if (outcome is None or not outcome.record) and rule.callee_refuses == "hangup":
         await session.set_variable("GOSUB_RESULT", HANGUP_RESULT)

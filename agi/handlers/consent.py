@@ -155,12 +155,19 @@ def new_id(prefix: str) -> str:
     return f"{prefix}{token.hex()}"
 
 
-async def play_optional(session: AgiSession, prompt: PromptResolver, language: str, name: str) -> None:
-    """Play a prompt that is not a notice; one that is missing or fails is skipped
-    (the outcome is decided and in force; a sound must not undo it)."""
+def optional_prompt(prompt: PromptResolver, language: str, name: str) -> InstalledPrompt | None:
+    """A prompt that is not a notice, or None (with a warning) when it is not installed."""
     found = prompt(language, name)
     if found is None:
         log.warning("prompt %s is not installed for language %s; skipped", name, language)
+    return found
+
+
+async def play_optional(session: AgiSession, prompt: PromptResolver, language: str, name: str) -> None:
+    """Play a prompt that is not a notice; one that is missing or fails is skipped
+    (the outcome is decided and in force; a sound must not undo it)."""
+    found = optional_prompt(prompt, language, name)
+    if found is None:
         return
     try:
         await session.stream_file(found.sound)
@@ -196,10 +203,10 @@ async def _ask(session: AgiSession, rule: Rule, notice: str, invalid: Callable[[
 class Asked:
     """Who is asked, under which rule, on which call."""
 
-    __slots__ = ("caller_hmac", "dialled", "did", "linkedid", "party", "rule", "starts_recording")
+    __slots__ = ("caller_hmac", "dialled", "did", "dialplan_tail", "linkedid", "party", "rule", "starts_recording")
 
     def __init__(self, party: str, rule: Rule, linkedid: str, did: str, dialled: str, caller_hmac: str,
-                 starts_recording: bool):
+                 starts_recording: bool, dialplan_tail: bool = False):
         self.party = party  # ConsentBody.CALLER | ConsentBody.CALLEE
         self.rule = rule
         self.linkedid = linkedid
@@ -207,6 +214,15 @@ class Asked:
         self.dialled = dialled
         self.caller_hmac = caller_hmac
         self.starts_recording = starts_recording  # False: a caller under an all-party rule (the callee decides last)
+        # True: the dialplan raises the UserEvent and plays the confirmation after the
+        # AGI returns (variables.DIALPLAN_TAIL); False: this route sends both itself.
+        self.dialplan_tail = dialplan_tail
+
+
+def dialplan_tail(session: AgiSession) -> bool:
+    """Whether the dialplan that ran this AGI ends with the UserEvent and confirmation
+    (``?tail=dialplan`` on the URL, variables.DIALPLAN_TAIL)."""
+    return session.env.query.get(v.DIALPLAN_TAIL[0]) == v.DIALPLAN_TAIL[1]
 
 
 async def linkedid_of(session: AgiSession, arg: int) -> str:
@@ -240,7 +256,7 @@ async def consent(session: AgiSession, deps: ConsentDeps) -> None:
     rule = deps.policy.resolve(did=did, caller=caller, language=env.language, dialled=dialled)
     linkedid = await linkedid_of(session, 2)
     asked = Asked(ConsentBody.CALLER, rule, linkedid, did, dialled, deps.caller_hmac(caller),
-                  starts_recording=not rule.all_parties)
+                  starts_recording=not rule.all_parties, dialplan_tail=dialplan_tail(session))
     if caller and deps.objected is not None and await deps.objected(asked.caller_hmac):
         await refuse_objected(session, deps, asked)
         return
@@ -261,6 +277,8 @@ async def refuse_objected(session: AgiSession, deps: ConsentDeps, asked: Asked) 
     log.info("not recorded: a standing objection is in force for the caller (rule %s)", rule.name)
     await session.set_variables((v.CONSENT_ID, consent_id), (v.RULE, rule.name), (v.CONSENT, v.OBJECTED),
                                 (v.RECORD, v.NO))
+    if asked.dialplan_tail:
+        return
     await session.exec("UserEvent", v.user_event(
         v.USER_EVENT, (v.EVENT_CONSENT_ID, consent_id), (v.EVENT_CONSENT, v.OBJECTED),
         (v.EVENT_RECORD, v.NO), (v.EVENT_RECORDING_ID, ""), (v.EVENT_RULE, rule.name)))
@@ -316,16 +334,22 @@ async def ask_party(session: AgiSession, deps: ConsentDeps, asked: Asked) -> Out
         # The post-command runs in a shell: only our generated id goes into it.
         await session.exec("MixMonitor", f"{path},{'D' if stereo else ''},/bin/touch {done_marker(path)}")
     flag = v.YES if record else v.NO
-    await session.set_variables(*([(v.RECORDING_ID, recording_id)] if recording_id else []),
-                                (v.CONSENT_ID, consent_id), (v.RULE, rule.name),
+    # The outcome is logged and in force; a missing confirmation sound must not
+    # turn it into a fail-closed "error" while MixMonitor runs. A caller whose
+    # "yes" waits for the called party's hears nothing yet.
+    confirm = ("will-record" if record else "will-not-record") if record or not outcome.record else None
+    recorded = [(v.RECORDING_ID, recording_id)] if recording_id else []
+    if asked.dialplan_tail:
+        found = None if confirm is None else optional_prompt(deps.prompt, rule.prompt_language, confirm)
+        await session.set_variables(*recorded, (v.CONSENT_ID, consent_id), (v.RULE, rule.name),
+                                    (v.CONSENT, outcome.consent), (v.RECORD, flag),
+                                    (v.CONFIRM, found.sound if found is not None else ""))
+        return outcome
+    await session.set_variables(*recorded, (v.CONSENT_ID, consent_id), (v.RULE, rule.name),
                                 (v.CONSENT, outcome.consent), (v.RECORD, flag))
     await session.exec("UserEvent", v.user_event(
         v.USER_EVENT, (v.EVENT_CONSENT_ID, consent_id), (v.EVENT_CONSENT, outcome.consent),
         (v.EVENT_RECORD, flag), (v.EVENT_RECORDING_ID, recording_id or ""), (v.EVENT_RULE, rule.name)))
-    # The outcome is logged and in force; a missing confirmation sound must not
-    # turn it into a fail-closed "error" while MixMonitor runs. A caller whose
-    # "yes" waits for the called party's hears nothing yet.
-    if record or not outcome.record:
-        await play_optional(session, deps.prompt, rule.prompt_language,
-                            "will-record" if record else "will-not-record")
+    if confirm is not None:
+        await play_optional(session, deps.prompt, rule.prompt_language, confirm)
     return outcome

@@ -135,3 +135,32 @@ async def test_the_consent_context_answers_before_the_notice(appliance, ami, cal
         assert event.get("ChannelStateDesc") == "Up"
         await calls.hangup(call)
         await app[K.agi].wait_idle(15)
+
+
+async def test_the_context_raises_the_consent_event_and_plays_the_confirmation_after_the_agi(appliance, ami, calls):
+    """The generated context's tail (``consent?tail=dialplan``): the AGI sends three
+    commands and names the confirmation; Asterisk then raises CallvaultConsent from the
+    channel variables and plays that sound, in the caller's language."""
+    async with appliance(rules=[OPT_IN]) as app:
+        call = calls.new_call()
+
+        def on_callee(name: str, **fields: str):
+            return ami.expect(lambda e: e.name == name and call.is_callee(e)
+                              and all(str(e.get(k)).startswith(v) for k, v in fields.items()))
+
+        async with on_callee("UserEvent", UserEvent="CallvaultConsent") as consent_event, \
+                on_callee("Newexten", Application="Playback") as played, \
+                on_callee("AGIExecStart", Command="EXEC UserEvent") as agi_event, \
+                on_callee("AGIExecStart", Command="STREAM FILE") as agi_sound:
+            call, event, started = await run_call(app, ami, calls, ["1"], call=call)
+            consent = await asyncio.wait_for(consent_event, 10)
+            playback = await asyncio.wait_for(played, 10)
+            assert not agi_event.done() and not agi_sound.done()  # neither came from the AGI
+        [entry] = consent_entries(app, call)
+        body = entry.data
+        assert {k: consent.get(k) for k in ("ConsentId", "Consent", "Record", "RecordingId", "Rule")} == {
+            "ConsentId": body["consent_id"], "Consent": "granted", "Record": "yes",
+            "RecordingId": body["recording_id"], "Rule": "za-opt-in"}
+        assert playback.get("AppData") == "callvault/en/will-record,noanswer"
+        assert started
+        await finish(app, ami, calls, call)

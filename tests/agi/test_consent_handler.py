@@ -148,6 +148,43 @@ async def test_the_linkedid_argument_spares_the_get_variable_and_the_old_dialpla
     assert asked == ["CHANNEL(linkedid)"] and fixed[-1][2] == "1795329357.6"
 
 
+async def test_with_the_dialplan_tail_the_route_names_the_confirmation_and_sends_no_userevent(fixed):
+    """``consent?tail=dialplan`` (the generated contexts): the same ledger entries, and
+    the route leaves the UserEvent and the confirmation to the dialplan, naming the
+    sound in CALLVAULT_CONFIRM (empty when it is not installed)."""
+    plays, played_by_old = [], []
+
+    class Tail(Channel):
+        async def stream_file(self, name, escape_digits=""):
+            plays.append(name)
+            return None, 0
+
+    granted, declined, old = Tail("1"), Tail("2"), Tail("1")
+    for channel in (granted, declined):
+        channel.env.query = {"tail": "dialplan"}
+        await consent_mod.consent(channel, deps(fixed, "opt-in", []))
+    await consent_mod.consent(old, deps(fixed, "opt-in", []))
+    played_by_old, plays[:] = plays[:], []
+    rid = "r000000000000000000000002"
+    assert [e[0] for e in granted.execs] == ["MixMonitor"] and declined.execs == [] and plays == []
+    assert granted.vars == {"CALLVAULT_RECORDING_ID": rid, "CALLVAULT_CONSENT_ID": "c000000000000000000000001",
+                            "CALLVAULT_RULE": "za", "CALLVAULT_CONSENT": "granted", "CALLVAULT_RECORD": "yes",
+                            "CALLVAULT_CONFIRM": "callvault/en/will-record"}
+    assert declined.vars["CALLVAULT_CONFIRM"] == "callvault/en/will-not-record"
+    assert [e[0] for e in old.execs] == ["MixMonitor", "UserEvent"] and played_by_old == ["callvault/en/will-record"]
+    assert "CALLVAULT_CONFIRM" not in old.vars
+    assert [canonical for _, canonical, _, _ in fixed][:2] == [with_notice(GRANTED), with_notice(DECLINED)]
+
+    missing = Tail("1")
+    missing.env.query = {"tail": "dialplan"}
+    d = deps(fixed, "opt-in", [])
+    d = consent_mod.ConsentDeps(**{**d.__dict__,
+                                   "prompt": lambda lang, name: installed(lang, name) if name.startswith("notice")
+                                   else None})
+    await consent_mod.consent(missing, d)
+    assert missing.vars["CALLVAULT_CONFIRM"] == "" and missing.vars["CALLVAULT_RECORD"] == "yes"
+
+
 async def test_a_rule_name_mset_would_mangle_is_set_one_variable_at_a_time(fixed):
     class Counting(Channel):
         async def set_variable(self, name, value):

@@ -4,6 +4,7 @@ handler and from the archive job that later stores the recording."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -134,3 +135,70 @@ def test_text_format_appends_the_ids_and_json_keeps_exceptions():
         logcontext.bind(linkedid=None, recording_id=None)
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def test_lines_logged_on_an_event_loop_are_written_once_per_turn_and_none_is_lost():
+    class Writes(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[str] = []
+
+        def write(self, s: str) -> int:
+            self.writes.append(s)
+            return super().write(s)
+
+    out = Writes()
+    log = logging.getLogger("callvault.test.batched")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure(LogConfig(format="text", level="info"), stream=out)
+
+        async def calls() -> list[str]:
+            log.info("before the loop turns")
+            for n in range(3):
+                asyncio.get_running_loop().call_soon(log.info, "call %d decided", n)
+            await asyncio.sleep(0)  # the three callbacks run in this turn
+            await asyncio.sleep(0)  # the flush they scheduled runs in the next
+            seen = list(out.writes)
+            log.info("held")
+            log.warning("a warning is written at once, after what was held")
+            return seen
+
+        seen = asyncio.run(calls())
+        log.info("no loop: at once")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = out.getvalue().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "before the loop turns", "call 0 decided", "call 1 decided", "call 2 decided", "held",
+        "a warning is written at once, after what was held", "no loop: at once"]
+    assert len(seen) == 2 and seen[1].count("\n") == 3  # "before..." alone, then the three calls in one write
+    assert out.writes[2:] == [lines[4] + "\n" + lines[5] + "\n", lines[6] + "\n"]
+
+
+def test_held_lines_are_written_when_the_handler_is_flushed():
+    out = io.StringIO()
+    log = logging.getLogger("callvault.test.batched")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure(LogConfig(format="text", level="info"), stream=out)
+
+        loop = asyncio.new_event_loop()
+
+        def last_words() -> None:
+            log.info("held when the loop stops")
+            loop.stop()  # before the turn the flush was scheduled for
+
+        loop.call_soon(last_words)
+        loop.run_forever()
+        loop.close()
+        assert out.getvalue() == ""
+        [handler] = root.handlers
+        handler.flush()  # what logging.shutdown() does at exit
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert out.getvalue().endswith("held when the loop stops\n")

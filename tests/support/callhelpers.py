@@ -41,10 +41,10 @@ def mixmonitor_stopped(ami, call):
 
 
 async def run_call(app, ami, calls, digits_per_prompt: list[str] | None = None, *,
-                   hangup_at_notice: bool = False, caller_plays: str = ""):
-    """Place a call; press ``digits_per_prompt[i]`` at the i-th GET DATA; return outcome.
-    ``caller_plays``: a sound the caller plays (CallDriver.place)."""
-    call = calls.new_call()
+                   hangup_at_notice: bool = False, caller_plays: str = "", call=None):
+    """Place a call (``call``, or a new one); press ``digits_per_prompt[i]`` at the i-th
+    GET DATA; return outcome. ``caller_plays``: a sound the caller plays (CallDriver.place)."""
+    call = call or calls.new_call()
     agi = app[K.agi]
     async with after_agi(ami, call) as done, mixmonitor_started(ami, call) as mixmon:
         if hangup_at_notice or digits_per_prompt:

@@ -223,7 +223,8 @@ def test_config_check(site):
 def test_dialplan(site):
     _, config, _ = site
     out = callvault("dialplan", "-c", str(config)).stdout
-    assert "[callvault-consent]" in out and "exten => s,1,Set(CALLVAULT_CONSENT=error)" in out
+    assert "[callvault-consent]" in out and "exten => s,1,MSet(CALLVAULT_CONSENT=error,CALLVAULT_RECORD=no," in out
+    assert "/consent?tail=dialplan," in out and " same => n,Playback(${CALLVAULT_CONFIRM},noanswer)" in out
 
 
 def test_systemd_unit(site):
