@@ -10,10 +10,13 @@ at, by whom, why): the ledger and this table both show the objection's history.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import private
 from .db import Database
 from .record import Record
 
@@ -36,7 +39,14 @@ CREATE TABLE objection_hmacs (
     PRIMARY KEY (caller_hmac, objection_id)
 );
 """
-MIGRATIONS = {"sqlite": [_DDL.format(real="REAL")], "postgresql": [_DDL.format(real="DOUBLE PRECISION")]}
+# Version 2: a counter every change to the objections moves, in the same transaction
+# (_Marker: on SQLite the consent route keeps the objections in memory while it holds).
+_GENERATION_DDL = """
+CREATE TABLE objection_generation (gen INTEGER NOT NULL);
+INSERT INTO objection_generation (gen) VALUES (0);
+"""
+MIGRATIONS = {"sqlite": [_DDL.format(real="REAL"), _GENERATION_DDL],
+              "postgresql": [_DDL.format(real="DOUBLE PRECISION"), _GENERATION_DDL]}
 _COLS = "objection_id, caller_hmacs, reason, actor, created_at, lifted_at, lifted_by, lift_reason"
 
 
@@ -67,10 +77,77 @@ def _row(r: Any) -> Objection:
     return Objection(r[0], tuple(json.loads(r[1])), r[2], r[3], r[4], r[5], r[6], r[7])
 
 
+class _Marker:
+    """The objections' generation, mirrored in a file beside a SQLite database
+    (``<database>-objections``, 8 bytes, little-endian) for the processes on this host.
+
+    Every change to the objections moves ``objection_generation.gen`` in its own
+    transaction and, before that transaction commits, writes the new number here. A
+    reader maps the file and compares it with the number its copy of the objections was
+    read at: equal, the copy is current (a change in progress has not committed yet);
+    different, it reads the database. A change whose transaction never commits leaves
+    the file ahead of the database, and readers read the database until the next change
+    brings the two together again. The file belongs to the database like its ``-wal``
+    and ``-shm`` files; one removed or replaced while a reader runs is noticed within a
+    second (its inode is checked at most once a second) and read again."""
+
+    RECHECK = 1.0  # seconds between two checks that the mapped file is still the path's
+
+    def __init__(self, db_path: str | os.PathLike[str]):
+        self.path = f"{os.fspath(db_path)}-objections"
+        if private.touch(self.path):
+            self.publish(0)
+        self._map: mmap.mmap | None = None
+        self._inode = (0, 0)
+        self._checked = 0.0
+
+    def publish(self, gen: int) -> None:
+        # Never truncated: a reader's map of a file shorter than the map faults (SIGBUS).
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+        try:
+            os.pwrite(fd, gen.to_bytes(8, "little"), 0)
+        finally:
+            os.close(fd)
+
+    def current(self) -> int:
+        """The generation the file says; -1 when it cannot be read (the caller reads the database)."""
+        now = time.monotonic()
+        if self._map is None or now - self._checked > self.RECHECK:
+            self._checked = now
+            self._remap()
+            if self._map is None:
+                return -1
+        return int.from_bytes(self._map[:8], "little")
+
+    def _remap(self) -> None:
+        try:
+            st = os.stat(self.path)
+            if self._map is not None and (st.st_dev, st.st_ino) == self._inode:
+                return
+            with open(self.path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 8, access=mmap.ACCESS_READ)
+                st = os.fstat(f.fileno())
+        except (OSError, ValueError):  # missing, unreadable, or shorter than 8 bytes
+            self._map = None
+            return
+        self._map, self._inode = mapped, (st.st_dev, st.st_ino)
+
+
 class Objections:
     def __init__(self, db: Database):
         self.db = db
         db.migrate("objections", MIGRATIONS)
+        path = getattr(db, "path", None) if db.dialect == "sqlite" else None
+        self._marker = _Marker(path) if path is not None else None
+        # (generation, caller HMAC -> objection id): the objections in force, read at
+        # that generation; only on SQLite (a PostgreSQL database is shared by hosts).
+        self._in_force: tuple[int, dict[str, str]] = (-2, {})
+
+    def _changed(self, c: Any) -> None:
+        """In a change's transaction: move the generation, and mirror it before commit."""
+        c.execute("UPDATE objection_generation SET gen = gen + 1")
+        if self._marker is not None:
+            self._marker.publish(c.execute("SELECT gen FROM objection_generation").fetchone()[0])
 
     def add_op(self, hmacs: Sequence[str], reason: str, actor: str) -> tuple[str, Any]:
         """(new objection id, an operation for ``Ledger.append_async(also=...)``)."""
@@ -86,6 +163,7 @@ class Objections:
                       (oid, json.dumps(list(hmacs)), reason, actor, now))
             for h in dict.fromkeys(hmacs):
                 c.execute("INSERT INTO objection_hmacs (caller_hmac, objection_id) VALUES (?, ?)", (h, oid))
+            self._changed(c)
         return oid, insert
 
     def lift_op(self, ids: Sequence[str], reason: str, actor: str) -> Any:
@@ -95,6 +173,7 @@ class Objections:
             for oid in ids:
                 c.execute("UPDATE objections SET lifted_at = ?, lifted_by = ?, lift_reason = ? "
                           "WHERE objection_id = ? AND lifted_at IS NULL", (now, actor, reason, oid))
+            self._changed(c)
         return lift
 
     def active_for(self, hmacs: Sequence[str]) -> list[Objection]:
@@ -109,11 +188,37 @@ class Objections:
         return [_row(r) for r in rows]
 
     def objected(self, caller_hmac: str) -> str | None:
-        """The id of an objection in force for this caller HMAC, or None."""
+        """The id of an objection in force for this caller HMAC, or None. Every change
+        committed before the call is seen: on SQLite from a copy held in memory while
+        the generation file says it is current (_Marker), else from the database."""
+        if self._marker is not None:
+            gen = self._marker.current()
+            held_at, in_force = self._in_force
+            if gen == held_at:
+                return in_force.get(caller_hmac)
+            return self._read(caller_hmac, gen)
         with self.db.read() as c:
-            row = c.execute("SELECT o.objection_id FROM objection_hmacs h JOIN objections o "
-                            "ON o.objection_id = h.objection_id WHERE h.caller_hmac = ? AND o.lifted_at IS NULL",
-                            (caller_hmac,)).fetchone()
+            return self._one(c, caller_hmac)
+
+    def _read(self, caller_hmac: str, gen: int) -> str | None:
+        with self.db.read() as c:
+            # The generation first: the rows read after it are at least as new, so a copy
+            # is never labelled newer than it is.
+            if gen < 0 or c.execute("SELECT gen FROM objection_generation").fetchone()[0] != gen:
+                return self._one(c, caller_hmac)  # a change not committed (yet): no copy
+            in_force: dict[str, str] = {}
+            for h, oid in c.execute("SELECT h.caller_hmac, o.objection_id FROM objection_hmacs h JOIN objections o "
+                                    "ON o.objection_id = h.objection_id WHERE o.lifted_at IS NULL "
+                                    "ORDER BY o.created_at"):
+                in_force.setdefault(h, oid)
+        self._in_force = (gen, in_force)
+        return in_force.get(caller_hmac)
+
+    @staticmethod
+    def _one(c: Any, caller_hmac: str) -> str | None:
+        row = c.execute("SELECT o.objection_id FROM objection_hmacs h JOIN objections o "
+                        "ON o.objection_id = h.objection_id WHERE h.caller_hmac = ? AND o.lifted_at IS NULL "
+                        "ORDER BY o.created_at", (caller_hmac,)).fetchone()
         return row[0] if row else None
 
     def list(self, *, include_lifted: bool = True) -> list[Objection]:
