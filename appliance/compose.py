@@ -208,15 +208,18 @@ def ami_client(config: Config) -> AmiClient:
                      reconnect_min=c.reconnect_min, reconnect_max=c.reconnect_max)
 
 
-def prompt_resolver(sounds_dir: Path):
+def prompt_resolver(sounds_dir: Path, *, watch_link: bool = False):
     """The installed prompt (``InstalledPrompt``: sound name and proof) for a language
     and prompt name, along the language's fallback chain, from the installed set's
     manifest; None when it is not installed (nothing stands in for it).
 
     Installs swap the ``callvault`` symlink to a new, never modified stage
     directory, so the manifest is read, and each prompt resolved, once per link
-    target: one readlink() per prompt, and a new install is seen at once. A hand-made ``callvault`` directory
-    (not a link) is read every time.
+    target, and a new install is seen at once. With ``watch_link``, on an event loop's
+    thread the link is read again only after the sounds directory changed
+    (``announcements.linkwatch``: an inotify watch the loop reads before the tasks of
+    each turn); otherwise one readlink() per lookup (the classic entry point serves
+    one call). A hand-made ``callvault`` directory (not a link) is read every time.
     """
     from announcements.catalog import fallback_chain
     from announcements.errors import PromptNotFound
@@ -225,14 +228,40 @@ def prompt_resolver(sounds_dir: Path):
     link = Path(sounds_dir) / SOUNDS_SUBDIR
     # link target, its Manifest (or None: nothing installed), (language, name) -> prompt
     cached: list = [None, None, {}]
+    # The LinkWatch of the first loop that looked a prompt up; False: none (not asked
+    # for, or inotify unavailable).
+    watching: list = [None if watch_link else False]
+
+    def read_link() -> str | None:
+        try:
+            return os.readlink(link)
+        except FileNotFoundError:
+            return ""  # nothing installed
+        except OSError:
+            return None  # a real directory: may change in place
+
+    if watch_link:
+        import asyncio
+
+        running_loop = asyncio._get_running_loop  # this thread's loop, or None
+
+    def watched_target() -> str | None:
+        w, loop = watching[0], running_loop()
+        if w and w.current and loop is w.loop:
+            return cached[0]
+        if w is None and loop is not None:
+            from announcements.linkwatch import watch
+
+            w = watching[0] = watch(sounds_dir, loop) or False
+        if w and not w.broken and loop is w.loop:
+            w.current = True  # before the read: a change after it clears this again
+        target = read_link()
+        if target is None and w:
+            w.current = False
+        return target
 
     def prompt(language: str, name: str):
-        try:
-            target: str | None = os.readlink(link)
-        except FileNotFoundError:
-            target = ""  # nothing installed
-        except OSError:
-            target = None  # a real directory: may change in place
+        target = read_link() if watching[0] is False else watched_target()
         if target is None or target != cached[0]:
             cached[:] = [target, Manifest.load(link) if target != "" else None, {}]
         if cached[1] is None:
@@ -303,7 +332,7 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
     from agi.inline import to_thread
     from agi.routes import RouteTable
 
-    prompt = prompt_resolver(config.prompts.sounds_dir)
+    prompt = prompt_resolver(config.prompts.sounds_dir, watch_link=not blocking)
     append = _blocking_append(ledger) if blocking else ledger.append_async
 
     @functools.cache  # one set, shared by consent and callee

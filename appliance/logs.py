@@ -93,7 +93,7 @@ class LoopBatchedHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record) + self.terminator
-        except Exception:  # as StreamHandler.emit does
+        except Exception:  # noqa: BLE001 - as StreamHandler.emit does
             self.handleError(record)
             return
         loop = asyncio._get_running_loop()  # this thread's loop; None elsewhere
@@ -115,7 +115,7 @@ class LoopBatchedHandler(logging.StreamHandler):
             held, self._held = self._held, []
             self.stream.write("".join(held) + line if held else line)
             self.stream.flush()
-        except Exception:
+        except Exception:  # noqa: BLE001 - as StreamHandler.emit does: logging never raises
             self.handleError(logging.makeLogRecord({"msg": line}))
         finally:
             self.release()

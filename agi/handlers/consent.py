@@ -203,7 +203,7 @@ async def _ask(session: AgiSession, rule: Rule, notice: str, invalid: Callable[[
 class Asked:
     """Who is asked, under which rule, on which call."""
 
-    __slots__ = ("caller_hmac", "dialled", "did", "dialplan_tail", "linkedid", "party", "rule", "starts_recording")
+    __slots__ = ("caller_hmac", "dialled", "dialplan_tail", "did", "linkedid", "party", "rule", "starts_recording")
 
     def __init__(self, party: str, rule: Rule, linkedid: str, did: str, dialled: str, caller_hmac: str,
                  starts_recording: bool, dialplan_tail: bool = False):

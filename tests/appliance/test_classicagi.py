@@ -32,6 +32,7 @@ from agi.errors import (
     LocalProtocolError,
     ProtocolError,
 )
+from agi.server import new_event_loop
 from announcements.manifest import MANIFEST_NAME, file_record, manifest_bytes
 from appliance.classicagi import UsageError, parse_argv
 from appliance.compose import prompt_resolver
@@ -265,6 +266,40 @@ def test_prompt_resolver_follows_installs(tmp_path):
     (sounds / "callvault" / "en").mkdir(parents=True)  # made by hand, no manifest: not installed
     (sounds / "callvault" / "en" / "notice-opt-in.wav").write_bytes(b"RIFF")
     assert prompt("en", "notice-opt-in") is None
+
+
+def test_prompt_resolver_on_an_event_loop_reads_the_link_only_after_the_directory_changed(tmp_path, monkeypatch):
+    sounds = tmp_path / "sounds"
+    _stage(sounds, "stage1", ["notice-opt-in"])
+    _stage(sounds, "stage2", [])
+    (sounds / "callvault").symlink_to("stage1")
+    reads = []
+    readlink = os.readlink
+    monkeypatch.setattr(os, "readlink", lambda p: reads.append(p) or readlink(p))
+    prompt = prompt_resolver(sounds, watch_link=True)
+
+    async def turns() -> None:
+        assert prompt("en", "notice-opt-in").sound == "callvault/en/notice-opt-in"
+        await asyncio.sleep(0)
+        for _ in range(3):
+            assert prompt("en", "notice-opt-in") is not None
+            await asyncio.sleep(0)
+        assert len(reads) == 1  # the first lookup only
+        (sounds / "link").symlink_to("stage2")
+        os.replace(sounds / "link", sounds / "callvault")  # how an install swaps
+        await asyncio.sleep(0.01)  # the loop reads the watch before the next turn's tasks
+        assert prompt("en", "notice-opt-in") is None and len(reads) == 2
+        (sounds / "callvault").unlink()  # removed by hand
+        await asyncio.sleep(0.01)
+        assert prompt("en", "notice-opt-in") is None and len(reads) == 3
+        (sounds / "callvault").symlink_to("stage1")
+        await asyncio.sleep(0.01)
+        assert prompt("en", "notice-opt-in") is not None and len(reads) == 4
+        assert prompt("en", "notice-opt-in") is not None and len(reads) == 4
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:  # serve's loop
+        runner.run(turns())
+    assert prompt("en", "notice-opt-in") is not None and len(reads) == 5  # no loop: read every time
 
 
 # -- the entry point as a process -----------------------------------------------------

@@ -13,12 +13,12 @@ import time
 import wave
 from pathlib import Path
 
+from standalone import standalone_config, start_serve
+
 from appliance.config import LogConfig
 from appliance.logs import configure
 from storage import logcontext
 from storage.spool_names import done_marker, recording_file
-
-from standalone import standalone_config, start_serve
 
 LINKEDID = "1795329357.41"
 ENV = ("agi_network_script: consent\nagi_request: agi://127.0.0.1/consent\n"
