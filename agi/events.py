@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Self
 from urllib.parse import parse_qsl, urlsplit
 
@@ -52,9 +53,14 @@ class Environment(Record):
         return self.script.lstrip("/")
 
     @property
-    def query(self) -> dict[str, str]:
-        """Query-string parameters, percent-decoded; the last of repeated keys wins."""
-        return dict(parse_qsl(self._script_and_query[1], keep_blank_values=True))
+    def query(self) -> Mapping[str, str]:
+        """Query-string parameters, percent-decoded; the last of repeated keys wins.
+        Worked out once, read-only."""
+        query = self.__dict__.get("_query")
+        if query is None:
+            query = self.__dict__["_query"] = MappingProxyType(
+                dict(parse_qsl(self._script_and_query[1], keep_blank_values=True)))
+        return query
 
     @property
     def args(self) -> tuple[str, ...]:
