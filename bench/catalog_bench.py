@@ -165,11 +165,14 @@ def measure_queries(db, rows: int) -> dict[str, float]:
 
 
 def _recording(i: int, tag: str):
+    """A new call's row as the consent route makes it: its ids from the route's own
+    ``new_id``, a caller HMAC (random, as keyed hashes of numbers are)."""
+    from agi.handlers.consent import new_id
     from storage.catalog import Recording
 
-    rid = f"r{tag}{i:020x}"
-    return Recording(recording_id=rid, consent_id="c" + rid[1:], uniqueid=f"bu{tag}{i}", linkedid=f"bl{tag}{i}",
-                     channel="PJSIP/trunk-1", spool_path=f"{SPOOL}/{rid}.wav", caller_hmac=f"{i:064x}",
+    rid = new_id("r")
+    return Recording(recording_id=rid, consent_id=new_id("c"), uniqueid=f"bu{tag}{i}", linkedid=f"bl{tag}{i}",
+                     channel="PJSIP/trunk-1", spool_path=f"{SPOOL}/{rid}.wav", caller_hmac=os.urandom(32).hex(),
                      did="27215550100", agent="", rule="opt-in", jurisdiction="ZA", retention_class="default",
                      consent_state="granted", started_at=time.time())
 
@@ -187,7 +190,8 @@ def measure_rates(db, tag: str) -> dict[str, float]:
         async def caller() -> None:
             for i in queue:
                 rec = _recording(i, tag)
-                await ledger.append_async("consent", {"recording_id": rec.recording_id},
+                await ledger.append_async("consent", {"recording_id": rec.recording_id,
+                                                      "caller_hmac": rec.caller_hmac},
                                           recording_id=rec.recording_id, also=catalog.add_op(rec))
 
         t = time.perf_counter()
