@@ -9,8 +9,9 @@ connection the loop accepts after an install finished finds ``current`` cleared:
 loop reads every ready descriptor before it runs the tasks of that turn.
 
 Linux only (the appliance's platform); where inotify is missing or the directory
-cannot be watched, :func:`watch` returns None and the resolver reads the link on
-every lookup as before.
+cannot be watched, :func:`watch` returns None (with a warning) and the resolver reads
+the link on every lookup. ``callvault serve`` makes one watch for its FastAGI routes
+and closes it when the listener stops.
 """
 
 from __future__ import annotations
@@ -73,10 +74,12 @@ def watch(directory: str | os.PathLike[str], loop: asyncio.AbstractEventLoop) ->
     except (OSError, AttributeError):
         return None
     if fd < 0:
+        log.warning("no inotify instance (%s): the installed prompts' link is read on every lookup",
+                    os.strerror(ctypes.get_errno()))
         return None
     if libc.inotify_add_watch(fd, os.fsencode(directory), _MASK) < 0:
-        log.warning("cannot watch %s (%s); reading the prompt link on every lookup",
-                    directory, os.strerror(ctypes.get_errno()))
+        log.warning("cannot watch the sounds directory %s (%s): the installed prompts' link is read "
+                    "on every lookup until restart", directory, os.strerror(ctypes.get_errno()))
         os.close(fd)
         return None
     return LinkWatch(fd, loop)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from agi.ami import AmiClient
     from agi.controls import MuteMixMonitor
     from agi.routes import RouteTable
+    from announcements.linkwatch import LinkWatch
     from archiver.archive import Archive
     from archiver.retention import RetentionSweeper
     from archiver.service import Archiver
@@ -208,18 +209,18 @@ def ami_client(config: Config) -> AmiClient:
                      reconnect_min=c.reconnect_min, reconnect_max=c.reconnect_max)
 
 
-def prompt_resolver(sounds_dir: Path, *, watch_link: bool = False):
+def prompt_resolver(sounds_dir: Path, *, link_watch: LinkWatch | None = None):
     """The installed prompt (``InstalledPrompt``: sound name and proof) for a language
     and prompt name, along the language's fallback chain, from the installed set's
     manifest; None when it is not installed (nothing stands in for it).
 
     Installs swap the ``callvault`` symlink to a new, never modified stage
     directory, so the manifest is read, and each prompt resolved, once per link
-    target, and a new install is seen at once. With ``watch_link``, on an event loop's
-    thread the link is read again only after the sounds directory changed
+    target, and a new install is seen at once. On the thread of ``link_watch``'s event
+    loop (serve's) the link is read again only after the sounds directory changed
     (``announcements.linkwatch``: an inotify watch the loop reads before the tasks of
-    each turn); otherwise one readlink() per lookup (the classic entry point serves
-    one call). A hand-made ``callvault`` directory (not a link) is read every time.
+    each turn); elsewhere one readlink() per lookup. A hand-made ``callvault``
+    directory (not a link) is read every time.
     """
     from announcements.catalog import fallback_chain
     from announcements.errors import PromptNotFound
@@ -228,9 +229,6 @@ def prompt_resolver(sounds_dir: Path, *, watch_link: bool = False):
     link = Path(sounds_dir) / SOUNDS_SUBDIR
     # link target, its Manifest (or None: nothing installed), (language, name) -> prompt
     cached: list = [None, None, {}]
-    # The LinkWatch of the first loop that looked a prompt up; False: none (not asked
-    # for, or inotify unavailable).
-    watching: list = [None if watch_link else False]
 
     def read_link() -> str | None:
         try:
@@ -240,28 +238,25 @@ def prompt_resolver(sounds_dir: Path, *, watch_link: bool = False):
         except OSError:
             return None  # a real directory: may change in place
 
-    if watch_link:
+    if link_watch is not None:
         import asyncio
 
         running_loop = asyncio._get_running_loop  # this thread's loop, or None
 
     def watched_target() -> str | None:
-        w, loop = watching[0], running_loop()
-        if w and w.current and loop is w.loop:
+        w = link_watch
+        if running_loop() is not w.loop or w.broken:
+            return read_link()
+        if w.current:
             return cached[0]
-        if w is None and loop is not None:
-            from announcements.linkwatch import watch
-
-            w = watching[0] = watch(sounds_dir, loop) or False
-        if w and not w.broken and loop is w.loop:
-            w.current = True  # before the read: a change after it clears this again
+        w.current = True  # before the read: a change after it clears this again
         target = read_link()
-        if target is None and w:
+        if target is None:
             w.current = False
         return target
 
     def prompt(language: str, name: str):
-        target = read_link() if watching[0] is False else watched_target()
+        target = read_link() if link_watch is None else watched_target()
         if target is None or target != cached[0]:
             cached[:] = [target, Manifest.load(link) if target != "" else None, {}]
         if cached[1] is None:
@@ -319,20 +314,22 @@ AGI_ROUTES = ("consent", "callee", "revoke", "pause", "resume", "status")
 
 def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: bytes,
                stop_mixmonitor: StopMixMonitor, mute_mixmonitor: MuteMixMonitor,
-               blocking: bool = False, only: str | None = None) -> RouteTable:
+               blocking: bool = False, only: str | None = None,
+               link_watch: LinkWatch | None = None) -> RouteTable:
     """The AGI routes with their dependencies; FastAGI and classic AGI differ only in
     how MixMonitor is stopped and muted (AMI vs ``EXEC StopMixMonitor``, no mute) and
     in how writes commit: through the group-commit writer on FastAGI's event loop,
     or with ``blocking`` (classic AGI: one call per process, run by ``agi.inline``
     without a loop) in the calling thread. Either way a write is durable before the
-    handler goes on.
+    handler goes on. ``link_watch``: the FastAGI loop's watch on the sounds directory
+    (``prompt_resolver``).
 
     ``only`` builds just that route (one of :data:`AGI_ROUTES`; none if unknown): a
     classic AGI process serves one route and imports no other handler."""
     from agi.inline import to_thread
     from agi.routes import RouteTable
 
-    prompt = prompt_resolver(config.prompts.sounds_dir, watch_link=not blocking)
+    prompt = prompt_resolver(config.prompts.sounds_dir, link_watch=link_watch)
     append = _blocking_append(ledger) if blocking else ledger.append_async
 
     @functools.cache  # one set, shared by consent and callee

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from agi.controls import ami_mute
 from agi.server import FastAgiServer, new_event_loop, settle_heap
+from announcements.linkwatch import watch
 from archiver.retention import RetentionSweeper
 from storage.errors import StorageError
 from storage.hmac_index import load_hmac_key
@@ -99,18 +100,23 @@ async def _fastagi(app: web.Application) -> AsyncIterator[None]:
         return True
 
     config = app[K.config]
+    link_watch = watch(config.prompts.sounds_dir, asyncio.get_running_loop())
     routes = compose.agi_routes(config, ledger=app[K.ledger], catalog=app[K.catalog],
                                 hmac_key=app[K.hmac_key], stop_mixmonitor=stop_mixmonitor,
-                                mute_mixmonitor=ami_mute(ami))
+                                mute_mixmonitor=ami_mute(ami), link_watch=link_watch)
     host, port = config.agi.address
     server = FastAgiServer(routes, host, port, read_timeout=config.agi.read_timeout,
                            allow=config.agi.allowed_peers)
-    await server.start()
-    app[K.agi] = server
-    log.info("FastAGI listening on %s:%s", host, server.port)
-    yield
-    server.close()
-    await server.drain(DRAIN_SECONDS)
+    try:
+        await server.start()
+        app[K.agi] = server
+        log.info("FastAGI listening on %s:%s", host, server.port)
+        yield
+        server.close()
+        await server.drain(DRAIN_SECONDS)
+    finally:
+        if link_watch is not None:
+            link_watch.close()
 
 
 def build_app(config: Config) -> web.Application:

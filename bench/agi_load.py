@@ -180,6 +180,7 @@ def _raise_nofile() -> None:
 async def serve(config_path: str) -> None:
     """The product's FastAGI server with the product's composition; control on stdin."""
     from agi.server import FastAgiServer, settle_heap
+    from announcements.linkwatch import watch
     from appliance import config as cfg
     from appliance.compose import agi_routes
     from appliance.logs import configure as configure_logging
@@ -201,7 +202,8 @@ async def serve(config_path: str) -> None:
 
     routes = agi_routes(config, ledger=ledger, catalog=catalog,
                         hmac_key=load_hmac_key(config.privacy.hmac_key_file),
-                        stop_mixmonitor=no_ami, mute_mixmonitor=no_ami)
+                        stop_mixmonitor=no_ami, mute_mixmonitor=no_ami,
+                        link_watch=watch(config.prompts.sounds_dir, asyncio.get_running_loop()))
     server = FastAgiServer(routes, "127.0.0.1", 0)
     await server.start()
     settle_heap()  # as `callvault serve` does once it is up

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import private
 from .db import Database
+from .errors import PermanentError
 from .record import Record
 
 __all__ = ["Objection", "Objections"]
@@ -94,20 +95,31 @@ class _Marker:
     RECHECK = 1.0  # seconds between two checks that the mapped file is still the path's
 
     def __init__(self, db_path: str | os.PathLike[str]):
-        self.path = f"{os.fspath(db_path)}-objections"
-        if private.touch(self.path):
+        self.db_path = os.fspath(db_path)
+        self.path = f"{self.db_path}-objections"
+        if not os.path.exists(self.path):
             self.publish(0)
         self._map: mmap.mmap | None = None
         self._inode = (0, 0)
         self._checked = 0.0
 
     def publish(self, gen: int) -> None:
-        # Never truncated: a reader's map of a file shorter than the map faults (SIGBUS).
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+        """Write ``gen``, creating the file 0600 if it is missing (as root: owned like
+        the database, as SQLite does with its ``-wal`` and ``-shm`` files)."""
         try:
-            os.pwrite(fd, gen.to_bytes(8, "little"), 0)
-        finally:
-            os.close(fd)
+            # Never truncated: a reader's map of a file shorter than the map faults (SIGBUS).
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+            try:
+                os.fchmod(fd, private.FILE_MODE)  # whatever the umask
+                if os.geteuid() == 0:
+                    st = os.stat(self.db_path)
+                    os.fchown(fd, st.st_uid, st.st_gid)
+                os.pwrite(fd, gen.to_bytes(8, "little"), 0)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise PermanentError(f"objections: cannot write {self.path}: {exc}; it must be writable by "
+                                 "whoever writes the database") from exc
 
     def current(self) -> int:
         """The generation the file says; -1 when it cannot be read (the caller reads the database)."""

@@ -33,6 +33,7 @@ from agi.errors import (
     ProtocolError,
 )
 from agi.server import new_event_loop
+from announcements.linkwatch import watch
 from announcements.manifest import MANIFEST_NAME, file_record, manifest_bytes
 from appliance.classicagi import UsageError, parse_argv
 from appliance.compose import prompt_resolver
@@ -276,9 +277,10 @@ def test_prompt_resolver_on_an_event_loop_reads_the_link_only_after_the_director
     reads = []
     readlink = os.readlink
     monkeypatch.setattr(os, "readlink", lambda p: reads.append(p) or readlink(p))
-    prompt = prompt_resolver(sounds, watch_link=True)
 
     async def turns() -> None:
+        link_watch = watch(sounds, asyncio.get_running_loop())
+        prompt = prompt_resolver(sounds, link_watch=link_watch)
         assert prompt("en", "notice-opt-in").sound == "callvault/en/notice-opt-in"
         await asyncio.sleep(0)
         for _ in range(3):
@@ -296,10 +298,13 @@ def test_prompt_resolver_on_an_event_loop_reads_the_link_only_after_the_director
         await asyncio.sleep(0.01)
         assert prompt("en", "notice-opt-in") is not None and len(reads) == 4
         assert prompt("en", "notice-opt-in") is not None and len(reads) == 4
+        assert await asyncio.to_thread(prompt, "en", "notice-opt-in") is not None
+        assert len(reads) == 5  # another thread: read every time
+        link_watch.close()
+        assert prompt("en", "notice-opt-in") is not None and len(reads) == 6  # closed: read every time
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:  # serve's loop
         runner.run(turns())
-    assert prompt("en", "notice-opt-in") is not None and len(reads) == 5  # no loop: read every time
 
 
 # -- the entry point as a process -----------------------------------------------------

@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from storage import objections as objections_mod
+from storage.errors import PermanentError
 from storage.objections import Objections
 from storage.sqlitedb import SqliteDatabase
 
@@ -129,3 +130,23 @@ def test_objections_in_force_on_each_backend(any_db):
     assert o.objected(A) == o.objected(B) == oid
     change(any_db, o.lift_op([oid], "consent given again", "officer"))
     assert o.objected(A) is None
+
+
+def test_the_marker_file_is_owned_like_the_database_and_a_write_it_refuses_fails_the_change(tmp_path):
+    """As root (the CLI run with sudo) the file is given to the database's owner, as
+    SQLite does with -wal and -shm: else the service could not write it."""
+    db_path = tmp_path / "callvault.db"
+    db = SqliteDatabase(db_path)
+    try:
+        if os.geteuid() == 0:
+            os.chown(db_path, 12345, 12345)
+        o = Objections(db)
+        st, marker = os.stat(db_path), os.stat(o._marker.path)
+        assert (marker.st_uid, marker.st_gid) == (st.st_uid, st.st_gid)
+        o._marker.path = str(tmp_path / "no-such-dir" / "callvault.db-objections")
+        _, op = o.add_op([A], "asked", "officer")
+        with pytest.raises(PermanentError, match="cannot write .*no-such-dir"):
+            change(db, op)
+        assert o.objected(A) is None  # rolled back
+    finally:
+        db.close()
