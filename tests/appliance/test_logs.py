@@ -13,6 +13,7 @@ import time
 import wave
 from pathlib import Path
 
+import pytest
 from standalone import standalone_config, start_serve
 
 from appliance.config import LogConfig
@@ -109,35 +110,39 @@ def test_json_log_lines_carry_the_call_ids(tmp_path, english_prompts):
     assert "27215550123" not in serve.log.read_text() and "Test Caller" not in serve.log.read_text()
 
 
-def test_text_format_appends_the_ids_and_json_keeps_exceptions():
-    out = io.StringIO()
-    log = logging.getLogger("callvault.test.logs")
+@pytest.fixture
+def root_logging():
+    """The root logger's handlers and level, put back after the test's configure()."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    yield root
+    logcontext.bind(linkedid=None, recording_id=None)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_text_format_appends_the_ids_and_json_keeps_exceptions(root_logging):
+    out = io.StringIO()
+    log = logging.getLogger("callvault.test.logs")
+    configure(LogConfig(format="text", level="info"), stream=out)
+    logcontext.bind(linkedid="1.2", recording_id="r1")
+    log.debug("hidden at info")
+    log.info("stored")
+    assert out.getvalue().endswith("INFO callvault.test.logs: stored [linkedid=1.2 recording_id=r1]\n")
+
+    out.truncate(0), out.seek(0)
+    configure(LogConfig(format="json", level="debug"), stream=out)
+    logcontext.bind(recording_id=None)
     try:
-        configure(LogConfig(format="text", level="info"), stream=out)
-        logcontext.bind(linkedid="1.2", recording_id="r1")
-        log.debug("hidden at info")
-        log.info("stored")
-        assert out.getvalue().endswith("INFO callvault.test.logs: stored [linkedid=1.2 recording_id=r1]\n")
-
-        out.truncate(0), out.seek(0)
-        configure(LogConfig(format="json", level="debug"), stream=out)
-        logcontext.bind(recording_id=None)
-        try:
-            raise ValueError("boom")
-        except ValueError:
-            log.exception("failed")
-        line = json.loads(out.getvalue())
-        assert line["message"] == "failed" and line["level"] == "error" and line["linkedid"] == "1.2"
-        assert "recording_id" not in line and line["exception"].endswith("ValueError: boom")
-    finally:
-        logcontext.bind(linkedid=None, recording_id=None)
-        root.handlers[:] = handlers
-        root.setLevel(level)
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")
+    line = json.loads(out.getvalue())
+    assert line["message"] == "failed" and line["level"] == "error" and line["linkedid"] == "1.2"
+    assert "recording_id" not in line and line["exception"].endswith("ValueError: boom")
 
 
-def test_lines_logged_on_an_event_loop_are_written_once_per_turn_and_none_is_lost():
+def test_lines_logged_on_an_event_loop_are_written_once_per_turn_and_none_is_lost(root_logging):
     class Writes(io.StringIO):
         def __init__(self) -> None:
             super().__init__()
@@ -149,27 +154,21 @@ def test_lines_logged_on_an_event_loop_are_written_once_per_turn_and_none_is_los
 
     out = Writes()
     log = logging.getLogger("callvault.test.batched")
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        configure(LogConfig(format="text", level="info"), stream=out)
+    configure(LogConfig(format="text", level="info"), stream=out)
 
-        async def calls() -> list[str]:
-            log.info("before the loop turns")
-            for n in range(3):
-                asyncio.get_running_loop().call_soon(log.info, "call %d decided", n)
-            await asyncio.sleep(0)  # the three callbacks run in this turn
-            await asyncio.sleep(0)  # the flush they scheduled runs in the next
-            seen = list(out.writes)
-            log.info("held")
-            log.warning("a warning is written at once, after what was held")
-            return seen
+    async def calls() -> list[str]:
+        log.info("before the loop turns")
+        for n in range(3):
+            asyncio.get_running_loop().call_soon(log.info, "call %d decided", n)
+        await asyncio.sleep(0)  # the three callbacks run in this turn
+        await asyncio.sleep(0)  # the flush they scheduled runs in the next
+        seen = list(out.writes)
+        log.info("held")
+        log.warning("a warning is written at once, after what was held")
+        return seen
 
-        seen = asyncio.run(calls())
-        log.info("no loop: at once")
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    seen = asyncio.run(calls())
+    log.info("no loop: at once")
     lines = out.getvalue().splitlines()
     assert [line.split(": ", 1)[1] for line in lines] == [
         "before the loop turns", "call 0 decided", "call 1 decided", "call 2 decided", "held",
@@ -178,27 +177,20 @@ def test_lines_logged_on_an_event_loop_are_written_once_per_turn_and_none_is_los
     assert out.writes[2:] == [lines[4] + "\n" + lines[5] + "\n", lines[6] + "\n"]
 
 
-def test_held_lines_are_written_when_the_handler_is_flushed():
+def test_held_lines_are_written_when_the_handler_is_flushed(root_logging):
     out = io.StringIO()
     log = logging.getLogger("callvault.test.batched")
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        configure(LogConfig(format="text", level="info"), stream=out)
+    configure(LogConfig(format="text", level="info"), stream=out)
+    loop = asyncio.new_event_loop()
 
-        loop = asyncio.new_event_loop()
+    def last_words() -> None:
+        log.info("held when the loop stops")
+        loop.stop()  # before the turn the flush was scheduled for
 
-        def last_words() -> None:
-            log.info("held when the loop stops")
-            loop.stop()  # before the turn the flush was scheduled for
-
-        loop.call_soon(last_words)
-        loop.run_forever()
-        loop.close()
-        assert out.getvalue() == ""
-        [handler] = root.handlers
-        handler.flush()  # what logging.shutdown() does at exit
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    loop.call_soon(last_words)
+    loop.run_forever()
+    loop.close()
+    assert out.getvalue() == ""
+    [handler] = root_logging.handlers
+    handler.flush()  # what logging.shutdown() does at exit
     assert out.getvalue().endswith("held when the loop stops\n")
