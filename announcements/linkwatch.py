@@ -20,6 +20,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import struct
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,15 @@ IN_CREATE = 0x00000100
 IN_DELETE = 0x00000200
 IN_DELETE_SELF = 0x00000400
 IN_MOVE_SELF = 0x00000800
+IN_UNMOUNT = 0x00002000
+IN_IGNORED = 0x00008000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 _MASK = IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
+# The watched directory itself went (removed, moved: the watch would follow it to its
+# new name, or unmounted): the watch says nothing about the configured path any more.
+_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then name[len]
 
 
 class LinkWatch:
@@ -49,13 +56,23 @@ class LinkWatch:
 
     def _drain(self) -> None:
         self.current = False
+        gone = 0
         try:
-            while os.read(self.fd, 65536):
-                pass
+            while data := os.read(self.fd, 65536):
+                at = 0
+                while at + _EVENT.size <= len(data):
+                    _, mask, _, length = _EVENT.unpack_from(data, at)
+                    gone |= mask & _GONE
+                    at += _EVENT.size + length
         except BlockingIOError:
             pass
         except OSError as exc:
             log.warning("prompt directory watch failed (%s); reading the link on every lookup", exc)
+            self.close()
+            return
+        if gone:
+            log.warning("the sounds directory was removed or moved; the installed prompts' link is read "
+                        "on every lookup until restart")
             self.close()
 
     def close(self) -> None:

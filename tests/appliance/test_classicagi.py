@@ -300,8 +300,16 @@ def test_prompt_resolver_on_an_event_loop_reads_the_link_only_after_the_director
         assert prompt("en", "notice-opt-in") is not None and len(reads) == 4
         assert await asyncio.to_thread(prompt, "en", "notice-opt-in") is not None
         assert len(reads) == 5  # another thread: read every time
-        link_watch.close()
-        assert prompt("en", "notice-opt-in") is not None and len(reads) == 6  # closed: read every time
+        # The directory itself moved away and a new one in its place: the watch would
+        # follow the old one, so it gives up and every lookup reads the link.
+        os.rename(sounds, tmp_path / "sounds-old")
+        _stage(sounds, "stage3", [])
+        (sounds / "callvault").symlink_to("stage3")
+        await asyncio.sleep(0.01)
+        assert link_watch.broken
+        assert prompt("en", "notice-opt-in") is None and len(reads) == 6
+        assert prompt("en", "notice-opt-in") is None and len(reads) == 7
+        link_watch.close()  # closing twice is harmless
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:  # serve's loop
         runner.run(turns())
