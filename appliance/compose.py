@@ -365,7 +365,7 @@ def agi_routes(config: Config, *, ledger: Ledger, catalog: Catalog, hmac_key: by
                 await ledger.append_async(ConsentBody.KIND, c.to_body(), call_id=c.linkedid,
                                           recording_id=c.recording_id, also=also)
 
-        objections = Objections(catalog.db)
+        objections = Objections(catalog.db, hold=not blocking)
 
         async def objected(hmac: str) -> str | None:
             if catalog.db.dialect == "sqlite":

@@ -146,11 +146,15 @@ class _Marker:
 
 
 class Objections:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, *, hold: bool = False):
+        """``hold``: keep the objections in force in memory for :meth:`objected` (a
+        long-running server's consent route, on SQLite); otherwise each call reads the
+        database (one indexed read: what a one-call classic AGI process wants)."""
         self.db = db
         db.migrate("objections", MIGRATIONS)
         path = getattr(db, "path", None) if db.dialect == "sqlite" else None
         self._marker = _Marker(path) if path is not None else None
+        self._hold = hold and self._marker is not None
         # (generation, caller HMAC -> objection id): the objections in force, read at
         # that generation; only on SQLite (a PostgreSQL database is shared by hosts).
         self._in_force: tuple[int, dict[str, str]] = (-2, {})
@@ -203,7 +207,7 @@ class Objections:
         """The id of an objection in force for this caller HMAC, or None. Every change
         committed before the call is seen: on SQLite from a copy held in memory while
         the generation file says it is current (_Marker), else from the database."""
-        if self._marker is not None:
+        if self._hold:
             gen = self._marker.current()
             held_at, in_force = self._in_force
             if gen == held_at:

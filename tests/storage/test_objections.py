@@ -38,7 +38,7 @@ def change(db: SqliteDatabase, op) -> None:
 def dbs(tmp_path):
     reader_db, writer_db = Counting(tmp_path / "callvault.db"), SqliteDatabase(tmp_path / "callvault.db")
     Counting.reads = 0
-    yield Objections(reader_db), Objections(writer_db)
+    yield Objections(reader_db, hold=True), Objections(writer_db)
     reader_db.close()
     writer_db.close()
 
@@ -122,8 +122,8 @@ def test_the_marker_file_is_private_and_says_the_generation(tmp_path):
 
 def test_objections_in_force_on_each_backend(any_db):
     """PostgreSQL keeps no copy (hosts share it): each call reads the database."""
-    o = Objections(any_db)
-    assert (o._marker is None) == (any_db.dialect == "postgresql")
+    o = Objections(any_db, hold=True)
+    assert o._hold == (any_db.dialect == "sqlite")
     assert o.objected(A) is None
     oid, op = o.add_op([A, B], "asked", "officer")
     change(any_db, op)
@@ -148,5 +148,19 @@ def test_the_marker_file_is_owned_like_the_database_and_a_write_it_refuses_fails
         with pytest.raises(PermanentError, match="cannot write .*no-such-dir"):
             change(db, op)
         assert o.objected(A) is None  # rolled back
+    finally:
+        db.close()
+
+
+def test_without_hold_each_call_reads_the_database(tmp_path):
+    """The classic entry point: one call per process, one indexed read, no copy."""
+    db = Counting(tmp_path / "callvault.db")
+    try:
+        o = Objections(db)
+        oid, op = o.add_op([A], "asked", "officer")
+        change(db, op)
+        Counting.reads = 0
+        assert [o.objected(A), o.objected(B), o.objected(A)] == [oid, None, oid] and Counting.reads == 3
+        assert o._in_force == (-2, {})
     finally:
         db.close()
