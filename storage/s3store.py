@@ -1,10 +1,11 @@
 """``BlobStore`` on any S3 service (AWS S3, MinIO, Ceph RGW, Wasabi, R2, B2).
 
-Only documented S3 behaviour is used: flexible checksums (``ChecksumAlgorithm``
-plus the caller's precomputed ``ChecksumSHA256``, so the server verifies every
-byte it stores), Object Lock per object, tags, multipart with per-part SHA-256
-(a streamed upload's parts: CRC32C, storage/s3upload.py), versions. The whole-object
-SHA-256 is also kept as user metadata (``sha256``): a multipart object's stored
+Only documented S3 behaviour is used: flexible checksums (a single PUT sends the
+caller's precomputed ``ChecksumSHA256``, so the server verifies every byte it
+stores), Object Lock per object, tags, multipart with per-part CRC32C
+(storage/s3upload.py, for ``put`` of a larger source and for a streamed upload
+alike), versions. The whole-object SHA-256 is kept as user metadata (``sha256``) on
+a single PUT, and as a tag of the same name on a multipart object, whose stored
 checksum is a checksum of part checksums.
 
 Bucket set-up, storage roles (bucket policies) and the error kinds are in docs/storage.md.
@@ -16,11 +17,9 @@ import base64
 import contextlib
 import hashlib
 import io
-import itertools
 import json
 import urllib.parse
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, BinaryIO, Self
 
 import botocore.exceptions as bce
@@ -60,8 +59,6 @@ from storage.s3client import (
 from storage.s3upload import SHA256_TAG, S3Upload
 
 __all__ = ["S3Settings", "S3Store"]
-
-_MAX_PARTS = 10_000
 
 
 class S3Store:
@@ -198,8 +195,8 @@ class S3Store:
         if not second:
             return self._put_single(key, first, size, sha256, extra)
         head = [first, second]
-        del first, second  # the parts list owns them, so each is freed once sent
-        return self._put_multipart(key, source, head, part_size, size, sha256, extra)
+        del first, second  # the list owns them, so each is freed once sent
+        return self._put_parts(key, source, head, part_size, size, sha256, retention, tags)
 
     def _put_single(self, key: str, data: bytes | bytearray | memoryview, size: int | None, sha256: str,
                     extra: dict[str, Any], *, hashed: bool = False) -> PutResult:
@@ -213,83 +210,27 @@ class S3Store:
         return PutResult(r.get("VersionId"), r["ETag"].strip('"'), len(data), sha256,
                          answered_checksum(key, r, sha256, sha256))
 
-    def _put_multipart(self, key: str, source: BinaryIO, head: list[bytes | bytearray], part_size: int,
-                       size: int | None, sha256: str, extra: dict[str, Any]) -> PutResult:
-        with self._errors("put", key):
-            upload_id = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)["UploadId"]
-        done = False
-        try:
-            completed, total, digest = self._upload_parts(key, upload_id, source, head, part_size)
-            _verify(key, total, digest, size, sha256)  # before complete: a mismatch never appears
-            with self._errors("put", key):
-                r = self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed})
-            done = True
-        finally:
-            if not done:
-                with contextlib.suppress(bce.ClientError, bce.BotoCoreError):
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        composite = hashlib.sha256(b"".join(base64.b64decode(p["ChecksumSHA256"]) for p in completed))
-        return PutResult(r.get("VersionId"), r["ETag"].strip('"'), total, sha256,
-                         answered_checksum(key, r, sha256, f"{composite.hexdigest()}-{len(completed)}"))
-
-    def _upload_parts(self, key: str, upload_id: str, source: BinaryIO, head: list[bytes | bytearray],
-                      part_size: int) -> tuple[list[dict[str, Any]], int, str]:
-        """Send ``head`` and then the rest of ``source`` as parts, at most
-        ``max_concurrency`` in flight; hash the whole (and each part) on the way.
-
-        A part is read only once a slot is free, into the buffer of a part already
-        sent when the source has ``readinto``: memory stays at ``max(2,
-        max_concurrency)`` parts whatever the object's size, and is not allocated
-        (and faulted in) afresh for every part."""
+    def _put_parts(self, key: str, source: BinaryIO, head: list[bytes | bytearray], part_size: int,
+                   size: int | None, sha256: str, retention: Retention | None, tags: dict[str, str]) -> PutResult:
+        """More than one part: sent as the streamed pipeline sends (``S3Upload``: CRC32C
+        part checksums, at most ``max_concurrency`` parts in flight, the SHA-256 tagged
+        once complete), the source read into one buffer and hashed on the way; one whose
+        size or SHA-256 is not the caller's is aborted before it becomes visible."""
+        up = S3Upload(self, key, part_size=part_size, retention=retention, tags=tags)
         whole, total = hashlib.sha256(), 0
-        futures: list[Future] = []
-        in_flight: dict[Future, bytes | bytearray] = {}
-        spare: list[bytearray] = []
-        pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="s3-part")
-        read_all = False
-
-        def reap(block: bool) -> None:
-            finished = [f for f in in_flight if f.done()]
-            if not finished and block:
-                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for f in finished:
-                f.result()  # a failed part stops the reading now
-                buf = in_flight.pop(f)
-                if isinstance(buf, bytearray) and len(buf) == part_size:
-                    spare.append(buf)
-
         try:
-            for number in itertools.count(1):
-                reap(block=False)
-                while len(in_flight) >= self.max_concurrency:
-                    reap(block=True)
-                data = head.pop(0) if head else _read_part(source, part_size, spare)
-                if not data:
-                    break
-                if number > _MAX_PARTS:
-                    raise PermanentError(f"put {key}: more than {_MAX_PARTS} parts of {part_size} bytes; "
-                                         "pass size= so the part size can grow")
+            parts = _parts(source, part_size)
+            while data := head.pop(0) if head else next(parts, b""):
                 whole.update(data)
+                up.write(data)  # copied: the read buffer is reused, the head freed
                 total += len(data)
-                future = pool.submit(self._upload_part, key, upload_id, number, data)
-                futures.append(future)
-                in_flight[future] = data
                 del data
-            read_all = True
-        finally:
-            # After a failure, parts not yet started never start.
-            pool.shutdown(wait=True, cancel_futures=not read_all)
-            in_flight.clear()
-        return [f.result() for f in futures], total, whole.hexdigest()
-
-    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> dict[str, Any]:
-        checksum = _b64(hashlib.sha256(data).digest())
-        with self._errors("put", key):
-            r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                        Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum)
-        return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": checksum}
+            _verify(key, total, whole.hexdigest(), size, sha256)
+            up.seal(size=total, sha256=sha256)
+            return up.complete()
+        except BaseException:
+            up.abort()
+            raise
 
     def open_upload(self, key: str, *, size: int | None = None, retention: Retention | None = None,
                     tags: dict[str, str] | None = None,
@@ -463,22 +404,23 @@ def _verify(key: str, got_size: int, got_sha256: str, size: int | None, sha256: 
         raise IntegrityError(f"put {key}: sha256 of the data is {got_sha256}, caller said {sha256}")
 
 
-def _read_part(source: BinaryIO, part_size: int, spare: list[bytearray]) -> bytes | bytearray:
-    """The next part of ``source``: up to ``part_size`` bytes, fewer only at the end.
-    With ``readinto`` it is read into a spare buffer when there is one."""
+def _parts(source: BinaryIO, part_size: int) -> Iterator[memoryview | bytes]:
+    """The rest of ``source``, a part at a time; with ``readinto``, each read into the
+    same buffer (the consumer copies what it keeps before asking for the next)."""
     if getattr(source, "readinto", None) is None:
-        return read_full(source, part_size)
-    buf = spare.pop() if spare else bytearray(part_size)
-    pos = 0
-    with memoryview(buf) as view:
-        while pos < part_size:
-            got = source.readinto(view[pos:])
-            if not got:
-                break
+        while data := read_full(source, part_size):
+            yield data
+        return
+    view = memoryview(bytearray(part_size))  # not released here: the last part's view may outlive this
+    while True:
+        pos = 0
+        while pos < part_size and (got := source.readinto(view[pos:])):
             pos += got
-    if pos < part_size:
-        del buf[pos:]
-    return buf
+        if not pos:
+            return
+        yield view[:pos]
+        if pos < part_size:
+            return
 
 
 def _b64(digest: bytes) -> str:

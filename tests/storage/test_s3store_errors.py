@@ -20,6 +20,7 @@ from storage.errors import (
     RetryableError,
 )
 from storage.s3store import S3Settings, S3Store
+from storage.s3upload import part_checksum
 
 MiB = 1 << 20
 DATA = b"x" * 1000
@@ -177,26 +178,33 @@ class Readable:
         return n
 
 
-def test_parts_are_read_into_reused_buffers(stubbed):
+def test_parts_go_in_reused_buffers_with_crc32c_checksums_and_the_sha256_is_tagged(stubbed):
+    """``put`` of a source larger than a part sends what a streamed upload sends
+    (storage/s3upload.py): CRC32C part checksums, and the SHA-256 as a tag once complete."""
     store, stub = stubbed
     store.max_concurrency = 2
-    bodies: dict[int, tuple[object, str]] = {}  # holding each body keeps its id unique
+    bodies: dict[int, tuple[object, str, str]] = {}  # holding each body keeps its id unique
 
     def seen(params, **_):  # in the part's worker thread, when it is sent
-        bodies[params["PartNumber"]] = (params["Body"], hashlib.sha256(params["Body"]).hexdigest())
+        bodies[params["PartNumber"]] = (params["Body"], hashlib.sha256(params["Body"]).hexdigest(),
+                                        params["ChecksumCRC32C"])
 
     store.client.meta.events.register("provide-client-params.s3.UploadPart", seen)
     data = os.urandom(5 * 8 * MiB + 123)
     parts = [data[i:i + 8 * MiB] for i in range(0, len(data), 8 * MiB)]
+    digest = hashlib.sha256(data).hexdigest()
     stub.add_response("create_multipart_upload", {"UploadId": "u1"})
     for i in range(len(parts)):
         stub.add_response("upload_part", {"ETag": f'"e{i}"'})
     stub.add_response("complete_multipart_upload", {"ETag": '"x-6"', "VersionId": "v1"})
-    r = store.put("k", Readable(data), size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    assert r.size == len(data)
+    stub.add_response("put_object_tagging", {}, {"Bucket": "payload", "Key": "k",
+                                                 "Tagging": {"TagSet": [{"Key": "sha256", "Value": digest}]}})
+    r = store.put("k", Readable(data), size=len(data), sha256=digest)
+    assert r.size == len(data) and r.sha256 == digest
     assert [bodies[n][1] for n in sorted(bodies)] == [hashlib.sha256(p).hexdigest() for p in parts]
-    # 6 parts, never more than 2 buffers: the others were reused
-    assert len({id(b) for b, _ in bodies.values()}) <= 2
+    assert [bodies[n][2] for n in sorted(bodies)] == [part_checksum(p) for p in parts]
+    # 6 parts, never more than 2 full-part buffers: the others were reused
+    assert len({id(b) for b, _, _ in bodies.values() if len(b) == 8 * MiB}) <= 2
     stub.assert_no_pending_responses()
 
 
@@ -209,7 +217,7 @@ def test_checksummed_bodies_go_unsigned_and_the_service_still_checks_them(make_s
 
     def capture(request, event_name, **_):
         sent.append((event_name.rsplit(".", 1)[-1], request.headers.get("X-Amz-Content-SHA256"),
-                     request.headers.get("x-amz-checksum-sha256")))
+                     request.headers.get("x-amz-checksum-sha256") or request.headers.get("x-amz-checksum-crc32c")))
 
     store.client.meta.events.register("before-send.s3", capture)
     big = os.urandom(17 * MiB)
@@ -225,7 +233,8 @@ def test_checksummed_bodies_go_unsigned_and_the_service_still_checks_them(make_s
     by_op = {}
     for op, payload_hash, checksum in sent:
         by_op.setdefault(op, set()).add((payload_hash, checksum is not None))
-    # bodies that carry their SHA-256 are not hashed a second time for the signature...
+    # bodies that carry their checksum (a part's CRC32C, a single PUT's SHA-256) are not
+    # hashed a second time for the signature...
     assert by_op["UploadPart"] == {(b"UNSIGNED-PAYLOAD", True)}
     assert "PutObject" not in by_op
     [small] = direct
