@@ -216,6 +216,9 @@ class S3Store:
         part checksums, at most ``max_concurrency`` parts in flight, the SHA-256 tagged
         once complete), the source read into one buffer and hashed on the way; one whose
         size or SHA-256 is not the caller's is aborted before it becomes visible."""
+        if SHA256_TAG in tags or len(tags) >= MAX_TAGS:  # before anything is sent
+            raise ValueError(f"put {key}: an object of more than one part takes at most {MAX_TAGS - 1} tags, "
+                             f"none named {SHA256_TAG!r} (its SHA-256 is tagged once complete)")
         up = S3Upload(self, key, part_size=part_size, retention=retention, tags=tags)
         whole, total = hashlib.sha256(), 0
         try:

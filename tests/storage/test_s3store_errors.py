@@ -178,6 +178,18 @@ class Readable:
         return n
 
 
+def test_a_put_of_more_than_one_part_refuses_a_tenth_tag_before_sending_anything(stubbed):
+    """Its SHA-256 becomes a tag once complete: ten tags of the caller's would leave a
+    completed object the tagging then fails on."""
+    store, stub = stubbed  # no responses stubbed: any request fails the test
+    data = b"\x01" * (17 * MiB)
+    ten = {f"t{i}": "x" for i in range(10)}
+    for tags in (ten, {"sha256": "x"}):
+        with pytest.raises(ValueError, match="at most 9 tags, none named 'sha256'"):
+            store.put("k", data, sha256=hashlib.sha256(data).hexdigest(), tags=tags)
+    stub.assert_no_pending_responses()
+
+
 def test_parts_go_in_reused_buffers_with_crc32c_checksums_and_the_sha256_is_tagged(stubbed):
     """``put`` of a source larger than a part sends what a streamed upload sends
     (storage/s3upload.py): CRC32C part checksums, and the SHA-256 as a tag once complete."""
