@@ -214,7 +214,7 @@ class S3Store:
                    size: int | None, sha256: str, retention: Retention | None, tags: dict[str, str]) -> PutResult:
         """More than one part: sent as the streamed pipeline sends (``S3Upload``: CRC32C
         part checksums, at most ``max_concurrency`` parts in flight, the SHA-256 tagged
-        once complete), the source read into one buffer and hashed on the way; one whose
+        once complete), the source read a MiB at a time and hashed on the way; one whose
         size or SHA-256 is not the caller's is aborted before it becomes visible."""
         if SHA256_TAG in tags or len(tags) >= MAX_TAGS:  # before anything is sent
             raise ValueError(f"put {key}: an object of more than one part takes at most {MAX_TAGS - 1} tags, "
@@ -222,8 +222,8 @@ class S3Store:
         up = S3Upload(self, key, part_size=part_size, retention=retention, tags=tags)
         whole, total = hashlib.sha256(), 0
         try:
-            parts = _parts(source, part_size)
-            while data := head.pop(0) if head else next(parts, b""):
+            rest = _chunks(source)
+            while data := head.pop(0) if head else next(rest, b""):
                 whole.update(data)
                 up.write(data)  # copied: the read buffer is reused, the head freed
                 total += len(data)
@@ -407,22 +407,26 @@ def _verify(key: str, got_size: int, got_sha256: str, size: int | None, sha256: 
         raise IntegrityError(f"put {key}: sha256 of the data is {got_sha256}, caller said {sha256}")
 
 
-def _parts(source: BinaryIO, part_size: int) -> Iterator[memoryview | bytes]:
-    """The rest of ``source``, a part at a time; with ``readinto``, each read into the
-    same buffer (the consumer copies what it keeps before asking for the next)."""
+_CHUNK = 1 << 20  # what ``put`` reads at a time past its first two parts
+
+
+def _chunks(source: BinaryIO) -> Iterator[memoryview | bytes]:
+    """The rest of ``source`` in 1 MiB reads (the upload gathers them into parts); with
+    ``readinto``, each read into the same buffer (the consumer copies what it keeps
+    before asking for the next)."""
     if getattr(source, "readinto", None) is None:
-        while data := read_full(source, part_size):
+        while data := read_full(source, _CHUNK):
             yield data
         return
-    view = memoryview(bytearray(part_size))  # not released here: the last part's view may outlive this
+    view = memoryview(bytearray(_CHUNK))  # not released here: the last chunk's view may outlive this
     while True:
         pos = 0
-        while pos < part_size and (got := source.readinto(view[pos:])):
+        while pos < _CHUNK and (got := source.readinto(view[pos:])):
             pos += got
         if not pos:
             return
         yield view[:pos]
-        if pos < part_size:
+        if pos < _CHUNK:
             return
 
 
