@@ -69,7 +69,7 @@ class S3Store:
     is: True for the payload bucket (Object Lock required), False for the
     header bucket (must allow deletion). Uploads larger than ``part_size``
     go multipart with at most ``max_concurrency`` parts in flight, so memory
-    stays near ``(max_concurrency + 1) * part_size`` whatever the object size.
+    stays near ``max_concurrency * part_size`` whatever the object size.
     Safe to share between threads (boto3 clients are).
     """
 
