@@ -100,13 +100,8 @@ class LoopBatchedHandler(logging.StreamHandler):
         if loop is None or record.levelno >= logging.WARNING:
             self._write(line)
             return
-        self.acquire()
-        try:
-            self._held.append(line)
-            first = len(self._held) == 1
-        finally:
-            self.release()
-        if first:
+        self._held.append(line)  # Handler.handle holds the lock around emit
+        if len(self._held) == 1:
             loop.call_soon(self.flush)
 
     def _write(self, line: str) -> None:
