@@ -186,14 +186,13 @@ class S3Store:
                 # One PUT straight from the caller's buffer: not read into another one.
                 return self._put_single(key, source, size, sha256, _extra(sha256, retention, tags), hashed=True)
             source = io.BytesIO(source)  # shares a bytes object's buffer; no copy
-        extra = _extra(sha256, retention, tags)
         part_size = part_size_for(size, self.part_size)
         # An object smaller than a part gets a buffer of its own size, not a part's:
         # one byte past the size it should have, so a longer source is still caught.
         first = read_full(source, part_size if expect is None else min(part_size, expect + 1))
         second = read_full(source, part_size) if len(first) == part_size else b""
         if not second:
-            return self._put_single(key, first, size, sha256, extra)
+            return self._put_single(key, first, size, sha256, _extra(sha256, retention, tags))
         head = [first, second]
         del first, second  # the list owns them, so each is freed once sent
         return self._put_parts(key, source, head, part_size, size, sha256, retention, tags)
